@@ -1,0 +1,11 @@
+"""napari-kmeans: fast k-means segmentation of images, exact for single-channel data.
+
+The engine needs only numpy, scipy and scikit-image; the napari plugin lives in
+``napari_kmeans._napari`` and is loaded by napari through the manifest, not from here.
+"""
+
+from ._version import __version__
+from .model import KMeansModel
+from .segment import Segmentation, segment
+
+__all__ = ["KMeansModel", "Segmentation", "__version__", "segment"]

@@ -1,0 +1,228 @@
+"""Pixels -> feature vectors.
+
+This module knows the channel layout of an image (grayscale, RGB, RGBA or any number of channels
+along ``channel_axis``), which pixels take part (mask, non-finite values, fully transparent alpha)
+and how a pixel's values become the feature vector that k-means works on (raw values, or CIELAB for
+RGB). Everything else in the engine works on the ``(n_pixels, n_channels)`` array it produces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+COLOR_SPACES = ("rgb", "lab")
+
+# Rec. 709 luma weights, used to order colour clusters from dark to bright.
+_LUMA = np.array([0.2126, 0.7152, 0.0722])
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """How an image's pixels become feature vectors.
+
+    Attributes
+    ----------
+    channel_axis : int or None
+        Axis holding the channels, as a negative index (so that it means the same thing for images
+        of another dimensionality), or None for single-channel images.
+    rgb : bool
+        True when the channels are red, green, blue (and possibly alpha).
+    color_space : {'rgb', 'lab'}
+        Feature space for RGB images: the raw values, or CIELAB.
+    n_channels : int
+        Channels that are clustered (3 for RGB and RGBA images: alpha only masks).
+    """
+
+    channel_axis: int | None
+    rgb: bool
+    color_space: str
+    n_channels: int
+
+    @property
+    def n_features(self) -> int:
+        return self.n_channels
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An image laid out for clustering.
+
+    ``pixels`` is ``(n_pixels, n_channels)`` in the input's dtype (bool is viewed as uint8), alpha
+    removed; ``valid`` is a boolean vector (None when every pixel is valid); ``spatial_shape`` is the
+    image shape without its channel axis; ``n_valid`` counts valid pixels.
+    """
+
+    spec: FeatureSpec
+    pixels: np.ndarray
+    valid: np.ndarray | None
+    spatial_shape: tuple[int, ...]
+    n_valid: int
+    dtype: np.dtype
+
+
+def as_image(image, name="image") -> np.ndarray:
+    """Return ``image`` as an ndarray with a supported dtype, or raise a helpful error."""
+    if hasattr(image, "__array_function__") and type(image).__module__.startswith("dask"):
+        raise TypeError(
+            f"{name} is a dask array; use napari_kmeans.lazy.segment_lazy for out-of-core data, "
+            "or call .compute() first if it fits in memory."
+        )
+    arr = np.asarray(image)
+    if arr.dtype.kind in "OUSV" or arr.dtype.kind == "c":
+        kind = "complex" if arr.dtype.kind == "c" else "object/string"
+        raise TypeError(
+            f"{name} has {kind} dtype {arr.dtype}; k-means needs real numbers. "
+            "Convert it first, e.g. np.abs(image) for complex data or image.astype(float)."
+        )
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty (shape {arr.shape}); give an image with at least one pixel.")
+    if arr.ndim == 0:
+        raise ValueError(f"{name} is a scalar; give an array of pixels.")
+    return arr
+
+
+def float_dtype(dtype) -> np.dtype:
+    """Floating dtype for the maths: float32 stays float32 (float16 too), everything else float64."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f" and dtype.itemsize <= 4:
+        return np.dtype(np.float32)
+    return np.dtype(np.float64)
+
+
+def rgb_scale(dtype) -> float:
+    """Value of full intensity for an RGB image of this dtype (used for CIELAB)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "b":
+        return 1.0
+    if dtype.kind in "ui":
+        return float(np.iinfo(dtype).max)
+    return 1.0
+
+
+def make_spec(image: np.ndarray, *, channel_axis=None, rgb=None, color_space="rgb") -> FeatureSpec:
+    """Work out the channel layout of ``image`` and check the settings against it."""
+    if color_space not in COLOR_SPACES:
+        raise ValueError(f"color_space must be one of {COLOR_SPACES}, got {color_space!r}.")
+    ndim = image.ndim
+    if channel_axis is not None:
+        if isinstance(channel_axis, bool) or not isinstance(channel_axis, int | np.integer):
+            raise TypeError(f"channel_axis must be an integer or None, got {channel_axis!r}.")
+        if not -ndim <= channel_axis < ndim:
+            raise ValueError(
+                f"channel_axis={channel_axis} is out of range for an image with {ndim} dimensions "
+                f"(shape {image.shape}); use an axis in [{-ndim}, {ndim - 1}] or None for grayscale."
+            )
+        channel_axis = int(channel_axis) % ndim - ndim
+    if rgb is None:
+        rgb = channel_axis is None and ndim >= 3 and image.shape[-1] in (3, 4)
+    if rgb:
+        if channel_axis is None:
+            channel_axis = -1
+        n = image.shape[channel_axis]
+        if n not in (3, 4) or ndim < 2:
+            raise ValueError(
+                f"rgb=True needs 3 (RGB) or 4 (RGBA) channels along axis {channel_axis}, "
+                f"found {n} in an image of shape {image.shape}; pass rgb=False and channel_axis "
+                "for other multichannel data."
+            )
+        n_channels = 3
+    elif channel_axis is not None:
+        n_channels = image.shape[channel_axis]
+    else:
+        n_channels = 1
+    if color_space == "lab" and not rgb:
+        raise ValueError(
+            "color_space='lab' needs an RGB image (3 or 4 channels, rgb=True); "
+            f"this image of shape {image.shape} was read as {n_channels}-channel, non-RGB data."
+        )
+    return FeatureSpec(channel_axis, bool(rgb), color_space, int(n_channels))
+
+
+def prepare(image: np.ndarray, spec: FeatureSpec, mask=None) -> Prepared:
+    """Lay ``image`` out as ``(n_pixels, n_channels)`` and find the valid pixels.
+
+    Invalid pixels are those outside ``mask``, those with any non-finite value and, for RGBA,
+    those with alpha equal to 0. ``image`` itself is never modified.
+    """
+    if spec.channel_axis is None:
+        spatial_shape = image.shape
+        pixels = image.reshape(-1, 1)
+        alpha = None
+    else:
+        moved = np.moveaxis(image, spec.channel_axis, -1)
+        spatial_shape = moved.shape[:-1]
+        if spec.rgb and moved.shape[-1] == 4:
+            alpha = moved[..., 3].reshape(-1)
+            moved = moved[..., :3]
+        else:
+            alpha = None
+        if moved.shape[-1] != spec.n_channels:
+            raise ValueError(
+                f"expected {spec.n_channels} channels along axis {spec.channel_axis}, "
+                f"found {moved.shape[-1]} (image shape {image.shape})."
+            )
+        pixels = moved.reshape(-1, spec.n_channels)
+    dtype = image.dtype
+    if dtype.kind == "b":
+        pixels = pixels.view(np.uint8)
+
+    valid = None
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.shape != tuple(spatial_shape):
+            raise ValueError(
+                f"mask has shape {mask.shape} but the image's pixels are laid out as "
+                f"{tuple(spatial_shape)} (image shape {image.shape}, channel axis "
+                f"{spec.channel_axis}); give a mask with the image's shape without its channel axis."
+            )
+        if mask.dtype.kind not in "biu":
+            raise TypeError(
+                f"mask must be boolean or integer (nonzero = use the pixel), got dtype {mask.dtype}."
+            )
+        valid = mask.reshape(-1).astype(bool, copy=True)
+    if dtype.kind == "f":
+        finite = np.isfinite(pixels).all(axis=1)
+        if not finite.all():
+            valid = finite if valid is None else valid & finite
+    if alpha is not None:
+        opaque = alpha != 0
+        if not opaque.all():
+            valid = opaque if valid is None else valid & opaque
+    n_valid = pixels.shape[0] if valid is None else int(np.count_nonzero(valid))
+    if n_valid == 0:
+        raise ValueError(
+            f"no pixel is left to cluster: all {pixels.shape[0]} pixels are masked, non-finite "
+            "(NaN or inf) or fully transparent; check the mask and the image's values."
+        )
+    return Prepared(spec, pixels, valid, tuple(spatial_shape), n_valid, dtype)
+
+
+def to_features(values: np.ndarray, spec: FeatureSpec, dtype) -> np.ndarray:
+    """Turn pixel values ``(n, n_channels)`` of the given input dtype into feature vectors."""
+    if spec.color_space == "lab":
+        from skimage.color import rgb2lab
+
+        rgb = values.astype(np.float64) / rgb_scale(dtype)
+        return rgb2lab(rgb[:, None, :]).reshape(-1, 3)
+    return values.astype(float_dtype(dtype), copy=False)
+
+
+def luminance(colors: np.ndarray, spec: FeatureSpec) -> np.ndarray:
+    """Brightness used to order clusters: Rec. 709 luma for RGB, mean over channels otherwise."""
+    colors = np.asarray(colors, dtype=np.float64)
+    if spec.rgb:
+        return colors @ _LUMA
+    return colors.mean(axis=1)
+
+
+def cast_colors(colors: np.ndarray, dtype) -> np.ndarray:
+    """Cast cluster colours (float, input units) to the input dtype: rounded and clipped."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "b":
+        return colors >= 0.5
+    if dtype.kind in "ui":
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(colors), info.min, info.max).astype(dtype)
+    return colors.astype(dtype)

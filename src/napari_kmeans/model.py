@@ -1,0 +1,299 @@
+"""A fitted k-means model: centres plus everything needed to apply them to other images."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import features as ft
+from ._version import __version__
+from .compress import CHUNK, compress, lookup
+from .kmeans1d import assign_1d, thresholds
+from .lloyd import assign
+
+FORMAT = "napari-kmeans-model"
+FORMAT_VERSION = 1
+
+
+def label_dtype(k: int) -> np.dtype:
+    """Smallest unsigned integer dtype that holds labels 0..k."""
+    for dt in (np.uint8, np.uint16, np.uint32):
+        if k <= np.iinfo(dt).max:
+            return np.dtype(dt)
+    return np.dtype(np.uint64)
+
+
+@dataclass(frozen=True, eq=False)
+class KMeansModel:
+    """Fitted cluster centres and the feature settings they were fitted with.
+
+    Parameters
+    ----------
+    centers : (k, n_features) ndarray
+        Cluster centres in feature space (raw channel values, or CIELAB), ordered from the darkest
+        cluster (label 1) to the brightest (label k).
+    colors : (k, n_channels) ndarray
+        Each cluster's mean pixel value in the input's units, used to recolour.
+    spec : FeatureSpec
+        Channel layout and colour space.
+    dtype : str
+        dtype of the image the model was fitted on.
+    seed : int
+        Seed the model was fitted with (for the record).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from napari_kmeans import segment, KMeansModel
+    >>> image = np.array([[0, 0, 200], [10, 210, 200]], dtype=np.uint8)
+    >>> model = segment(image, 2).model
+    >>> model.predict(np.array([5, 190], dtype=np.uint8))
+    array([1, 2], dtype=uint8)
+    >>> KMeansModel.from_dict(model.to_dict()).predict(np.array([250], dtype=np.uint8))
+    array([2], dtype=uint8)
+    """
+
+    centers: np.ndarray
+    colors: np.ndarray
+    spec: ft.FeatureSpec
+    dtype: str
+    seed: int = 0
+
+    @property
+    def n_clusters(self) -> int:
+        return int(self.centers.shape[0])
+
+    # -- applying the model ---------------------------------------------------------------------
+
+    def _check_image(self, image: np.ndarray) -> ft.FeatureSpec:
+        """The spec to read ``image`` with, after checking it matches the model."""
+        spec = self.spec
+        dtype = np.dtype(image.dtype)
+        fitted = np.dtype(self.dtype)
+        if spec.color_space == "rgb" and (
+            (dtype.kind in "biu" or fitted.kind in "biu") and dtype != fitted
+        ):
+            raise ValueError(
+                f"this model was fitted on {fitted} data and compares raw values, but the image is "
+                f"{dtype}; convert the image to {fitted} (or fit with color_space='lab', which "
+                "works across dtypes)."
+            )
+        if spec.channel_axis is None:
+            return spec
+        ax = spec.channel_axis
+        if not -image.ndim <= ax < 0 or image.ndim < 2:
+            raise ValueError(
+                f"this model expects channels on axis {ax}, but the image has shape {image.shape}."
+            )
+        n = image.shape[ax]
+        ok = n in (3, 4) if spec.rgb else n == spec.n_channels
+        if not ok:
+            want = "3 (RGB) or 4 (RGBA)" if spec.rgb else str(spec.n_channels)
+            raise ValueError(
+                f"this model expects {want} channels on axis {ax}, but the image has {n} "
+                f"(shape {image.shape}); apply it to images with the same channel layout."
+            )
+        return spec
+
+    def assign_values(self, values: np.ndarray, dtype) -> np.ndarray:
+        """0-based cluster index of pixel values ``(n, n_channels)`` of the given dtype."""
+        feats = ft.to_features(values, self.spec, dtype)
+        if feats.shape[1] == 1:
+            return assign_1d(feats[:, 0], thresholds(self.centers[:, 0]))
+        return assign(feats, self.centers)[0]
+
+    def _sq_distances(self, values, dtype, idx):
+        feats = ft.to_features(values, self.spec, dtype).astype(np.float64)
+        diff = feats - self.centers[idx]
+        return np.einsum("ij,ij->i", diff, diff)
+
+    def label_prepared(self, prep: ft.Prepared, compressed=None, chunk_size=None):
+        """Labels (flat, 0 for invalid pixels) and inertia of a prepared image."""
+        chunk = int(chunk_size or CHUNK)
+        ldtype = label_dtype(self.n_clusters)
+        if compressed is None:
+            compressed = compress(prep.pixels, prep.valid)
+        if compressed is not None:
+            idx = self.assign_values(compressed.values, prep.dtype)
+            lut = np.zeros(compressed.codec.n_codes, ldtype)
+            lut[compressed.distinct] = idx + 1
+            d2 = self._sq_distances(compressed.values, prep.dtype, idx)
+            inertia = float(compressed.counts @ d2)
+            return lookup(lut, compressed.codes, prep.valid), inertia
+        n = prep.pixels.shape[0]
+        out = np.zeros(n, ldtype)
+        inertia = 0.0
+        for s in range(0, n, chunk):
+            part = prep.pixels[s : s + chunk]
+            ok = None if prep.valid is None else prep.valid[s : s + chunk]
+            if ok is not None:
+                part = part[ok]
+            idx = self.assign_values(part, prep.dtype)
+            inertia += float(self._sq_distances(part, prep.dtype, idx).sum())
+            if ok is None:
+                out[s : s + chunk] = idx + 1
+            else:
+                out[s : s + chunk][ok] = idx + 1
+        return out, inertia
+
+    def predict(self, image, *, mask=None, chunk_size=None) -> np.ndarray:
+        """Label every pixel of ``image`` with its nearest centre (1..k; 0 for invalid pixels).
+
+        Parameters
+        ----------
+        image : ndarray
+            An image with the same channel layout as the one the model was fitted on.
+        mask : ndarray of bool, optional
+            Pixels to label (shape of ``image`` without its channel axis); others get 0.
+        chunk_size : int, optional
+            Pixels per chunk for images that do not compress (bounds temporary memory).
+
+        Returns
+        -------
+        labels : ndarray
+            The image's spatial shape, smallest unsigned dtype that holds k.
+        """
+        image = ft.as_image(image)
+        spec = self._check_image(image)
+        prep = ft.prepare(image, spec, mask)
+        labels, _ = self.label_prepared(prep, chunk_size=chunk_size)
+        return labels.reshape(prep.spatial_shape)
+
+    def recolor(self, image, labels) -> np.ndarray:
+        """``image`` with every labelled pixel painted with its cluster's colour.
+
+        Pixels with label 0 keep their value, and so does the alpha channel of an RGBA image. The
+        result has the shape and dtype of ``image``.
+        """
+        image = ft.as_image(image)
+        spec = self._check_image(image)
+        labels = np.asarray(labels)
+        palette = ft.cast_colors(self.colors, image.dtype)
+        palette = np.concatenate([np.zeros_like(palette[:1]), palette])
+        if spec.channel_axis is None:
+            if labels.shape != image.shape:
+                raise ValueError(f"labels shape {labels.shape} != image shape {image.shape}.")
+            out = np.take(palette[:, 0], labels)
+            keep = labels == 0
+            out[keep] = image[keep]
+            return out
+        moved = np.moveaxis(image, spec.channel_axis, -1)
+        if labels.shape != moved.shape[:-1]:
+            raise ValueError(
+                f"labels shape {labels.shape} != the image's spatial shape {moved.shape[:-1]}."
+            )
+        out = np.take(palette, labels, axis=0)
+        if moved.shape[-1] == 4 and spec.rgb:
+            out = np.concatenate([out, moved[..., 3:]], axis=-1)
+        keep = labels == 0
+        out[keep] = moved[keep]
+        return np.ascontiguousarray(np.moveaxis(out, -1, spec.channel_axis))
+
+    # -- serialisation --------------------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        """A JSON-safe dict that :meth:`from_dict` turns back into an equal model."""
+        return {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "package_version": __version__,
+            "n_clusters": self.n_clusters,
+            "centers": self.centers.astype(np.float64).tolist(),
+            "colors": self.colors.astype(np.float64).tolist(),
+            "channel_axis": self.spec.channel_axis,
+            "rgb": self.spec.rgb,
+            "color_space": self.spec.color_space,
+            "n_channels": self.spec.n_channels,
+            "dtype": self.dtype,
+            "seed": self.seed,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> KMeansModel:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"not a napari-kmeans model file: invalid JSON ({err}).") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data) -> KMeansModel:
+        """Rebuild a model from :meth:`to_dict` output, checking every field.
+
+        Raises
+        ------
+        ValueError
+            If the dict is not a model of this format, is from a newer format version, or has
+            missing, inconsistent or non-finite fields.
+        """
+        return _model_from_dict(cls, data)
+
+
+def _model_from_dict(cls, data):
+    def bad(msg):
+        return ValueError(f"malformed napari-kmeans model: {msg}")
+
+    if not isinstance(data, dict):
+        raise bad(f"expected a JSON object (dict), got {type(data).__name__}.")
+    if data.get("format") != FORMAT:
+        raise bad(f"'format' is {data.get('format')!r}, expected {FORMAT!r}.")
+    version = data.get("version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise bad(f"'version' must be an integer, got {version!r}.")
+    if version > FORMAT_VERSION:
+        raise ValueError(
+            f"this model file has format version {version}, newer than the {FORMAT_VERSION} this "
+            f"napari-kmeans ({__version__}) reads; upgrade napari-kmeans to load it."
+        )
+    missing = [
+        key
+        for key in ("centers", "colors", "channel_axis", "rgb", "color_space", "n_channels", "dtype")
+        if key not in data
+    ]
+    if missing:
+        raise bad(f"missing field(s) {', '.join(missing)}.")
+    try:
+        centers = np.array(data["centers"], dtype=np.float64)
+        colors = np.array(data["colors"], dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise bad(f"'centers' and 'colors' must be lists of lists of numbers ({err}).") from None
+    if centers.ndim != 2 or centers.shape[0] < 1 or colors.ndim != 2:
+        raise bad(f"'centers' must be a non-empty k x d table, got shape {centers.shape}.")
+    if colors.shape[0] != centers.shape[0]:
+        raise bad(f"{centers.shape[0]} centers but {colors.shape[0]} colors.")
+    if not (np.isfinite(centers).all() and np.isfinite(colors).all()):
+        raise bad("'centers' and 'colors' must be finite numbers.")
+    if "n_clusters" in data and data["n_clusters"] != centers.shape[0]:
+        raise bad(f"'n_clusters' is {data['n_clusters']} but there are {centers.shape[0]} centers.")
+    color_space = data["color_space"]
+    if color_space not in ft.COLOR_SPACES:
+        raise bad(f"'color_space' must be one of {ft.COLOR_SPACES}, got {color_space!r}.")
+    rgb, axis, n_channels = data["rgb"], data["channel_axis"], data["n_channels"]
+    if not isinstance(rgb, bool):
+        raise bad(f"'rgb' must be true or false, got {rgb!r}.")
+    if axis is not None and (not isinstance(axis, int) or isinstance(axis, bool) or axis >= 0):
+        raise bad(f"'channel_axis' must be null or a negative integer, got {axis!r}.")
+    if not isinstance(n_channels, int) or n_channels < 1 or colors.shape[1] != n_channels:
+        raise bad(f"'n_channels' {n_channels!r} does not match colors of width {colors.shape[1]}.")
+    n_features = 3 if color_space == "lab" else n_channels
+    if centers.shape[1] != n_features:
+        raise bad(f"centers have {centers.shape[1]} features, expected {n_features}.")
+    if (axis is None) != (n_channels == 1 and not rgb) or (rgb and n_channels != 3):
+        raise bad("'channel_axis', 'rgb' and 'n_channels' are inconsistent.")
+    try:
+        dtype = np.dtype(data["dtype"])
+    except TypeError:
+        raise bad(f"'dtype' {data['dtype']!r} is not a numpy dtype name.") from None
+    if dtype.kind not in "biuf":
+        raise bad(f"'dtype' must be a boolean, integer or float dtype, got {dtype}.")
+    seed = data.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise bad(f"'seed' must be an integer, got {seed!r}.")
+    fdt = ft.float_dtype(dtype) if color_space == "rgb" else np.dtype(np.float64)
+    spec = ft.FeatureSpec(axis, rgb, color_space, n_channels)
+    return cls(centers.astype(fdt), colors, spec, dtype.name, seed)

@@ -1,0 +1,101 @@
+"""Order-independent, seeded samples of pixels that do not compress.
+
+A sample drawn by pixel position would change when the pixels are permuted or chunked
+differently. Here a pixel is kept according to a seeded 64-bit hash of its *value*: every copy of
+a value is kept or dropped together, so the sample depends only on the multiset of values and the
+seed. A value kept this way stands for its copies with weight ``1 / p``.
+
+A value repeated many times (a saturated colour, a fill value) would then be all in or all out,
+which is too coarse. Such values are found first, from hash-bucket counts, and enter the sample
+with their exact pixel counts instead.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .compress import CHUNK
+
+SAMPLE_SIZE = 1 << 18  # expected number of sampled pixels for images that do not compress
+_BUCKET_BITS = 20
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+_MIX2 = np.uint64(0xBF58476D1CE4E5B9)
+
+
+def hash_values(pixels: np.ndarray, seed: int) -> np.ndarray:
+    """A seeded 64-bit hash of each row of ``pixels`` (its bytes, channel by channel)."""
+    unsigned = np.dtype(f"u{pixels.dtype.itemsize}")
+    h = np.full(pixels.shape[0], np.uint64((seed * 0x2545F4914F6CDD1D + 1) % (1 << 64)))
+    with np.errstate(over="ignore"):
+        for c in range(pixels.shape[1]):
+            h ^= np.ascontiguousarray(pixels[:, c]).view(unsigned).astype(np.uint64)
+            h *= _MIX
+            h ^= h >> np.uint64(31)
+        h *= _MIX2
+        h ^= h >> np.uint64(29)
+    return h
+
+
+def _chunks(pixels, valid):
+    for s in range(0, pixels.shape[0], CHUNK):
+        part = pixels[s : s + CHUNK]
+        yield (part if valid is None else part[valid[s : s + CHUNK]])
+
+
+def _group(values):
+    """Distinct rows of ``values`` (lexicographically sorted) and their counts."""
+    if values.shape[0] == 0:
+        return values, np.zeros(0, np.int64)
+    return np.unique(values, axis=0, return_counts=True)
+
+
+def hash_sample(pixels, valid, n_valid, seed, size=SAMPLE_SIZE):
+    """A weighted sample ``(values, weights)`` of the valid pixels; weights sum to about n_valid.
+
+    When there are at most ``size`` valid pixels, all of them are returned, grouped, with exact
+    counts, and the third return value is True (the sample is the whole image).
+    """
+    if n_valid <= size:
+        vals = np.concatenate(list(_chunks(pixels, valid)))
+        vals, counts = _group(vals)
+        return vals, counts.astype(np.float64), True
+    p = size / n_valid
+    threshold = np.uint64(min(int(p * 2.0**64), (1 << 64) - 1))
+    n_buckets = 1 << _BUCKET_BITS
+    heavy_min = max(16, int(4 / p))
+    shift = np.uint64(64 - _BUCKET_BITS)
+
+    kept, kept_h = [], []
+    buckets = np.zeros(n_buckets, np.int64)
+    for part in _chunks(pixels, valid):
+        h = hash_values(part, seed)
+        buckets += np.bincount((h >> shift).astype(np.intp), minlength=n_buckets)
+        sel = h < threshold
+        kept.append(part[sel])
+        kept_h.append(h[sel])
+    kept = np.concatenate(kept)
+    kept_h = np.concatenate(kept_h)
+
+    hot = buckets >= heavy_min
+    heavy_vals = np.zeros((0, pixels.shape[1]), pixels.dtype)
+    heavy_counts = np.zeros(0, np.float64)
+    if hot.any():
+        cand, cand_h = [], []
+        for part in _chunks(pixels, valid):
+            h = hash_values(part, seed)
+            sel = hot[(h >> shift).astype(np.intp)]
+            cand.append(part[sel])
+            cand_h.append(h[sel])
+        cand = np.concatenate(cand)
+        cand_h = np.concatenate(cand_h)
+        uh, first, counts = np.unique(cand_h, return_index=True, return_counts=True)
+        big = counts >= heavy_min
+        heavy_vals = cand[first[big]]
+        heavy_counts = counts[big].astype(np.float64)
+        drop = np.isin(kept_h, uh[big])
+        kept = kept[~drop]
+    vals, counts = _group(kept)
+    values = np.concatenate([vals, heavy_vals])
+    weights = np.concatenate([counts / p, heavy_counts])
+    order = np.lexsort(values.T[::-1])
+    return values[order], weights[order], False

@@ -1,0 +1,251 @@
+"""``segment``: k-means segmentation of an image's pixels, the engine's front door."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from numbers import Integral, Real
+
+import numpy as np
+
+from . import features as ft
+from .compress import compress
+from .kmeans1d import assign_1d, kmeans_1d, thresholds
+from .lloyd import assign, kmeans
+from .model import KMeansModel
+from .sampling import SAMPLE_SIZE, hash_sample
+
+
+@dataclass(frozen=True, eq=False)
+class Segmentation:
+    """Result of :func:`segment`.
+
+    Attributes
+    ----------
+    labels : ndarray of unsigned int
+        The image's spatial shape; 1..k, 1 the darkest cluster, 0 for masked or non-finite pixels.
+    centers : (k, n_channels) ndarray of float64
+        Each cluster's mean pixel value in the input's units (RGB for CIELAB clustering).
+    recolored : ndarray
+        Shape and dtype of the input; every labelled pixel painted with its cluster's centre.
+    inertia : float
+        Sum over labelled pixels of the squared distance to their centre, in feature space.
+    n_iter : int
+        Lloyd iterations run (0 for the exact one-dimensional solver).
+    counts : (k,) ndarray of int64
+        Pixels per cluster.
+    exact : bool
+        True when the clustering is the proven global optimum of the k-means objective.
+    model : KMeansModel
+        The fitted model, to label other images the same way.
+    """
+
+    labels: np.ndarray
+    centers: np.ndarray
+    recolored: np.ndarray
+    inertia: float
+    n_iter: int
+    counts: np.ndarray
+    exact: bool
+    model: KMeansModel
+
+    @property
+    def n_clusters(self) -> int:
+        return int(self.centers.shape[0])
+
+
+def _check_int(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__}).")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}.")
+    return int(value)
+
+
+def _support(prep: ft.Prepared, seed: int):
+    """Weighted points to fit on: ``(values, weights, compressed, covers_all)``."""
+    comp = compress(prep.pixels, prep.valid)
+    if comp is not None:
+        return comp.values, comp.counts.astype(np.float64), comp, True
+    if prep.spec.n_channels == 1:
+        vals = prep.pixels[:, 0] if prep.valid is None else prep.pixels[prep.valid, 0]
+        uniq, counts = np.unique(vals, return_counts=True)
+        return uniq[:, None], counts.astype(np.float64), None, True
+    values, weights, whole = hash_sample(prep.pixels, prep.valid, prep.n_valid, seed)
+    return values, weights, None, whole
+
+
+def _fit(feats, weights, k, spec, *, n_init, max_iter, tol, seed):
+    """Centres in feature space, iterations, and whether they are the proven optimum."""
+    if feats.shape[1] == 1:
+        order = np.argsort(feats[:, 0], kind="stable")
+        res = kmeans_1d(feats[order, 0], weights[order], k, max_iter=max_iter)
+        return res.centers[:, None], res.n_iter, res.exact
+    res = kmeans(feats, weights, k, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed)
+    return res.centers, res.n_iter, False
+
+
+def segment(
+    image,
+    n_clusters=5,
+    *,
+    channel_axis=None,
+    rgb=None,
+    color_space="rgb",
+    mask=None,
+    seed=0,
+    n_init=4,
+    max_iter=300,
+    tol=1e-4,
+    chunk_size=None,
+) -> Segmentation:
+    """Segment an image by k-means clustering of its pixel values.
+
+    Parameters
+    ----------
+    image : (M, N[, ...][, C]) ndarray
+        Grayscale, RGB(A) or multichannel image of any dimensionality; bool, integer or float.
+    n_clusters : int, optional
+        Number of clusters k (labels 1..k).
+    channel_axis : int or None, optional
+        Axis of the channels; None for grayscale (or for RGB(A) detected on the last axis).
+    rgb : bool or None, optional
+        Whether the channels are RGB(A). None guesses: a last axis of length 3 or 4 in an image
+        with at least 3 dimensions and no ``channel_axis``. Fully transparent pixels (alpha 0)
+        are masked.
+    color_space : {'rgb', 'lab'}, optional
+        Cluster RGB colours as they are, or in CIELAB (perceptual distances). Centres and the
+        recoloured image are in the input's RGB units either way.
+    mask : ndarray of bool, optional
+        Pixels to cluster (the image's shape without its channel axis); others get label 0.
+    seed : int, optional
+        Seed for k-means++ and sampling. The same data, parameters and seed give the same labels,
+        whatever the pixel order or ``chunk_size``.
+    n_init : int, optional
+        k-means++/Lloyd restarts for multichannel data (the best is kept). Restarts run on at most
+        32768 weighted points, so they are cheap.
+    max_iter : int, optional
+        Maximum Lloyd iterations per run.
+    tol : float, optional
+        Convergence tolerance on the centre shift, relative to the data's mean variance.
+    chunk_size : int, optional
+        Pixels per chunk when labelling images that do not compress (bounds temporary memory).
+
+    Returns
+    -------
+    Segmentation
+        ``labels``, ``centers``, ``recolored``, ``inertia``, ``n_iter``, ``counts``, ``exact``
+        and ``model``.
+
+    Raises
+    ------
+    TypeError
+        For complex, object or dask input, or non-integer ``n_clusters``, ``seed``, ``n_init``.
+    ValueError
+        For an empty image, ``n_clusters < 1``, a mask of the wrong shape, a channel axis out of
+        range, or when no pixel is left after masking.
+
+    Warns
+    -----
+    UserWarning
+        When the image has fewer distinct values than ``n_clusters``: that many clusters are made.
+
+    Notes
+    -----
+    Integer images with at most 24 bits per pixel are first reduced to their distinct values with
+    pixel counts; other images are fitted on an order-independent sample of about 262144 pixels.
+    Single-channel data are clustered exactly, by dynamic programming [2]_ [3]_; multichannel data
+    by weighted Lloyd [1]_ with greedy k-means++ seeding [4]_. See ``docs/algorithm.md``.
+
+    References
+    ----------
+    .. [1] S. Lloyd, "Least squares quantization in PCM", IEEE Trans. Inf. Theory 28(2), 1982.
+    .. [2] H. Wang and M. Song, "Ckmeans.1d.dp: Optimal k-means clustering in one dimension by
+           dynamic programming", The R Journal 3(2), 2011.
+    .. [3] A. Grønlund et al., "Fast exact k-means, k-medians and Bregman divergence clustering
+           in 1D", arXiv:1701.07204, 2017.
+    .. [4] D. Arthur and S. Vassilvitskii, "k-means++: the advantages of careful seeding", 2007.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from napari_kmeans import segment
+    >>> image = np.array([[0, 10, 200], [210, 0, 10]], dtype=np.uint8)
+    >>> result = segment(image, 2)
+    >>> result.labels
+    array([[1, 1, 2],
+           [2, 1, 1]], dtype=uint8)
+    >>> result.centers.ravel(), result.inertia, result.exact
+    (array([  5., 205.]), 150.0, True)
+    >>> result.recolored
+    array([[  5,   5, 205],
+           [205,   5,   5]], dtype=uint8)
+    """
+    image = ft.as_image(image)
+    k = _check_int("n_clusters", n_clusters, 1)
+    n_init = _check_int("n_init", n_init, 1)
+    max_iter = _check_int("max_iter", max_iter, 1)
+    seed = _check_int("seed", seed, 0)
+    if chunk_size is not None:
+        chunk_size = _check_int("chunk_size", chunk_size, 1)
+    if isinstance(tol, bool) or not isinstance(tol, Real) or not tol >= 0:
+        raise ValueError(f"tol must be a non-negative number, got {tol!r}.")
+
+    spec = ft.make_spec(image, channel_axis=channel_axis, rgb=rgb, color_space=color_space)
+    prep = ft.prepare(image, spec, mask)
+    values, weights, comp, covers_all = _support(prep, seed)
+    n_distinct = values.shape[0]
+    if n_distinct < k:
+        where = "distinct values" if covers_all else "distinct values in its sample"
+        warnings.warn(
+            f"the image has only {n_distinct} {where}, fewer than n_clusters={k}; "
+            f"making {n_distinct} clusters.",
+            UserWarning,
+            stacklevel=2,
+        )
+        k = n_distinct
+
+    feats = ft.to_features(values, spec, prep.dtype)
+    centers, n_iter, exact = _fit(
+        feats, weights, k, spec, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed
+    )
+    if spec.color_space == "rgb":
+        centers = centers.astype(ft.float_dtype(prep.dtype))
+    model = _ordered_model(centers, feats, values, weights, spec, prep.dtype, seed)
+    labels, inertia = model.label_prepared(prep, comp, chunk_size)
+    labels = labels.reshape(prep.spatial_shape)
+    counts = np.bincount(labels.ravel(), minlength=model.n_clusters + 1)[1:]
+    return Segmentation(
+        labels=labels,
+        centers=model.colors.copy(),
+        recolored=model.recolor(image, labels),
+        inertia=inertia,
+        n_iter=int(n_iter),
+        counts=counts,
+        exact=bool(exact and covers_all),
+        model=model,
+    )
+
+
+def _ordered_model(centers, feats, values, weights, spec, dtype, seed) -> KMeansModel:
+    """Model with clusters ordered dark to bright and colours in the input's units.
+
+    A cluster's colour is the weighted mean of the pixel values assigned to it. A cluster that
+    ends up with no pixel (possible only after the last reassignment) is dropped.
+    """
+    k = centers.shape[0]
+    if feats.shape[1] == 1:
+        idx = assign_1d(feats[:, 0], thresholds(centers[:, 0]))
+    else:
+        idx = assign(feats, centers)[0]
+    mass = np.bincount(idx, weights=weights, minlength=k)
+    sums = np.stack(
+        [np.bincount(idx, weights=weights * values[:, c], minlength=k) for c in range(values.shape[1])],
+        axis=1,
+    )
+    keep = mass > 0
+    colors = sums[keep] / mass[keep, None]
+    centers = centers[keep]
+    key = ft.luminance(colors, spec)
+    order = np.lexsort((*colors.T[::-1], key))
+    return KMeansModel(centers[order], colors[order], spec, np.dtype(dtype).name, seed)
