@@ -194,24 +194,10 @@ def segment(
     spec = ft.make_spec(image, channel_axis=channel_axis, rgb=rgb, color_space=color_space)
     prep = ft.prepare(image, spec, mask)
     values, weights, comp, covers_all = _support(prep, seed)
-    n_distinct = values.shape[0]
-    if n_distinct < k:
-        where = "distinct values" if covers_all else "distinct values in its sample"
-        warnings.warn(
-            f"the image has only {n_distinct} {where}, fewer than n_clusters={k}; "
-            f"making {n_distinct} clusters.",
-            UserWarning,
-            stacklevel=2,
-        )
-        k = n_distinct
-
-    feats = ft.to_features(values, spec, prep.dtype)
-    centers, n_iter, exact = _fit(
-        feats, weights, k, spec, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed
-    )
-    if spec.color_space == "rgb":
-        centers = centers.astype(ft.float_dtype(prep.dtype))
-    model = _ordered_model(centers, feats, values, weights, spec, prep.dtype, seed)
+    model, n_iter, exact = fit_weighted(
+        values, weights, spec, prep.dtype, k,
+        n_init=n_init, max_iter=max_iter, tol=tol, seed=seed, covers_all=covers_all,
+    )  # fmt: skip
     labels, inertia = model.label_prepared(prep, comp, chunk_size)
     labels = labels.reshape(prep.spatial_shape)
     counts = np.bincount(labels.ravel(), minlength=model.n_clusters + 1)[1:]
@@ -222,9 +208,55 @@ def segment(
         inertia=inertia,
         n_iter=int(n_iter),
         counts=counts,
-        exact=bool(exact and covers_all),
+        exact=exact,
         model=model,
     )
+
+
+def fit_weighted(
+    values, weights, spec, dtype, n_clusters, *, n_init=4, max_iter=300, tol=1e-4, seed=0,
+    covers_all=True,
+):
+    """Fit a :class:`KMeansModel` to weighted pixel values.
+
+    Parameters
+    ----------
+    values : (m, n_channels) ndarray
+        Pixel values in the input dtype (distinct values, or a sample).
+    weights : (m,) ndarray
+        Pixel count each value stands for.
+    spec : FeatureSpec
+        Channel layout and colour space (see :func:`napari_kmeans.features.make_spec`).
+    dtype : dtype
+        The image's dtype.
+    n_clusters : int
+        Requested k; fewer (with a warning) when there are fewer distinct values.
+    covers_all : bool
+        Whether ``values`` are all of the image's distinct values (needed for ``exact``).
+
+    Returns
+    -------
+    model, n_iter, exact
+    """
+    k = n_clusters
+    n_distinct = values.shape[0]
+    if n_distinct < k:
+        where = "distinct values" if covers_all else "distinct values in its sample"
+        warnings.warn(
+            f"the image has only {n_distinct} {where}, fewer than n_clusters={k}; "
+            f"making {n_distinct} clusters.",
+            UserWarning,
+            stacklevel=3,
+        )
+        k = n_distinct
+    feats = ft.to_features(values, spec, dtype)
+    centers, n_iter, exact = _fit(
+        feats, weights, k, spec, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed
+    )
+    if spec.color_space == "rgb":
+        centers = centers.astype(ft.float_dtype(dtype))
+    model = _ordered_model(centers, feats, values, weights, spec, dtype, seed)
+    return model, n_iter, bool(exact and covers_all)
 
 
 def _ordered_model(centers, feats, values, weights, spec, dtype, seed) -> KMeansModel:
