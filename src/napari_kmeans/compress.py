@@ -30,32 +30,53 @@ class Codec:
         return 1 << (self.bits * self.n_channels)
 
     def encode(self, pixels: np.ndarray) -> np.ndarray:
-        """Codes for ``(n, n_channels)`` pixels: uint16 for one 16-bit channel, else uint32."""
-        flip = self.dtype.kind == "i"  # signed: flip the sign bit so codes keep the order
+        """Codes for ``(n, n_channels)`` pixels: uint16 for one 16-bit channel, else uint32.
+
+        Several 8-bit channels are packed little-endian: ``ch0 | ch1 << 8 | ch2 << 16``.
+        """
         unsigned = np.dtype(f"u{self.dtype.itemsize}")
         if self.n_channels == 1:
             codes = pixels[:, 0].view(unsigned)
-            return codes ^ unsigned.type(1 << (self.bits - 1)) if flip else codes
-        out = np.zeros(pixels.shape[0], np.uint32)
-        for c in range(self.n_channels):
-            ch = pixels[:, c].view(unsigned)
-            if flip:
-                ch = ch ^ unsigned.type(1 << (self.bits - 1))
-            out <<= self.bits
-            out |= ch
-        return out
+            return codes ^ self._sign() if self.dtype.kind == "i" else codes
+        codes = _pack_bytes(pixels.view(np.uint8))
+        if self.dtype.kind == "i":
+            codes ^= self._sign()
+        return codes
+
+    def _sign(self):
+        """The sign bit of every channel: XOR with it maps signed values to ordered codes."""
+        one = sum(1 << (self.bits * c + self.bits - 1) for c in range(self.n_channels))
+        return np.dtype(np.uint32 if self.n_channels > 1 else f"u{self.dtype.itemsize}").type(one)
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
         """Pixel values ``(m, n_channels)`` for the given codes."""
+        codes = np.asarray(codes)
+        if self.dtype.kind == "i":
+            codes = codes ^ self._sign()
         unsigned = np.dtype(f"u{self.dtype.itemsize}")
-        mask = (1 << self.bits) - 1
         out = np.empty((codes.size, self.n_channels), unsigned)
         for c in range(self.n_channels):
-            shift = self.bits * (self.n_channels - 1 - c)
-            out[:, c] = (codes >> shift) & mask
-        if self.dtype.kind == "i":
-            out ^= unsigned.type(1 << (self.bits - 1))
+            out[:, c] = (codes >> (self.bits * c)) & ((1 << self.bits) - 1)
         return out.view(self.dtype)
+
+
+def _pack_bytes(px: np.ndarray) -> np.ndarray:
+    """Pack ``(n, c)`` bytes (c = 2 or 3) into uint32 codes, ``px[:, 0]`` in the lowest byte."""
+    n, c = px.shape
+    mask = (1 << (8 * c)) - 1
+    if px.flags.c_contiguous and n >= 2:
+        # Read 4 bytes at every pixel start (an unaligned, overlapping uint32 view of the rows)
+        # and mask off the bytes of the next pixel: one pass, no per-channel temporaries.
+        rows = np.ndarray((n - 1,), dtype="<u4", buffer=px.reshape(-1), strides=(c,))
+        out = np.empty(n, np.uint32)
+        np.bitwise_and(rows, mask, out=out[:-1])
+        out[-1] = sum(int(px[-1, i]) << (8 * i) for i in range(c))
+        return out
+    out = px[:, c - 1].astype(np.uint32)
+    for i in range(c - 2, -1, -1):
+        out <<= 8
+        out |= px[:, i]
+    return out
 
 
 def codec_for(dtype, n_channels: int) -> Codec | None:
@@ -94,13 +115,14 @@ def compress(pixels: np.ndarray, valid: np.ndarray | None) -> Compressed | None:
     if codes.size * 4 < codec.n_codes:  # few pixels for many possible codes: sorting is cheaper
         distinct, counts = np.unique(codes if valid is None else codes[valid], return_counts=True)
     else:
-        hist = np.zeros(codec.n_codes, np.int64)
+        hist = None
         for s in range(0, codes.size, HIST_CHUNK):
             part = codes[s : s + HIST_CHUNK]
             if valid is not None:
                 part = part[valid[s : s + HIST_CHUNK]]
-            hist += np.bincount(part, minlength=codec.n_codes)
-        distinct = np.flatnonzero(hist)
+            counts = np.bincount(part, minlength=codec.n_codes)
+            hist = counts if hist is None else hist + counts
+        distinct = np.flatnonzero(hist.astype(bool))
         counts = hist[distinct]
     values = codec.decode(distinct)
     if values.dtype.kind == "f":  # float16: drop NaN/inf codes (they are masked already)

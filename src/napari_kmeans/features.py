@@ -77,7 +77,9 @@ def as_image(image, name="image") -> np.ndarray:
             "Convert it first, e.g. np.abs(image) for complex data or image.astype(float)."
         )
     if arr.size == 0:
-        raise ValueError(f"{name} is empty (shape {arr.shape}); give an image with at least one pixel.")
+        raise ValueError(
+            f"{name} is empty (shape {arr.shape}); give an image with at least one pixel."
+        )
     if arr.ndim == 0:
         raise ValueError(f"{name} is a scalar; give an array of pixels.")
     return arr

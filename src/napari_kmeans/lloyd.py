@@ -32,7 +32,10 @@ class LloydResult:
 
 
 def assign(points: np.ndarray, centers: np.ndarray):
-    """Nearest centre of each point (first one on ties) and the squared distance to it."""
+    """Nearest centre of each point (first one on ties) and the squared distance to it.
+
+    Rows are independent, so the result does not depend on how points are chunked.
+    """
     from scipy.cluster.vq import vq  # imported here: scipy.cluster takes ~0.5 s to import
 
     labels, dist = vq(points, centers.astype(points.dtype, copy=False), check_finite=False)
@@ -73,40 +76,53 @@ def kmeans_plusplus(points, weights, k, rng) -> np.ndarray:
     return centers
 
 
-def _update(points, wpoints, weights, labels, dist, k, centers):
-    """Weighted means of each cluster; empty clusters take the farthest points."""
+def _cluster_sums(wpoints, weights, labels, k):
+    """Weighted sums ``(k, d)`` and masses ``(k,)`` of the points in each cluster."""
     mass = np.bincount(labels, weights=weights, minlength=k)
     sums = np.stack(
-        [np.bincount(labels, weights=wpoints[:, c], minlength=k) for c in range(points.shape[1])],
+        [np.bincount(labels, weights=wpoints[:, c], minlength=k) for c in range(wpoints.shape[1])],
         axis=1,
     )
-    new = centers.astype(np.float64, copy=True)
-    filled = mass > 0
-    new[filled] = sums[filled] / mass[filled, None]
-    empty = np.flatnonzero(~filled)
-    if empty.size:
-        far = np.argsort(-(weights * dist), kind="stable")[: empty.size]
-        new[empty] = points[far]
-    return new.astype(points.dtype, copy=False)
+    return sums, mass
 
 
-def lloyd(points, weights, centers, *, max_iter=300, tol=1e-4) -> LloydResult:
+def lloyd(points, weights, centers, *, max_iter=300, tol_abs=0.0, wpoints=None) -> LloydResult:
     """Weighted Lloyd iterations from ``centers`` until no label changes or the shift is tiny.
 
-    ``tol`` is relative to the mean per-feature variance of the weighted points, as in
-    scikit-learn. A final assignment step makes labels and centres consistent.
+    ``tol_abs`` bounds the squared centre shift (summed over centres) below which iterations stop;
+    :func:`kmeans` sets it to ``tol`` times the data's mean variance, as scikit-learn does. Cluster
+    sums are updated incrementally from the points whose label changed, so late iterations cost
+    one assignment pass. Empty clusters move to the points farthest from their centres. A final
+    assignment step makes labels and centres consistent.
     """
     k = centers.shape[0]
-    wpoints = points * weights[:, None]
-    tol_abs = tol * _mean_variance(points, weights)
+    if wpoints is None:
+        wpoints = points * weights[:, None]
     labels = None
+    sums = mass = None
     n_iter = 0
-    for n_iter in range(1, max_iter + 1):  # noqa: B007
+    for n_iter in range(1, max_iter + 1):
         new_labels, dist = assign(points, centers)
-        if labels is not None and np.array_equal(new_labels, labels):
-            break
+        if labels is None:
+            sums, mass = _cluster_sums(wpoints, weights, new_labels, k)
+        else:
+            moved = np.flatnonzero(new_labels != labels)
+            if moved.size == 0:  # converged: centres are the means of these very labels
+                return LloydResult(centers, labels, float(weights @ dist), n_iter)
+            old_s, old_m = _cluster_sums(wpoints[moved], weights[moved], labels[moved], k)
+            new_s, new_m = _cluster_sums(wpoints[moved], weights[moved], new_labels[moved], k)
+            sums += new_s - old_s
+            mass += new_m - old_m
         labels = new_labels
-        new = _update(points, wpoints, weights, labels, dist, k, centers)
+        new = centers.astype(np.float64, copy=True)
+        filled = mass > 0
+        new[filled] = sums[filled] / mass[filled, None]
+        empty = np.flatnonzero(~filled)
+        if empty.size:  # relocate, then recount from scratch next time
+            far = np.argsort(-(weights * dist), kind="stable")[: empty.size]
+            new[empty] = points[far]
+            labels = None
+        new = new.astype(points.dtype, copy=False)
         shift = float(((new.astype(np.float64) - centers) ** 2).sum())
         centers = new
         if shift <= tol_abs:
@@ -122,33 +138,55 @@ def _mean_variance(points, weights) -> float:
     return float(np.mean(var))
 
 
-def weighted_subsample(points, weights, size, rng):
-    """At most about ``size`` points drawn with probability proportional to weight (merged)."""
+def weighted_subsample(points, weights, size, rng, cdf=None):
+    """About ``size`` points drawn with probability proportional to weight, duplicates merged.
+
+    Systematic sampling: ``size`` evenly spaced positions (one random offset) along the
+    cumulative weights ``cdf`` (computed when not given). The positions are sorted, which keeps
+    the search cache-friendly, and the sample is more even than independent draws. Weights are
+    rescaled to the same total.
+    """
     if points.shape[0] <= size:
         return points, weights
-    cdf = np.cumsum(weights, dtype=np.float64)
-    idx = np.searchsorted(cdf, rng.random(size) * cdf[-1], side="right")
+    if cdf is None:
+        cdf = np.cumsum(weights, dtype=np.float64)
+    step = cdf[-1] / size
+    idx = np.searchsorted(cdf, (np.arange(size) + rng.random()) * step, side="right")
     idx, counts = np.unique(np.minimum(idx, points.shape[0] - 1), return_counts=True)
-    return points[idx], counts.astype(np.float64) * (cdf[-1] / size)
+    return points[idx], counts * step
 
 
-def kmeans(
-    points, weights, k, *, n_init=4, max_iter=300, tol=1e-4, seed=0, seed_size=1 << 15
-) -> LloydResult:
-    """Best of ``n_init`` k-means++ / Lloyd runs, then refined on all points.
+def kmeans(points, weights, k, *, n_init=4, max_iter=300, tol=1e-4, seed=0) -> LloydResult:
+    """Best of ``n_init`` k-means++ / Lloyd runs on a small sample, refined coarse to fine.
 
-    The restarts run on a weighted subsample of at most ``seed_size`` points (all points when
-    there are fewer); the best of them is refined by Lloyd on all points.
+    The restarts run on a weighted subsample of ``clip(256 k, 4096, 32768)`` points, where they
+    are cheap. The best one is refined by Lloyd on subsamples eight times larger each, then on all
+    points, each stage starting from the previous stage's centres. When a subsample of at least
+    ``2**17`` points no longer moves the centres beyond the tolerance in its first iteration, the
+    last stage only assigns all points to those centres.
     """
     rng = np.random.default_rng(seed)
-    sub_p, sub_w = weighted_subsample(points, weights, seed_size, rng)
+    n = points.shape[0]
+    cdf = np.cumsum(weights, dtype=np.float64)
+    size = int(np.clip(256 * k, 4096, 1 << 15))
+    sub_p, sub_w = weighted_subsample(points, weights, size, rng, cdf)
+    tol_abs = tol * _mean_variance(sub_p, sub_w)  # the sample's variance is close enough
     best = None
     for _ in range(n_init):
         start = kmeans_plusplus(sub_p, sub_w, k, rng)
-        res = lloyd(sub_p, sub_w, start, max_iter=max_iter, tol=tol)
+        res = lloyd(sub_p, sub_w, start, max_iter=max_iter, tol_abs=tol_abs)
         if best is None or res.inertia < best.inertia:
             best = res
-    if sub_p is points:
-        return best
-    final = lloyd(points, weights, best.centers, max_iter=max_iter, tol=tol)
-    return LloydResult(final.centers, final.labels, final.inertia, best.n_iter + final.n_iter)
+    res, n_iter = best, best.n_iter
+    while sub_p is not points:
+        size *= 8
+        if size * 2 < n:
+            sub_p, sub_w = weighted_subsample(points, weights, size, rng, cdf)
+        elif res.n_iter == 1 and sub_p.shape[0] >= 1 << 17:
+            labels, dist = assign(points, res.centers)
+            return LloydResult(res.centers, labels, float(weights @ dist), n_iter)
+        else:
+            sub_p, sub_w = points, weights
+        res = lloyd(sub_p, sub_w, res.centers, max_iter=max_iter, tol_abs=tol_abs)
+        n_iter += res.n_iter
+    return LloydResult(res.centers, res.labels, res.inertia, n_iter)

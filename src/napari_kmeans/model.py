@@ -97,46 +97,70 @@ class KMeansModel:
             )
         return spec
 
-    def assign_values(self, values: np.ndarray, dtype) -> np.ndarray:
-        """0-based cluster index of pixel values ``(n, n_channels)`` of the given dtype."""
+    def assign_values(self, values: np.ndarray, dtype):
+        """Nearest centre of pixel values ``(n, n_channels)`` of the given input dtype.
+
+        Returns the 0-based cluster index of each value and its squared distance to that centre
+        in feature space.
+        """
         feats = ft.to_features(values, self.spec, dtype)
         if feats.shape[1] == 1:
-            return assign_1d(feats[:, 0], thresholds(self.centers[:, 0]))
-        return assign(feats, self.centers)[0]
+            x = feats[:, 0]
+            idx = assign_1d(x, thresholds(self.centers[:, 0]))
+            return idx, (x - self.centers[idx, 0].astype(np.float64)) ** 2
+        return assign(feats, self.centers)
 
-    def _sq_distances(self, values, dtype, idx):
-        feats = ft.to_features(values, self.spec, dtype).astype(np.float64)
-        diff = feats - self.centers[idx]
+    def _sq_distance(self, values, dtype, idx):
+        feats = ft.to_features(values, self.spec, dtype)
+        diff = feats.astype(np.float64) - self.centers[idx]
         return np.einsum("ij,ij->i", diff, diff)
 
-    def label_prepared(self, prep: ft.Prepared, compressed=None, chunk_size=None):
-        """Labels (flat, 0 for invalid pixels) and inertia of a prepared image."""
+    def label_prepared(
+        self, prep: ft.Prepared, compressed=None, chunk_size=None, distinct_idx=None
+    ):
+        """Label a prepared image: ``(labels, inertia, counts)``.
+
+        Labels are flat (0 for invalid pixels); ``inertia`` sums squared feature distances over
+        labelled pixels; ``counts`` are pixels per cluster. Compressible images are labelled
+        through a look-up table over their codes; others in chunks of ``chunk_size`` pixels.
+        ``distinct_idx`` may give the nearest centre of each of ``compressed.values`` when the
+        caller has just computed it (:func:`segment` does), saving one assignment pass.
+        """
         chunk = int(chunk_size or CHUNK)
-        ldtype = label_dtype(self.n_clusters)
+        k = self.n_clusters
+        ldtype = label_dtype(k)
         if compressed is None:
             compressed = compress(prep.pixels, prep.valid)
         if compressed is not None:
-            idx = self.assign_values(compressed.values, prep.dtype)
+            if distinct_idx is None:
+                idx, d2 = self.assign_values(compressed.values, prep.dtype)
+            else:
+                idx, d2 = (
+                    distinct_idx,
+                    self._sq_distance(compressed.values, prep.dtype, distinct_idx),
+                )
             lut = np.zeros(compressed.codec.n_codes, ldtype)
             lut[compressed.distinct] = idx + 1
-            d2 = self._sq_distances(compressed.values, prep.dtype, idx)
+            counts = np.bincount(idx, weights=compressed.counts, minlength=k).astype(np.int64)
             inertia = float(compressed.counts @ d2)
-            return lookup(lut, compressed.codes, prep.valid), inertia
+            return lookup(lut, compressed.codes, prep.valid), inertia, counts
         n = prep.pixels.shape[0]
         out = np.zeros(n, ldtype)
         inertia = 0.0
+        counts = np.zeros(k, np.int64)
         for s in range(0, n, chunk):
             part = prep.pixels[s : s + chunk]
             ok = None if prep.valid is None else prep.valid[s : s + chunk]
             if ok is not None:
                 part = part[ok]
-            idx = self.assign_values(part, prep.dtype)
-            inertia += float(self._sq_distances(part, prep.dtype, idx).sum())
+            idx, d2 = self.assign_values(part, prep.dtype)
+            inertia += float(d2.sum())
+            counts += np.bincount(idx, minlength=k)
             if ok is None:
                 out[s : s + chunk] = idx + 1
             else:
                 out[s : s + chunk][ok] = idx + 1
-        return out, inertia
+        return out, inertia, counts
 
     def predict(self, image, *, mask=None, chunk_size=None) -> np.ndarray:
         """Label every pixel of ``image`` with its nearest centre (1..k; 0 for invalid pixels).
@@ -158,7 +182,7 @@ class KMeansModel:
         image = ft.as_image(image)
         spec = self._check_image(image)
         prep = ft.prepare(image, spec, mask)
-        labels, _ = self.label_prepared(prep, chunk_size=chunk_size)
+        labels = self.label_prepared(prep, chunk_size=chunk_size)[0]
         return labels.reshape(prep.spatial_shape)
 
     def recolor(self, image, labels) -> np.ndarray:
@@ -177,7 +201,8 @@ class KMeansModel:
                 raise ValueError(f"labels shape {labels.shape} != image shape {image.shape}.")
             out = np.take(palette[:, 0], labels)
             keep = labels == 0
-            out[keep] = image[keep]
+            if keep.any():
+                out[keep] = image[keep]
             return out
         moved = np.moveaxis(image, spec.channel_axis, -1)
         if labels.shape != moved.shape[:-1]:
@@ -188,7 +213,8 @@ class KMeansModel:
         if moved.shape[-1] == 4 and spec.rgb:
             out = np.concatenate([out, moved[..., 3:]], axis=-1)
         keep = labels == 0
-        out[keep] = moved[keep]
+        if keep.any():
+            out[keep] = moved[keep]
         return np.ascontiguousarray(np.moveaxis(out, -1, spec.channel_axis))
 
     # -- serialisation --------------------------------------------------------------------------
@@ -252,7 +278,15 @@ def _model_from_dict(cls, data):
         )
     missing = [
         key
-        for key in ("centers", "colors", "channel_axis", "rgb", "color_space", "n_channels", "dtype")
+        for key in (
+            "centers",
+            "colors",
+            "channel_axis",
+            "rgb",
+            "color_space",
+            "n_channels",
+            "dtype",
+        )
         if key not in data
     ]
     if missing:

@@ -11,9 +11,9 @@ import numpy as np
 from . import features as ft
 from .compress import compress
 from .kmeans1d import assign_1d, kmeans_1d, thresholds
-from .lloyd import assign, kmeans
+from .lloyd import kmeans
 from .model import KMeansModel
-from .sampling import SAMPLE_SIZE, hash_sample
+from .sampling import hash_sample
 
 
 @dataclass(frozen=True, eq=False)
@@ -75,14 +75,16 @@ def _support(prep: ft.Prepared, seed: int):
     return values, weights, None, whole
 
 
-def _fit(feats, weights, k, spec, *, n_init, max_iter, tol, seed):
-    """Centres in feature space, iterations, and whether they are the proven optimum."""
+def _fit(feats, weights, k, *, n_init, max_iter, tol, seed):
+    """Centres in feature space, each point's centre, iterations, and whether it is optimal."""
     if feats.shape[1] == 1:
         order = np.argsort(feats[:, 0], kind="stable")
         res = kmeans_1d(feats[order, 0], weights[order], k, max_iter=max_iter)
-        return res.centers[:, None], res.n_iter, res.exact
+        centers = res.centers.astype(feats.dtype)[:, None]
+        idx = assign_1d(feats[:, 0], thresholds(centers[:, 0]))
+        return centers, idx, res.n_iter, res.exact
     res = kmeans(feats, weights, k, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed)
-    return res.centers, res.n_iter, False
+    return res.centers.astype(feats.dtype), res.labels, res.n_iter, False
 
 
 def segment(
@@ -194,13 +196,14 @@ def segment(
     spec = ft.make_spec(image, channel_axis=channel_axis, rgb=rgb, color_space=color_space)
     prep = ft.prepare(image, spec, mask)
     values, weights, comp, covers_all = _support(prep, seed)
-    model, n_iter, exact = fit_weighted(
+    model, idx, n_iter, exact = fit_weighted(
         values, weights, spec, prep.dtype, k,
         n_init=n_init, max_iter=max_iter, tol=tol, seed=seed, covers_all=covers_all,
     )  # fmt: skip
-    labels, inertia = model.label_prepared(prep, comp, chunk_size)
+    labels, inertia, counts = model.label_prepared(
+        prep, comp, chunk_size, distinct_idx=idx if comp is not None else None
+    )
     labels = labels.reshape(prep.spatial_shape)
-    counts = np.bincount(labels.ravel(), minlength=model.n_clusters + 1)[1:]
     return Segmentation(
         labels=labels,
         centers=model.colors.copy(),
@@ -214,7 +217,16 @@ def segment(
 
 
 def fit_weighted(
-    values, weights, spec, dtype, n_clusters, *, n_init=4, max_iter=300, tol=1e-4, seed=0,
+    values,
+    weights,
+    spec,
+    dtype,
+    n_clusters,
+    *,
+    n_init=4,
+    max_iter=300,
+    tol=1e-4,
+    seed=0,
     covers_all=True,
 ):
     """Fit a :class:`KMeansModel` to weighted pixel values.
@@ -236,7 +248,11 @@ def fit_weighted(
 
     Returns
     -------
-    model, n_iter, exact
+    model : KMeansModel
+    idx : (m,) ndarray
+        The cluster (0-based, in the model's order) of each value, by nearest centre.
+    n_iter : int
+    exact : bool
     """
     k = n_clusters
     n_distinct = values.shape[0]
@@ -250,34 +266,30 @@ def fit_weighted(
         )
         k = n_distinct
     feats = ft.to_features(values, spec, dtype)
-    centers, n_iter, exact = _fit(
-        feats, weights, k, spec, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed
+    centers, idx, n_iter, exact = _fit(
+        feats, weights, k, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed
     )
-    if spec.color_space == "rgb":
-        centers = centers.astype(ft.float_dtype(dtype))
-    model = _ordered_model(centers, feats, values, weights, spec, dtype, seed)
-    return model, n_iter, bool(exact and covers_all)
+    model, idx = _ordered_model(centers, idx, values, weights, spec, dtype, seed)
+    return model, idx, n_iter, bool(exact and covers_all)
 
 
-def _ordered_model(centers, feats, values, weights, spec, dtype, seed) -> KMeansModel:
-    """Model with clusters ordered dark to bright and colours in the input's units.
+def _ordered_model(centers, idx, values, weights, spec, dtype, seed):
+    """Model with clusters ordered dark to bright, and ``idx`` renumbered to match.
 
-    A cluster's colour is the weighted mean of the pixel values assigned to it. A cluster that
-    ends up with no pixel (possible only after the last reassignment) is dropped.
+    ``idx`` is each value's cluster. Colours (input units) are the centres themselves, except for
+    CIELAB clustering where they are each cluster's weighted mean RGB. A cluster left with no
+    pixel (possible only after the last reassignment) is dropped.
     """
     k = centers.shape[0]
-    if feats.shape[1] == 1:
-        idx = assign_1d(feats[:, 0], thresholds(centers[:, 0]))
-    else:
-        idx = assign(feats, centers)[0]
     mass = np.bincount(idx, weights=weights, minlength=k)
-    sums = np.stack(
-        [np.bincount(idx, weights=weights * values[:, c], minlength=k) for c in range(values.shape[1])],
-        axis=1,
-    )
-    keep = mass > 0
-    colors = sums[keep] / mass[keep, None]
-    centers = centers[keep]
-    key = ft.luminance(colors, spec)
-    order = np.lexsort((*colors.T[::-1], key))
-    return KMeansModel(centers[order], colors[order], spec, np.dtype(dtype).name, seed)
+    if spec.color_space == "lab":
+        sums = [np.bincount(idx, weights=weights * v, minlength=k) for v in values.T.astype(float)]
+        colors = np.stack(sums, axis=1) / np.maximum(mass, 1e-300)[:, None]
+    else:
+        colors = centers.astype(np.float64)
+    keep = np.flatnonzero(mass > 0)
+    order = keep[np.lexsort((*colors[keep].T[::-1], ft.luminance(colors[keep], spec)))]
+    renumber = np.zeros(k, np.intp)
+    renumber[order] = np.arange(order.size)
+    model = KMeansModel(centers[order], colors[order], spec, np.dtype(dtype).name, seed)
+    return model, renumber[idx]
