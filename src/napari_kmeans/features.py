@@ -185,7 +185,7 @@ def prepare(image: np.ndarray, spec: FeatureSpec, mask=None) -> Prepared:
             )
         valid = mask.reshape(-1).astype(bool, copy=True)
     if dtype.kind == "f":
-        finite = np.isfinite(pixels).all(axis=1)
+        finite = _finite_rows(pixels)
         if not finite.all():
             valid = finite if valid is None else valid & finite
     if alpha is not None:
@@ -199,6 +199,14 @@ def prepare(image: np.ndarray, spec: FeatureSpec, mask=None) -> Prepared:
             "(NaN or inf) or fully transparent; check the mask and the image's values."
         )
     return Prepared(spec, pixels, valid, tuple(spatial_shape), n_valid, dtype)
+
+
+def _finite_rows(pixels: np.ndarray) -> np.ndarray:
+    """Rows whose values are all finite (column by column: fast for a short channel axis)."""
+    finite = np.isfinite(pixels[:, 0])
+    for c in range(1, pixels.shape[1]):
+        finite &= np.isfinite(pixels[:, c])
+    return finite
 
 
 def to_features(values: np.ndarray, spec: FeatureSpec, dtype) -> np.ndarray:

@@ -155,7 +155,7 @@ def segment(
     Notes
     -----
     Integer images with at most 24 bits per pixel are first reduced to their distinct values with
-    pixel counts; other images are fitted on an order-independent sample of about 262144 pixels.
+    pixel counts; other images are fitted on an order-independent sample of about 131072 pixels.
     Single-channel data are clustered exactly, by dynamic programming [2]_ [3]_; multichannel data
     by weighted Lloyd [1]_ with greedy k-means++ seeding [4]_. See ``docs/algorithm.md``.
 

@@ -1,0 +1,252 @@
+"""The engine calls of one widget run, as a generator a worker thread can stop between steps.
+
+Nothing here imports napari or Qt: a :class:`Job` holds plain arrays (numpy, or anything
+``np.asarray`` turns into one, such as dask), and :func:`run` yields :class:`Progress` and returns
+an :class:`Outcome`. The widget runs it in a ``napari.qt.threading`` generator worker.
+
+The steps are: fit the model (on a lower resolution level for multiscale data), label the
+full-resolution image slab by slab with the model, then recolour slab by slab. The labels, centres
+and inertia are those of :func:`napari_kmeans.segment` on the same data.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import features as ft
+from ..model import KMeansModel, label_dtype
+from ..segment import fit_weighted
+
+SLAB_PIXELS = 1 << 20  # pixels labelled between two checks for cancel
+POLL_SECONDS = 0.1  # how often a long fit step yields (so that cancel is honoured quickly)
+
+
+@dataclass(frozen=True)
+class Params:
+    """The clustering settings chosen in the widget."""
+
+    n_clusters: int = 5
+    color_space: str = "rgb"
+    seed: int = 0
+    n_init: int = 4
+    max_iter: int = 300
+    tol: float = 1e-4
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Planes:
+    """One resolution of the input: the image, extra channel images and a mask.
+
+    ``image`` is the source's data (spatial axes, then the colour axis when ``rgb``); every array
+    in ``extras`` and ``mask`` has the image's spatial shape.
+    """
+
+    image: object
+    rgb: bool = False
+    extras: tuple = ()
+    mask: np.ndarray | None = None
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        shape = tuple(self.image.shape)
+        return shape[:-1] if self.rgb else shape
+
+    def materialized(self) -> Planes:
+        """The same planes as numpy arrays in their own dtypes (computes dask arrays)."""
+        return Planes(
+            np.asarray(self.image), self.rgb, tuple(np.asarray(e) for e in self.extras), self.mask
+        )
+
+    def block(self, index: tuple) -> Planes:
+        """The planes restricted to ``index`` (a tuple of slices over the spatial axes)."""
+        mask = None if self.mask is None else self.mask[index]
+        extras = tuple(np.asarray(e[index]) for e in self.extras)
+        return Planes(np.asarray(self.image[index]), self.rgb, extras, mask)
+
+    def assembled(self) -> np.ndarray:
+        """The array the engine clusters: the image, with extra channels stacked last."""
+        if not self.extras:
+            return np.asarray(self.image)
+        return np.stack([np.asarray(self.image), *map(np.asarray, self.extras)], axis=-1)
+
+    def layout(self) -> dict:
+        """``channel_axis`` and ``rgb`` arguments for the engine."""
+        if self.rgb:
+            return {"channel_axis": -1, "rgb": True}
+        if self.extras:
+            return {"channel_axis": -1, "rgb": False}
+        return {"channel_axis": None, "rgb": False}
+
+
+@dataclass(frozen=True)
+class Job:
+    """A run: full-resolution planes, optional lower resolution planes to fit on, settings."""
+
+    full: Planes
+    params: Params
+    fit: Planes | None = None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What a run yields: the fraction done and what it is doing."""
+
+    fraction: float
+    text: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A finished run: everything the layers are built from, or an error message."""
+
+    labels: np.ndarray | None = None
+    recolored: np.ndarray | None = None
+    model: KMeansModel | None = None
+    inertia: float = 0.0
+    n_iter: int = 0
+    exact: bool = False
+    counts: np.ndarray | None = None
+    seconds: float = 0.0
+    error: str | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def n_clusters(self) -> int:
+        return 0 if self.model is None else self.model.n_clusters
+
+
+def blocks(shape: tuple[int, ...], target: int = SLAB_PIXELS) -> Iterator[tuple[slice, ...]]:
+    """Index tuples covering ``shape`` in C order, each of about ``target`` elements or fewer.
+
+    >>> [b for b in blocks((5, 4), 8)]
+    [(slice(0, 2, None),), (slice(2, 4, None),), (slice(4, 5, None),)]
+    """
+    per = math.prod(shape[1:])
+    if per <= target or len(shape) == 1:
+        step = max(1, target // max(per, 1))
+        for start in range(0, shape[0], step):
+            yield (slice(start, min(start + step, shape[0])),)
+        return
+    for i in range(shape[0]):
+        for rest in blocks(shape[1:], target):
+            yield (slice(i, i + 1), *rest)
+
+
+def fit_model(planes: Planes, params: Params):
+    """Fit a model to ``planes`` as :func:`napari_kmeans.segment` does.
+
+    Returns ``(model, n_iter, exact, notes)``; ``notes`` are the engine's warnings as text.
+    """
+    from ..segment import _support  # the weighted points segment() fits on
+
+    image = ft.as_image(planes.assembled())
+    spec = ft.make_spec(image, color_space=params.color_space, **planes.layout())
+    prep = ft.prepare(image, spec, planes.mask)
+    values, weights, _, covers_all = _support(prep, params.seed)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        fitted = fit_weighted(
+            values, weights, spec, prep.dtype, params.n_clusters,
+            n_init=params.n_init, max_iter=params.max_iter, tol=params.tol, seed=params.seed,
+            covers_all=covers_all,
+        )  # fmt: skip
+    # (model, n_iter, exact), or (model, idx, n_iter, exact) since fit_weighted returns idx too.
+    model, n_iter, exact = fitted[0], fitted[-2], fitted[-1]
+    notes = tuple(str(w.message) for w in caught if issubclass(w.category, UserWarning))
+    return model, int(n_iter), bool(exact), notes
+
+
+def _in_thread(tick: Progress, func, *args) -> Iterator[Progress]:
+    """Run ``func(*args)`` in a helper thread, yielding ``tick`` every POLL_SECONDS until done.
+
+    A worker stopped at one of these yields leaves the helper to finish on its own; its result
+    is then dropped. Returns the function's result, or raises its exception.
+    """
+    box: dict = {}
+
+    def target():
+        try:
+            box["value"] = func(*args)
+        except BaseException as err:  # handed back to the caller below
+            box["error"] = err
+
+    thread = threading.Thread(target=target, name="napari-kmeans fit", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(POLL_SECONDS)
+        if thread.is_alive():
+            yield tick
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _label_block(model: KMeansModel, planes: Planes):
+    """Labels (spatial shape) and inertia of one block."""
+    image = planes.assembled()
+    if planes.mask is not None and not planes.mask.any():
+        return np.zeros(planes.spatial_shape, label_dtype(model.n_clusters)), 0.0
+    try:
+        prep = ft.prepare(image, model.spec, planes.mask)
+    except ValueError:  # no valid pixel in this block (all masked, NaN or transparent)
+        return np.zeros(planes.spatial_shape, label_dtype(model.n_clusters)), 0.0
+    labelled = model.label_prepared(prep)  # (labels, inertia[, counts])
+    return labelled[0].reshape(prep.spatial_shape), float(labelled[1])
+
+
+def _recolor_block(model: KMeansModel, planes: Planes, labels: np.ndarray) -> np.ndarray:
+    """The source image of one block recoloured (extra channels dropped again)."""
+    image = planes.assembled()
+    out = model.recolor(image, labels)
+    if not planes.extras:
+        return out
+    source = np.asarray(planes.image)
+    return ft.cast_colors(out[..., 0], source.dtype) if out.dtype != source.dtype else out[..., 0]
+
+
+def run(job: Job) -> Iterator[Progress]:
+    """Fit, label and recolour ``job``, yielding :class:`Progress`; returns an :class:`Outcome`.
+
+    Bad input (all pixels NaN, a mask that leaves nothing, ...) is returned as
+    ``Outcome(error=...)`` rather than raised, so that the widget can show it as a notification.
+    """
+    start = time.perf_counter()
+    try:
+        yield Progress(0.0, "reading data")
+        full = job.full if job.fit is not None else job.full.materialized()
+        fit_planes = job.fit.materialized() if job.fit is not None else full
+        tick = Progress(0.05, "fitting")
+        yield tick
+        model, n_iter, exact, notes = yield from _in_thread(tick, fit_model, fit_planes, job.params)
+        exact = exact and job.fit is None
+        labels = np.zeros(full.spatial_shape, label_dtype(model.n_clusters))
+        inertia = 0.0
+        index = list(blocks(full.spatial_shape))
+        for i, where in enumerate(index):
+            yield Progress(0.3 + 0.45 * i / len(index), "labelling")
+            labels[where], part = _label_block(model, full.block(where))
+            inertia += part
+        recolored = None
+        for i, where in enumerate(index):
+            yield Progress(0.75 + 0.25 * i / len(index), "recolouring")
+            part = _recolor_block(model, full.block(where), labels[where])
+            if recolored is None:
+                recolored = np.empty(tuple(full.image.shape), part.dtype)
+            recolored[where] = part
+    except (ValueError, TypeError) as err:
+        return Outcome(error=str(err), seconds=time.perf_counter() - start)
+    counts = np.bincount(labels.ravel(), minlength=model.n_clusters + 1)[1:]
+    return Outcome(
+        labels=labels, recolored=recolored, model=model, inertia=inertia, n_iter=n_iter,
+        exact=exact, counts=counts, seconds=time.perf_counter() - start, notes=notes,
+    )  # fmt: skip
