@@ -31,17 +31,26 @@ class KMeansModel:
 
     Parameters
     ----------
-    centers : (k, n_features) ndarray
-        Cluster centres in feature space (raw channel values, or CIELAB), ordered from the darkest
-        cluster (label 1) to the brightest (label k).
+    centers : (m, n_features) ndarray
+        Cluster centres in feature space (raw channel values, or CIELAB). For a freshly fitted
+        model ``m == k`` and centre i gives label i + 1, ordered from the darkest cluster (label 1)
+        to the brightest (label k).
     colors : (k, n_channels) ndarray
-        Each cluster's mean pixel value in the input's units, used to recolour.
+        Each label's colour in the input's units (its centre, or its pixels' mean colour), used
+        to recolour.
     spec : FeatureSpec
         Channel layout and colour space.
     dtype : str
         dtype of the image the model was fitted on.
     seed : int
         Seed the model was fitted with (for the record).
+    center_labels : (m,) ndarray of int, optional
+        The label (1..k) each centre stands for; several centres share a label after a merge.
+        Default ``1..m``.
+    parent : (m,) ndarray of int, optional
+        -1 for top-level centres; for the sub-centres made by splitting a cluster, the index
+        (lower than their own) of the centre they refine. A pixel goes to its nearest top-level
+        centre, then, while that centre has sub-centres, to the nearest of those. Default all -1.
 
     Examples
     --------
@@ -60,10 +69,30 @@ class KMeansModel:
     spec: ft.FeatureSpec
     dtype: str
     seed: int = 0
+    center_labels: np.ndarray | None = None
+    parent: np.ndarray | None = None
 
     @property
     def n_clusters(self) -> int:
-        return int(self.centers.shape[0])
+        """Number of labels k."""
+        return int(self.colors.shape[0])
+
+    @property
+    def labels_of_centers(self) -> np.ndarray:
+        if self.center_labels is None:
+            return np.arange(1, self.centers.shape[0] + 1)
+        return self.center_labels
+
+    @property
+    def parents(self) -> np.ndarray:
+        if self.parent is None:
+            return np.full(self.centers.shape[0], -1)
+        return self.parent
+
+    @property
+    def is_flat(self) -> bool:
+        """True for a fitted model: one centre per label, no sub-centres."""
+        return self.center_labels is None and self.parent is None
 
     # -- applying the model ---------------------------------------------------------------------
 
@@ -100,20 +129,32 @@ class KMeansModel:
     def assign_values(self, values: np.ndarray, dtype):
         """Nearest centre of pixel values ``(n, n_channels)`` of the given input dtype.
 
-        Returns the 0-based cluster index of each value and its squared distance to that centre
-        in feature space.
+        Returns the 0-based label index of each value (label - 1) and its squared distance to
+        its centre in feature space.
         """
         feats = ft.to_features(values, self.spec, dtype)
-        if feats.shape[1] == 1:
-            x = feats[:, 0]
-            idx = assign_1d(x, thresholds(self.centers[:, 0]))
-            return idx, (x - self.centers[idx, 0].astype(np.float64)) ** 2
-        return assign(feats, self.centers)
+        if self.is_flat and feats.shape[1] > 1:
+            return assign(feats, self.centers)  # vq gives the distances too
+        idx = _nearest(feats, self.centers) if self.is_flat else self._descend(feats)
+        d2 = _sq_dist(feats, self.centers, idx)
+        if self.center_labels is not None:
+            idx = self.center_labels[idx] - 1
+        return idx, d2
+
+    def _descend(self, feats):
+        """Nearest top-level centre, then nearest sub-centre while the centre has any."""
+        parent = self.parents
+        top = np.flatnonzero(parent < 0)
+        idx = top[_nearest(feats, self.centers[top])]
+        for p in np.unique(parent[parent >= 0]):  # parents come before their sub-centres
+            sel = np.flatnonzero(idx == p)
+            if sel.size:
+                kids = np.flatnonzero(parent == p)
+                idx[sel] = kids[_nearest(feats[sel], self.centers[kids])]
+        return idx
 
     def _sq_distance(self, values, dtype, idx):
-        feats = ft.to_features(values, self.spec, dtype)
-        diff = feats.astype(np.float64) - self.centers[idx]
-        return np.einsum("ij,ij->i", diff, diff)
+        return _sq_dist(ft.to_features(values, self.spec, dtype), self.centers, idx)
 
     def label_prepared(
         self, prep: ft.Prepared, compressed=None, chunk_size=None, distinct_idx=None
@@ -234,6 +275,8 @@ class KMeansModel:
             "n_channels": self.spec.n_channels,
             "dtype": self.dtype,
             "seed": self.seed,
+            "center_labels": self.labels_of_centers.tolist(),
+            "parent": self.parents.tolist(),
         }
 
     def to_json(self) -> str:
@@ -258,6 +301,45 @@ class KMeansModel:
             missing, inconsistent or non-finite fields.
         """
         return _model_from_dict(cls, data)
+
+
+def _nearest(feats, centers):
+    """Index of the nearest of ``centers`` for each feature row (ties: first centre)."""
+    if feats.shape[1] == 1:
+        if centers.shape[0] > 1 and np.all(np.diff(centers[:, 0]) > 0):
+            return assign_1d(feats[:, 0], thresholds(centers[:, 0]))
+        order = np.argsort(centers[:, 0], kind="stable")
+        return order[assign_1d(feats[:, 0], thresholds(centers[order, 0]))]
+    return assign(feats, centers)[0]
+
+
+def _sq_dist(feats, centers, idx):
+    diff = feats.astype(np.float64) - centers[idx].astype(np.float64)
+    return np.einsum("ij,ij->i", diff, diff)
+
+
+def _check_tree(centers, colors, center_labels, parent, bad):
+    """Validate the centre-to-label map and the split hierarchy of a model dict."""
+    m, k = centers.shape[0], colors.shape[0]
+    if center_labels is None and parent is None:
+        if m != k:
+            raise bad(f"{m} centers but {k} colors.")
+        return None, None
+    try:
+        labels = np.array(center_labels if center_labels is not None else range(1, m + 1))
+        parent = np.array(parent if parent is not None else [-1] * m)
+    except (TypeError, ValueError):
+        raise bad("'center_labels' and 'parent' must be lists of integers.") from None
+    if labels.shape != (m,) or parent.shape != (m,) or labels.dtype.kind not in "iu" or (
+        parent.dtype.kind not in "iu"
+    ):
+        raise bad(f"'center_labels' and 'parent' must be {m} integers each.")
+    if np.any(parent >= np.arange(m)) or np.any(parent < -1):
+        raise bad("'parent' must give, for each centre, -1 or the index of an earlier centre.")
+    leaves = ~np.isin(np.arange(m), parent)
+    if labels.min() < 1 or labels.max() > k or set(labels[leaves]) != set(range(1, k + 1)):
+        raise bad(f"'center_labels' must map the leaf centres onto every label 1..{k}.")
+    return labels.astype(np.int64), parent.astype(np.int64)
 
 
 def _model_from_dict(cls, data):
@@ -298,12 +380,13 @@ def _model_from_dict(cls, data):
         raise bad(f"'centers' and 'colors' must be lists of lists of numbers ({err}).") from None
     if centers.ndim != 2 or centers.shape[0] < 1 or colors.ndim != 2:
         raise bad(f"'centers' must be a non-empty k x d table, got shape {centers.shape}.")
-    if colors.shape[0] != centers.shape[0]:
-        raise bad(f"{centers.shape[0]} centers but {colors.shape[0]} colors.")
     if not (np.isfinite(centers).all() and np.isfinite(colors).all()):
         raise bad("'centers' and 'colors' must be finite numbers.")
-    if "n_clusters" in data and data["n_clusters"] != centers.shape[0]:
-        raise bad(f"'n_clusters' is {data['n_clusters']} but there are {centers.shape[0]} centers.")
+    if "n_clusters" in data and data["n_clusters"] != colors.shape[0]:
+        raise bad(f"'n_clusters' is {data['n_clusters']} but there are {colors.shape[0]} colors.")
+    center_labels, parent = _check_tree(
+        centers, colors, data.get("center_labels"), data.get("parent"), bad
+    )
     color_space = data["color_space"]
     if color_space not in ft.COLOR_SPACES:
         raise bad(f"'color_space' must be one of {ft.COLOR_SPACES}, got {color_space!r}.")
@@ -330,4 +413,9 @@ def _model_from_dict(cls, data):
         raise bad(f"'seed' must be an integer, got {seed!r}.")
     fdt = ft.float_dtype(dtype) if color_space == "rgb" else np.dtype(np.float64)
     spec = ft.FeatureSpec(axis, rgb, color_space, n_channels)
-    return cls(centers.astype(fdt), colors, spec, dtype.name, seed)
+    flat = center_labels is None or (
+        np.array_equal(center_labels, np.arange(1, centers.shape[0] + 1)) and np.all(parent < 0)
+    )
+    if flat:
+        center_labels = parent = None
+    return cls(centers.astype(fdt), colors, spec, dtype.name, seed, center_labels, parent)
