@@ -1,0 +1,76 @@
+"""Choosing k: inertia for a range of k, computed once on the compressed pixels, and its elbow."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import features as ft
+from .kmeans1d import kmeans_1d
+from .lloyd import kmeans
+from .segment import _check_int, _support
+
+
+def inertia_curve(
+    image,
+    k_max=10,
+    *,
+    k_min=2,
+    channel_axis=None,
+    rgb=None,
+    color_space="rgb",
+    mask=None,
+    seed=0,
+    n_init=2,
+):
+    """Inertia of k-means for every k in ``k_min..k_max``.
+
+    The image is compressed (or sampled) once; each k is then fitted on the weighted distinct
+    values, exactly for single-channel data. Inertias of sampled images are scaled estimates.
+
+    Returns
+    -------
+    ks : (n,) ndarray of int
+    inertias : (n,) ndarray of float
+        Non-increasing for exact (single-channel) data.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> image = np.repeat(np.array([0, 10, 100, 110, 200, 210], dtype=np.uint8), 10)
+    >>> ks, inertias = inertia_curve(image, 4)
+    >>> ks, inertias
+    (array([2, 3, 4]), array([101500.,   1500.,   1000.]))
+    >>> elbow(ks, inertias)
+    3
+    """
+    image = ft.as_image(image)
+    k_min = _check_int("k_min", k_min, 1)
+    k_max = _check_int("k_max", k_max, k_min)
+    spec = ft.make_spec(image, channel_axis=channel_axis, rgb=rgb, color_space=color_space)
+    prep = ft.prepare(image, spec, mask)
+    values, weights, _, _ = _support(prep, seed)
+    feats = ft.to_features(values, spec, prep.dtype)
+    k_max = min(k_max, values.shape[0])
+    ks = np.arange(k_min, k_max + 1)
+    if feats.shape[1] == 1:
+        order = np.argsort(feats[:, 0], kind="stable")
+        x, w = feats[order, 0], weights[order]
+        inertias = [kmeans_1d(x, w, int(k)).inertia for k in ks]
+    else:
+        inertias = [kmeans(feats, weights, int(k), n_init=n_init, seed=seed).inertia for k in ks]
+    return ks, np.array(inertias, dtype=np.float64)
+
+
+def elbow(ks, inertias) -> int:
+    """The k where the inertia curve bends most (the point farthest below the chord).
+
+    Both axes are scaled to [0, 1]; the elbow maximises the gap between the straight line from
+    the first to the last point and the curve (the "kneedle" criterion of Satopää et al. 2011).
+    """
+    ks = np.asarray(ks, dtype=np.float64)
+    y = np.asarray(inertias, dtype=np.float64)
+    if ks.size < 3 or y[0] == y[-1]:
+        return int(ks[0])
+    x = (ks - ks[0]) / (ks[-1] - ks[0])
+    yn = (y - y[-1]) / (y[0] - y[-1])
+    return int(ks[np.argmax((1 - x) - yn)])

@@ -1,0 +1,266 @@
+"""Editing a segmentation: recount after painting, merge, split, connected instances.
+
+Every function takes the labels (and model) and returns new ones; nothing is modified in place.
+Labels stay ordered dark to bright and contiguous (1..k) after merge and split, and the model is
+updated with them, so that ``model.predict(image)`` keeps reproducing the labels it made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import numpy as np
+
+from . import features as ft
+from .model import KMeansModel, label_dtype
+
+
+def label_stats(image, labels, model: KMeansModel):
+    """Pixel count and mean source colour of every label 1..n.
+
+    Parameters
+    ----------
+    image : ndarray
+        The source image (same channel layout as the model).
+    labels : ndarray of int
+        Labels with the image's spatial shape (possibly painted by hand).
+    model : KMeansModel
+
+    Returns
+    -------
+    colors : (n, n_channels) ndarray of float64
+        Mean value (input units) of the valid source pixels with each label; the model's colour
+        for labels without valid pixels. ``n = max(labels.max(), model.n_clusters)``.
+    counts : (n,) ndarray of int64
+        Pixels carrying each label.
+    """
+    image = ft.as_image(image)
+    spec = model._check_image(image)
+    prep = ft.prepare(image, spec, None)
+    flat = np.asarray(labels).reshape(-1)
+    if flat.shape[0] != prep.pixels.shape[0]:
+        raise ValueError(
+            f"labels of shape {np.shape(labels)} do not match the image's pixels "
+            f"{prep.spatial_shape}."
+        )
+    n = max(int(flat.max(initial=0)), model.n_clusters)
+    counts = np.bincount(flat, minlength=n + 1)[1:].astype(np.int64)
+    ok = flat if prep.valid is None else np.where(prep.valid, flat, 0)
+    mass = np.bincount(ok, minlength=n + 1)[1:]
+    sums = [np.bincount(ok, weights=ch, minlength=n + 1)[1:] for ch in prep.pixels.T]
+    colors = np.zeros((n, spec.n_channels))
+    colors[: model.n_clusters] = model.colors
+    filled = mass > 0
+    colors[filled] = np.stack(sums, axis=1)[filled] / mass[filled, None]
+    return colors, counts
+
+
+def recount(image, labels, model: KMeansModel) -> KMeansModel:
+    """The model with its colours set to the mean source colour of each label's pixels.
+
+    Use after painting: the recoloured image, the colormap and the features table follow the
+    colours. Labels painted beyond ``model.n_clusters`` have no centre and are not added.
+    """
+    colors, _ = label_stats(image, labels, model)
+    return dataclasses.replace(model, colors=colors[: model.n_clusters])
+
+
+def _check_labels(values, k, what):
+    try:
+        out = sorted({int(v) for v in values})
+    except (TypeError, ValueError):
+        raise TypeError(f"{what} must be integers, got {values!r}.") from None
+    bad = [v for v in out if not 1 <= v <= k]
+    if bad:
+        raise ValueError(f"{what} {bad} are not cluster labels; this model has labels 1..{k}.")
+    return out
+
+
+def _relabel(model: KMeansModel, labels, mapping, colors):
+    """Apply ``mapping`` (old label -> new label, 0 kept) and order labels dark to bright."""
+    k = colors.shape[0]
+    key = ft.luminance(colors, model.spec)
+    order = np.lexsort((*colors.T[::-1], key))
+    rank = np.empty(k, np.int64)
+    rank[order] = np.arange(1, k + 1)
+    full = np.zeros(mapping.size, np.int64)
+    full[1:] = rank[mapping[1:] - 1]
+    new_model = dataclasses.replace(
+        model,
+        colors=colors[order],
+        center_labels=full[model.labels_of_centers],
+        parent=model.parents,
+    )
+    labels = np.asarray(labels)
+    top = int(labels.max(initial=0))
+    lut = np.arange(max(top, mapping.size - 1) + 1)
+    lut[: mapping.size] = full
+    out = lut[labels].astype(label_dtype(max(k, top)))
+    return new_model, out
+
+
+def merge(model: KMeansModel, labels, targets):
+    """Merge clusters ``targets`` (two or more label values) into one.
+
+    Returns the new model and labels. The merged cluster's colour is the pixel-weighted mean of
+    the merged colours; its centres are all those of the merged clusters, so the model still
+    reproduces the labels.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from napari_kmeans import segment
+    >>> from napari_kmeans.edit import merge
+    >>> r = segment(np.array([0, 10, 100, 110, 250], dtype=np.uint8), 3)
+    >>> model, labels = merge(r.model, r.labels, [2, 3])
+    >>> labels, model.colors.ravel().round(1)
+    (array([1, 1, 2, 2, 2], dtype=uint8), array([  5. , 153.3]))
+    """
+    k = model.n_clusters
+    targets = _check_labels(targets, k, "clusters to merge")
+    if len(targets) < 2:
+        raise ValueError(f"merging needs at least two different clusters, got {targets}.")
+    counts = np.bincount(np.asarray(labels).reshape(-1), minlength=k + 1)[1 : k + 1]
+    w = counts[np.array(targets) - 1].astype(np.float64)
+    w = w if w.sum() > 0 else np.ones_like(w)
+    merged = (model.colors[np.array(targets) - 1] * w[:, None]).sum(0) / w.sum()
+    keep = [label for label in range(1, k + 1) if label not in targets[1:]]
+    mapping = np.zeros(k + 1, np.int64)
+    for new, old in enumerate(keep, start=1):
+        mapping[old] = new
+    mapping[targets[1:]] = mapping[targets[0]]
+    colors = model.colors[np.array(keep) - 1].copy()
+    colors[mapping[targets[0]] - 1] = merged
+    return _relabel(model, labels, mapping, colors)
+
+
+def split(model: KMeansModel, image, labels, target, n=2, *, seed=0, n_init=4):
+    """Split cluster ``target`` into ``n`` sub-clusters by k-means on its pixels only.
+
+    Returns the new model and labels. Only the target cluster's pixels change label; the model
+    gains sub-centres under the target's centres, so it reproduces the new labels.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from napari_kmeans import segment
+    >>> from napari_kmeans.edit import split
+    >>> image = np.array([0, 10, 100, 110, 250], dtype=np.uint8)
+    >>> r = segment(image, 2)
+    >>> r.labels
+    array([1, 1, 1, 1, 2], dtype=uint8)
+    >>> model, labels = split(r.model, image, r.labels, 1, 2)
+    >>> labels, model.colors.ravel()
+    (array([1, 1, 2, 2, 3], dtype=uint8), array([  5., 105., 250.]))
+    >>> bool(np.array_equal(model.predict(image), labels))
+    True
+    """
+    from .segment import segment  # segment imports this package's model; keep the cycle lazy
+
+    k = model.n_clusters
+    (target,) = _check_labels([target], k, "cluster to split")
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 2:
+        raise ValueError(f"a cluster is split into at least 2 sub-clusters, got n={n!r}.")
+    labels = np.asarray(labels)
+    inside = labels == target
+    if not inside.any():
+        raise ValueError(f"cluster {target} has no pixels to split.")
+    spec = model.spec
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sub = segment(
+            image,
+            n,
+            channel_axis=spec.channel_axis,
+            rgb=spec.rgb,
+            color_space=spec.color_space,
+            mask=inside,
+            seed=seed,
+            n_init=n_init,
+        )
+    if sub.n_clusters < 2:
+        raise ValueError(f"cluster {target} has a single distinct value; it cannot be split.")
+    for w in caught:
+        warnings.warn(w.message, w.category, stacklevel=2)
+    m = sub.n_clusters
+    parents = model.parents
+    leaves = ~np.isin(np.arange(parents.size), parents)
+    under = np.flatnonzero(leaves & (model.labels_of_centers == target))
+    centers = np.concatenate([model.centers, np.tile(sub.model.centers, (under.size, 1))])
+    parent = np.concatenate([parents, np.repeat(under, m)])
+    # Sub-cluster j gets provisional label k + j; the target's number is then vacated.
+    center_labels = np.concatenate(
+        [model.labels_of_centers, np.tile(np.arange(k + 1, k + m + 1), under.size)]
+    )
+    grown = dataclasses.replace(
+        model,
+        centers=centers.astype(model.centers.dtype),
+        center_labels=center_labels,
+        parent=parent,
+    )
+    provisional = labels.astype(label_dtype(k + m), copy=True)
+    provisional[inside] = sub.labels[inside].astype(np.int64) + k
+    keep = [label for label in range(1, k + m + 1) if label != target]
+    mapping = np.zeros(k + m + 1, np.int64)
+    mapping[keep] = np.arange(1, len(keep) + 1)
+    mapping[target] = 0  # no pixel or leaf centre keeps it
+    colors = np.concatenate([model.colors, sub.centers])[np.array(keep) - 1]
+    return _relabel(grown, provisional, mapping, colors)
+
+
+def instances(labels, clusters=None, *, min_size=1, connectivity=None):
+    """Connected components of clusters as instance labels.
+
+    Parameters
+    ----------
+    labels : ndarray of int
+        Cluster labels (2-D, 3-D or n-D); 0 is background.
+    clusters : iterable of int, optional
+        Clusters to split into instances; all non-zero labels by default.
+    min_size : int, optional
+        Components with fewer pixels are dropped (set to 0).
+    connectivity : int, optional
+        As in :func:`skimage.measure.label` (default: full connectivity, ``labels.ndim``).
+
+    Returns
+    -------
+    instances : ndarray of uint32
+        1..n instance ids, numbered cluster by cluster; 0 elsewhere.
+    cluster_of : (n,) ndarray of int64
+        The cluster each instance belongs to.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> labels = np.array([[1, 0, 1, 1], [0, 0, 2, 0], [1, 0, 0, 2]])
+    >>> inst, cluster_of = instances(labels, min_size=2)
+    >>> inst
+    array([[0, 0, 1, 1],
+           [0, 0, 2, 0],
+           [0, 0, 0, 2]], dtype=uint32)
+    >>> cluster_of
+    array([1, 2])
+    """
+    from skimage.measure import label as connected
+
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "iub":
+        raise TypeError(f"labels must be integers, got dtype {labels.dtype}.")
+    if isinstance(min_size, bool) or not isinstance(min_size, int | np.integer) or min_size < 1:
+        raise ValueError(f"min_size must be a positive integer, got {min_size!r}.")
+    present = np.unique(labels[labels > 0])
+    clusters = present if clusters is None else np.array(sorted({int(c) for c in clusters}))
+    out = np.zeros(labels.shape, np.uint32)
+    cluster_of = []
+    for c in clusters:
+        comp = connected(labels == c, connectivity=connectivity)
+        sizes = np.bincount(comp.ravel())
+        big = np.flatnonzero(sizes >= min_size)
+        big = big[big > 0]
+        lut = np.zeros(sizes.size, np.uint32)
+        lut[big] = np.arange(len(cluster_of) + 1, len(cluster_of) + big.size + 1)
+        hit = comp > 0
+        out[hit] = lut[comp[hit]]
+        cluster_of.extend([int(c)] * big.size)
+    return out, np.array(cluster_of, np.int64)

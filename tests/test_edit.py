@@ -1,0 +1,139 @@
+"""Editing a segmentation: recount after painting, merge, split, instances."""
+
+import numpy as np
+import pytest
+from skimage.measure import label as sk_label
+
+from napari_kmeans import KMeansModel, segment
+from napari_kmeans.edit import instances, label_stats, merge, recount, split
+
+
+@pytest.fixture
+def rgb_image():
+    """Four flat colour patches with a little noise, 40 x 40 RGB uint8."""
+    rng = np.random.default_rng(0)
+    colors = np.array([[20, 20, 20], [200, 30, 30], [30, 200, 30], [240, 240, 240]])
+    idx = np.repeat(np.repeat(np.arange(4).reshape(2, 2), 20, 0), 20, 1)
+    img = colors[idx] + rng.integers(-5, 6, (40, 40, 3))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def test_label_stats_after_painting(rgb_image):
+    r = segment(rgb_image, 4)
+    painted = r.labels.copy()
+    painted[:5, :5] = 4  # paint a dark corner with the brightest label
+    colors, counts = label_stats(rgb_image, painted, r.model)
+    assert counts.tolist() == np.bincount(painted.ravel(), minlength=5)[1:].tolist()
+    sel = painted == 4
+    np.testing.assert_allclose(colors[3], rgb_image[sel].mean(axis=0))
+    new = recount(rgb_image, painted, r.model)
+    np.testing.assert_allclose(new.colors, colors)
+    assert np.array_equal(new.centers, r.model.centers)  # the clustering itself is unchanged
+
+
+def test_merge_keeps_labels_ordered_contiguous_and_model_consistent(rgb_image):
+    r = segment(rgb_image, 4)
+    model, labels = merge(r.model, r.labels, [2, 3])
+    assert set(np.unique(labels)) == {1, 2, 3}
+    assert model.n_clusters == 3
+    merged = (r.labels == 2) | (r.labels == 3)
+    assert np.unique(labels[merged]).size == 1  # both became one cluster
+    counts = r.counts[[1, 2]]
+    expected = (r.centers[[1, 2]] * counts[:, None]).sum(0) / counts.sum()
+    np.testing.assert_allclose(model.colors[labels[merged][0] - 1], expected)
+    lum = model.colors @ [0.2126, 0.7152, 0.0722]
+    assert np.all(np.diff(lum) > 0)  # still dark to bright
+    assert np.array_equal(model.predict(rgb_image), labels)
+    again = KMeansModel.from_dict(model.to_dict())
+    assert np.array_equal(again.predict(rgb_image), labels)
+
+
+def test_merge_errors(rgb_image):
+    r = segment(rgb_image, 4)
+    with pytest.raises(ValueError, match="at least two"):
+        merge(r.model, r.labels, [2, 2])
+    with pytest.raises(ValueError, match=r"\[7\] are not cluster labels"):
+        merge(r.model, r.labels, [1, 7])
+
+
+def test_split_only_changes_target_pixels_and_model_reproduces(rgb_image):
+    r = segment(rgb_image, 2)
+    target = int(r.labels[0, 0])
+    model, labels = split(r.model, rgb_image, r.labels, target, 2)
+    assert model.n_clusters == 3
+    untouched = r.labels != target
+    # pixels outside the target keep their cluster (renumbered consistently)
+    assert np.unique(labels[untouched]).size == np.unique(r.labels[untouched]).size
+    inside = r.labels == target
+    sub = segment(rgb_image, 2, mask=inside)
+    # the split of the target equals k-means restricted to its pixels
+    pairs = set(zip(sub.labels[inside].tolist(), labels[inside].tolist(), strict=True))
+    assert len(pairs) == 2
+    assert np.array_equal(model.predict(rgb_image), labels)
+    assert np.array_equal(KMeansModel.from_json(model.to_json()).predict(rgb_image), labels)
+
+
+def test_split_of_a_merged_cluster_then_merge_back(rgb_image):
+    r = segment(rgb_image, 4)
+    m1, l1 = merge(r.model, r.labels, [1, 2])
+    m2, l2 = split(m1, rgb_image, l1, int(l1[0, 0]), 2)
+    assert m2.n_clusters == 4
+    assert np.array_equal(m2.predict(rgb_image), l2)
+    # the split recovers the original two clusters
+    for a in np.unique(r.labels):
+        assert np.unique(l2[r.labels == a]).size == 1
+
+
+def test_split_gray_exact():
+    img = np.repeat(np.array([0, 10, 100, 110, 250], dtype=np.uint8), 3)
+    r = segment(img, 2)
+    model, labels = split(r.model, img, r.labels, 1, 2)
+    assert labels.tolist() == [1] * 6 + [2] * 6 + [3] * 3
+    np.testing.assert_allclose(model.colors.ravel(), [5, 105, 250])
+    assert np.array_equal(model.predict(img), labels)
+
+
+def test_split_errors(rgb_image):
+    r = segment(rgb_image, 4)
+    with pytest.raises(ValueError, match="at least 2"):
+        split(r.model, rgb_image, r.labels, 1, 1)
+    two = np.arange(100, dtype=np.uint8).reshape(10, 10) // 50  # values 0 and 1
+    rf = segment(two, 2)
+    with pytest.raises(ValueError, match="single distinct value"):
+        split(rf.model, two, rf.labels, 1, 2)
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_instances_match_skimage(ndim):
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 3, (12,) * ndim)
+    inst, cluster_of = instances(labels, min_size=1)
+    expected = sum(sk_label(labels == c).max() for c in (1, 2))
+    assert inst.max() == expected == cluster_of.size
+    for i, c in enumerate(cluster_of, start=1):
+        assert np.all(labels[inst == i] == c)
+    # minimum size drops small components
+    inst5, _ = instances(labels, [1], min_size=5)
+    comp = sk_label(labels == 1)
+    sizes = np.bincount(comp.ravel())[1:]
+    assert inst5.max() == np.count_nonzero(sizes >= 5)
+
+
+def test_instances_errors():
+    with pytest.raises(TypeError, match="integers"):
+        instances(np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="min_size"):
+        instances(np.zeros((3, 3), int), min_size=0)
+
+
+def test_edited_model_dict_validation(rgb_image):
+    r = segment(rgb_image, 4)
+    model, _ = merge(r.model, r.labels, [1, 2])
+    d = model.to_dict()
+    d["parent"] = [0] * len(d["parent"])
+    with pytest.raises(ValueError, match="earlier centre"):
+        KMeansModel.from_dict(d)
+    d = model.to_dict()
+    d["center_labels"] = [1] * len(d["center_labels"])
+    with pytest.raises(ValueError, match="every label"):
+        KMeansModel.from_dict(d)
