@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import features as ft
-from .kmeans1d import kmeans_1d
+from .kmeans1d import inertia_curve_1d
 from .lloyd import kmeans
 from .segment import _check_int, _support
 
@@ -54,8 +54,7 @@ def inertia_curve(
     ks = np.arange(k_min, k_max + 1)
     if feats.shape[1] == 1:
         order = np.argsort(feats[:, 0], kind="stable")
-        x, w = feats[order, 0], weights[order]
-        inertias = [kmeans_1d(x, w, int(k)).inertia for k in ks]
+        inertias = inertia_curve_1d(feats[order, 0], weights[order], k_max)[k_min - 1 :]
     else:
         inertias = [kmeans(feats, weights, int(k), n_init=n_init, seed=seed).inertia for k in ks]
     return ks, np.array(inertias, dtype=np.float64)

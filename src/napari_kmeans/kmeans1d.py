@@ -68,8 +68,12 @@ def _solve_row(prev, pre, jlo, jhi, ilo):
 
     Divide and conquer on the monotone argmin, one numpy pass per recursion level. Returns the
     row ``D`` (inf outside the range) and the leftmost optimal ``i`` for each ``j``.
+    Within a level, ``prev[i] + cost(i, j) = A[i] + Q[j] - (S[j] - S[i])**2 / (W[j] - W[i])``
+    with ``A = prev - Q``; ``Q[j]`` is the same for every candidate of a ``j`` and is added after
+    the minimum.
     """
     n1 = prev.size
+    a = prev - pre.Q
     D = np.full(n1, np.inf)
     opt = np.zeros(n1, np.int64)
     lo_j = np.array([jlo])
@@ -78,15 +82,16 @@ def _solve_row(prev, pre, jlo, jhi, ilo):
     hi_i = np.array([jhi - 1])
     while lo_j.size:
         mid = (lo_j + hi_j) // 2
-        top = np.minimum(hi_i, mid - 1)
-        length = top - lo_i + 1
-        starts = np.cumsum(length) - length
+        length = np.minimum(hi_i, mid - 1) - lo_i + 1
+        ends = np.cumsum(length)
+        starts = ends - length
         seg = np.repeat(np.arange(mid.size), length)
-        i = lo_i[seg] + (np.arange(seg.size) - starts[seg])
-        cost = prev[i] + pre.cost(i, mid[seg])
-        best_cost = np.minimum.reduceat(cost, starts)
-        best = np.minimum.reduceat(np.where(cost <= best_cost[seg], i, n1), starts)
-        D[mid] = best_cost
+        i = np.arange(ends[-1]) + np.repeat(lo_i - starts, length)
+        ds = pre.S[mid][seg] - pre.S[i]
+        val = a[i] - ds * ds / (pre.W[mid][seg] - pre.W[i])
+        best_val = np.minimum.reduceat(val, starts)
+        best = np.minimum.reduceat(np.where(val <= best_val[seg], i, n1), starts)
+        D[mid] = best_val + pre.Q[mid]
         opt[mid] = best
         left = lo_j < mid
         right = mid < hi_j
@@ -192,6 +197,31 @@ def kmeans_1d(x, w, k, *, max_iter=300) -> Result1D:
     bounds = np.concatenate([[0], bounds[1:][keep]])
     inertia = float(_segment_ss(x, w, bounds, centers).sum())
     return Result1D(centers, bounds, inertia, False, n_iter)
+
+
+def inertia_curve_1d(x, w, k_max) -> np.ndarray:
+    """Optimal inertia for every k in ``1..min(k_max, n)``, from one dynamic programme.
+
+    Row m of the programme holds the best cost of the first j values in m clusters, so computing
+    each row for every j (not only those a single k needs) yields the whole curve at the cost of
+    one ``k_max`` solve. Beyond ``EXACT_MAX_DISTINCT`` values, the quantile groups of
+    :func:`kmeans_1d` are used (an upper-bound estimate).
+    """
+    x = np.asarray(x, np.float64)
+    w = np.asarray(w, np.float64)
+    if x.size > EXACT_MAX_DISTINCT:
+        edges = np.linspace(0, x.size, _GROUPS + 1).astype(np.int64)[:-1]
+        gw = np.add.reduceat(w, edges)
+        x, w = np.add.reduceat(w * x, edges) / gw, gw
+    n = x.size
+    pre = _Prefix(x, w)
+    j = np.arange(1, n + 1)
+    prev = np.concatenate([[np.inf], pre.cost(np.zeros_like(j), j)])
+    out = [prev[n]]
+    for m in range(2, min(k_max, n) + 1):
+        prev, _ = _solve_row(prev, pre, m, n, m - 1)
+        out.append(max(prev[n], 0.0))
+    return np.array(out)
 
 
 def thresholds(centers: np.ndarray) -> np.ndarray:
