@@ -37,6 +37,8 @@ class Codec:
         unsigned = np.dtype(f"u{self.dtype.itemsize}")
         if self.n_channels == 1:
             codes = pixels[:, 0].view(unsigned)
+            if self.dtype.kind == "f":  # -0.0 and +0.0 are one value: give them one code
+                return np.where(codes == 0x8000, np.uint16(0), codes)
             return codes ^ self._sign() if self.dtype.kind == "i" else codes
         codes = _pack_bytes(pixels.view(np.uint8))
         if self.dtype.kind == "i":
@@ -121,7 +123,10 @@ def compress(pixels: np.ndarray, valid: np.ndarray | None) -> Compressed | None:
             if valid is not None:
                 part = part[valid[s : s + HIST_CHUNK]]
             counts = np.bincount(part, minlength=codec.n_codes)
-            hist = counts if hist is None else hist + counts
+            if hist is None:
+                hist = counts
+            else:
+                hist += counts
         distinct = np.flatnonzero(hist.astype(bool))
         counts = hist[distinct]
     values = codec.decode(distinct)

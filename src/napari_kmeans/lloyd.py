@@ -7,7 +7,7 @@ iteration. Nearest-centre assignment uses :func:`scipy.cluster.vq.vq` (compiled,
 
 The robustness details follow scikit-learn's ``KMeans``: greedy k-means++ with ``2 + log k`` local
 trials, a tolerance relative to the data's mean variance, strict convergence when no label
-changes, empty clusters moved to the points farthest from their centres, and a final assignment
+changes, empty clusters moved to the points of largest weighted squared distance, and a final assignment
 step so that labels and centres always agree.
 
 References
@@ -77,13 +77,17 @@ def kmeans_plusplus(points, weights, k, rng) -> np.ndarray:
 
 
 def _cluster_sums(wpoints, weights, labels, k):
-    """Weighted sums ``(k, d)`` and masses ``(k,)`` of the points in each cluster."""
+    """Weighted sums ``(k, d)``, masses ``(k,)`` and point counts ``(k,)`` of each cluster.
+
+    The integer counts, unlike the float masses, stay exact under incremental updates, so they
+    are what tells an empty cluster.
+    """
     mass = np.bincount(labels, weights=weights, minlength=k)
     sums = np.stack(
         [np.bincount(labels, weights=wpoints[:, c], minlength=k) for c in range(wpoints.shape[1])],
         axis=1,
     )
-    return sums, mass
+    return sums, mass, np.bincount(labels, minlength=k)
 
 
 def lloyd(points, weights, centers, *, max_iter=300, tol_abs=0.0, wpoints=None) -> LloydResult:
@@ -92,30 +96,31 @@ def lloyd(points, weights, centers, *, max_iter=300, tol_abs=0.0, wpoints=None) 
     ``tol_abs`` bounds the squared centre shift (summed over centres) below which iterations stop;
     :func:`kmeans` sets it to ``tol`` times the data's mean variance, as scikit-learn does. Cluster
     sums are updated incrementally from the points whose label changed, so late iterations cost
-    one assignment pass. Empty clusters move to the points farthest from their centres. A final
-    assignment step makes labels and centres consistent.
+    one assignment pass. Empty clusters move to the points with the largest weighted squared
+    distance to their centre. A final assignment step makes labels and centres consistent.
     """
     k = centers.shape[0]
     if wpoints is None:
         wpoints = points * weights[:, None]
     labels = None
-    sums = mass = None
+    sums = mass = npts = None
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
         new_labels, dist = assign(points, centers)
         if labels is None:
-            sums, mass = _cluster_sums(wpoints, weights, new_labels, k)
+            sums, mass, npts = _cluster_sums(wpoints, weights, new_labels, k)
         else:
             moved = np.flatnonzero(new_labels != labels)
             if moved.size == 0:  # converged: centres are the means of these very labels
                 return LloydResult(centers, labels, float(weights @ dist), n_iter)
-            old_s, old_m = _cluster_sums(wpoints[moved], weights[moved], labels[moved], k)
-            new_s, new_m = _cluster_sums(wpoints[moved], weights[moved], new_labels[moved], k)
-            sums += new_s - old_s
-            mass += new_m - old_m
+            old = _cluster_sums(wpoints[moved], weights[moved], labels[moved], k)
+            new = _cluster_sums(wpoints[moved], weights[moved], new_labels[moved], k)
+            sums += new[0] - old[0]
+            mass += new[1] - old[1]
+            npts += new[2] - old[2]
         labels = new_labels
         new = centers.astype(np.float64, copy=True)
-        filled = mass > 0
+        filled = npts > 0
         new[filled] = sums[filled] / mass[filled, None]
         empty = np.flatnonzero(~filled)
         if empty.size:  # relocate, then recount from scratch next time

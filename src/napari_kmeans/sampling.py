@@ -56,6 +56,27 @@ def _group(values, hashes):
     return values[first], counts
 
 
+def _heavy_values(pixels, valid, seed, hot, shift, heavy_min):
+    """Values seen at least ``heavy_min`` times among pixels in hot hash buckets.
+
+    Counted chunk by chunk (distinct hashes per chunk, merged at the end) so that an image made
+    mostly of one value is never copied whole. Returns values, exact counts and hashes.
+    """
+    vals, hashes, counts = [], [], []
+    for part in _chunks(pixels, valid):
+        h = hash_values(part, seed)
+        sel = np.flatnonzero(hot[(h >> shift).astype(np.intp)])
+        uh, first, c = np.unique(h[sel], return_index=True, return_counts=True)
+        vals.append(part[sel[first]])
+        hashes.append(uh)
+        counts.append(c)
+    hashes = np.concatenate(hashes)
+    uh, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
+    total = np.bincount(inverse, weights=np.concatenate(counts))
+    big = total >= heavy_min
+    return np.concatenate(vals)[first[big]], total[big], uh[big]
+
+
 def hash_sample(pixels, valid, n_valid, seed, size=SAMPLE_SIZE):
     """A weighted sample ``(values, weights)`` of the valid pixels; weights sum to about n_valid.
 
@@ -87,19 +108,10 @@ def hash_sample(pixels, valid, n_valid, seed, size=SAMPLE_SIZE):
     heavy_vals = np.zeros((0, pixels.shape[1]), pixels.dtype)
     heavy_counts = np.zeros(0, np.float64)
     if hot.any():
-        cand, cand_h = [], []
-        for part in _chunks(pixels, valid):
-            h = hash_values(part, seed)
-            sel = hot[(h >> shift).astype(np.intp)]
-            cand.append(part[sel])
-            cand_h.append(h[sel])
-        cand = np.concatenate(cand)
-        cand_h = np.concatenate(cand_h)
-        uh, first, counts = np.unique(cand_h, return_index=True, return_counts=True)
-        big = counts >= heavy_min
-        heavy_vals = cand[first[big]]
-        heavy_counts = counts[big].astype(np.float64)
-        drop = np.isin(kept_h, uh[big])
+        heavy_vals, heavy_counts, heavy_h = _heavy_values(
+            pixels, valid, seed, hot, shift, heavy_min
+        )
+        drop = np.isin(kept_h, heavy_h)
         kept = kept[~drop]
         kept_h = kept_h[~drop]
     vals, counts = _group(kept, kept_h)

@@ -25,7 +25,9 @@ class Segmentation:
     labels : ndarray of unsigned int
         The image's spatial shape; 1..k, 1 the darkest cluster, 0 for masked or non-finite pixels.
     centers : (k, n_channels) ndarray of float64
-        Each cluster's mean pixel value in the input's units (RGB for CIELAB clustering).
+        Cluster centres in the input's units: the k-means centres for ``color_space='rgb'``
+        (means of their pixels up to the convergence tolerance), each cluster's mean RGB for
+        ``'lab'``.
     recolored : ndarray
         Shape and dtype of the input; every labelled pixel painted with its cluster's centre.
     inertia : float
@@ -154,10 +156,12 @@ def segment(
 
     Notes
     -----
-    Integer images with at most 24 bits per pixel are first reduced to their distinct values with
-    pixel counts; other images are fitted on an order-independent sample of about 131072 pixels.
-    Single-channel data are clustered exactly, by dynamic programming [2]_ [3]_; multichannel data
-    by weighted Lloyd [1]_ with greedy k-means++ seeding [4]_. See ``docs/algorithm.md``.
+    Integer images with at most 24 bits per pixel (8-bit gray, RGB, up to three 8-bit channels;
+    16-bit gray) and float16 gray images are first reduced to their distinct values with pixel
+    counts; other single-channel images to their distinct values by sorting; other multichannel
+    images are fitted on an order-independent sample of about 131072 pixels. Single-channel data
+    are clustered exactly, by dynamic programming [2]_ [3]_; multichannel data by weighted Lloyd
+    [1]_ with greedy k-means++ seeding [4]_. See ``docs/algorithm.md``.
 
     References
     ----------
@@ -270,6 +274,13 @@ def fit_weighted(
         feats, weights, k, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed
     )
     model, idx = _ordered_model(centers, idx, values, weights, spec, dtype, seed)
+    if model.n_clusters < k:
+        warnings.warn(
+            f"{k - model.n_clusters} of the {k} clusters ended up with no pixel; "
+            f"returning {model.n_clusters} clusters.",
+            UserWarning,
+            stacklevel=3,
+        )
     return model, idx, n_iter, bool(exact and covers_all)
 
 
