@@ -6,6 +6,6 @@ The engine needs only numpy, scipy and scikit-image; the napari plugin lives in
 
 from ._version import __version__
 from .model import KMeansModel
-from .segment import Segmentation, segment
+from .segment import Fit, Segmentation, fit, segment
 
-__all__ = ["KMeansModel", "Segmentation", "__version__", "segment"]
+__all__ = ["Fit", "KMeansModel", "Segmentation", "__version__", "fit", "segment"]

@@ -148,7 +148,8 @@ def kmeans_1d_exact(x, w, k) -> Result1D:
         bounds[k - 1] = i[np.argmin(last)]
         for m in range(k - 1, 1, -1):
             bounds[m - 1] = opts[m - 2][bounds[m]]
-    centers = pre.means(bounds)
+    starts = bounds[:-1]  # clusters are non-empty: bounds strictly increase
+    centers = np.add.reduceat(w * x, starts) / np.add.reduceat(w, starts)  # exact means
     inertia = float(sum(_segment_ss(x, w, bounds, centers)))
     return Result1D(centers, bounds, inertia, True, 0)
 

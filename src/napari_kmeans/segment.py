@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from numbers import Integral, Real
+from typing import NamedTuple
 
 import numpy as np
 
@@ -187,23 +188,14 @@ def segment(
     array([[  5,   5, 205],
            [205,   5,   5]], dtype=uint8)
     """
-    image = ft.as_image(image)
-    k = _check_int("n_clusters", n_clusters, 1)
-    n_init = _check_int("n_init", n_init, 1)
-    max_iter = _check_int("max_iter", max_iter, 1)
-    seed = _check_int("seed", seed, 0)
+    fitted = _fit_image(
+        image, n_clusters, channel_axis=channel_axis, rgb=rgb, color_space=color_space,
+        mask=mask, seed=seed, n_init=n_init, max_iter=max_iter, tol=tol,
+    )  # fmt: skip
     if chunk_size is not None:
         chunk_size = _check_int("chunk_size", chunk_size, 1)
-    if isinstance(tol, bool) or not isinstance(tol, Real) or not tol >= 0:
-        raise ValueError(f"tol must be a non-negative number, got {tol!r}.")
-
-    spec = ft.make_spec(image, channel_axis=channel_axis, rgb=rgb, color_space=color_space)
-    prep = ft.prepare(image, spec, mask)
-    values, weights, comp, covers_all = _support(prep, seed)
-    model, idx, n_iter, exact = fit_weighted(
-        values, weights, spec, prep.dtype, k,
-        n_init=n_init, max_iter=max_iter, tol=tol, seed=seed, covers_all=covers_all,
-    )  # fmt: skip
+    model, prep, comp, idx = fitted.model, fitted.prep, fitted.compressed, fitted.idx
+    image = fitted.image
     labels, inertia, counts = model.label_prepared(
         prep, comp, chunk_size, distinct_idx=idx if comp is not None else None
     )
@@ -213,11 +205,88 @@ def segment(
         centers=model.colors.copy(),
         recolored=model.recolor(image, labels),
         inertia=inertia,
-        n_iter=int(n_iter),
+        n_iter=fitted.n_iter,
         counts=counts,
-        exact=exact,
+        exact=fitted.exact,
         model=model,
     )
+
+
+class Fit(NamedTuple):
+    """Result of :func:`fit`: the model, Lloyd iterations, and whether it is the proven optimum."""
+
+    model: KMeansModel
+    n_iter: int
+    exact: bool
+
+
+def fit(
+    image,
+    n_clusters=5,
+    *,
+    channel_axis=None,
+    rgb=None,
+    color_space="rgb",
+    mask=None,
+    seed=0,
+    n_init=4,
+    max_iter=300,
+    tol=1e-4,
+) -> Fit:
+    """Fit a :class:`KMeansModel` to an image without labelling it.
+
+    Takes the same arguments as :func:`segment` and fits exactly as it does; use
+    ``model.predict`` and ``model.recolor`` to apply the model, for instance slab by slab or to a
+    higher-resolution version of the image.
+
+    Returns
+    -------
+    Fit
+        ``(model, n_iter, exact)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> model, n_iter, exact = fit(np.array([0, 10, 200, 210], dtype=np.uint8), 2)
+    >>> model.predict(np.array([[3, 250]], dtype=np.uint8)), exact
+    (array([[1, 2]], dtype=uint8), True)
+    """
+    fitted = _fit_image(
+        image, n_clusters, channel_axis=channel_axis, rgb=rgb, color_space=color_space,
+        mask=mask, seed=seed, n_init=n_init, max_iter=max_iter, tol=tol,
+    )  # fmt: skip
+    return Fit(fitted.model, fitted.n_iter, fitted.exact)
+
+
+class _Fitted(NamedTuple):
+    image: np.ndarray
+    prep: ft.Prepared
+    compressed: object
+    model: KMeansModel
+    idx: np.ndarray
+    n_iter: int
+    exact: bool
+
+
+def _fit_image(
+    image, n_clusters, *, channel_axis, rgb, color_space, mask, seed, n_init, max_iter, tol
+) -> _Fitted:
+    """Validate the arguments, lay the image out, compress or sample it, and fit."""
+    image = ft.as_image(image)
+    k = _check_int("n_clusters", n_clusters, 1)
+    n_init = _check_int("n_init", n_init, 1)
+    max_iter = _check_int("max_iter", max_iter, 1)
+    seed = _check_int("seed", seed, 0)
+    if isinstance(tol, bool) or not isinstance(tol, Real) or not tol >= 0:
+        raise ValueError(f"tol must be a non-negative number, got {tol!r}.")
+    spec = ft.make_spec(image, channel_axis=channel_axis, rgb=rgb, color_space=color_space)
+    prep = ft.prepare(image, spec, mask)
+    values, weights, comp, covers_all = _support(prep, seed)
+    model, idx, n_iter, exact = fit_weighted(
+        values, weights, spec, prep.dtype, k,
+        n_init=n_init, max_iter=max_iter, tol=tol, seed=seed, covers_all=covers_all,
+    )  # fmt: skip
+    return _Fitted(image, prep, comp, model, idx, int(n_iter), exact)
 
 
 def fit_weighted(

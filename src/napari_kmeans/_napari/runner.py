@@ -4,8 +4,8 @@ Nothing here imports napari or Qt: a :class:`Job` holds plain arrays (numpy, or 
 ``np.asarray`` turns into one, such as dask), and :func:`run` yields :class:`Progress` and returns
 an :class:`Outcome`. The widget runs it in a ``napari.qt.threading`` generator worker.
 
-The steps are: fit the model (on a lower resolution level for multiscale data), label the
-full-resolution image slab by slab with the model, then recolour slab by slab. The labels, centres
+The steps are: fit the model (on a lower resolution level for multiscale data), then label and
+recolour the full-resolution image slab by slab with the model. The labels, centres
 and inertia are those of :func:`napari_kmeans.segment` on the same data.
 """
 
@@ -22,7 +22,7 @@ import numpy as np
 
 from .. import features as ft
 from ..model import KMeansModel, label_dtype
-from ..segment import fit_weighted
+from ..segment import _fit_image, fit
 
 SLAB_PIXELS = 1 << 20  # pixels labelled between two checks for cancel
 POLL_SECONDS = 0.1  # how often a long fit step yields (so that cancel is honoured quickly)
@@ -142,28 +142,48 @@ def blocks(shape: tuple[int, ...], target: int = SLAB_PIXELS) -> Iterator[tuple[
             yield (slice(i, i + 1), *rest)
 
 
+def _engine_args(planes: Planes, params: Params) -> dict:
+    return dict(
+        color_space=params.color_space, mask=planes.mask, seed=params.seed,
+        n_init=params.n_init, max_iter=params.max_iter, tol=params.tol, **planes.layout(),
+    )  # fmt: skip
+
+
+def _with_notes(func, *args, **kwargs):
+    """``(func(*args, **kwargs), notes)``; notes are the engine's UserWarnings as text."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        value = func(*args, **kwargs)
+    notes = tuple(str(w.message) for w in caught if issubclass(w.category, UserWarning))
+    return value, notes
+
+
 def fit_model(planes: Planes, params: Params):
     """Fit a model to ``planes`` as :func:`napari_kmeans.segment` does.
 
     Returns ``(model, n_iter, exact, notes)``; ``notes`` are the engine's warnings as text.
     """
-    from ..segment import _support  # the weighted points segment() fits on
-
     image = ft.as_image(planes.assembled())
-    spec = ft.make_spec(image, color_space=params.color_space, **planes.layout())
-    prep = ft.prepare(image, spec, planes.mask)
-    values, weights, _, covers_all = _support(prep, params.seed)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UserWarning)
-        fitted = fit_weighted(
-            values, weights, spec, prep.dtype, params.n_clusters,
-            n_init=params.n_init, max_iter=params.max_iter, tol=params.tol, seed=params.seed,
-            covers_all=covers_all,
-        )  # fmt: skip
-    # (model, n_iter, exact), or (model, idx, n_iter, exact) since fit_weighted returns idx too.
-    model, n_iter, exact = fitted[0], fitted[-2], fitted[-1]
-    notes = tuple(str(w.message) for w in caught if issubclass(w.category, UserWarning))
-    return model, int(n_iter), bool(exact), notes
+    fitted, notes = _with_notes(fit, image, params.n_clusters, **_engine_args(planes, params))
+    return fitted.model, fitted.n_iter, fitted.exact, notes
+
+
+def fit_planes(planes: Planes, params: Params):
+    """The first half of :func:`napari_kmeans.segment` on in-memory planes.
+
+    Returns the fitted state (image, prepared pixels, compressed codes, model, ...) and notes;
+    :func:`label_fitted` finishes the job exactly as ``segment`` does.
+    """
+    image = ft.as_image(planes.assembled())
+    return _with_notes(_fit_image, image, params.n_clusters, **_engine_args(planes, params))
+
+
+def label_fitted(fitted):
+    """Labels (spatial shape), inertia and counts of a :func:`fit_planes` result."""
+    labels, inertia, counts = fitted.model.label_prepared(
+        fitted.prep, fitted.compressed, distinct_idx=fitted.idx if fitted.compressed else None
+    )
+    return labels.reshape(fitted.prep.spatial_shape), inertia, counts
 
 
 def _in_thread(tick: Progress, func, *args) -> Iterator[Progress]:
@@ -223,30 +243,59 @@ def run(job: Job) -> Iterator[Progress]:
     start = time.perf_counter()
     try:
         yield Progress(0.0, "reading data")
-        full = job.full if job.fit is not None else job.full.materialized()
-        fit_planes = job.fit.materialized() if job.fit is not None else full
+        if job.fit is None:
+            return (yield from _run_in_memory(job, start))
+        fit_planes = job.fit.materialized()
         tick = Progress(0.05, "fitting")
         yield tick
-        model, n_iter, exact, notes = yield from _in_thread(tick, fit_model, fit_planes, job.params)
-        exact = exact and job.fit is None
-        labels = np.zeros(full.spatial_shape, label_dtype(model.n_clusters))
-        inertia = 0.0
-        index = list(blocks(full.spatial_shape))
-        for i, where in enumerate(index):
-            yield Progress(0.3 + 0.45 * i / len(index), "labelling")
-            labels[where], part = _label_block(model, full.block(where))
-            inertia += part
-        recolored = None
-        for i, where in enumerate(index):
-            yield Progress(0.75 + 0.25 * i / len(index), "recolouring")
-            part = _recolor_block(model, full.block(where), labels[where])
-            if recolored is None:
-                recolored = np.empty(tuple(full.image.shape), part.dtype)
-            recolored[where] = part
+        model, n_iter, _, notes = yield from _in_thread(tick, fit_model, fit_planes, job.params)
+        labels, recolored, inertia = yield from _label_by_blocks(job.full, model)
     except (ValueError, TypeError) as err:
         return Outcome(error=str(err), seconds=time.perf_counter() - start)
     counts = np.bincount(labels.ravel(), minlength=model.n_clusters + 1)[1:]
     return Outcome(
         labels=labels, recolored=recolored, model=model, inertia=inertia, n_iter=n_iter,
-        exact=exact, counts=counts, seconds=time.perf_counter() - start, notes=notes,
+        exact=False, counts=counts, seconds=time.perf_counter() - start, notes=notes,
     )  # fmt: skip
+
+
+def _run_in_memory(job: Job, start: float):
+    """Fit, label, recolour the whole image as :func:`segment` does (compressing it once)."""
+    full = job.full.materialized()
+    tick = Progress(0.05, "fitting")
+    yield tick
+    fitted, notes = yield from _in_thread(tick, fit_planes, full, job.params)
+    tick = Progress(0.6, "labelling")
+    yield tick
+    labels, inertia, counts = yield from _in_thread(tick, label_fitted, fitted)
+    tick = Progress(0.85, "recolouring")
+    yield tick
+    recolored = yield from _in_thread(tick, fitted.model.recolor, fitted.image, labels)
+    if full.extras:  # drop the extra channels again: the recoloured layer is the source's shape
+        source = np.asarray(full.image)
+        recolored = recolored[..., 0]
+        if recolored.dtype != source.dtype:
+            recolored = ft.cast_colors(recolored, source.dtype)
+    return Outcome(
+        labels=labels, recolored=recolored, model=fitted.model, inertia=inertia,
+        n_iter=fitted.n_iter, exact=fitted.exact, counts=counts,
+        seconds=time.perf_counter() - start, notes=notes,
+    )  # fmt: skip
+
+
+def _label_by_blocks(full: Planes, model: KMeansModel):
+    """Label and recolour ``full`` slab by slab (a multiscale level may not fit in memory)."""
+    labels = np.zeros(full.spatial_shape, label_dtype(model.n_clusters))
+    recolored = None
+    inertia = 0.0
+    index = list(blocks(full.spatial_shape))
+    for i, where in enumerate(index):
+        yield Progress(0.3 + 0.7 * i / len(index), "labelling")
+        block = full.block(where)  # read once (a dask block is computed here)
+        labels[where], part = _label_block(model, block)
+        inertia += part
+        painted = _recolor_block(model, block, labels[where])
+        if recolored is None:
+            recolored = np.empty(tuple(full.image.shape), painted.dtype)
+        recolored[where] = painted
+    return labels, recolored, inertia

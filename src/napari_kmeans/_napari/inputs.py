@@ -1,0 +1,193 @@
+"""From the widget's choices (layers) to a :class:`~.runner.Job` of plain arrays, checking them.
+
+Everything that can be wrong with the chosen layers is found here, on the main thread and before a
+worker starts, and raised as :class:`InputError` with a message for a notification.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from napari.layers import Image, Labels, Shapes
+
+from .runner import Job, Params, Planes
+
+FIT_PIXELS = 1 << 18  # multiscale data are fitted on the coarsest level with at least this many
+
+
+class InputError(ValueError):
+    """The chosen layers or settings cannot be segmented; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a run was made from, for the output layers and their metadata."""
+
+    source: Image
+    extras: tuple
+    mask: Labels | Shapes | None
+    params: Params
+    slice_index: dict | None  # {layer axis: index} for the current-slice scope, else None
+    fit_level: int | None  # pyramid level fitted on (multiscale data), else None
+
+    @property
+    def layers(self) -> tuple:
+        return (self.source, *self.extras, *([self.mask] if self.mask is not None else []))
+
+
+def levels(layer) -> list:
+    """The layer's data as a list of resolution levels (one level unless multiscale)."""
+    return list(layer.data) if layer.multiscale else [layer.data]
+
+
+def _spatial(shape, rgb) -> tuple[int, ...]:
+    return tuple(shape[:-1]) if rgb else tuple(shape)
+
+
+def check_source(viewer, source) -> None:
+    if source is None:
+        raise InputError(
+            "No image layer to segment: open an image (or File > Open Sample > napari k-means) "
+            "and choose it under 'image'."
+        )
+    if source not in viewer.layers or not isinstance(source, Image):
+        raise InputError(f"'{source}' is not an image layer of this viewer; choose another one.")
+
+
+def check_extras(source, extras) -> tuple:
+    extras = tuple(e for e in extras if e is not source)
+    if extras and source.rgb:
+        raise InputError(
+            f"'{source.name}' is RGB: it already has its colour channels, and extra channels "
+            "are for single-channel layers. Clear 'extra channels' or pick a grayscale layer."
+        )
+    want = [d.shape for d in levels(source)]
+    for extra in extras:
+        if not isinstance(extra, Image) or extra.rgb:
+            raise InputError(f"extra channel '{extra.name}' must be a single-channel image layer.")
+        got = [d.shape for d in levels(extra)]
+        if got != want:
+            raise InputError(
+                f"extra channel '{extra.name}' has shape {got[0] if len(got) == 1 else got}, but "
+                f"'{source.name}' has {want[0] if len(want) == 1 else want}; extra channels must "
+                "have the same shape (and pyramid levels). Deselect it."
+            )
+    return extras
+
+
+def slice_index(viewer, source) -> dict:
+    """{layer axis: index} of the slice on screen, for the layer's axes that are not displayed."""
+    offset = viewer.dims.ndim - source.ndim
+    shown = {a - offset for a in viewer.dims.displayed}
+    point = source.world_to_data(viewer.dims.point)
+    shape = _spatial(levels(source)[0].shape, source.rgb)
+    index = {}
+    for axis in range(source.ndim):
+        if axis in shown:
+            continue
+        i = int(np.round(point[axis]))
+        if not 0 <= i < shape[axis]:
+            raise InputError(
+                f"the current slice is outside '{source.name}' (axis {axis} at {i}, size "
+                f"{shape[axis]}); move the slider onto the layer or choose scope 'whole data'."
+            )
+        index[axis] = i
+    return index
+
+
+def mask_array(viewer, layer, source, shape: tuple[int, ...]) -> np.ndarray:
+    """Boolean mask of the source's spatial ``shape`` from a Labels/Shapes layer."""
+    if layer not in viewer.layers:
+        raise InputError(f"mask layer '{layer}' is no longer in the viewer; choose another one.")
+    if isinstance(layer, Shapes):
+        return shapes_mask(viewer, layer, source, shape)
+    if not isinstance(layer, Labels):
+        raise InputError(f"mask '{layer.name}' must be a Labels or Shapes layer.")
+    data = levels(layer)[0]
+    if tuple(data.shape) != shape:
+        raise InputError(
+            f"mask '{layer.name}' has shape {tuple(data.shape)}, but the pixels of "
+            f"'{source.name}' are laid out as {shape}; use a Labels layer of that shape "
+            "(e.g. Layer > New Labels layer with the image selected) or a Shapes layer."
+        )
+    return np.asarray(data) != 0
+
+
+def shapes_mask(viewer, shapes, source, shape: tuple[int, ...]) -> np.ndarray:
+    """Rasterise ``shapes`` onto the source's pixel grid (through world coordinates)."""
+    if shapes.nshapes == 0:
+        raise InputError(f"mask '{shapes.name}' has no shapes; draw one, or set mask to none.")
+    nd = min(shapes.ndim, len(shape))
+    point = np.asarray(viewer.dims.point, dtype=float)
+    vertices = []
+    for shape_vertices in shapes.data:
+        pixels = []
+        for vertex in shape_vertices:
+            world = np.asarray(shapes.data_to_world(vertex), dtype=float)
+            world = np.concatenate([point[: max(0, point.size - world.size)], world])
+            pixels.append(np.asarray(source.world_to_data(world))[-nd:])
+        vertices.append(np.array(pixels))
+    plane = Shapes(vertices, shape_type=shapes.shape_type, ndim=nd).to_labels(
+        labels_shape=shape[-nd:]
+    )
+    return np.broadcast_to(plane > 0, shape)
+
+
+def _downsample(mask: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray | None:
+    """Nearest-neighbour ``mask`` at another level's ``shape``."""
+    if mask is None or mask.shape == shape:
+        return mask
+    grids = [np.arange(n) * m // n for n, m in zip(shape, mask.shape, strict=True)]
+    return mask[np.ix_(*grids)]
+
+
+def _planes(source, extras, level, index, mask) -> Planes:
+    """One level of the inputs, restricted to the slice ``index`` (level-0 indices)."""
+    base = _spatial(levels(source)[0].shape, source.rgb)
+    here = _spatial(levels(source)[level].shape, source.rgb)
+    key = tuple(
+        index[a] * here[a] // base[a] if index and a in index else slice(None)
+        for a in range(len(here))
+    )
+    image = levels(source)[level][key]
+    extra = tuple(levels(e)[level][key] for e in extras)
+    shape = _spatial(image.shape, source.rgb)
+    return Planes(image, source.rgb, extra, _downsample(mask, shape))
+
+
+def _fit_level(source, index) -> int | None:
+    """Coarsest pyramid level with at least FIT_PIXELS pixels, or None to fit on level 0."""
+    if not source.multiscale:
+        return None
+    best = None
+    for level, data in enumerate(levels(source)[1:], start=1):
+        shape = _spatial(data.shape, source.rgb)
+        n = math.prod(n for a, n in enumerate(shape) if not index or a not in index)
+        if n >= FIT_PIXELS:
+            best = level
+    return best
+
+
+def build_job(viewer, source, params: Params, *, extras=(), mask=None, current_slice=False):
+    """Check the chosen layers and gather them as a :class:`Job`; returns ``(job, info)``.
+
+    Raises
+    ------
+    InputError
+        With a message for the user when the layers cannot be segmented together.
+    """
+    check_source(viewer, source)
+    extras = check_extras(source, extras)
+    shape0 = _spatial(levels(source)[0].shape, source.rgb)
+    mask_full = None if mask is None else mask_array(viewer, mask, source, shape0)
+    index = slice_index(viewer, source) if current_slice else None
+    index = index or None
+    if index is not None and mask_full is not None:
+        mask_full = mask_full[tuple(index.get(a, slice(None)) for a in range(len(shape0)))]
+    full = _planes(source, extras, 0, index, mask_full)
+    level = _fit_level(source, index)
+    fit = None if level is None else _planes(source, extras, level, index, mask_full)
+    info = RunInfo(source, extras, mask, params, index, level)
+    return Job(full, params, fit), info

@@ -1,0 +1,194 @@
+"""The dock widget: choose a layer and settings, run k-means in a worker, show the result."""
+
+from __future__ import annotations
+
+from napari.layers import Image, Labels, Shapes
+from napari.qt.threading import create_worker
+from napari.utils import progress
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtWidgets import QWidget
+
+from . import form
+from .inputs import InputError, build_job, levels
+from .layers import KEY, Outputs, publish
+from .runner import Params, run
+
+
+class KMeansWidget(QWidget):
+    """Segment an image layer by k-means of its pixel values (napari dock widget).
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+        The viewer whose layers are segmented (given by napari through the manifest).
+    """
+
+    def __init__(self, napari_viewer, parent=None):
+        super().__init__(parent)
+        self._viewer = napari_viewer
+        self._worker = None
+        self._run = None  # (info, progress bar) of the run in flight
+        self._stopped = None  # why the run in flight was stopped, when not by Cancel
+        self._outputs: list[Outputs] = []
+        self.controls = c = form.make_controls()
+        form.lay_out(c, self)
+        c.image.changed.connect(self._source_changed)
+        c.run.changed.connect(self.run)
+        c.cancel.changed.connect(self.cancel)
+        events = napari_viewer.layers.events
+        for event in (events.inserted, events.removed, events.moved):
+            event.connect(self._layers_changed)
+        events.removed.connect(self._layer_removed)
+        napari_viewer.layers.selection.events.active.connect(self._follow_active)
+        napari_viewer.dims.events.ndisplay.connect(self._source_changed)
+        self._layers_changed()
+        self._follow_active()
+
+    @property
+    def worker(self):
+        """The worker of the run in flight, or None."""
+        return self._worker
+
+    # -- choices ------------------------------------------------------------------------------
+
+    def _layers_changed(self, event=None) -> None:
+        layers = self._viewer.layers
+        if event is not None and event.type == "inserted":
+            event.value.events.name.connect(self._layers_changed)
+        c = self.controls
+        c.image.choices = [(layer.name, layer) for layer in layers if isinstance(layer, Image)]
+        c.mask.choices = [
+            (layer.name, layer) for layer in layers if isinstance(layer, Labels | Shapes)
+        ]
+        self._source_changed()
+
+    def _source_changed(self, *_) -> None:
+        c = self.controls
+        source = c.image.value
+        rgb = source is not None and source.rgb
+        c.color_space.enabled = rgb
+        shapes = None if source is None else [d.shape for d in levels(source)]
+        c.extra_channels.choices = [
+            (layer.name, layer)
+            for layer in self._viewer.layers
+            if isinstance(layer, Image) and layer is not source and not rgb and not layer.rgb
+            and KEY not in layer.metadata and [d.shape for d in levels(layer)] == shapes
+        ]  # fmt: skip
+        c.extra_channels.enabled = not rgb
+        ndisplay = self._viewer.dims.ndisplay
+        c.scope.enabled = source is not None and source.ndim > ndisplay
+        if not c.scope.enabled:
+            c.scope.value = form.WHOLE
+
+    def _follow_active(self, *_) -> None:
+        active = self._viewer.layers.selection.active
+        is_output = isinstance(active, Image) and KEY in active.metadata
+        if isinstance(active, Image) and not is_output and self.controls.image.value is not active:
+            self.controls.image.value = active
+
+    # -- running ------------------------------------------------------------------------------
+
+    def params(self) -> Params:
+        """The clustering settings currently chosen."""
+        c = self.controls
+        space = c.color_space.value if c.color_space.enabled else "rgb"
+        return Params(
+            n_clusters=int(c.n_clusters.value), color_space=space, seed=int(c.seed.value),
+            n_init=int(c.n_init.value), max_iter=int(c.max_iter.value), tol=float(c.tol.value),
+        )  # fmt: skip
+
+    def run(self, *_) -> None:
+        """Start a run on the chosen layer (no-op while one is in flight)."""
+        if self._worker is not None:
+            return
+        c = self.controls
+        try:
+            job, info = build_job(
+                self._viewer, c.image.value, self.params(),
+                extras=tuple(c.extra_channels.value), mask=c.mask.value,
+                current_slice=c.scope.value == form.SLICE,
+            )  # fmt: skip
+        except InputError as err:
+            self._say(f"Not run: {err}")
+            show_error(str(err))
+            return
+        bar = progress(total=100, desc=f"k-means: {info.source.name}")
+        worker = create_worker(run, job, _start_thread=False)
+        worker.yielded.connect(self._progressed)
+        worker.returned.connect(self._returned)
+        worker.aborted.connect(self._aborted)
+        worker.finished.connect(self._finished)
+        self._worker, self._run, self._stopped = worker, (info, bar), None
+        c.run.enabled, c.cancel.enabled = False, True
+        self._say("Running…")
+        worker.start()
+
+    def cancel(self, *_) -> None:
+        """Stop the run in flight; no layer is changed."""
+        if self._worker is not None:
+            self._worker.quit()
+            self._say("Cancelling…")
+
+    def _layer_removed(self, event) -> None:
+        gone = event.value
+        self._outputs = [
+            o for o in self._outputs
+            if o.source() is not None and o.source() is not gone
+            and gone is not o.labels and gone is not o.recolored
+        ]  # fmt: skip
+        if self._run is not None and any(gone is layer for layer in self._run[0].layers):
+            self._worker.quit()
+            self._stopped = f"Dropped: '{gone.name}' was removed during the run."
+            show_warning(f"'{gone.name}' was removed during the run; the run was dropped.")
+
+    def _progressed(self, step) -> None:
+        if self._run is None:
+            return
+        bar = self._run[1]
+        bar.set_description(f"k-means: {self._run[0].source.name}: {step.text}")
+        bar.update(max(0, round(step.fraction * 100) - bar.n))
+
+    def _aborted(self) -> None:
+        self._say(self._stopped or "Cancelled: no layer was changed.")
+
+    def _finished(self) -> None:
+        if self._run is not None:
+            self._run[1].close()
+        self._worker = self._run = None
+        self.controls.run.enabled, self.controls.cancel.enabled = True, False
+
+    def _returned(self, outcome) -> None:
+        if self._run is None or self._worker is None or self._worker.abort_requested:
+            return
+        info = self._run[0]
+        if outcome.error:
+            self._say(f"Not run: {outcome.error}")
+            show_error(outcome.error)
+            return
+        gone = [layer.name for layer in info.layers if layer not in self._viewer.layers]
+        if gone:
+            self._say(f"Dropped: {', '.join(gone)} left the viewer during the run.")
+            return
+        for note in outcome.notes:
+            show_warning(note)
+        self._show(outcome, info)
+
+    def _show(self, outcome, info) -> None:
+        previous = next((o for o in self._outputs if o.source() is info.source), None)
+        outputs, how = publish(self._viewer, outcome, info, previous)
+        self._outputs = [o for o in self._outputs if o is not previous and o.source() is not None]
+        self._outputs.append(outputs)
+        line = (
+            f"{outcome.n_clusters} clusters · inertia {outcome.inertia:.6g} · "
+            f"{outcome.n_iter} iterations · {'exact' if outcome.exact else 'not proven optimal'} · "
+            f"{outcome.seconds:.2f} s"
+        )
+        if how == "updated":
+            line += " · output layers updated in place"
+        elif how == "edited":
+            line += " · the labels had been edited: kept them and added new layers"
+            show_info(f"'{info.source.name}' k-means labels were edited; added new layers.")
+        self._say(line)
+
+    def _say(self, text: str) -> None:
+        self.controls.result.value = text

@@ -1,0 +1,71 @@
+"""Fixtures for the napari tests: a real viewer (napari's make_napari_viewer), the widget docked
+through the manifest, notifications as they reach napari, and a fit that waits to be released."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+WIDGET = "K-means segmentation"
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    return make_napari_viewer()
+
+
+@pytest.fixture
+def widget(viewer):
+    _, widget = viewer.window.add_plugin_dock_widget("napari-kmeans", WIDGET)
+    return widget
+
+
+@pytest.fixture
+def notes():
+    """Notifications (message, severity) dispatched to napari while the test runs."""
+    from napari.utils.notifications import notification_manager
+
+    seen = []
+
+    def record(notification):
+        seen.append((str(notification.message), str(notification.severity)))
+
+    notification_manager.notification_ready.connect(record)
+    yield seen
+    notification_manager.notification_ready.disconnect(record)
+
+
+@pytest.fixture
+def held_fit(monkeypatch):
+    """Make the engine step (fit, or the whole in-memory segment) block until the returned Event
+    is set (set again at teardown)."""
+    from napari_kmeans._napari import runner
+
+    release = threading.Event()
+    started = threading.Event()
+
+    def holding(real):
+        def held(*args):
+            started.set()
+            release.wait(30)
+            return real(*args)
+
+        return held
+
+    monkeypatch.setattr(runner, "fit_model", holding(runner.fit_model))
+    monkeypatch.setattr(runner, "fit_planes", holding(runner.fit_planes))
+    release.started = started
+    yield release
+    release.set()
+
+
+@pytest.fixture
+def run_and_wait(qtbot):
+    """Click Run on a widget and wait until its worker has finished (result handled)."""
+
+    def go(widget, timeout=30_000):
+        widget.controls.run.native.click()
+        qtbot.waitUntil(lambda: widget.worker is None, timeout=timeout)
+
+    return go
