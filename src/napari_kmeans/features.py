@@ -66,8 +66,13 @@ def as_image(image, name="image") -> np.ndarray:
     """Return ``image`` as an ndarray with a supported dtype, or raise a helpful error."""
     if hasattr(image, "__array_function__") and type(image).__module__.startswith("dask"):
         raise TypeError(
-            f"{name} is a dask array; use napari_kmeans.lazy.segment_lazy for out-of-core data, "
-            "or call .compute() first if it fits in memory."
+            f"{name} is a dask array, which this function needs in memory; segment() and "
+            "KMeansModel.predict() accept dask arrays (out of core), or call .compute() first."
+        )
+    if isinstance(image, np.ma.MaskedArray):
+        raise TypeError(
+            f"{name} is a numpy masked array; pass its data and its mask separately, e.g. "
+            "segment(image.data, mask=~np.ma.getmaskarray(image))."
         )
     arr = np.asarray(image)
     if arr.dtype.kind in "OUSV" or arr.dtype.kind == "c":
@@ -82,15 +87,9 @@ def as_image(image, name="image") -> np.ndarray:
         )
     if arr.ndim == 0:
         raise ValueError(f"{name} is a scalar; give an array of pixels.")
+    if not arr.dtype.isnative:  # big-endian data (FITS, some TIFFs): compute in native order
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     return arr
-
-
-def float_dtype(dtype) -> np.dtype:
-    """Floating dtype for the maths: float32 stays float32 (float16 too), everything else float64."""
-    dtype = np.dtype(dtype)
-    if dtype.kind == "f" and dtype.itemsize <= 4:
-        return np.dtype(np.float32)
-    return np.dtype(np.float64)
 
 
 def rgb_scale(dtype) -> float:
@@ -189,7 +188,7 @@ def prepare(image: np.ndarray, spec: FeatureSpec, mask=None) -> Prepared:
         if not finite.all():
             valid = finite if valid is None else valid & finite
     if alpha is not None:
-        opaque = alpha != 0
+        opaque = (alpha != 0) & (np.isfinite(alpha) if alpha.dtype.kind == "f" else True)
         if not opaque.all():
             valid = opaque if valid is None else valid & opaque
     n_valid = pixels.shape[0] if valid is None else int(np.count_nonzero(valid))
@@ -216,7 +215,9 @@ def to_features(values: np.ndarray, spec: FeatureSpec, dtype) -> np.ndarray:
 
         rgb = values.astype(np.float64) / rgb_scale(dtype)
         return rgb2lab(rgb[:, None, :]).reshape(-1, 3)
-    return values.astype(float_dtype(dtype), copy=False)
+    # float64 always: float32 squared distances overflow beyond |x| ~ 1e19, and one precision
+    # for every image keeps assignments identical between paths and chunkings.
+    return values.astype(np.float64, copy=False)
 
 
 def luminance(colors: np.ndarray, spec: FeatureSpec) -> np.ndarray:

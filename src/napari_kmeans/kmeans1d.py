@@ -42,25 +42,51 @@ class Result1D:
 
 
 class _Prefix:
-    """Prefix sums of weights, weighted values and weighted squares (values centred first)."""
+    """Prefix sums of weights, weighted values and weighted squares, for O(1) cluster costs.
+
+    ``cost(i, j) = Q[j] - Q[i] - (S[j] - S[i])**2 / (W[j] - W[i])`` cancels badly when the
+    values are far from where the sums are anchored, relative to their spacing: a fill value of
+    1e9 next to data spread over tens would leave the costs of the clusters inside the data with
+    rounding errors larger than their differences. So the sorted values are cut into regions at
+    huge gaps (more than ``_GAP`` times the median spacing; at most ``_MAX_REGIONS`` regions) and
+    each region gets sums anchored at its first value; ``cost(i, j)`` uses the sums of the region
+    of ``i``. A cluster that crosses a huge gap has a huge cost, which stays accurate relatively.
+    """
 
     def __init__(self, x, w):
-        shift = np.dot(w, x) / w.sum()
-        y = x - shift
-        zero = np.zeros(1)
-        self.W = np.concatenate([zero, np.cumsum(w)])
-        self.S = np.concatenate([zero, np.cumsum(w * y)])
-        self.Q = np.concatenate([zero, np.cumsum(w * y * y)])
-        self.shift = shift
+        n = x.size
+        self.W = np.concatenate([[0.0], np.cumsum(w)])
+        starts = _region_starts(x)
+        self.region = np.repeat(np.arange(starts.size), np.diff(np.append(starts, n + 1)))
+        self.S = np.empty((starts.size, n + 1))
+        self.Q = np.empty((starts.size, n + 1))
+        for r, start in enumerate(starts):
+            # anchored at the region's first value, summing from there on (0 before it)
+            y = x - (x[start] if starts.size > 1 else np.dot(w, x) / w.sum())
+            wy = np.where(np.arange(n) >= start, w * y, 0.0)
+            self.S[r] = np.concatenate([[0.0], np.cumsum(wy)])
+            self.Q[r] = np.concatenate([[0.0], np.cumsum(wy * y)])
 
     def cost(self, i, j):
         """Sum of squares about their mean of values ``i..j-1`` (``j > i``), vectorized."""
-        s = self.S[j] - self.S[i]
-        return np.maximum(self.Q[j] - self.Q[i] - s * s / (self.W[j] - self.W[i]), 0.0)
+        r = self.region[i]
+        s = self.S[r, j] - self.S[r, i]
+        return np.maximum(self.Q[r, j] - self.Q[r, i] - s * s / (self.W[j] - self.W[i]), 0.0)
 
-    def means(self, bounds):
-        lo, hi = bounds[:-1], bounds[1:]
-        return (self.S[hi] - self.S[lo]) / (self.W[hi] - self.W[lo]) + self.shift
+
+_GAP = 1e4
+_MAX_REGIONS = 8
+
+
+def _region_starts(x):
+    """Indices where a region of well-conditioned prefix sums starts (always 0 first)."""
+    gaps = np.diff(x)
+    if gaps.size < 2:
+        return np.zeros(1, np.int64)
+    huge = np.flatnonzero(gaps > _GAP * np.median(gaps))
+    if huge.size >= _MAX_REGIONS:
+        huge = np.sort(huge[np.argsort(gaps[huge], kind="stable")[-(_MAX_REGIONS - 1) :]])
+    return np.concatenate([[0], huge + 1]).astype(np.int64)
 
 
 def _solve_row(prev, pre, jlo, jhi, ilo):
@@ -73,13 +99,14 @@ def _solve_row(prev, pre, jlo, jhi, ilo):
     the minimum.
     """
     n1 = prev.size
-    a = prev - pre.Q
     D = np.full(n1, np.inf)
     opt = np.zeros(n1, np.int64)
     lo_j = np.array([jlo])
     hi_j = np.array([jhi])
     lo_i = np.array([ilo])
     hi_i = np.array([jhi - 1])
+    single = pre.S.shape[0] == 1
+    a = prev - pre.Q[0] if single else None
     while lo_j.size:
         mid = (lo_j + hi_j) // 2
         length = np.minimum(hi_i, mid - 1) - lo_i + 1
@@ -87,11 +114,14 @@ def _solve_row(prev, pre, jlo, jhi, ilo):
         starts = ends - length
         seg = np.repeat(np.arange(mid.size), length)
         i = np.arange(ends[-1]) + np.repeat(lo_i - starts, length)
-        ds = pre.S[mid][seg] - pre.S[i]
-        val = a[i] - ds * ds / (pre.W[mid][seg] - pre.W[i])
+        if single:  # Q[j] is common to a segment's candidates: added after the minimum
+            ds = pre.S[0, mid][seg] - pre.S[0, i]
+            val = a[i] - ds * ds / (pre.W[mid][seg] - pre.W[i])
+        else:
+            val = prev[i] + pre.cost(i, mid[seg])
         best_val = np.minimum.reduceat(val, starts)
         best = np.minimum.reduceat(np.where(val <= best_val[seg], i, n1), starts)
-        D[mid] = best_val + pre.Q[mid]
+        D[mid] = best_val + pre.Q[0, mid] if single else best_val
         opt[mid] = best
         left = lo_j < mid
         right = mid < hi_j
@@ -162,19 +192,20 @@ def _segment_ss(x, w, bounds, centers):
 
 def _lloyd_1d(x, w, centers, max_iter):
     """Lloyd iterations on sorted values; each costs O(k log n) through prefix sums."""
-    pre = _Prefix(x, w)
+    cw = np.concatenate([[0.0], np.cumsum(w)])
+    cwx = np.concatenate([[0.0], np.cumsum(w * (x - x[0]))])
     n_iter = 0
     bounds = None
     for n_iter in range(1, max_iter + 1):  # noqa: B007
-        thresholds = (centers[:-1] + centers[1:]) / 2
-        inner = np.searchsorted(x, thresholds, side="right")
+        inner = np.searchsorted(x, thresholds(centers), side="right")
         new_bounds = np.concatenate([[0], inner, [x.size]])
         if bounds is not None and np.array_equal(new_bounds, bounds):
             break
         bounds = new_bounds
-        filled = np.diff(bounds) > 0
+        lo, hi = bounds[:-1], bounds[1:]
         with np.errstate(invalid="ignore", divide="ignore"):
-            centers = np.sort(np.where(filled, pre.means(bounds), centers))
+            means = (cwx[hi] - cwx[lo]) / (cw[hi] - cw[lo]) + x[0]
+        centers = np.sort(np.where(hi > lo, means, centers))
     return centers, bounds, n_iter
 
 

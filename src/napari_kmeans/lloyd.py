@@ -125,7 +125,7 @@ def lloyd(points, weights, centers, *, max_iter=300, tol_abs=0.0, wpoints=None) 
         empty = np.flatnonzero(~filled)
         if empty.size:  # relocate, then recount from scratch next time
             far = np.argsort(-(weights * dist), kind="stable")[: empty.size]
-            new[empty] = points[far]
+            new[empty[: far.size]] = points[far]
             labels = None
         new = new.astype(points.dtype, copy=False)
         shift = float(((new.astype(np.float64) - centers) ** 2).sum())
@@ -161,6 +161,19 @@ def weighted_subsample(points, weights, size, rng, cdf=None):
     return points[idx], counts * step
 
 
+def _with_rare_points(points, weights, sub_p, sub_w, m, rng):
+    """Add ``m`` uniformly drawn points (with their own weights) to a subsample.
+
+    When a few points hold almost all the weight, a weight-proportional sample has fewer
+    distinct points than clusters; the rare points still need centres to be found.
+    """
+    extra = np.sort(rng.choice(points.shape[0], size=m, replace=False))
+    both = np.concatenate([sub_p, points[extra]])
+    _, first = np.unique(both, axis=0, return_index=True)
+    first = np.sort(first)
+    return both[first], np.concatenate([sub_w, weights[extra]])[first]
+
+
 def kmeans(points, weights, k, *, n_init=4, max_iter=300, tol=1e-4, seed=0) -> LloydResult:
     """Best of ``n_init`` k-means++ / Lloyd runs on a small sample, refined coarse to fine.
 
@@ -175,6 +188,8 @@ def kmeans(points, weights, k, *, n_init=4, max_iter=300, tol=1e-4, seed=0) -> L
     cdf = np.cumsum(weights, dtype=np.float64)
     size = int(np.clip(256 * k, 4096, 1 << 15))
     sub_p, sub_w = weighted_subsample(points, weights, size, rng, cdf)
+    if sub_p.shape[0] < 4 * k < n:  # a few heavy points took the whole sample: add rare ones
+        sub_p, sub_w = _with_rare_points(points, weights, sub_p, sub_w, 4 * k, rng)
     tol_abs = tol * _mean_variance(sub_p, sub_w)  # the sample's variance is close enough
     best = None
     for _ in range(n_init):

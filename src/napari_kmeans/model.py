@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import features as ft
+from . import lazy
 from ._version import __version__
 from .compress import CHUNK, compress, lookup
 from .kmeans1d import assign_1d, thresholds
@@ -99,7 +100,7 @@ class KMeansModel:
     def _check_image(self, image: np.ndarray) -> ft.FeatureSpec:
         """The spec to read ``image`` with, after checking it matches the model."""
         spec = self.spec
-        dtype = np.dtype(image.dtype)
+        dtype = np.dtype(image.dtype).newbyteorder("=")
         fitted = np.dtype(self.dtype)
         if spec.color_space == "rgb" and (
             (dtype.kind in "biu" or fitted.kind in "biu") and dtype != fitted
@@ -220,6 +221,8 @@ class KMeansModel:
         labels : ndarray
             The image's spatial shape, smallest unsigned dtype that holds k.
         """
+        if lazy.is_dask(image) or lazy.is_dask(mask):
+            return lazy.predict_lazy(self, image, mask=mask, chunk_size=chunk_size)
         image = ft.as_image(image)
         spec = self._check_image(image)
         prep = ft.prepare(image, spec, mask)
@@ -232,15 +235,18 @@ class KMeansModel:
         Pixels with label 0 keep their value, and so does the alpha channel of an RGBA image. The
         result has the shape and dtype of ``image``.
         """
+        if lazy.is_dask(image) or lazy.is_dask(labels):
+            return lazy.recolor_lazy(self, image, labels)
+        dtype = np.asarray(image).dtype  # the result keeps it, byte order included
         image = ft.as_image(image)
         spec = self._check_image(image)
         labels = np.asarray(labels)
-        palette = ft.cast_colors(self.colors, image.dtype)
+        palette = ft.cast_colors(self.colors, dtype)
         palette = np.concatenate([np.zeros_like(palette[:1]), palette])
         if spec.channel_axis is None:
             if labels.shape != image.shape:
                 raise ValueError(f"labels shape {labels.shape} != image shape {image.shape}.")
-            out = np.take(palette[:, 0], labels)
+            out = _take_rows(palette[:, 0], labels)
             keep = labels == 0
             if keep.any():
                 out[keep] = image[keep]
@@ -250,7 +256,7 @@ class KMeansModel:
             raise ValueError(
                 f"labels shape {labels.shape} != the image's spatial shape {moved.shape[:-1]}."
             )
-        out = np.take(palette, labels, axis=0)
+        out = _take_rows(palette, labels)
         if moved.shape[-1] == 4 and spec.rgb:
             out = np.concatenate([out, moved[..., 3:]], axis=-1)
         keep = labels == 0
@@ -303,6 +309,15 @@ class KMeansModel:
         return _model_from_dict(cls, data)
 
 
+def _take_rows(palette, labels):
+    """``palette[labels]`` in chunks: np.take converts its index to intp, so bound that copy."""
+    flat = labels.reshape(-1)
+    out = np.empty((flat.size, *palette.shape[1:]), palette.dtype)
+    for s in range(0, flat.size, CHUNK):
+        np.take(palette, flat[s : s + CHUNK], axis=0, out=out[s : s + CHUNK])
+    return out.reshape(*labels.shape, *palette.shape[1:])
+
+
 def _nearest(feats, centers):
     """Index of the nearest of ``centers`` for each feature row (ties: first centre)."""
     if feats.shape[1] == 1:
@@ -330,8 +345,11 @@ def _check_tree(centers, colors, center_labels, parent, bad):
         parent = np.array(parent if parent is not None else [-1] * m)
     except (TypeError, ValueError):
         raise bad("'center_labels' and 'parent' must be lists of integers.") from None
-    if labels.shape != (m,) or parent.shape != (m,) or labels.dtype.kind not in "iu" or (
-        parent.dtype.kind not in "iu"
+    if (
+        labels.shape != (m,)
+        or parent.shape != (m,)
+        or labels.dtype.kind not in "iu"
+        or (parent.dtype.kind not in "iu")
     ):
         raise bad(f"'center_labels' and 'parent' must be {m} integers each.")
     if np.any(parent >= np.arange(m)) or np.any(parent < -1):
@@ -403,6 +421,8 @@ def _model_from_dict(cls, data):
     if (axis is None) != (n_channels == 1 and not rgb) or (rgb and n_channels != 3):
         raise bad("'channel_axis', 'rgb' and 'n_channels' are inconsistent.")
     try:
+        if not isinstance(data["dtype"], str):
+            raise TypeError
         dtype = np.dtype(data["dtype"])
     except TypeError:
         raise bad(f"'dtype' {data['dtype']!r} is not a numpy dtype name.") from None
@@ -411,11 +431,10 @@ def _model_from_dict(cls, data):
     seed = data.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise bad(f"'seed' must be an integer, got {seed!r}.")
-    fdt = ft.float_dtype(dtype) if color_space == "rgb" else np.dtype(np.float64)
     spec = ft.FeatureSpec(axis, rgb, color_space, n_channels)
     flat = center_labels is None or (
         np.array_equal(center_labels, np.arange(1, centers.shape[0] + 1)) and np.all(parent < 0)
     )
     if flat:
         center_labels = parent = None
-    return cls(centers.astype(fdt), colors, spec, dtype.name, seed, center_labels, parent)
+    return cls(centers, colors, spec, dtype.name, seed, center_labels, parent)

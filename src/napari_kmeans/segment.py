@@ -10,6 +10,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import features as ft
+from . import lazy
 from .compress import compress
 from .kmeans1d import assign_1d, kmeans_1d, thresholds
 from .lloyd import kmeans
@@ -108,8 +109,10 @@ def segment(
 
     Parameters
     ----------
-    image : (M, N[, ...][, C]) ndarray
+    image : (M, N[, ...][, C]) ndarray or dask array
         Grayscale, RGB(A) or multichannel image of any dimensionality; bool, integer or float.
+        A dask array is processed out of core and gives dask ``labels`` and ``recolored``
+        (see :mod:`napari_kmeans.lazy` and ``docs/large-data.md``).
     n_clusters : int, optional
         Number of clusters k (labels 1..k).
     channel_axis : int or None, optional
@@ -188,6 +191,12 @@ def segment(
     array([[  5,   5, 205],
            [205,   5,   5]], dtype=uint8)
     """
+    if lazy.is_dask(image) or lazy.is_dask(mask):  # out of core: dask arrays in, dask arrays out
+        return lazy.segment_lazy(
+            image, n_clusters, channel_axis=channel_axis, rgb=rgb, color_space=color_space,
+            mask=mask, seed=seed, n_init=n_init, max_iter=max_iter, tol=tol,
+            chunk_size=chunk_size,
+        )  # fmt: skip
     fitted = _fit_image(
         image, n_clusters, channel_axis=channel_axis, rgb=rgb, color_space=color_space,
         mask=mask, seed=seed, n_init=n_init, max_iter=max_iter, tol=tol,

@@ -1,0 +1,343 @@
+"""Tests of KMeansModel: predict, recolor, the JSON round trip and every malformed-dict error."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+from napari_kmeans import KMeansModel, segment
+from napari_kmeans.model import FORMAT, FORMAT_VERSION, label_dtype
+
+
+def rng_image(kind, seed=0):
+    """Small images of every path: compressed (8/16-bit gray, 8-bit RGB) and not (float, 4 ch)."""
+    rng = np.random.default_rng(seed)
+    if kind == "uint8_gray":
+        return rng.integers(0, 256, (12, 13)).astype(np.uint8)
+    if kind == "uint16_gray":
+        return rng.integers(0, 4000, (12, 13)).astype(np.uint16)
+    if kind == "float32_gray":
+        return rng.random((12, 13)).astype(np.float32)
+    if kind == "uint8_rgb":
+        return rng.integers(0, 256, (12, 13, 3)).astype(np.uint8)
+    if kind == "uint8_rgba":
+        image = rng.integers(0, 256, (12, 13, 4)).astype(np.uint8)
+        image[::3, ::2, 3] = 0
+        return image
+    if kind == "uint16_rgb":
+        return rng.integers(0, 65536, (12, 13, 3)).astype(np.uint16)
+    if kind == "float64_4ch_first":
+        return rng.random((4, 12, 13))
+    if kind == "int16_gray":
+        return rng.integers(-3000, 3000, (5, 6, 7)).astype(np.int16)
+    raise AssertionError(kind)
+
+
+KINDS = {
+    "uint8_gray": {},
+    "uint16_gray": {},
+    "float32_gray": {},
+    "int16_gray": {},
+    "uint8_rgb": {},
+    "uint8_rgba": {},
+    "uint16_rgb": {},
+    "float64_4ch_first": {"channel_axis": 0},
+    "uint8_rgb_lab": {"color_space": "lab"},
+}
+
+
+def fitted(kind, k=4, seed=0):
+    image = rng_image(kind.removesuffix("_lab"), seed)
+    return image, segment(image, k, seed=seed, **KINDS[kind])
+
+
+# -- predict and recolor ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_predict_reproduces_segment_labels(kind):
+    image, res = fitted(kind)
+    np.testing.assert_array_equal(res.model.predict(image), res.labels)
+    np.testing.assert_array_equal(res.model.predict(image, chunk_size=7), res.labels)
+    np.testing.assert_array_equal(res.model.recolor(image, res.labels), res.recolored)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_predict_on_shuffled_copy(kind):
+    image, res = fitted(kind)
+    axis = None if "gray" in kind else KINDS[kind].get("channel_axis", -1)
+    moved = image if axis is None else np.moveaxis(image, axis, -1)
+    spatial = moved.shape if axis is None else moved.shape[:-1]
+    flat = moved.reshape(int(np.prod(spatial)), -1)
+    perm = np.random.default_rng(1).permutation(flat.shape[0])
+    shuffled = flat[perm].reshape(moved.shape)
+    if axis is not None:
+        shuffled = np.moveaxis(shuffled, -1, axis)
+    labels = res.model.predict(shuffled)
+    np.testing.assert_array_equal(labels.reshape(-1), res.labels.reshape(-1)[perm])
+
+
+@pytest.mark.parametrize("kind", ["uint8_gray", "uint8_rgb", "float64_4ch_first"])
+def test_predict_with_mask(kind):
+    image, res = fitted(kind)
+    mask = np.random.default_rng(2).random(res.labels.shape) < 0.5
+    labels = res.model.predict(image, mask=mask)
+    np.testing.assert_array_equal(labels[mask], res.labels[mask])
+    assert (labels[~mask] == 0).all()
+
+
+def test_predict_on_new_values_uses_nearest_centre():
+    image = np.array([[0, 0, 200], [10, 210, 200]], dtype=np.uint8)  # centres 10/3 and 610/3
+    model = segment(image, 2).model
+    values = np.arange(256, dtype=np.uint8)
+    expected = np.where(values <= (10 / 3 + 610 / 3) / 2, 1, 2)
+    np.testing.assert_array_equal(model.predict(values), expected)
+
+
+def test_predict_float_model_on_float64_image():
+    rng = np.random.default_rng(3)
+    image = rng.random((10, 10, 3)).astype(np.float32)
+    res = segment(image, 3)
+    np.testing.assert_array_equal(res.model.predict(image.astype(np.float64)), res.labels)
+
+
+def test_lab_model_works_across_dtypes():
+    rng = np.random.default_rng(4)
+    palette = np.array([[230, 20, 20], [20, 200, 40], [20, 40, 220], [240, 240, 240]])
+    noisy = palette[rng.integers(0, 4, (16, 16))] + rng.integers(-9, 10, (16, 16, 3))
+    image = np.clip(noisy, 0, 255).astype(np.uint8)
+    res = segment(image, 4, color_space="lab")
+    as16 = image.astype(np.uint16) * 257
+    np.testing.assert_array_equal(res.model.predict(as16), res.labels)
+    np.testing.assert_array_equal(res.model.predict(image / 255.0), res.labels)
+
+
+def test_rgb_model_on_rgba_image_masks_transparent_pixels():
+    image, res = fitted("uint8_rgb")
+    alpha = np.full((*image.shape[:2], 1), 255, np.uint8)
+    alpha[0, :] = 0
+    rgba = np.concatenate([image, alpha], axis=-1)
+    labels = res.model.predict(rgba)
+    assert (labels[0] == 0).all()
+    np.testing.assert_array_equal(labels[1:], res.labels[1:])
+    recolored = res.model.recolor(rgba, labels)
+    np.testing.assert_array_equal(recolored[..., 3], rgba[..., 3])
+    np.testing.assert_array_equal(recolored[0], rgba[0])
+
+
+def test_recolor_keeps_label_zero_pixels():
+    image, res = fitted("uint8_gray")
+    labels = res.labels.copy()
+    labels[:3] = 0
+    out = res.model.recolor(image, labels)
+    np.testing.assert_array_equal(out[:3], image[:3])
+    np.testing.assert_array_equal(out[3:], res.recolored[3:])
+    assert out.dtype == image.dtype
+
+
+@pytest.mark.parametrize("kind", ["uint8_gray", "uint8_rgb"])
+def test_recolor_rejects_labels_of_the_wrong_shape(kind):
+    image, res = fitted(kind)
+    with pytest.raises(ValueError, match=r"labels shape \(12, 12\)"):
+        res.model.recolor(image, res.labels[:, :12])
+
+
+@pytest.mark.parametrize(
+    ("kind", "image", "match"),
+    [
+        ("uint8_rgb", np.zeros((5, 5, 3), np.uint16), r"fitted on uint8 data .* image is uint16"),
+        ("uint8_gray", np.zeros((5, 5), np.float32), r"fitted on uint8 data .* convert the image"),
+        ("float32_gray", np.zeros((5, 5), np.uint8), r"fitted on float32 data .* image is uint8"),
+        ("uint8_rgb", np.zeros((5, 7), np.uint8), r"expects 3 \(RGB\) or 4 \(RGBA\) channels"),
+        ("uint8_rgb", np.zeros((5, 5, 2), np.uint8), r"the image has 2 \(shape \(5, 5, 2\)\)"),
+        ("uint8_rgb", np.zeros(5, np.uint8), r"expects channels on axis -1"),
+        ("float64_4ch_first", np.zeros((3, 5, 5)), r"expects 4 channels on axis -3"),
+        ("float64_4ch_first", np.zeros((4, 5)), r"expects channels on axis -3"),
+    ],
+)
+def test_predict_rejects_a_different_layout_or_dtype(kind, image, match):
+    _, res = fitted(kind)
+    with pytest.raises(ValueError, match=match):
+        res.model.predict(image)
+
+
+def test_predict_rejects_bad_images():
+    _, res = fitted("uint8_gray")
+    with pytest.raises(ValueError, match="image is empty"):
+        res.model.predict(np.zeros((0, 3), np.uint8))
+    with pytest.raises(TypeError, match="complex dtype"):
+        res.model.predict(np.zeros((3, 3), complex))
+    with pytest.raises(ValueError, match=r"mask has shape \(2, 2\)"):
+        res.model.predict(np.zeros((3, 3), np.uint8), mask=np.ones((2, 2), bool))
+
+
+def test_predict_does_not_modify_the_image():
+    image, res = fitted("float64_4ch_first")
+    image[0, 0, 0] = np.nan
+    before = image.copy()
+    res.model.predict(image)
+    res.model.recolor(image, res.model.predict(image))
+    np.testing.assert_array_equal(image, before)
+
+
+@pytest.mark.parametrize(
+    ("k", "dtype"),
+    [(1, np.uint8), (255, np.uint8), (256, np.uint16), (65535, np.uint16), (65536, np.uint32)],
+)
+def test_label_dtype(k, dtype):
+    assert label_dtype(k) == dtype
+
+
+def test_many_clusters_use_uint16_labels():
+    image = np.arange(300, dtype=np.uint16).reshape(15, 20)
+    res = segment(image, 260)
+    assert res.labels.dtype == np.uint16 and res.labels.max() == 260
+
+
+# -- JSON round trip ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_json_round_trip_gives_identical_predictions(kind):
+    image, res = fitted(kind)
+    text = res.model.to_json()
+    data = json.loads(text)  # plain JSON, no pickle
+    assert data["format"] == FORMAT and data["version"] == FORMAT_VERSION
+    back = KMeansModel.from_json(text)
+    np.testing.assert_array_equal(back.centers, res.model.centers)
+    assert back.centers.dtype == res.model.centers.dtype
+    np.testing.assert_array_equal(back.colors, res.model.colors)
+    assert back.spec == res.model.spec and back.dtype == res.model.dtype
+    assert back.seed == res.model.seed and back.n_clusters == res.n_clusters
+    np.testing.assert_array_equal(back.predict(image), res.labels)
+    np.testing.assert_array_equal(back.recolor(image, res.labels), res.recolored)
+    again = KMeansModel.from_dict(back.to_dict())
+    assert again.to_json() == text
+
+
+def test_to_dict_is_json_safe():
+    _, res = fitted("uint16_rgb")
+    data = res.model.to_dict()
+    assert json.loads(json.dumps(data, allow_nan=False)) == data
+
+
+# -- malformed model dicts ----------------------------------------------------------------------
+
+
+def good_dict():
+    return fitted("uint8_rgb", k=3)[1].model.to_dict()
+
+
+def without(key):
+    d = good_dict()
+    del d[key]
+    return d
+
+
+def changed(**fields):
+    return {**good_dict(), **fields}
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        ([1, 2], r"expected a JSON object \(dict\), got list"),
+        ("model", r"expected a JSON object \(dict\), got str"),
+        (None, r"expected a JSON object \(dict\), got NoneType"),
+        (changed(format="something-else"), r"'format' is 'something-else', expected"),
+        (without("format"), r"'format' is None"),
+        (changed(version="1"), r"'version' must be an integer, got '1'"),
+        (changed(version=True), r"'version' must be an integer"),
+        (without("version"), r"'version' must be an integer, got None"),
+        (without("centers"), r"missing field\(s\) centers"),
+        (without("colors"), r"missing field\(s\) colors"),
+        (without("channel_axis"), r"missing field\(s\) channel_axis"),
+        (without("rgb"), r"missing field\(s\) rgb"),
+        (without("color_space"), r"missing field\(s\) color_space"),
+        (without("n_channels"), r"missing field\(s\) n_channels"),
+        (without("dtype"), r"missing field\(s\) dtype"),
+        (changed(centers=[[0, 0, float("nan")]] * 3), r"must be finite numbers"),
+        (changed(centers=[[0, 0, float("inf")], [1, 1, 1], [2, 2, 2]]), r"must be finite"),
+        (changed(colors=[[0, 0, 0], [1, 1, float("-inf")], [2, 2, 2]]), r"must be finite"),
+        (changed(centers=[[0, 0], [1, 1, 1], [2, 2, 2]]), r"lists of lists of numbers"),
+        (changed(centers=[["a", "b", "c"]] * 3), r"lists of lists of numbers"),
+        (changed(centers=[1, 2, 3]), r"non-empty k x d table, got shape \(3,\)"),
+        (changed(centers=[], colors=[]), r"non-empty k x d table"),
+        (changed(colors=[[0, 0, 0], [1, 1, 1]]), r"'n_clusters' is 3 but there are 2 colors"),
+        (changed(centers=[[0, 0], [1, 1], [2, 2]]), r"centers have 2 features, expected 3"),
+        (changed(colors=[[0, 0], [1, 1], [2, 2]]), r"'n_channels' 3 does not match colors"),
+        (changed(n_clusters=4), r"'n_clusters' is 4 but there are 3"),
+        (changed(color_space="hsv"), r"'color_space' must be one of \('rgb', 'lab'\)"),
+        (changed(rgb="yes"), r"'rgb' must be true or false, got 'yes'"),
+        (changed(rgb=1), r"'rgb' must be true or false"),
+        (changed(channel_axis=2), r"'channel_axis' must be null or a negative integer, got 2"),
+        (changed(channel_axis=-1.0), r"'channel_axis' must be null or a negative integer"),
+        (changed(channel_axis=None), r"'channel_axis', 'rgb' and 'n_channels' are inconsistent"),
+        (changed(rgb=False, channel_axis=None, n_channels=3), r"inconsistent"),
+        (changed(dtype="float7"), r"'dtype' 'float7' is not a numpy dtype name"),
+        (changed(dtype=None), r"'dtype'"),
+        (changed(dtype="complex128"), r"must be a boolean, integer or float dtype"),
+        (changed(dtype="object"), r"must be a boolean, integer or float dtype, got object"),
+        (changed(dtype="<U3"), r"must be a boolean, integer or float dtype"),
+        (changed(seed="0"), r"'seed' must be an integer, got '0'"),
+        (changed(seed=1.5), r"'seed' must be an integer"),
+    ],
+)
+def test_from_dict_rejects_malformed_models(data, match):
+    with pytest.raises(ValueError, match=r"malformed napari-kmeans model: (.*)?" + match):
+        KMeansModel.from_dict(data)
+
+
+def test_from_dict_refuses_a_future_version():
+    with pytest.raises(ValueError, match=r"format version 99, newer than the 1 .* upgrade"):
+        KMeansModel.from_dict(changed(version=FORMAT_VERSION + 98))
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("{not json", r"not a napari-kmeans model file: invalid JSON"),
+        ("", r"invalid JSON"),
+        ("[1, 2, 3]", r"expected a JSON object \(dict\), got list"),
+    ],
+)
+def test_from_json_rejects_bad_text(text, match):
+    with pytest.raises(ValueError, match=match):
+        KMeansModel.from_json(text)
+
+
+def test_from_json_rejects_nan_written_by_other_tools():
+    data = good_dict()
+    data["centers"][0][0] = float("nan")
+    text = json.dumps(data)  # Python writes the non-standard token NaN
+    assert "NaN" in text
+    with pytest.raises(ValueError, match="must be finite"):
+        KMeansModel.from_json(text)
+
+
+def test_from_dict_accepts_optional_fields_missing():
+    data = good_dict()
+    for key in ("n_clusters", "seed", "package_version", "center_labels", "parent"):
+        data.pop(key, None)
+    model = KMeansModel.from_dict(data)
+    assert model.n_clusters == 3 and model.seed == 0
+
+
+def test_from_dict_does_not_modify_its_input():
+    data = good_dict()
+    copy = json.loads(json.dumps(data))
+    KMeansModel.from_dict(data)
+    assert data == copy
+
+
+def test_fitted_model_with_fewer_clusters_round_trips():
+    image = np.array([[1, 1, 5], [5, 9, 9]], np.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        res = segment(image, 6)
+    back = KMeansModel.from_json(res.model.to_json())
+    assert back.n_clusters == 3
+    np.testing.assert_array_equal(back.predict(image), [[1, 1, 2], [2, 3, 3]])

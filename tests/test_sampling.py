@@ -1,0 +1,122 @@
+"""Tests of the order-independent hash sample used for pixels that do not compress."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_kmeans import sampling
+from napari_kmeans.sampling import hash_sample, hash_values
+
+
+def sort_rows(values, weights):
+    order = np.lexsort(values.T[::-1])
+    return values[order], weights[order]
+
+
+def distinct_pixels(n, c, dtype, seed):
+    rng = np.random.default_rng(seed)
+    if np.dtype(dtype).kind == "f":
+        return rng.normal(0, 1, (n, c)).astype(dtype)
+    return rng.integers(0, np.iinfo(dtype).max, (n, c)).astype(dtype)
+
+
+# -- hash_values --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("dtype", "c"), [(np.uint16, 3), (np.float32, 4), (np.float64, 2), (np.int32, 1)]
+)
+def test_hash_is_a_function_of_the_row(dtype, c):
+    px = distinct_pixels(2000, c, dtype, 0)
+    px = np.concatenate([px, px[:500]])  # repeated rows
+    h = hash_values(px, 3)
+    assert h.dtype == np.uint64 and h.shape == (2500,)
+    np.testing.assert_array_equal(h[2000:], h[:500])
+    assert np.unique(h[:2000]).size == 2000  # distinct rows, distinct hashes
+    np.testing.assert_array_equal(hash_values(px[::7], 3), h[::7])  # row by row
+    np.testing.assert_array_equal(hash_values(np.asfortranarray(px), 3), h)
+
+
+def test_hash_depends_on_the_seed():
+    px = distinct_pixels(100, 3, np.float32, 1)
+    assert (hash_values(px, 0) != hash_values(px, 1)).mean() > 0.99
+
+
+def test_hash_bits_look_uniform():
+    px = np.arange(20000, dtype=np.uint16).reshape(-1, 2)  # very regular input
+    h = hash_values(px, 0)
+    top = (h >> np.uint64(60)).astype(int)
+    counts = np.bincount(top, minlength=16)
+    assert counts.min() > 0.7 * 10000 / 16 and counts.max() < 1.3 * 10000 / 16
+
+
+# -- hash_sample --------------------------------------------------------------------------------
+
+
+def test_small_images_are_taken_whole():
+    rng = np.random.default_rng(2)
+    px = rng.integers(0, 5, (300, 2)).astype(np.int32)
+    valid = rng.random(300) < 0.8
+    values, weights, whole = hash_sample(px, valid, int(valid.sum()), seed=0)
+    assert whole
+    expected, counts = np.unique(px[valid], axis=0, return_counts=True)
+    got, w = sort_rows(values, weights)
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(w, counts)
+
+
+def big_image(n=40_000, seed=3):
+    """Mostly distinct float32 RGB values plus one value repeated on a quarter of the pixels."""
+    px = distinct_pixels(n, 3, np.float32, seed)
+    px[: n // 4] = (0.25, 0.5, 0.75)
+    return px
+
+
+def test_sample_of_a_large_image():
+    px = big_image()
+    valid = np.ones(px.shape[0], bool)
+    valid[-1000:] = False
+    px[-1000:] = 99.0  # invalid pixels must never be sampled
+    n_valid = int(valid.sum())
+    values, weights, whole = hash_sample(px, valid, n_valid, seed=0, size=2000)
+    assert not whole
+    assert not (values == 99.0).any()
+    rows = {tuple(r) for r in px[valid]}
+    assert all(tuple(r) in rows for r in values)
+    assert np.unique(values, axis=0).shape[0] == values.shape[0]  # grouped
+    # the repeated value enters with its exact count; the others stand for ~1/p pixels each
+    heavy = (values == (0.25, 0.5, 0.75)).all(axis=1)
+    assert heavy.sum() == 1 and weights[heavy][0] == px.shape[0] // 4
+    assert weights.sum() == pytest.approx(n_valid, rel=0.1)
+    assert 0.6 * 2000 < values.shape[0] < 1.4 * 2000
+
+
+def test_sample_ignores_pixel_order_and_chunking(monkeypatch):
+    px = big_image()
+    valid = np.random.default_rng(4).random(px.shape[0]) < 0.9
+    n_valid = int(valid.sum())
+    ref = sort_rows(*hash_sample(px, valid, n_valid, seed=5, size=3000)[:2])
+    perm = np.random.default_rng(6).permutation(px.shape[0])
+    shuffled = sort_rows(*hash_sample(px[perm], valid[perm], n_valid, seed=5, size=3000)[:2])
+    np.testing.assert_array_equal(shuffled[0], ref[0])
+    np.testing.assert_allclose(shuffled[1], ref[1], rtol=1e-12)
+    monkeypatch.setattr(sampling, "CHUNK", 777)
+    chunked = sort_rows(*hash_sample(px, valid, n_valid, seed=5, size=3000)[:2])
+    np.testing.assert_array_equal(chunked[0], ref[0])
+    np.testing.assert_allclose(chunked[1], ref[1], rtol=1e-12)
+
+
+def test_sample_depends_on_the_seed():
+    px = big_image()
+    a = hash_sample(px, None, px.shape[0], seed=0, size=2000)[0]
+    b = hash_sample(px, None, px.shape[0], seed=1, size=2000)[0]
+    common = {tuple(r) for r in a} & {tuple(r) for r in b}
+    assert len(common) < 0.5 * min(a.shape[0], b.shape[0])
+
+
+def test_sample_does_not_modify_pixels():
+    px = big_image(n=5000)
+    before = px.copy()
+    hash_sample(px, None, px.shape[0], seed=0, size=500)
+    np.testing.assert_array_equal(px, before)
