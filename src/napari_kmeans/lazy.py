@@ -607,7 +607,7 @@ def segment_lazy(
     spec = ft.make_spec(image, channel_axis=channel_axis, rgb=rgb, color_space=color_space)
     lazy = lay_out(image, spec, mask)
     found = support(lazy, seed)
-    model, _, n_iter, exact = fit_weighted(
+    model, _, _, n_iter, exact = fit_weighted(
         found.values, found.weights, spec, lazy.dtype, k,
         n_init=n_init, max_iter=max_iter, tol=tol, seed=seed, covers_all=found.covers_all,
     )  # fmt: skip

@@ -29,6 +29,7 @@ class LloydResult:
     labels: np.ndarray  # (n,) index of each point's centre
     inertia: float
     n_iter: int
+    dist: np.ndarray  # (n,) squared distance of each point to its centre
 
 
 def assign(points: np.ndarray, centers: np.ndarray):
@@ -112,7 +113,7 @@ def lloyd(points, weights, centers, *, max_iter=300, tol_abs=0.0, wpoints=None) 
         else:
             moved = np.flatnonzero(new_labels != labels)
             if moved.size == 0:  # converged: centres are the means of these very labels
-                return LloydResult(centers, labels, float(weights @ dist), n_iter)
+                return LloydResult(centers, labels, float(weights @ dist), n_iter, dist)
             old = _cluster_sums(wpoints[moved], weights[moved], labels[moved], k)
             new = _cluster_sums(wpoints[moved], weights[moved], new_labels[moved], k)
             sums += new[0] - old[0]
@@ -133,7 +134,7 @@ def lloyd(points, weights, centers, *, max_iter=300, tol_abs=0.0, wpoints=None) 
         if shift <= tol_abs:
             break
     labels, dist = assign(points, centers)
-    return LloydResult(centers, labels, float(weights @ dist), n_iter)
+    return LloydResult(centers, labels, float(weights @ dist), n_iter, dist)
 
 
 def _mean_variance(points, weights) -> float:
@@ -157,8 +158,10 @@ def weighted_subsample(points, weights, size, rng, cdf=None):
         cdf = np.cumsum(weights, dtype=np.float64)
     step = cdf[-1] / size
     idx = np.searchsorted(cdf, (np.arange(size) + rng.random()) * step, side="right")
-    idx, counts = np.unique(np.minimum(idx, points.shape[0] - 1), return_counts=True)
-    return points[idx], counts * step
+    idx = np.minimum(idx, points.shape[0] - 1)  # sorted: merge repeats without sorting again
+    first = np.flatnonzero(np.diff(idx, prepend=-1))
+    counts = np.diff(np.append(first, idx.size))
+    return points[idx[first]], counts * step
 
 
 def _with_rare_points(points, weights, sub_p, sub_w, m, rng):
@@ -204,9 +207,9 @@ def kmeans(points, weights, k, *, n_init=4, max_iter=300, tol=1e-4, seed=0) -> L
             sub_p, sub_w = weighted_subsample(points, weights, size, rng, cdf)
         elif res.n_iter == 1 and sub_p.shape[0] >= 1 << 17:
             labels, dist = assign(points, res.centers)
-            return LloydResult(res.centers, labels, float(weights @ dist), n_iter)
+            return LloydResult(res.centers, labels, float(weights @ dist), n_iter, dist)
         else:
             sub_p, sub_w = points, weights
         res = lloyd(sub_p, sub_w, res.centers, max_iter=max_iter, tol_abs=tol_abs)
         n_iter += res.n_iter
-    return LloydResult(res.centers, res.labels, res.inertia, n_iter)
+    return LloydResult(res.centers, res.labels, res.inertia, n_iter, res.dist)

@@ -154,19 +154,15 @@ class KMeansModel:
                 idx[sel] = kids[_nearest(feats[sel], self.centers[kids])]
         return idx
 
-    def _sq_distance(self, values, dtype, idx):
-        return _sq_dist(ft.to_features(values, self.spec, dtype), self.centers, idx)
-
-    def label_prepared(
-        self, prep: ft.Prepared, compressed=None, chunk_size=None, distinct_idx=None
-    ):
+    def label_prepared(self, prep: ft.Prepared, compressed=None, chunk_size=None, distinct=None):
         """Label a prepared image: ``(labels, inertia, counts)``.
 
         Labels are flat (0 for invalid pixels); ``inertia`` sums squared feature distances over
         labelled pixels; ``counts`` are pixels per cluster. Compressible images are labelled
         through a look-up table over their codes; others in chunks of ``chunk_size`` pixels.
-        ``distinct_idx`` may give the nearest centre of each of ``compressed.values`` when the
-        caller has just computed it (:func:`segment` does), saving one assignment pass.
+        ``distinct`` may give ``(idx, d2)``, the nearest centre of each of ``compressed.values``
+        and the squared distance to it, when the caller has just computed them (:func:`segment`
+        does), saving one assignment pass.
         """
         chunk = int(chunk_size or CHUNK)
         k = self.n_clusters
@@ -174,13 +170,10 @@ class KMeansModel:
         if compressed is None:
             compressed = compress(prep.pixels, prep.valid)
         if compressed is not None:
-            if distinct_idx is None:
+            if distinct is None:
                 idx, d2 = self.assign_values(compressed.values, prep.dtype)
             else:
-                idx, d2 = (
-                    distinct_idx,
-                    self._sq_distance(compressed.values, prep.dtype, distinct_idx),
-                )
+                idx, d2 = distinct
             lut = np.zeros(compressed.codec.n_codes, ldtype)
             lut[compressed.distinct] = idx + 1
             counts = np.bincount(idx, weights=compressed.counts, minlength=k).astype(np.int64)

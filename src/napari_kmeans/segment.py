@@ -80,15 +80,16 @@ def _support(prep: ft.Prepared, seed: int):
 
 
 def _fit(feats, weights, k, *, n_init, max_iter, tol, seed):
-    """Centres in feature space, each point's centre, iterations, and whether it is optimal."""
+    """Centres in feature space, each point's centre and squared distance to it, iterations,
+    and whether the result is the proven optimum."""
     if feats.shape[1] == 1:
         order = np.argsort(feats[:, 0], kind="stable")
         res = kmeans_1d(feats[order, 0], weights[order], k, max_iter=max_iter)
         centers = res.centers.astype(feats.dtype)[:, None]
         idx = assign_1d(feats[:, 0], thresholds(centers[:, 0]))
-        return centers, idx, res.n_iter, res.exact
+        return centers, idx, (feats[:, 0] - centers[idx, 0]) ** 2, res.n_iter, res.exact
     res = kmeans(feats, weights, k, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed)
-    return res.centers.astype(feats.dtype), res.labels, res.n_iter, False
+    return res.centers.astype(feats.dtype), res.labels, res.dist, res.n_iter, False
 
 
 def segment(
@@ -203,10 +204,10 @@ def segment(
     )  # fmt: skip
     if chunk_size is not None:
         chunk_size = _check_int("chunk_size", chunk_size, 1)
-    model, prep, comp, idx = fitted.model, fitted.prep, fitted.compressed, fitted.idx
+    model, prep, comp = fitted.model, fitted.prep, fitted.compressed
     image = fitted.image
     labels, inertia, counts = model.label_prepared(
-        prep, comp, chunk_size, distinct_idx=idx if comp is not None else None
+        prep, comp, chunk_size, distinct=(fitted.idx, fitted.d2) if comp is not None else None
     )
     labels = labels.reshape(prep.spatial_shape)
     return Segmentation(
@@ -273,6 +274,7 @@ class _Fitted(NamedTuple):
     compressed: object
     model: KMeansModel
     idx: np.ndarray
+    d2: np.ndarray
     n_iter: int
     exact: bool
 
@@ -291,11 +293,11 @@ def _fit_image(
     spec = ft.make_spec(image, channel_axis=channel_axis, rgb=rgb, color_space=color_space)
     prep = ft.prepare(image, spec, mask)
     values, weights, comp, covers_all = _support(prep, seed)
-    model, idx, n_iter, exact = fit_weighted(
+    res = fit_weighted(
         values, weights, spec, prep.dtype, k,
         n_init=n_init, max_iter=max_iter, tol=tol, seed=seed, covers_all=covers_all,
     )  # fmt: skip
-    return _Fitted(image, prep, comp, model, idx, int(n_iter), exact)
+    return _Fitted(image, prep, comp, res.model, res.idx, res.d2, res.n_iter, res.exact)
 
 
 def fit_weighted(
@@ -330,11 +332,9 @@ def fit_weighted(
 
     Returns
     -------
-    model : KMeansModel
-    idx : (m,) ndarray
-        The cluster (0-based, in the model's order) of each value, by nearest centre.
-    n_iter : int
-    exact : bool
+    WeightedFit
+        ``model``; ``idx``, the cluster (0-based, in the model's order) of each value by nearest
+        centre; ``d2``, its squared distance to that centre; ``n_iter``; ``exact``.
     """
     k = n_clusters
     n_distinct = values.shape[0]
@@ -348,7 +348,7 @@ def fit_weighted(
         )
         k = n_distinct
     feats = ft.to_features(values, spec, dtype)
-    centers, idx, n_iter, exact = _fit(
+    centers, idx, d2, n_iter, exact = _fit(
         feats, weights, k, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed
     )
     model, idx = _ordered_model(centers, idx, values, weights, spec, dtype, seed)
@@ -359,7 +359,17 @@ def fit_weighted(
             UserWarning,
             stacklevel=3,
         )
-    return model, idx, n_iter, bool(exact and covers_all)
+    return WeightedFit(model, idx, d2, int(n_iter), bool(exact and covers_all))
+
+
+class WeightedFit(NamedTuple):
+    """Result of :func:`fit_weighted`."""
+
+    model: KMeansModel
+    idx: np.ndarray  # (m,) each value's cluster, 0-based in the model's order
+    d2: np.ndarray  # (m,) each value's squared feature distance to its centre
+    n_iter: int
+    exact: bool
 
 
 def _ordered_model(centers, idx, values, weights, spec, dtype, seed):

@@ -181,7 +181,9 @@ def fit_planes(planes: Planes, params: Params):
 def label_fitted(fitted):
     """Labels (spatial shape), inertia and counts of a :func:`fit_planes` result."""
     labels, inertia, counts = fitted.model.label_prepared(
-        fitted.prep, fitted.compressed, distinct_idx=fitted.idx if fitted.compressed else None
+        fitted.prep,
+        fitted.compressed,
+        distinct=(fitted.idx, fitted.d2) if fitted.compressed else None,
     )
     return labels.reshape(fitted.prep.spatial_shape), inertia, counts
 
