@@ -271,3 +271,19 @@ def test_subsample_follows_the_weights():
     p, w = weighted_subsample(points, weights, 100, np.random.default_rng(2))
     heavy = w[p[:, 0] == 0.0]
     assert heavy.size == 1 and heavy[0] == pytest.approx(1000.0, rel=0.05)
+
+
+def test_swap_search_escapes_a_lloyd_local_optimum():
+    """Three tight blobs; Lloyd started with two centres in one blob and one between the others
+    is stuck; one swap moves the useless centre and reaches the optimum."""
+    from napari_kmeans.lloyd import improve_by_swaps, lloyd
+
+    rng = np.random.default_rng(0)
+    blobs = np.array([[0.0, 0.0], [10.0, 0.0], [20.0, 0.0]])
+    points = np.concatenate([b + rng.normal(0, 0.1, (50, 2)) for b in blobs])
+    weights = np.ones(len(points))
+    stuck = lloyd(points, weights, np.array([[-0.05, 0.0], [0.05, 0.0], [15.0, 0.0]]))
+    assert stuck.inertia > 1000  # one centre serves two blobs
+    fixed = improve_by_swaps(points, weights, stuck, 4, np.random.default_rng(1))
+    np.testing.assert_allclose(np.sort(fixed.centers[:, 0]), blobs[:, 0], atol=0.1)
+    assert fixed.inertia < 10
