@@ -6,12 +6,15 @@ for the worker and saves the window, so the pictures always show the current wid
 
 from __future__ import annotations
 
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 import napari
 from qtpy.QtCore import QRect
 from qtpy.QtWidgets import QApplication
+from skimage import data
 
 IMAGES = Path(__file__).resolve().parent / "images"
 WIDGET = "K-means segmentation"
@@ -73,13 +76,72 @@ def fluorescence():
     viewer.close()
 
 
-def main():
+def _grab(dock, widget, name):
+    """Save the part of the dock from its top down to the bottom of ``widget``."""
+    _settle(0.3)
+    bottom = widget.mapTo(dock, widget.rect().bottomLeft()).y() + 4
+    dock.grab(QRect(0, 0, dock.width(), bottom)).save(str(IMAGES / name))
+
+
+def _only(viewer, *names):
+    for layer in viewer.layers:
+        layer.visible = layer.name in names
+
+
+def editing():
+    """docs/editing.md: coffee, k=5 -> suggest k, merge, split, instances, model on another photo."""
+    viewer, dock, widget = _viewer("coffee")
+    suggest, edit = widget.suggest, widget.edit
+    suggest.group.expand(animate=False)
+    suggest.k_max.value = 10
+    suggest.start()
+    _settle(until=lambda: suggest.worker is None)
+    _grab(dock, suggest.group, "editing_suggest.png")
+    suggest.group.collapse(animate=False)
+    widget.controls.n_clusters.value = 5
+    _run(widget)
+    edit.group.expand(animate=False)
+    edit.controls.clusters.value = "4, 5"
+    edit.merge()
+    edit.controls.clusters.value = "1"
+    edit.split()
+    _only(viewer, "coffee", "coffee k-means labels")
+    viewer.layers["coffee k-means labels"].opacity = 0.85
+    edit.table.select_labels([1, 2])
+    _settle(0.5)
+    viewer.screenshot(IMAGES / "editing_merge_split.png", canvas_only=False, flash=False)
+    edit.controls.clusters.value = "1"
+    edit.controls.min_size.value = 200
+    edit.instances()
+    _only(viewer, "coffee", "coffee k-means labels instances")
+    _settle(0.5)
+    viewer.screenshot(IMAGES / "editing_instances.png", canvas_only=False, flash=False)
+    with tempfile.TemporaryDirectory() as folder:
+        path = edit.save_model(Path(folder) / "coffee-model.json")
+        cat = viewer.add_image(data.chelsea(), name="chelsea", rgb=True, translate=(50, 620))
+        widget.controls.image.value = cat
+        edit.load_model(path)
+        _settle(until=lambda: widget.worker is None)
+    _only(viewer, "coffee", "coffee k-means labels", "chelsea", "chelsea k-means labels")
+    viewer.layers["chelsea k-means labels"].opacity = 0.85
+    viewer.reset_view()
+    _settle(0.5)
+    viewer.screenshot(IMAGES / "editing_reuse.png", canvas_only=False, flash=False)
+    _grab(dock, edit.group, "editing_panel.png")
+    viewer.close()
+
+
+PAGES = {"rgb_photo": rgb_photo, "fluorescence": fluorescence, "editing": editing}
+
+
+def main(names=()):
+    """Render every screenshot, or only those of the functions ``names``."""
     IMAGES.mkdir(exist_ok=True)
-    rgb_photo()
-    fluorescence()
-    for path in sorted(IMAGES.glob("widget_*.png")):
+    for name in names or PAGES:
+        PAGES[name]()
+    for path in sorted(IMAGES.glob("*_*.png")):
         print(path.relative_to(IMAGES.parent.parent))
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -137,3 +137,12 @@ def test_edited_model_dict_validation(rgb_image):
     d["center_labels"] = [1] * len(d["center_labels"])
     with pytest.raises(ValueError, match="every label"):
         KMeansModel.from_dict(d)
+
+
+def test_merge_shifts_labels_painted_beyond_k():
+    image = np.array([0, 10, 100, 110, 250, 250], np.uint8)
+    r = segment(image, 3)
+    painted = r.labels.copy()
+    painted[-1] = 7  # a label painted by hand, with no centre
+    _, labels = merge(r.model, painted, [1, 2])
+    assert labels.tolist() == [1, 1, 1, 1, 2, 6]  # 7 moves down with the merged cluster

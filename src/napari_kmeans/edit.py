@@ -36,7 +36,7 @@ def label_stats(image, labels, model: KMeansModel):
         Pixels carrying each label.
     """
     image = ft.as_image(image)
-    spec = model._check_image(image)
+    spec = model.check_image(image)
     prep = ft.prepare(image, spec, None)
     flat = np.asarray(labels).reshape(-1)
     if flat.shape[0] != prep.pixels.shape[0]:
@@ -94,9 +94,10 @@ def _relabel(model: KMeansModel, labels, mapping, colors):
     )
     labels = np.asarray(labels)
     top = int(labels.max(initial=0))
-    lut = np.arange(max(top, mapping.size - 1) + 1)
+    # Labels painted beyond the old clusters (no centre) follow the new last cluster in order.
+    lut = np.arange(max(top, mapping.size - 1) + 1) - (mapping.size - 1 - k)
     lut[: mapping.size] = full
-    out = lut[labels].astype(label_dtype(max(k, top)))
+    out = lut[labels].astype(label_dtype(max(k, int(lut[-1]))))
     return new_model, out
 
 

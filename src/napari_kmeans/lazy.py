@@ -482,7 +482,7 @@ def predict_lazy(model, image, *, mask=None, chunk_size=None):
     array([1, 2, 1], dtype=uint8)
     """
     image = as_dask_image(image)
-    spec = model._check_image(image)
+    spec = model.check_image(image)
     return _labels(model, lay_out(image, spec, mask), chunk_size)
 
 
@@ -498,7 +498,7 @@ def recolor_lazy(model, image, labels):
     """
     da = _da()
     image = as_dask_image(image)
-    lazy = lay_out(image, model._check_image(image))
+    lazy = lay_out(image, model.check_image(image))
     if tuple(labels.shape) != lazy.spatial_shape:
         raise ValueError(
             f"labels shape {tuple(labels.shape)} != the image's spatial shape "

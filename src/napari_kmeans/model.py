@@ -97,8 +97,12 @@ class KMeansModel:
 
     # -- applying the model ---------------------------------------------------------------------
 
-    def _check_image(self, image: np.ndarray) -> ft.FeatureSpec:
-        """The spec to read ``image`` with, after checking it matches the model."""
+    def check_image(self, image: np.ndarray) -> ft.FeatureSpec:
+        """The spec to read ``image`` with; raises ValueError if it does not suit the model.
+
+        The image must have the model's channel layout and, for raw-value models, a compatible
+        dtype (integer dtypes must match; floats may differ).
+        """
         spec = self.spec
         dtype = np.dtype(image.dtype).newbyteorder("=")
         fitted = np.dtype(self.dtype)
@@ -217,7 +221,7 @@ class KMeansModel:
         if lazy.is_dask(image) or lazy.is_dask(mask):
             return lazy.predict_lazy(self, image, mask=mask, chunk_size=chunk_size)
         image = ft.as_image(image)
-        spec = self._check_image(image)
+        spec = self.check_image(image)
         prep = ft.prepare(image, spec, mask)
         labels = self.label_prepared(prep, chunk_size=chunk_size)[0]
         return labels.reshape(prep.spatial_shape)
@@ -232,7 +236,7 @@ class KMeansModel:
             return lazy.recolor_lazy(self, image, labels)
         dtype = np.asarray(image).dtype  # the result keeps it, byte order included
         image = ft.as_image(image)
-        spec = self._check_image(image)
+        spec = self.check_image(image)
         labels = np.asarray(labels)
         palette = ft.cast_colors(self.colors, dtype)
         palette = np.concatenate([np.zeros_like(palette[:1]), palette])

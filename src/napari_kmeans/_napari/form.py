@@ -9,6 +9,7 @@ from qtpy.QtWidgets import QVBoxLayout, QWidget
 from superqt import QCollapsible
 
 WHOLE, SLICE = "whole data", "current slice"
+FIT_ALL, FIT_SLICE = "all of the scope", "current slice only"
 
 TIPS = {
     "image": "Image layer to segment. Follows the selected layer. The source layer is never "
@@ -25,6 +26,9 @@ TIPS = {
     "are clustered; the others get label 0. A Labels mask must have the image's shape.",
     "scope": "For data with more dimensions than are displayed: segment the whole data, or only "
     "the slice on screen (the output layers then hold that slice, placed where it is).",
+    "fit_on": "For stacks and timelapses with scope 'whole data': fit the model on every "
+    "pixel, or on the slice on screen only (e.g. one good frame) and then label every slice "
+    "with that one model, so that a colour gets the same label in every frame.",
     "seed": "Seed for k-means++ and sampling: the same data, settings and seed always give the "
     "same labels.",
     "n_init": "Multichannel and colour data: k-means++/Lloyd restarts; the best is kept. "
@@ -51,6 +55,7 @@ class Controls:
     extra_channels: widgets.Select
     mask: widgets.ComboBox
     scope: widgets.ComboBox
+    fit_on: widgets.ComboBox
     seed: widgets.SpinBox
     n_init: widgets.SpinBox
     max_iter: widgets.SpinBox
@@ -72,6 +77,7 @@ def make_controls() -> Controls:
         "extra_channels": widgets.Select(label="extra channels", choices=()),
         "mask": widgets.ComboBox(label="mask", choices=(), nullable=True),
         "scope": widgets.ComboBox(label="scope", choices=[WHOLE, SLICE], value=WHOLE),
+        "fit_on": widgets.ComboBox(label="fit on", choices=[FIT_ALL, FIT_SLICE], value=FIT_ALL),
         "seed": widgets.SpinBox(label="seed", value=0, min=0, max=2**31 - 1),
         "n_init": widgets.SpinBox(label="restarts (n_init)", value=4, min=1, max=100),
         "max_iter": widgets.SpinBox(label="max iterations", value=300, min=1, max=100_000),
@@ -91,20 +97,25 @@ def make_controls() -> Controls:
     return Controls(**c, advanced=advanced)
 
 
-def lay_out(controls: Controls, parent: QWidget) -> None:
-    """Put the controls in ``parent``: the form, the collapsed advanced group, buttons, result."""
+def lay_out(controls: Controls, parent: QWidget, *, before_run=(), after_result=()) -> None:
+    """Put the controls in ``parent``: the form, the collapsed advanced group, ``before_run``
+    widgets, buttons, result, then ``after_result`` widgets (the other collapsible groups)."""
     form = widgets.Container(
         widgets=[
             controls.image, controls.n_clusters, controls.color_space, controls.extra_channels,
-            controls.mask, controls.scope, controls.seed,
+            controls.mask, controls.scope, controls.fit_on, controls.seed,
         ]
     )  # fmt: skip
     buttons = widgets.Container(widgets=[controls.run, controls.cancel], layout="horizontal")
     layout = QVBoxLayout(parent)
     layout.addWidget(form.native)
     layout.addWidget(controls.advanced)
+    for widget in before_run:
+        layout.addWidget(widget)
     layout.addWidget(buttons.native)
     layout.addWidget(controls.result.native)
+    for widget in after_result:
+        layout.addWidget(widget)
     layout.addStretch(1)
     controls.result.native.setWordWrap(True)
     parent._containers = (form, buttons)  # keep the magicgui containers alive

@@ -10,6 +10,7 @@ affine, units and axis labels).
 from __future__ import annotations
 
 import hashlib
+import uuid
 import weakref
 from dataclasses import dataclass
 
@@ -48,9 +49,15 @@ def label_colors(colors: np.ndarray, info: RunInfo) -> np.ndarray:
     the default limits). Other data: each channel through its layer's colormap, summed as additive
     blending shows them.
     """
-    if info.source.rgb:
-        return _normalized(colors, info.source)
-    layers = (info.source, *info.extras)
+    return display_colors(colors, info.source, info.extras)
+
+
+def display_colors(colors: np.ndarray, source: Image, extras=()) -> np.ndarray:
+    """(n, 3) display colours in 0..1 of colours ``colors`` of ``source`` (+ ``extras``) pixels."""
+    colors = np.asarray(colors, dtype=float)
+    if source.rgb:
+        return _normalized(colors, source)
+    layers = (source, *extras)
     rgb = sum(
         layer.colormap.map(_normalized(colors[:, c], layer))[:, :3]
         for c, layer in enumerate(layers)
@@ -67,18 +74,28 @@ def colormap(rgb: np.ndarray) -> DirectLabelColormap:
 
 def features(outcome: Outcome, names: list[str]) -> dict:
     """One row per cluster: label, centre per channel, pixel count, fraction of labelled pixels."""
-    k = outcome.n_clusters
-    counts = np.asarray(outcome.counts, dtype=np.int64)
-    table = {"index": np.arange(1, k + 1), "label": np.arange(1, k + 1)}
+    return feature_table(outcome.model.colors, outcome.counts, names)
+
+
+def feature_table(colors: np.ndarray, counts: np.ndarray, names: list[str]) -> dict:
+    """Row i for label i + 1: label, colour per channel (``center_*``), count, fraction."""
+    counts = np.asarray(counts, dtype=np.int64)
+    n = counts.size
+    table = {"index": np.arange(1, n + 1), "label": np.arange(1, n + 1)}
     for c, name in enumerate(names):
-        table[f"center_{name}"] = outcome.model.colors[:, c].astype(float)
+        table[f"center_{name}"] = np.asarray(colors)[:, c].astype(float)
     table["count"] = counts
     table["fraction"] = counts / max(int(counts.sum()), 1)
     return table
 
 
-def metadata(outcome: Outcome, info: RunInfo, role: str) -> dict:
-    """Everything needed to know (and redo) how the layer was made."""
+def metadata(outcome: Outcome, info: RunInfo, role: str, run_id: str | None = None) -> dict:
+    """Everything needed to know (and redo) how the layer was made.
+
+    ``run_id`` is shared by the two layers of one run (it links the labels to their recolored
+    layer for edits). A model fitted on one slice and applied to all (``info.fit_slice``) or
+    applied from another layer or file (``info.model_from``) is recorded too.
+    """
     params = info.params.as_dict()
     params.update(
         scope="current slice" if info.slice_index else "whole data",
@@ -87,8 +104,16 @@ def metadata(outcome: Outcome, info: RunInfo, role: str) -> dict:
         mask=None if info.mask is None else info.mask.name,
         fit_level=info.fit_level,
     )
+    fit_slice = getattr(info, "fit_slice", None)
+    if fit_slice:
+        params["fit_slice"] = {str(a): i for a, i in fit_slice.items()}
+    extra = {}
+    if getattr(info, "model_from", None):
+        extra["model_from"] = info.model_from
     return {
         KEY: {
+            **extra,
+            "run": run_id,
             "role": role,
             "source": info.source.name,
             "parameters": params,
@@ -161,9 +186,9 @@ class Outputs:
         return self.labels in viewer.layers and digest(self.labels.data) != self.written
 
 
-def _layer_kwargs(outcome: Outcome, info: RunInfo, role: str) -> dict:
+def _layer_kwargs(outcome: Outcome, info: RunInfo, role: str, run_id: str) -> dict:
     src = info.source
-    kwargs = {**placement(info), "metadata": metadata(outcome, info, role)}
+    kwargs = {**placement(info), "metadata": metadata(outcome, info, role, run_id)}
     if role == "labels":
         names = channel_names(info)
         kwargs["colormap"] = colormap(label_colors(outcome.model.colors, info))
@@ -192,8 +217,9 @@ def publish(viewer, outcome: Outcome, info: RunInfo, previous: Outputs | None):
     """
     labels = _expanded(outcome.labels, info)
     recolored = _expanded(outcome.recolored, info)
-    label_kw = _layer_kwargs(outcome, info, "labels")
-    image_kw = _layer_kwargs(outcome, info, "recolored")
+    run_id = uuid.uuid4().hex
+    label_kw = _layer_kwargs(outcome, info, "labels", run_id)
+    image_kw = _layer_kwargs(outcome, info, "recolored", run_id)
     name = info.source.name
     if previous is not None and previous.unedited(viewer):
         _update(previous.recolored, recolored, image_kw)

@@ -251,7 +251,7 @@ def run(job: Job) -> Iterator[Progress]:
         tick = Progress(0.05, "fitting")
         yield tick
         model, n_iter, _, notes = yield from _in_thread(tick, fit_model, fit_planes, job.params)
-        labels, recolored, inertia = yield from _label_by_blocks(job.full, model)
+        labels, recolored, inertia = yield from label_by_blocks(job.full, model)
     except (ValueError, TypeError) as err:
         return Outcome(error=str(err), seconds=time.perf_counter() - start)
     counts = np.bincount(labels.ravel(), minlength=model.n_clusters + 1)[1:]
@@ -285,7 +285,7 @@ def _run_in_memory(job: Job, start: float):
     )  # fmt: skip
 
 
-def _label_by_blocks(full: Planes, model: KMeansModel):
+def label_by_blocks(full: Planes, model: KMeansModel):
     """Label and recolour ``full`` slab by slab (a multiscale level may not fit in memory)."""
     labels = np.zeros(full.spatial_shape, label_dtype(model.n_clusters))
     recolored = None

@@ -8,10 +8,12 @@ from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QWidget
 
-from . import form
+from . import form, model_io, reuse
+from .edit_panel import EditPanel
 from .inputs import InputError, build_job, levels
 from .layers import KEY, Outputs, publish
 from .runner import Params, run
+from .suggest_k import SuggestPanel
 
 
 class KMeansWidget(QWidget):
@@ -31,8 +33,11 @@ class KMeansWidget(QWidget):
         self._stopped = None  # why the run in flight was stopped, when not by Cancel
         self._outputs: list[Outputs] = []
         self.controls = c = form.make_controls()
-        form.lay_out(c, self)
+        self.suggest = SuggestPanel(self)
+        self.edit = EditPanel(self)
+        form.lay_out(c, self, before_run=[self.suggest.group], after_result=[self.edit.group])
         c.image.changed.connect(self._source_changed)
+        c.scope.changed.connect(self._source_changed)
         c.run.changed.connect(self.run)
         c.cancel.changed.connect(self.cancel)
         events = napari_viewer.layers.events
@@ -48,6 +53,15 @@ class KMeansWidget(QWidget):
     def worker(self):
         """The worker of the run in flight, or None."""
         return self._worker
+
+    @property
+    def outputs(self) -> list[Outputs]:
+        """The output layers of each source's last run."""
+        return list(self._outputs)
+
+    def current_slice(self) -> bool:
+        """Whether the scope is the slice on screen."""
+        return self.controls.scope.enabled and self.controls.scope.value == form.SLICE
 
     # -- choices ------------------------------------------------------------------------------
 
@@ -79,6 +93,9 @@ class KMeansWidget(QWidget):
         c.scope.enabled = source is not None and source.ndim > ndisplay
         if not c.scope.enabled:
             c.scope.value = form.WHOLE
+        c.fit_on.enabled = c.scope.enabled and c.scope.value == form.WHOLE
+        if not c.fit_on.enabled:
+            c.fit_on.value = form.FIT_ALL
 
     def _follow_active(self, *_) -> None:
         active = self._viewer.layers.selection.active
@@ -97,29 +114,57 @@ class KMeansWidget(QWidget):
             n_init=int(c.n_init.value), max_iter=int(c.max_iter.value), tol=float(c.tol.value),
         )  # fmt: skip
 
+    def _inputs(self) -> dict:
+        c = self.controls
+        return {"extras": tuple(c.extra_channels.value), "mask": c.mask.value}
+
     def run(self, *_) -> None:
         """Start a run on the chosen layer (no-op while one is in flight)."""
         if self._worker is not None:
             return
         c = self.controls
         try:
-            job, info = build_job(
-                self._viewer, c.image.value, self.params(),
-                extras=tuple(c.extra_channels.value), mask=c.mask.value,
-                current_slice=c.scope.value == form.SLICE,
-            )  # fmt: skip
+            if c.fit_on.enabled and c.fit_on.value == form.FIT_SLICE:
+                job, info = reuse.fit_on_slice_job(
+                    self._viewer, c.image.value, self.params(), **self._inputs()
+                )
+            else:
+                job, info = build_job(
+                    self._viewer, c.image.value, self.params(), **self._inputs(),
+                    current_slice=self.current_slice(),
+                )  # fmt: skip
         except InputError as err:
             self._say(f"Not run: {err}")
             show_error(str(err))
             return
+        self._start(run, job, info)
+
+    def apply_model(self, model, origin: str) -> None:
+        """Label the chosen image (extras, mask, scope) with ``model`` in a worker.
+
+        Raises
+        ------
+        InputError
+            When a run is in flight, or the model does not fit the chosen image; nothing starts.
+        """
+        if self._worker is not None:
+            raise InputError("a run is in flight: wait for it (or cancel it), then apply again.")
+        job, info = reuse.apply_job(
+            self._viewer, self.controls.image.value, model, origin, **self._inputs(),
+            current_slice=self.current_slice(),
+        )  # fmt: skip
+        model_io.check_fits(model, job.full, info.source.name)
+        self._start(reuse.apply, job, info, model)
+
+    def _start(self, func, job, info, *args) -> None:
         bar = progress(total=100, desc=f"k-means: {info.source.name}")
-        worker = create_worker(run, job, _start_thread=False)
+        worker = create_worker(func, job, *args, _start_thread=False)
         worker.yielded.connect(self._progressed)
         worker.returned.connect(self._returned)
         worker.aborted.connect(self._aborted)
         worker.finished.connect(self._finished)
         self._worker, self._run, self._stopped = worker, (info, bar), None
-        c.run.enabled, c.cancel.enabled = False, True
+        self.controls.run.enabled, self.controls.cancel.enabled = False, True
         self._say("Running…")
         worker.start()
 
@@ -178,17 +223,31 @@ class KMeansWidget(QWidget):
         outputs, how = publish(self._viewer, outcome, info, previous)
         self._outputs = [o for o in self._outputs if o is not previous and o.source() is not None]
         self._outputs.append(outputs)
-        line = (
-            f"{outcome.n_clusters} clusters · inertia {outcome.inertia:.6g} · "
-            f"{outcome.n_iter} iterations · {'exact' if outcome.exact else 'not proven optimal'} · "
-            f"{outcome.seconds:.2f} s"
-        )
+        line = summary(outcome, info)
         if how == "updated":
             line += " · output layers updated in place"
         elif how == "edited":
             line += " · the labels had been edited: kept them and added new layers"
             show_info(f"'{info.source.name}' k-means labels were edited; added new layers.")
         self._say(line)
+        self.edit.follow(outputs.labels)
+        if getattr(info, "model_from", None):
+            self.edit.say(line)
 
     def _say(self, text: str) -> None:
         self.controls.result.value = text
+
+
+def summary(outcome, info) -> str:
+    """The result line of a finished run (or of applying a model)."""
+    origin = getattr(info, "model_from", None)
+    if origin:
+        return (
+            f"Applied the model of {origin}: {outcome.n_clusters} clusters · "
+            f"inertia {outcome.inertia:.6g} · {outcome.seconds:.2f} s"
+        )
+    return (
+        f"{outcome.n_clusters} clusters · inertia {outcome.inertia:.6g} · "
+        f"{outcome.n_iter} iterations · {'exact' if outcome.exact else 'not proven optimal'} · "
+        f"{outcome.seconds:.2f} s"
+    )

@@ -1,0 +1,315 @@
+"""The "Edit, export and reuse" group of the widget: its controls and what each button does.
+
+The work is done elsewhere: :mod:`.editing` (update, merge, split, undo), :mod:`.derived`
+(instances, masks, CSV), :mod:`.model_io` (model files) and the widget's runner (applying a model).
+Every action reports in the group's status line, and as a notification when it fails; a failed
+action changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from magicgui import widgets
+from napari.utils.notifications import show_error, show_warning
+from qtpy.QtWidgets import QFileDialog
+from superqt import QCollapsible
+
+from . import derived, editing, model_io
+from .edit_target import is_kmeans_labels, kmeans_labels, resolve
+from .features_view import FeaturesView
+from .inputs import InputError
+
+UNDO_DEPTH = 5  # edits kept for Undo (each keeps a copy of the labels and recolored data)
+
+TIPS = {
+    "group": "Fix and reuse a result: update after painting, merge, split, undo, instances, "
+    "export, and models saved, loaded and applied to other images.",
+    "labels": "The k-means labels layer to edit, export or take the model from. Follows the "
+    "selected layer.",
+    "clusters": "Label values to act on, e.g. '2, 3' or '2-4' (or select rows in the table): "
+    "two or more for Merge, one for Split, any for Instances (empty: all) and Mask layer.",
+    "update": "After painting, filling or erasing on the labels layer: recompute each label's "
+    "pixel count, fraction and mean colour over the source pixels it now covers, and update the "
+    "colours, the features table, the recolored layer and the stored model. Labels painted above "
+    "k get a row and a colour too.",
+    "undo": "Undo the last edit made here (Update, Merge, Split): labels, colours, features, "
+    "model and recolored layer come back exactly. Painting is undone with napari's own undo "
+    "(Ctrl/Cmd-Z on the labels layer) until an edit here replaces the labels.",
+    "merge": "Merge the clusters typed in 'clusters' (two or more) into one. Labels stay 1..k, "
+    "dark to bright; the model keeps reproducing the labels.",
+    "split": "Split the one cluster typed in 'clusters' into 'split into' sub-clusters, by "
+    "k-means on its own pixels (with the seed above). Other pixels keep their cluster.",
+    "split_n": "Number of sub-clusters Split makes.",
+    "min_size": "Instances: connected pieces with fewer pixels (voxels in 3-D) are dropped.",
+    "instances": "Connected pieces of the clusters in 'clusters' (all clusters when empty) as "
+    "instance labels in a new Labels layer, in 2-D or 3-D, on top of the labels.",
+    "mask": "The clusters in 'clusters' as a new binary Labels layer (1 inside, 0 outside).",
+    "csv": "Save the features table (label, colour per channel, count, fraction) as a CSV file.",
+    "apply": "Label the image chosen at the top (with its extra channels, mask and scope) with "
+    "this layer's model: the same colour gets the same label. Adds (or updates) its output "
+    "layers.",
+    "save_model": "Save this layer's model as a JSON file, to apply it later or elsewhere (also "
+    "with napari_kmeans.KMeansModel.from_json).",
+    "load_model": "Load a model JSON file and apply it to the image chosen at the top. The file "
+    "is checked first (format, version, channel layout and dtype of the image); nothing in it "
+    "is executed.",
+}
+
+
+@dataclass
+class EditControls:
+    labels: widgets.ComboBox
+    clusters: widgets.LineEdit
+    update: widgets.PushButton
+    undo: widgets.PushButton
+    merge: widgets.PushButton
+    split: widgets.PushButton
+    split_n: widgets.SpinBox
+    min_size: widgets.SpinBox
+    instances: widgets.PushButton
+    mask: widgets.PushButton
+    csv: widgets.PushButton
+    apply: widgets.PushButton
+    save_model: widgets.PushButton
+    load_model: widgets.PushButton
+
+
+def make_controls() -> EditControls:
+    c = {
+        "labels": widgets.ComboBox(label="k-means labels", choices=()),
+        "clusters": widgets.LineEdit(label="clusters", value=""),
+        "update": widgets.PushButton(text="Update from labels"),
+        "undo": widgets.PushButton(text="Undo", enabled=False),
+        "merge": widgets.PushButton(text="Merge"),
+        "split": widgets.PushButton(text="Split"),
+        "split_n": widgets.SpinBox(label="split into", value=2, min=2, max=16),
+        "min_size": widgets.SpinBox(label="min size", value=1, min=1, max=2**31 - 1),
+        "instances": widgets.PushButton(text="Instances"),
+        "mask": widgets.PushButton(text="Mask layer"),
+        "csv": widgets.PushButton(text="Table as CSV…"),
+        "apply": widgets.PushButton(text="Apply to image"),
+        "save_model": widgets.PushButton(text="Save model…"),
+        "load_model": widgets.PushButton(text="Load model…"),
+    }
+    for name, control in c.items():
+        control.tooltip = TIPS[name]
+    return EditControls(**c)
+
+
+def _row(*items):
+    return widgets.Container(widgets=list(items), layout="horizontal", labels=False)
+
+
+class EditPanel:
+    """The group's controls, wired to the viewer and to the host widget (for runs)."""
+
+    def __init__(self, host):
+        self.host, self.viewer = host, host._viewer
+        self.controls = c = make_controls()
+        self.table = FeaturesView(self._rows_selected)
+        self.status = widgets.Label(value="")
+        self.status.native.setWordWrap(True)
+        self._undo: list[editing.Snapshot] = []
+        self._watched = None
+        parts = [
+            widgets.Container(widgets=[c.labels, c.clusters]), self.table,
+            _row(c.update, c.undo), _row(c.merge, c.split),
+            widgets.Container(widgets=[c.split_n, c.min_size]),
+            _row(c.instances, c.mask, c.csv), _row(c.apply, c.save_model, c.load_model),
+            self.status,
+        ]  # fmt: skip
+        self.group = QCollapsible("Edit, export and reuse the result")
+        self.group.setToolTip(TIPS["group"])
+        for part in parts:
+            self.group.addWidget(getattr(part, "native", part))
+        self.group.collapse(animate=False)
+        self._parts = parts  # keep the magicgui containers alive
+        for name in ("update", "undo", "merge", "split", "instances", "mask", "csv", "apply",
+                     "save_model", "load_model"):  # fmt: skip
+            getattr(c, name).changed.connect(getattr(self, name))
+        c.labels.changed.connect(self._chosen)
+        events = self.viewer.layers.events
+        for event in (events.inserted, events.removed, events.moved):
+            event.connect(self.refresh_choices)
+        events.inserted.connect(lambda e: e.value.events.name.connect(self.refresh_choices))
+        self.viewer.layers.selection.events.active.connect(self._follow_active)
+        self.refresh_choices()
+
+    # -- choosing the layer --------------------------------------------------------------------
+
+    def refresh_choices(self, *_) -> None:
+        self.controls.labels.choices = [(layer.name, layer) for layer in kmeans_labels(self.viewer)]
+        self._chosen()
+
+    def follow(self, layer) -> None:
+        """Choose ``layer`` (after a run made it)."""
+        self.refresh_choices()
+        if is_kmeans_labels(layer) and layer in self.viewer.layers:
+            self.controls.labels.value = layer
+
+    def _follow_active(self, *_) -> None:
+        active = self.viewer.layers.selection.active
+        if is_kmeans_labels(active) and self.controls.labels.value is not active:
+            self.controls.labels.value = active
+
+    def _chosen(self, *_) -> None:
+        layer = self.controls.labels.value
+        if self._watched is not layer:
+            for old in [self._watched] if self._watched is not None else []:
+                old.events.features.disconnect(self._show_table)
+                old.events.colormap.disconnect(self._show_table)
+            if layer is not None:
+                layer.events.features.connect(self._show_table)
+                layer.events.colormap.connect(self._show_table)
+            self._watched = layer
+        self._show_table()
+
+    def _show_table(self, *_) -> None:
+        self.table.show_layer(self.controls.labels.value)
+
+    def _rows_selected(self, labels) -> None:
+        self.controls.clusters.value = ", ".join(map(str, labels))
+
+    # -- actions ---------------------------------------------------------------------------------
+
+    def _do(self, action, *args):
+        """Run ``action``; report its message, or its error (then nothing has changed)."""
+        try:
+            message = action(*args)
+        except (InputError, ValueError, TypeError) as err:
+            self._say(f"Not done: {err}")
+            show_error(str(err))
+            return None
+        if message:
+            self._say(message)
+        return message
+
+    def _say(self, text: str) -> None:
+        self.status.value = text
+
+    def say(self, text: str) -> None:
+        """Show ``text`` in the group's status line (the widget reports applied models here)."""
+        self._say(text)
+
+    def _clusters(self) -> list[int]:
+        return editing.parse_clusters(self.controls.clusters.value)
+
+    def _target(self):
+        return resolve(self.viewer, self.controls.labels.value, self.host.outputs)
+
+    def _edit(self, func, *args) -> str:
+        target = self._target()
+        before = editing.snapshot(target)
+        result = func(target, *args)
+        message, notes = result if isinstance(result, tuple) else (result, [])
+        self._undo = [*self._undo, before][-UNDO_DEPTH:]
+        self.controls.undo.enabled = True
+        for note in notes:
+            show_warning(note)
+        self._show_table()
+        return message
+
+    def update(self, *_) -> None:
+        """Update counts, fractions, colours and the recolored layer from the painted labels."""
+        self._do(self._edit, editing.update_from_labels)
+
+    def merge(self, *_) -> None:
+        """Merge the clusters typed in 'clusters'."""
+        self._do(lambda: self._edit(editing.merge_clusters, self._clusters()))
+
+    def split(self, *_) -> None:
+        """Split the cluster typed in 'clusters' into 'split into' sub-clusters."""
+        n, seed = int(self.controls.split_n.value), int(self.host.controls.seed.value)
+        self._do(lambda: self._edit(editing.split_cluster, self._clusters(), n, seed))
+
+    def undo(self, *_) -> None:
+        """Put back the state before the last edit made here."""
+
+        def go():
+            if not self._undo:
+                raise InputError("there is no edit to undo.")
+            snap, self._undo = self._undo[-1], self._undo[:-1]
+            self.controls.undo.enabled = bool(self._undo)
+            editing.restore(snap, self.viewer)
+            self._show_table()
+            return f"undid the last edit of '{snap.labels.name}'"
+
+        self._do(go)
+
+    def instances(self, *_) -> None:
+        """Connected components of the chosen clusters in a new Labels layer."""
+
+        def go():
+            layer = self._target().labels
+            new = derived.add_instances(
+                self.viewer, layer, self._clusters(), int(self.controls.min_size.value)
+            )
+            return f"'{new.name}': {new.features.shape[0]} instances"
+
+        self._do(go)
+
+    def mask(self, *_) -> None:
+        """The chosen clusters as a binary Labels layer."""
+        self._do(lambda: f"added '{self._mask_layer().name}'")
+
+    def _mask_layer(self):
+        return derived.add_mask(self.viewer, self._target().labels, self._clusters())
+
+    def csv(self, *_) -> None:
+        self.export_csv()
+
+    def export_csv(self, path=None) -> Path | None:
+        """Write the features table to ``path`` (asked for with a save dialog when None)."""
+        layer = self.controls.labels.value
+        if path is None:
+            path = self._ask(save=True, title="Save the features table", name=layer, ext="csv")
+            if not path:
+                return None
+        out = self._do(lambda: f"saved the table to {derived.write_features_csv(layer, path)}")
+        return Path(path) if out else None
+
+    def apply(self, *_) -> None:
+        """Apply the chosen layer's model to the image chosen at the top of the widget."""
+        layer = self.controls.labels.value
+
+        def go():
+            model = model_io.layer_model(layer)
+            self.host.apply_model(model, f"layer '{layer.name}'")
+            return f"applying the model of '{layer.name}' to the image chosen above…"
+
+        self._do(go)
+
+    def save_model(self, path=None) -> Path | None:
+        """Save the chosen layer's model as JSON (a save dialog asks for ``path`` when None)."""
+        layer = self.controls.labels.value
+        if path is None:
+            path = self._ask(save=True, title="Save the model", name=layer, ext="json")
+            if not path:
+                return None
+        out = self._do(lambda: f"saved the model to {model_io.save_model(layer, path)}")
+        return Path(path) if out else None
+
+    def load_model(self, path=None) -> bool:
+        """Load a model file and apply it to the chosen image; False (and a notification) when
+        the file is malformed, from a newer version, or does not fit the image."""
+        if path is None:
+            path = self._ask(save=False, title="Load a model", name=None, ext="json")
+            if not path:
+                return False
+
+        def go():
+            model = model_io.read_model(path)
+            self.host.apply_model(model, f"file '{Path(path).name}'")
+            return f"applying the model of '{Path(path).name}' to the image chosen above…"
+
+        return self._do(go) is not None
+
+    def _ask(self, *, save: bool, title: str, name, ext: str) -> str:
+        """A file dialog (the save dialog asks before overwriting a file)."""
+        kinds = {"csv": "CSV table (*.csv)", "json": "k-means model (*.json)"}[ext]
+        if save:
+            default = f"{getattr(name, 'name', 'kmeans')}.{ext}"
+            return QFileDialog.getSaveFileName(self.group, title, default, kinds)[0]
+        return QFileDialog.getOpenFileName(self.group, title, "", kinds)[0]

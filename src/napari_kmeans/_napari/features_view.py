@@ -1,0 +1,87 @@
+"""A compact view of a k-means labels layer's features table: one row per label, selectable."""
+
+from __future__ import annotations
+
+import numpy as np
+from qtpy.QtCore import QItemSelectionModel, Qt
+from qtpy.QtGui import QColor
+from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
+
+TIP = (
+    "The features table of the chosen k-means labels layer: label, colour, pixel count and "
+    "fraction, colour per channel. Select rows (Ctrl/Shift-click) to fill 'clusters'."
+)
+
+
+class FeaturesView(QTableWidget):
+    """Rows of ``layer.features``; ``on_select(labels)`` is called with the selected labels."""
+
+    def __init__(self, on_select, parent=None):
+        super().__init__(parent)
+        self._on_select = on_select
+        self._labels: list[int] = []
+        self.setToolTip(TIP)
+        self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.verticalHeader().setVisible(False)
+        self.setMinimumHeight(150)
+        self.setMaximumHeight(220)
+        self.itemSelectionChanged.connect(self._selected)
+
+    def show_layer(self, layer) -> None:
+        """Fill the table from ``layer`` (a Labels layer, or None to clear it)."""
+        self.blockSignals(True)
+        self.clearContents()
+        table = None if layer is None else layer.features
+        if table is None or table.empty or "label" not in table:
+            self.setRowCount(0)
+            self.setColumnCount(0)
+            self._labels = []
+            self.blockSignals(False)
+            return
+        columns = [c for c in table.columns if c not in ("index", "label")]
+        self.setColumnCount(2 + len(columns))
+        heads = [c.removeprefix("center_") if c != "fraction" else "%" for c in columns]
+        self.setHorizontalHeaderLabels(["label", "colour", *heads])
+        self.setRowCount(len(table))
+        self._labels = [int(v) for v in table["label"]]
+        colors = layer.colormap.map(np.array(self._labels))
+        for row, (label, rgba) in enumerate(zip(self._labels, colors, strict=True)):
+            self._set(row, 0, str(label))
+            swatch = self._set(row, 1, "")  # a colour square, still shown when selected
+            swatch.setData(Qt.ItemDataRole.DecorationRole, QColor.fromRgbF(*map(float, rgba[:3])))
+            for col, name in enumerate(columns, start=2):
+                self._set(row, col, _text(table[name].iloc[row], name))
+        self.resizeColumnsToContents()
+        self.blockSignals(False)
+
+    def _set(self, row, col, text) -> QTableWidgetItem:
+        item = QTableWidgetItem(text)
+        item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        self.setItem(row, col, item)
+        return item
+
+    def select_labels(self, labels) -> None:
+        """Select the rows of ``labels`` (as clicking them would)."""
+        self.clearSelection()
+        flags = QItemSelectionModel.SelectionFlag.Select | QItemSelectionModel.SelectionFlag.Rows
+        for label in labels:
+            if label in self._labels:
+                index = self.model().index(self._labels.index(label), 0)
+                self.selectionModel().select(index, flags)
+
+    def selected_labels(self) -> list[int]:
+        rows = sorted({index.row() for index in self.selectedIndexes()})
+        return [self._labels[r] for r in rows if r < len(self._labels)]
+
+    def _selected(self) -> None:
+        self._on_select(self.selected_labels())
+
+
+def _text(value, name: str) -> str:
+    if name == "fraction":
+        return f"{100 * float(value):.1f}"
+    if isinstance(value, float | np.floating):
+        return f"{float(value):.4g}"
+    return str(value)

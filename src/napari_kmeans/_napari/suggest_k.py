@@ -1,0 +1,201 @@
+"""The "Suggest k" group: the inertia curve for k = 2..K, plotted with its elbow.
+
+The curve is computed in a worker thread (:func:`napari_kmeans.choose_k.inertia_curve`, on the
+compressed pixels) and drawn with matplotlib's Qt canvas. Clicking a point of the curve, or
+choosing a k in the list next to it, sets the widget's number of clusters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from magicgui import widgets
+from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+from matplotlib.figure import Figure
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error
+from qtpy.QtWidgets import QVBoxLayout, QWidget
+from superqt import QCollapsible
+
+from ..choose_k import elbow, inertia_curve
+from .inputs import InputError, build_job
+from .runner import Params, Planes
+
+TIPS = {
+    "group": "Plot the k-means inertia for k = 2 up to a maximum and suggest the k at the elbow, "
+    "where adding clusters stops paying off.",
+    "k_max": "Largest k of the curve (the curve starts at k = 2).",
+    "suggest": "Compute the inertia curve of the image chosen above (with its extra channels, "
+    "mask, scope, colour space and seed) in the background, then set k to the elbow.",
+    "choice": "Set k to one of the computed points (or click a point of the curve).",
+    "plot": "Inertia (sum of squared distances to the centres) against k; the ring marks the "
+    "elbow, the filled dot the k chosen. Click a point to set k.",
+}
+
+
+@dataclass(frozen=True)
+class Curve:
+    """Inertia for each k, and the elbow; or an error message."""
+
+    ks: np.ndarray | None = None
+    inertias: np.ndarray | None = None
+    elbow: int | None = None
+    error: str | None = None
+
+
+def compute(planes: Planes, params: Params, k_max: int) -> Curve:
+    """The inertia curve of ``planes`` for k = 2..k_max (runs in a worker thread)."""
+    try:
+        full = planes.materialized()
+        ks, inertias = inertia_curve(
+            full.assembled(), k_max, **full.layout(), color_space=params.color_space,
+            mask=full.mask, seed=params.seed,
+        )  # fmt: skip
+    except (ValueError, TypeError) as err:
+        return Curve(error=str(err))
+    if ks.size == 0:
+        return Curve(error="the image has a single distinct value: there is no k to suggest.")
+    return Curve(ks, inertias, elbow(ks, inertias))
+
+
+class ElbowPlot(QWidget):
+    """The curve on a matplotlib canvas; ``on_pick(k)`` is called when a point is clicked."""
+
+    def __init__(self, on_pick, colors=("#f0f1f2", "#262930"), parent=None):
+        super().__init__(parent)
+        self._on_pick = on_pick
+        self._fg, bg = colors
+        self.figure = Figure(figsize=(3.2, 2.2), layout="constrained", facecolor=bg)
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setToolTip(TIPS["plot"])
+        self.canvas.setMinimumHeight(170)
+        self.axes = self.figure.add_subplot(facecolor=bg)
+        self.curve = self.elbow_marker = self.chosen_marker = None
+        self.ks = np.array([], int)
+        self.canvas.mpl_connect("pick_event", self._picked)
+        QVBoxLayout(self).addWidget(self.canvas)
+        self.layout().setContentsMargins(0, 0, 0, 0)
+
+    def show_curve(self, ks, inertias, k_elbow: int) -> None:
+        ax, fg = self.axes, self._fg
+        ax.clear()
+        self.ks = np.asarray(ks)
+        (self.curve,) = ax.plot(ks, inertias, "o-", color="#5aa0e6", ms=5, picker=True,
+                                pickradius=6)  # fmt: skip
+        i = int(np.flatnonzero(self.ks == k_elbow)[0])
+        (self.elbow_marker,) = ax.plot([k_elbow], [inertias[i]], "o", ms=13, mfc="none",
+                                       mec="#e6a23c", mew=2, label=f"elbow k = {k_elbow}")  # fmt: skip
+        (self.chosen_marker,) = ax.plot([k_elbow], [inertias[i]], "o", ms=7, color="#e6a23c")
+        ax.set_xlabel("k", color=fg)
+        ax.set_ylabel("inertia", color=fg)
+        ax.set_xticks(ks if len(ks) <= 12 else ks[:: int(np.ceil(len(ks) / 12))])
+        ax.tick_params(colors=fg, labelsize=8)
+        for spine in ax.spines.values():
+            spine.set_color(fg)
+        ax.legend(fontsize=8, frameon=False, labelcolor=fg)
+        self.canvas.draw_idle()
+
+    def mark(self, k: int) -> None:
+        """Move the filled dot onto point ``k``."""
+        if self.curve is None or k not in self.ks:
+            return
+        i = int(np.flatnonzero(self.ks == k)[0])
+        self.chosen_marker.set_data([k], [self.curve.get_ydata()[i]])
+        self.canvas.draw_idle()
+
+    def _picked(self, event) -> None:
+        if event.artist is not self.curve or not len(event.ind):
+            return
+        x, y = event.mouseevent.x, event.mouseevent.y
+        pts = self.axes.transData.transform(self.curve.get_xydata()[event.ind])
+        nearest = event.ind[int(np.argmin(np.hypot(pts[:, 0] - x, pts[:, 1] - y)))]
+        self._on_pick(int(self.ks[nearest]))
+
+
+class SuggestPanel:
+    """The "Suggest k" group of the widget: K, the button, the plot and the k list."""
+
+    def __init__(self, host):
+        from napari.utils.theme import get_theme
+
+        self.host = host
+        self.worker = None
+        self._filling = False
+        self.k_max = widgets.SpinBox(label="up to k", value=10, min=3, max=64)
+        self.suggest = widgets.PushButton(text="Suggest k")
+        self.choice = widgets.ComboBox(label="use k", choices=())
+        self.status = widgets.Label(value="")
+        for name in ("k_max", "suggest", "choice"):
+            getattr(self, name).tooltip = TIPS[name]
+        theme = get_theme(host._viewer.theme)
+        self.plot = ElbowPlot(self.pick, (theme.text.as_hex(), theme.background.as_hex()))
+        self.plot.setVisible(False)
+        self.suggest.changed.connect(self.start)
+        self.choice.changed.connect(self._chosen)
+        self._box = widgets.Container(widgets=[self.k_max, self.suggest])
+        self._pick = widgets.Container(widgets=[self.choice, self.status])
+        self.group = QCollapsible("Suggest k")
+        self.group.setToolTip(TIPS["group"])
+        for part in (self._box.native, self.plot, self._pick.native):
+            self.group.addWidget(part)
+        self.group.collapse(animate=False)
+        self.status.native.setWordWrap(True)
+
+    def start(self, *_) -> None:
+        """Compute the curve of the image chosen in the widget, in a worker."""
+        if self.worker is not None:
+            return
+        host, c = self.host, self.host.controls
+        try:
+            job, _ = build_job(
+                host._viewer, c.image.value, host.params(), extras=tuple(c.extra_channels.value),
+                mask=c.mask.value, current_slice=host.current_slice(),
+            )  # fmt: skip
+        except InputError as err:
+            self._say(f"Not computed: {err}", error=True)
+            return
+        planes = job.fit if job.fit is not None else job.full
+        worker = create_worker(
+            compute, planes, host.params(), int(self.k_max.value), _start_thread=False
+        )
+        worker.returned.connect(self._done)
+        worker.finished.connect(self._finished)
+        self.worker = worker
+        self.suggest.enabled = False
+        self._say("Computing the inertia curve…")
+        worker.start()
+
+    def _finished(self) -> None:
+        self.worker = None
+        self.suggest.enabled = True
+
+    def _done(self, curve: Curve) -> None:
+        if curve.error:
+            self._say(f"Not computed: {curve.error}", error=True)
+            return
+        self.plot.setVisible(True)
+        self.plot.show_curve(curve.ks, curve.inertias, curve.elbow)
+        self._filling = True
+        self.choice.choices = [(f"{k}", int(k)) for k in curve.ks]
+        self._filling = False
+        self.pick(curve.elbow)
+        self._say(f"Elbow at k = {curve.elbow}; k is set to it. Click a point to choose another.")
+
+    def pick(self, k: int) -> None:
+        """Set the widget's k (and the list and the plot's dot) to ``k``."""
+        self.host.controls.n_clusters.value = k
+        self.plot.mark(k)
+        if self.choice.value != k and k in self.choice.choices:
+            self._filling = True
+            self.choice.value = k
+            self._filling = False
+
+    def _chosen(self, k) -> None:
+        if not self._filling and k is not None:
+            self.pick(int(k))
+
+    def _say(self, text: str, error: bool = False) -> None:
+        self.status.value = text
+        if error:
+            show_error(text)

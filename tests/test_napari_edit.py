@@ -1,0 +1,389 @@
+"""Editing and reusing a result through the widget, in a real viewer (under Xvfb).
+
+Update after painting, merge, split, undo, instances, exports, applying/saving/loading models,
+fitting on one frame, and the "Suggest k" plot.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from skimage.measure import label as sk_label
+from skimage.morphology import remove_small_objects
+
+from napari_kmeans import KMeansModel, segment
+from napari_kmeans.choose_k import elbow, inertia_curve
+from napari_kmeans.edit import merge
+from napari_kmeans.features import cast_colors
+from napari_kmeans.segment import fit
+
+NAMES = ["center_red", "center_green", "center_blue"]
+
+
+@pytest.fixture
+def patches():
+    """Four flat colour patches with a little noise, 40 x 40 RGB uint8."""
+    rng = np.random.default_rng(0)
+    colors = np.array([[20, 20, 20], [200, 30, 30], [30, 200, 30], [240, 240, 240]])
+    idx = np.repeat(np.repeat(np.arange(4).reshape(2, 2), 20, 0), 20, 1)
+    img = colors[idx] + rng.integers(-5, 6, (40, 40, 3))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def segmented(viewer, widget, run_and_wait, image, k, name="img", **kwargs):
+    source = viewer.add_image(image, name=name, **kwargs)
+    widget.controls.image.value = source
+    widget.controls.n_clusters.value = k
+    run_and_wait(widget)
+    labels = viewer.layers[f"{name} k-means labels"]
+    assert widget.edit.controls.labels.value is labels  # the edit group follows the run
+    return source, labels, viewer.layers[f"{name} k-means recolored"]
+
+
+def stored_model(layer):
+    return KMeansModel.from_dict(layer.metadata["kmeans"]["model"])
+
+
+def colours(layer, n):
+    return np.array([layer.colormap.color_dict[i][:3] for i in range(1, n + 1)])
+
+
+def state(labels, recolored):
+    return (
+        labels.data.copy(), dict(labels.colormap.color_dict), labels.features.copy(),
+        json.dumps(labels.metadata["kmeans"]), recolored.data.copy(),
+        json.dumps(recolored.metadata["kmeans"]),
+    )  # fmt: skip
+
+
+def assert_same_state(a, b):
+    np.testing.assert_array_equal(a[0], b[0])
+    assert a[0].dtype == b[0].dtype
+    assert a[1].keys() == b[1].keys()
+    for key in a[1]:
+        np.testing.assert_array_equal(a[1][key], b[1][key])
+    assert a[2].equals(b[2])
+    assert a[3] == b[3] and a[5] == b[5]
+    np.testing.assert_array_equal(a[4], b[4])
+
+
+def click(button):
+    button.native.click()
+
+
+def errors(notes):
+    return [message for message, severity in notes if severity == "error"]
+
+
+def test_update_after_painting(viewer, widget, run_and_wait, patches):
+    _, labels, recolored = segmented(viewer, widget, run_and_wait, patches, 4, rgb=True)
+    before = state(labels, recolored)
+    data = labels.data.copy()
+    data[:6, :6] = 4  # paint a dark corner with the brightest label
+    data[34:, 30:] = 5  # and a new label, beyond k
+    labels.data = data.copy()
+    labels.refresh()
+    click(widget.edit.controls.update)
+
+    table = labels.features
+    np.testing.assert_array_equal(table["label"], [1, 2, 3, 4, 5])
+    counts = np.bincount(data.ravel(), minlength=6)[1:]
+    np.testing.assert_array_equal(table["count"], counts)
+    np.testing.assert_allclose(table["fraction"], counts / counts.sum())
+    means = np.array([patches[data == v].mean(axis=0) for v in range(1, 6)])
+    np.testing.assert_allclose(table[NAMES], means)
+    np.testing.assert_allclose(colours(labels, 5), means / 255, atol=1e-6)
+    painted = cast_colors(means, np.uint8)
+    for v in range(1, 6):
+        assert (recolored.data[data == v] == painted[v - 1]).all()
+    np.testing.assert_allclose(stored_model(labels).colors, means[:4])  # k stays 4
+    np.testing.assert_array_equal(labels.data, data)  # the painted labels are kept
+    assert "5 labels" in widget.edit.status.value
+
+    click(widget.edit.controls.undo)
+    after_undo = state(labels, recolored)
+    np.testing.assert_array_equal(after_undo[0], data)  # undo of Update keeps the painting
+    assert_same_state((data, *before[1:]), after_undo)
+
+    labels.paint((20, 20), 2 if data[20, 20] != 2 else 3)  # a stroke, then Update: napari undo
+    assert (labels.data != data).any()
+    click(widget.edit.controls.update)
+    labels.undo()
+    np.testing.assert_array_equal(labels.data, data)
+
+
+def test_merge_split_and_undo(viewer, widget, run_and_wait, patches):
+    source, labels, recolored = segmented(viewer, widget, run_and_wait, patches, 4, rgb=True)
+    original = state(labels, recolored)
+    first = segment(patches, 4)
+    edit = widget.edit
+    edit.table.select_labels([2, 3])  # choosing rows fills 'clusters'
+    assert edit.controls.clusters.value == "2, 3"
+    click(edit.controls.merge)
+
+    want_model, want_labels = merge(first.model, first.labels, [2, 3])
+    np.testing.assert_array_equal(labels.data, want_labels)
+    assert set(np.unique(labels.data)) == {1, 2, 3}
+    model = stored_model(labels)
+    np.testing.assert_allclose(model.colors, want_model.colors)
+    np.testing.assert_array_equal(model.predict(patches), labels.data)
+    np.testing.assert_allclose(colours(labels, 3), model.colors / 255, atol=1e-6)
+    np.testing.assert_allclose(labels.features[NAMES], model.colors)
+    np.testing.assert_array_equal(labels.features["count"], np.bincount(want_labels.ravel())[1:])
+    np.testing.assert_array_equal(recolored.data, model.recolor(patches, labels.data))
+    assert labels.metadata["kmeans"]["edits"] == ["merge [2, 3]"]
+    merged = state(labels, recolored)
+
+    edit.controls.clusters.value = "3"
+    edit.controls.split_n.value = 2
+    click(edit.controls.split)
+    model = stored_model(labels)
+    assert set(np.unique(labels.data)) == {1, 2, 3, 4} and model.n_clusters == 4
+    np.testing.assert_array_equal(model.predict(patches), labels.data)
+    lum = model.colors @ [0.2126, 0.7152, 0.0722]
+    assert np.all(np.diff(lum) > 0)  # still dark to bright
+    unchanged = merged[0] != 3  # only the split cluster's pixels change label
+    assert (labels.data[unchanged] == merged[0][unchanged]).all()
+    np.testing.assert_allclose(colours(labels, 4), model.colors / 255, atol=1e-6)
+    np.testing.assert_array_equal(recolored.data, model.recolor(patches, labels.data))
+    np.testing.assert_array_equal(source.data, patches)  # the source is never modified
+
+    click(edit.controls.undo)
+    assert_same_state(merged, state(labels, recolored))
+    click(edit.controls.undo)
+    assert_same_state(original, state(labels, recolored))
+    assert not edit.controls.undo.enabled
+
+
+def test_edit_errors_change_nothing(viewer, widget, run_and_wait, patches, notes):
+    _, labels, recolored = segmented(viewer, widget, run_and_wait, patches, 4, rgb=True)
+    labels.paint((0, 0), 7)  # a label beyond k
+    before = state(labels, recolored)
+    edit = widget.edit
+    for text, button, message in [
+        ("2", edit.controls.merge, "at least two"),
+        ("2, 9", edit.controls.merge, "[9] are not cluster labels"),
+        ("1, 2", edit.controls.split, "Split takes one cluster"),
+        ("2", edit.controls.split, "labels painted above k = 4 (up to 7)"),
+        ("two", edit.controls.merge, "'two' is not a label value"),
+    ]:
+        edit.controls.clusters.value = text
+        click(button)
+        assert any(message in m for m in errors(notes)), message
+    assert not edit.controls.undo.enabled  # nothing was done, so nothing to undo
+    edit.undo()
+    assert "no edit to undo" in errors(notes)[-1]
+    assert_same_state(before, state(labels, recolored))
+    assert edit.status.value.startswith("Not done")
+
+
+@pytest.mark.parametrize("three_d", [False, True])
+def test_instances_match_skimage(viewer, widget, run_and_wait, three_d):
+    rng = np.random.default_rng(1)
+    shape = (6, 24, 24) if three_d else (40, 40)
+    image = (rng.random(shape) > 0.7).astype(np.uint8) * 200 + 20
+    scale = (2.0, 0.5, 0.5) if three_d else (0.5, 0.5)
+    _, labels, _ = segmented(
+        viewer, widget, run_and_wait, image, 2, scale=scale, translate=(1.0,) * len(shape)
+    )
+    edit = widget.edit
+    edit.controls.clusters.value = "2"
+    click(edit.controls.instances)
+    layer = viewer.layers[-1]
+    assert layer.name == "img k-means labels instances"
+    expected = sk_label(labels.data == 2)
+    assert layer.data.max() == expected.max() == layer.features.shape[0]
+    np.testing.assert_array_equal(layer.data > 0, labels.data == 2)
+    np.testing.assert_allclose(layer.scale, scale)
+    np.testing.assert_allclose(layer.translate, (1.0,) * len(shape))
+
+    edit.controls.clusters.value = ""  # every cluster, with a size filter
+    edit.controls.min_size.value = 3
+    click(edit.controls.instances)
+    layer = viewer.layers[-1]
+    want = sum(
+        sk_label(remove_small_objects(labels.data == c, max_size=2, connectivity=len(shape))).max()
+        for c in (1, 2)
+    )
+    assert layer.data.max() == want
+    np.testing.assert_array_equal(np.unique(layer.features["cluster"]), [1, 2])
+
+
+def test_csv_and_mask_exports(viewer, widget, run_and_wait, patches, tmp_path):
+    _, labels, _ = segmented(
+        viewer, widget, run_and_wait, patches, 4, rgb=True, scale=(2, 3), translate=(5, 7)
+    )
+    edit = widget.edit
+    path = edit.export_csv(tmp_path / "table.csv")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["label"]) for r in rows] == [1, 2, 3, 4]
+    assert [int(r["count"]) for r in rows] == labels.features["count"].tolist()
+    np.testing.assert_allclose([float(r["center_red"]) for r in rows], labels.features.center_red)
+
+    edit.controls.clusters.value = "2, 4"
+    click(edit.controls.mask)
+    mask = viewer.layers[-1]
+    assert mask.name == "img k-means labels mask 2, 4"
+    np.testing.assert_array_equal(mask.data, np.isin(labels.data, [2, 4]).astype(np.uint8))
+    np.testing.assert_allclose(mask.scale, [2, 3])
+    np.testing.assert_allclose(mask.translate, [5, 7])
+
+
+def wait_idle(qtbot, widget):
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
+
+
+def test_apply_model_to_shuffled_copy(viewer, widget, run_and_wait, patches, qtbot):
+    _, labels, _ = segmented(viewer, widget, run_and_wait, patches, 4, rgb=True)
+    order = np.random.default_rng(2).permutation(patches.shape[0] * patches.shape[1])
+    shuffled = patches.reshape(-1, 3)[order].reshape(patches.shape)
+    copy = viewer.add_image(shuffled, name="shuffled", rgb=True, scale=(3, 3))
+    widget.controls.image.value = copy
+    widget.edit.controls.labels.value = labels
+    click(widget.edit.controls.apply)
+    wait_idle(qtbot, widget)
+    out = viewer.layers["shuffled k-means labels"]
+    want = labels.data.reshape(-1)[order].reshape(labels.data.shape)
+    np.testing.assert_array_equal(out.data, want)
+    np.testing.assert_allclose(out.scale, [3, 3])
+    assert out.metadata["kmeans"]["model_from"] == "layer 'img k-means labels'"
+    assert widget.controls.result.value.startswith("Applied the model of layer")
+
+
+def test_save_and_load_model_round_trip(viewer, widget, run_and_wait, patches, qtbot, tmp_path):
+    _, labels, _ = segmented(viewer, widget, run_and_wait, patches, 4, rgb=True)
+    widget.edit.controls.clusters.value = "1, 2"
+    click(widget.edit.controls.merge)  # save an edited model
+    path = widget.edit.save_model(tmp_path / "model.json")
+    saved = KMeansModel.from_json(path.read_text())
+    assert saved.to_dict() == labels.metadata["kmeans"]["model"]
+    n_layers = len(viewer.layers)
+    assert widget.edit.load_model(path)
+    wait_idle(qtbot, widget)
+    assert len(viewer.layers) == n_layers + 2  # the edited layers are kept, new ones added
+    np.testing.assert_array_equal(viewer.layers[-1].data, labels.data)
+    assert viewer.layers[-1].metadata["kmeans"]["model"] == saved.to_dict()
+
+
+def bad_files(tmp_path, gray_model):
+    good = gray_model.to_dict()
+    future = {**good, "version": 99}
+    rgb16 = segment(np.arange(60, dtype=np.uint16).reshape(4, 5, 3), 2).model.to_dict()
+    files = {
+        "garbage.json": ("{not json", "invalid JSON"),
+        "other.json": (json.dumps({"format": "something else"}), "'format' is 'something else'"),
+        "future.json": (json.dumps(future), "format version 99, newer than"),
+        "gray.json": (json.dumps(good), "fitted on single-channel data, but 'img' is RGB"),
+        "rgb16.json": (json.dumps(rgb16), "fitted on uint16 data"),
+        "pickle.json": ("cos\nsystem\n(S'echo hi'\ntR.", "invalid JSON"),
+    }
+    for name, (text, _) in files.items():
+        (tmp_path / name).write_text(text)
+    return {tmp_path / name: message for name, (_, message) in files.items()}
+
+
+def test_bad_model_files_are_rejected(viewer, widget, run_and_wait, patches, notes, tmp_path):
+    gray_model = segment(np.arange(20, dtype=np.uint8), 2).model
+    _, labels, recolored = segmented(viewer, widget, run_and_wait, patches, 3, rgb=True)
+    layers = list(viewer.layers)
+    before = state(labels, recolored)
+    for path, message in bad_files(tmp_path, gray_model).items():
+        assert not widget.edit.load_model(path)
+        assert widget.worker is None  # nothing was started
+        assert any(message in m for m in errors(notes)), (path.name, errors(notes))
+        assert list(viewer.layers) == layers
+    assert_same_state(before, state(labels, recolored))
+    assert widget.edit.status.value.startswith("Not done")
+
+
+def test_fit_on_current_frame_labels_every_frame(viewer, widget, run_and_wait):
+    rng = np.random.default_rng(3)
+    movie = rng.integers(0, 1000, (3, 16, 18), dtype=np.uint16)
+    movie[2] += 500  # the last frame is brighter: a per-frame fit would label it differently
+    source = viewer.add_image(movie, name="movie")
+    widget.controls.image.value = source
+    widget.controls.n_clusters.value = 3
+    viewer.dims.set_current_step(0, 1)
+    assert widget.controls.fit_on.enabled
+    widget.controls.fit_on.value = "current slice only"
+    run_and_wait(widget)
+    labels = viewer.layers["movie k-means labels"]
+    model = fit(movie[1], 3).model
+    assert labels.data.shape == movie.shape
+    np.testing.assert_array_equal(labels.data, model.predict(movie))
+    assert labels.metadata["kmeans"]["parameters"]["fit_slice"] == {"0": 1}
+    np.testing.assert_allclose(stored_model(labels).centers, model.centers)
+
+
+def test_suggest_k_plot_and_pick(viewer, widget, qtbot):
+    image = np.repeat(np.array([0, 10, 100, 110, 200, 210], dtype=np.uint8), 10).reshape(6, 10)
+    widget.controls.image.value = viewer.add_image(image, name="steps")
+    panel = widget.suggest
+    panel.k_max.value = 6
+    click(panel.suggest)
+    qtbot.waitUntil(lambda: panel.worker is None, timeout=30_000)
+    ks, inertias = inertia_curve(image, 6)
+    line = panel.plot.curve
+    np.testing.assert_array_equal(line.get_xdata(), [2, 3, 4, 5, 6])
+    np.testing.assert_allclose(line.get_ydata(), inertias)
+    assert elbow(ks, inertias) == 3
+    np.testing.assert_array_equal(panel.plot.elbow_marker.get_xdata(), [3])
+    assert widget.controls.n_clusters.value == 3  # set to the elbow
+
+    # a real click on the point k = 5 of the canvas
+    from qtpy.QtCore import QPoint, Qt
+
+    canvas = panel.plot.canvas
+    canvas.draw()
+    x, y = panel.plot.axes.transData.transform((5, inertias[3]))
+    ratio = canvas.device_pixel_ratio
+    point = QPoint(round(x / ratio), round((canvas.figure.bbox.height - y) / ratio))
+    qtbot.mouseClick(canvas, Qt.MouseButton.LeftButton, pos=point)
+    assert widget.controls.n_clusters.value == 5
+    np.testing.assert_array_equal(panel.plot.chosen_marker.get_xdata(), [5])
+    panel.choice.value = 4  # or choose it from the list next to the plot
+    assert widget.controls.n_clusters.value == 4
+
+
+def test_edits_of_a_slice_result_with_extra_channels(viewer, widget, run_and_wait):
+    rng = np.random.default_rng(4)
+    a = rng.integers(0, 4000, (3, 16, 18), dtype=np.uint16)
+    b = rng.integers(0, 4000, (3, 16, 18), dtype=np.uint16)
+    layer_b = viewer.add_image(b, name="b", scale=(2, 1, 1))
+    source = viewer.add_image(a, name="a", scale=(2, 1, 1))
+    widget.controls.image.value = source
+    widget.controls.extra_channels.value = [layer_b]
+    widget.controls.n_clusters.value = 3
+    viewer.dims.set_current_step(0, 2)
+    widget.controls.scope.value = "current slice"
+    run_and_wait(widget)
+    labels, recolored = viewer.layers["a k-means labels"], viewer.layers["a k-means recolored"]
+    plane = np.stack([a[2], b[2]], axis=-1)
+    first = segment(plane, 3, channel_axis=-1)
+    np.testing.assert_array_equal(labels.data[0], first.labels)
+
+    data = labels.data.copy()
+    data[0, :4, :4] = 3
+    labels.data = data.copy()
+    click(widget.edit.controls.update)
+    sel = data[0] == 3
+    np.testing.assert_allclose(labels.features["center_a"][2], a[2][sel].mean())
+    np.testing.assert_allclose(labels.features["center_b"][2], b[2][sel].mean())
+
+    widget.edit.controls.clusters.value = "1, 2"
+    click(widget.edit.controls.merge)
+    model = stored_model(labels)
+    assert labels.data.shape == recolored.data.shape == (1, 16, 18)
+    np.testing.assert_array_equal(np.unique(labels.data), [1, 2])
+    np.testing.assert_array_equal(model.predict(plane)[~sel], labels.data[0][~sel])  # unpainted
+    painted = cast_colors(model.colors, np.uint16)[:, 0]
+    np.testing.assert_array_equal(recolored.data[0], painted[labels.data[0] - 1])
+    np.testing.assert_allclose(recolored.translate, [4, 0, 0])  # still on its slice
+
+    source.name = "renamed"  # the widget remembers its source: edits keep working
+    click(widget.edit.controls.undo)
+    np.testing.assert_array_equal(labels.data, data)
