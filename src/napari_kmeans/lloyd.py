@@ -220,9 +220,9 @@ def kmeans(points, weights, k, *, n_init=4, max_iter=300, tol=1e-4, seed=0) -> L
     are cheap. For ``k > 8`` the best restart is then improved by a search over centre swaps
     (:func:`improve_by_swaps`), there and on the next stage. The result is refined by Lloyd on
     subsamples eight times larger each, then on all points, each stage starting from the previous
-    stage's centres. When a subsample of at least ``2**17`` points no longer moves the centres
-    beyond the tolerance in its first iteration, the last stage only assigns all points to those
-    centres.
+    stage's centres. When the stage before the last had at least ``2**17`` distinct points, the
+    last stage only assigns all points to its centres: their sampling error then costs about
+    ``d k / 2**17`` of the inertia (0.02 % for RGB and k = 8), less than a full pass would gain.
     """
     rng = np.random.default_rng(seed)
     n = points.shape[0]
@@ -253,7 +253,7 @@ def kmeans(points, weights, k, *, n_init=4, max_iter=300, tol=1e-4, seed=0) -> L
         size *= 8
         if size * 2 < n:
             sub_p, sub_w = weighted_subsample(points, weights, size, rng, cdf)
-        elif res.n_iter == 1 and sub_p.shape[0] >= 1 << 17:
+        elif sub_p.shape[0] >= 1 << 17:  # centres from so large a sample are final: assign
             labels, dist = assign(points, res.centers)
             return LloydResult(res.centers, labels, float(weights @ dist), n_iter, dist)
         else:
