@@ -30,7 +30,7 @@ class Codec:
         return 1 << (self.bits * self.n_channels)
 
     def encode(self, pixels: np.ndarray) -> np.ndarray:
-        """Codes for ``(n, n_channels)`` pixels: uint16 for one 16-bit channel, else uint32.
+        """Codes for ``(n, n_channels)`` pixels: uint16 for one 16-bit channel, else intp.
 
         Several 8-bit channels are packed little-endian: ``ch0 | ch1 << 8 | ch2 << 16``.
         """
@@ -39,7 +39,11 @@ class Codec:
             codes = pixels[:, 0].view(unsigned)
             if self.dtype.kind == "f":  # -0.0 and +0.0 are one value: give them one code
                 return np.where(codes == 0x8000, np.uint16(0), codes)
-            return codes ^ self._sign() if self.dtype.kind == "i" else codes
+            if self.dtype.kind == "i":
+                codes = codes ^ self._sign()
+            # 8-bit codes become intp once here: np.bincount and np.take would each convert them
+            # (16-bit codes stay 2 bytes a pixel, converted chunk by chunk, to bound memory)
+            return codes.astype(np.intp) if self.bits == 8 else codes
         codes = _pack_bytes(pixels.view(np.uint8))
         if self.dtype.kind == "i":
             codes ^= self._sign()
@@ -63,18 +67,18 @@ class Codec:
 
 
 def _pack_bytes(px: np.ndarray) -> np.ndarray:
-    """Pack ``(n, c)`` bytes (c = 2 or 3) into uint32 codes, ``px[:, 0]`` in the lowest byte."""
+    """Pack ``(n, c)`` bytes (c = 2 or 3) into intp codes, ``px[:, 0]`` in the lowest byte."""
     n, c = px.shape
     mask = (1 << (8 * c)) - 1
     if px.flags.c_contiguous and n >= 2:
         # Read 4 bytes at every pixel start (an unaligned, overlapping uint32 view of the rows)
         # and mask off the bytes of the next pixel: one pass, no per-channel temporaries.
         rows = np.ndarray((n - 1,), dtype="<u4", buffer=px.reshape(-1), strides=(c,))
-        out = np.empty(n, np.uint32)
+        out = np.empty(n, np.intp)  # intp: what np.bincount and np.take index with
         np.bitwise_and(rows, mask, out=out[:-1])
         out[-1] = sum(int(px[-1, i]) << (8 * i) for i in range(c))
         return out
-    out = px[:, c - 1].astype(np.uint32)
+    out = px[:, c - 1].astype(np.intp)
     for i in range(c - 2, -1, -1):
         out <<= 8
         out |= px[:, i]
