@@ -310,9 +310,9 @@ def test_multiscale_fits_low_level_labels_full_level(viewer, widget, run_and_wai
     run_and_wait(widget)
     labels, recolored = outputs(viewer, "pyramid")
     model = segment(low, 3).model
-    assert labels.data.shape == (40, 48)
-    np.testing.assert_array_equal(labels.data, model.predict(full))
-    np.testing.assert_array_equal(recolored.data, model.recolor(full, model.predict(full)))
+    assert labels.multiscale and labels.data.shape == (40, 48)
+    np.testing.assert_array_equal(labels.data[0], model.predict(full))
+    np.testing.assert_array_equal(recolored.data[0], model.recolor(full, model.predict(full)))
     meta = labels.metadata["kmeans"]
     assert meta["parameters"]["fit_level"] == 1 and meta["exact"] is False
     assert meta["model"] == model.to_dict()

@@ -19,7 +19,7 @@ from superqt import QCollapsible
 from . import derived, editing, model_io
 from .edit_target import is_kmeans_labels, kmeans_labels, resolve
 from .features_view import FeaturesView
-from .inputs import InputError
+from .inputs import InputError, is_lazy
 
 UNDO_DEPTH = 5  # edits kept for Undo (each keeps a copy of the labels and recolored data)
 
@@ -30,6 +30,10 @@ TIPS = {
     "selected layer.",
     "clusters": "Label values to act on, e.g. '2, 3' or '2-4' (or select rows in the table): "
     "two or more for Merge, one for Split, any for Instances (empty: all) and Mask layer.",
+    "compute": "Lazy labels (from a dask-backed or multiscale image) are computed as you browse "
+    "and cannot be edited: compute the full-resolution labels and recolored image into memory "
+    "(in the background, with progress; Cancel stops it) so that they can be edited. Refused, "
+    "changing nothing, when they would take more than half of the available memory.",
     "update": "After painting, filling or erasing on the labels layer: recompute each label's "
     "pixel count, fraction and mean colour over the source pixels it now covers, and update the "
     "colours, the features table, the recolored layer and the stored model. Labels painted above "
@@ -62,6 +66,7 @@ TIPS = {
 class EditControls:
     labels: widgets.ComboBox
     clusters: widgets.LineEdit
+    compute: widgets.PushButton
     update: widgets.PushButton
     undo: widgets.PushButton
     merge: widgets.PushButton
@@ -80,6 +85,7 @@ def make_controls() -> EditControls:
     c = {
         "labels": widgets.ComboBox(label="k-means labels", choices=()),
         "clusters": widgets.LineEdit(label="clusters", value=""),
+        "compute": widgets.PushButton(text="Compute into memory", enabled=False),
         "update": widgets.PushButton(text="Update from labels"),
         "undo": widgets.PushButton(text="Undo", enabled=False),
         "merge": widgets.PushButton(text="Merge"),
@@ -114,7 +120,7 @@ class EditPanel:
         self._undo: list[editing.Snapshot] = []
         self._watched = None
         parts = [
-            widgets.Container(widgets=[c.labels, c.clusters]), self.table,
+            widgets.Container(widgets=[c.labels, c.clusters]), self.table, _row(c.compute),
             _row(c.update, c.undo), _row(c.merge, c.split),
             widgets.Container(widgets=[c.split_n, c.min_size]),
             _row(c.instances, c.mask, c.csv), _row(c.apply, c.save_model, c.load_model),
@@ -126,7 +132,7 @@ class EditPanel:
             self.group.addWidget(getattr(part, "native", part))
         self.group.collapse(animate=False)
         self._parts = parts  # keep the magicgui containers alive
-        for name in ("update", "undo", "merge", "split", "instances", "mask", "csv", "apply",
+        for name in ("compute", "update", "undo", "merge", "split", "instances", "mask", "csv", "apply",
                      "save_model", "load_model"):  # fmt: skip
             getattr(c, name).changed.connect(getattr(self, name))
         c.labels.changed.connect(self._chosen)
@@ -164,6 +170,7 @@ class EditPanel:
                 layer.events.features.connect(self._show_table)
                 layer.events.colormap.connect(self._show_table)
             self._watched = layer
+        self.controls.compute.enabled = layer is not None and is_lazy(layer)
         self._show_table()
 
     def _show_table(self, *_) -> None:
@@ -210,6 +217,16 @@ class EditPanel:
             show_warning(note)
         self._show_table()
         return message
+
+    def compute(self, *_) -> None:
+        """Compute the chosen lazy labels (and their recolored layer) into memory, to edit them."""
+        layer = self.controls.labels.value
+
+        def go():
+            self.host.compute_into_memory(layer)
+            return f"computing '{layer.name}' into memory…"
+
+        self._do(go)
 
     def update(self, *_) -> None:
         """Update counts, fractions, colours and the recolored layer from the painted labels."""

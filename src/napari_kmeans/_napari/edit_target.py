@@ -14,7 +14,7 @@ import numpy as np
 from napari.layers import Image, Labels
 
 from ..model import KMeansModel
-from .inputs import InputError, levels
+from .inputs import InputError, is_lazy, levels
 from .layers import KEY
 from .runner import Planes
 
@@ -105,20 +105,31 @@ def _recolored(viewer, meta, tracked):
     return None
 
 
-def resolve(viewer, layer, outputs=()) -> Target:
+def lazy_refusal(layer) -> InputError:
+    """The error of an edit asked of lazy labels (dask-backed or multiscale)."""
+    return InputError(
+        f"'{layer.name}' is lazy: its labels are computed as you browse and are not in memory. "
+        "Click 'Compute into memory' (Edit, export and reuse) first, then edit them."
+    )
+
+
+def resolve(viewer, layer, outputs=(), *, allow_lazy=False) -> Target:
     """The :class:`Target` of k-means labels ``layer``; ``outputs`` are the widget's runs.
 
     Raises
     ------
     InputError
-        When ``layer`` is not a k-means labels layer of the viewer, or its source is gone or no
-        longer has the labels' shape.
+        When ``layer`` is not a k-means labels layer of the viewer, is lazy (dask-backed or
+        multiscale) unless ``allow_lazy``, or its source is gone or no longer has the labels'
+        shape.
     """
     if layer is None or layer not in viewer.layers or not is_kmeans_labels(layer):
         raise InputError(
             "No k-means labels layer chosen: run k-means (or apply a model), then choose its "
             "labels layer under 'k-means labels'."
         )
+    if is_lazy(layer) and not allow_lazy:
+        raise lazy_refusal(layer)
     meta = layer.metadata[KEY]
     params = meta.get("parameters") or {}
     tracked = next((o for o in outputs if o.labels is layer), None)
@@ -131,7 +142,7 @@ def resolve(viewer, layer, outputs=()) -> Target:
     )
     index = {int(a): int(i) for a, i in (params.get("slice") or {}).items()}
     target = Target(layer, _recolored(viewer, meta, tracked), source, extras, index)
-    shape = target.label_data().shape
+    shape = tuple(n for a, n in enumerate(layer.data.shape) if a not in index)  # not computed
     want = levels(source)[0].shape
     want = tuple(want[:-1]) if source.rgb else tuple(want)
     want = tuple(n for a, n in enumerate(want) if a not in index)

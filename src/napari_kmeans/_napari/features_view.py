@@ -9,7 +9,8 @@ from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
 TIP = (
     "The features table of the chosen k-means labels layer: label, colour, pixel count and "
-    "fraction, colour per channel. Select rows (Ctrl/Shift-click) to fill 'clusters'."
+    "fraction, colour per channel ('unknown' counts for lazy labels, until computed into "
+    "memory). Select rows (Ctrl/Shift-click) to fill 'clusters'."
 )
 
 
@@ -80,6 +81,8 @@ class FeaturesView(QTableWidget):
 
 
 def _text(value, name: str) -> str:
+    if isinstance(value, float | np.floating) and np.isnan(value):
+        return "unknown"  # lazy outputs: not counted until computed into memory
     if name == "fraction":
         return f"{100 * float(value):.1f}"
     if isinstance(value, float | np.floating):

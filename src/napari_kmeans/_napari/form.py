@@ -14,6 +14,11 @@ FIT_ALL, FIT_SLICE = "all of the scope", "current slice only"
 TIPS = {
     "image": "Image layer to segment. Follows the selected layer. The source layer is never "
     "modified.",
+    "mode": "How a run on the chosen image is computed. In memory: the outputs are numpy arrays "
+    "you can edit. Lazy (dask-backed or multiscale layers, whole data): the model is fitted in "
+    "the background, and the output layers (a pyramid for a multiscale image) are computed "
+    "chunk by chunk as you browse; 'Compute into memory' (Edit, export and reuse) loads them "
+    "to edit them, when they fit in memory.",
     "n_clusters": "Number of clusters k (2-64). The labels layer gets labels 1..k, 1 for the "
     "darkest cluster. An image with fewer distinct values gets fewer clusters, with a warning.",
     "color_space": "RGB(A) layers only: cluster the colours as RGB values, or in CIELAB, where "
@@ -40,7 +45,8 @@ TIPS = {
     "painted on them, a re-run adds new layers and keeps your edits.",
     "cancel": "Stop the run within about half a second; no layer is changed.",
     "result": "Clusters found, inertia (sum of squared distances to the centres, in feature "
-    "space), Lloyd iterations, whether the result is the proven optimum, and the time taken.",
+    "space; 'unknown' for lazy outputs until computed), Lloyd iterations, whether the result is "
+    "the proven optimum, and the time taken.",
     "advanced": "Settings of the k-means solver.",
 }
 
@@ -50,6 +56,7 @@ class Controls:
     """Every control of the widget, by name."""
 
     image: widgets.ComboBox
+    mode: widgets.Label
     n_clusters: widgets.SpinBox
     color_space: widgets.ComboBox
     extra_channels: widgets.Select
@@ -70,6 +77,7 @@ def make_controls() -> Controls:
     """Create the controls with their ranges, defaults and tooltips."""
     c = {
         "image": widgets.ComboBox(label="image", choices=()),
+        "mode": widgets.Label(value="mode: no image chosen", label=""),
         "n_clusters": widgets.SpinBox(label="clusters (k)", value=5, min=2, max=64),
         "color_space": widgets.ComboBox(
             label="colour space", choices=[("RGB", "rgb"), ("CIELAB", "lab")], value="rgb"
@@ -109,6 +117,7 @@ def lay_out(controls: Controls, parent: QWidget, *, before_run=(), after_result=
     buttons = widgets.Container(widgets=[controls.run, controls.cancel], layout="horizontal")
     layout = QVBoxLayout(parent)
     layout.addWidget(form.native)
+    layout.addWidget(controls.mode.native)
     layout.addWidget(controls.advanced)
     for widget in before_run:
         layout.addWidget(widget)
@@ -118,4 +127,5 @@ def lay_out(controls: Controls, parent: QWidget, *, before_run=(), after_result=
         layout.addWidget(widget)
     layout.addStretch(1)
     controls.result.native.setWordWrap(True)
+    controls.mode.native.setWordWrap(True)
     parent._containers = (form, buttons)  # keep the magicgui containers alive

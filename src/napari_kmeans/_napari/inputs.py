@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from napari.layers import Image, Labels, Shapes
 
+from ..lazy import is_dask
 from .runner import Job, Params, Planes
 
 FIT_PIXELS = 1 << 18  # multiscale data are fitted on the coarsest level with at least this many
@@ -40,6 +41,11 @@ class RunInfo:
 def levels(layer) -> list:
     """The layer's data as a list of resolution levels (one level unless multiscale)."""
     return list(layer.data) if layer.multiscale else [layer.data]
+
+
+def is_lazy(layer) -> bool:
+    """Whether ``layer`` holds a multiscale pyramid or a dask array (read only on demand)."""
+    return bool(getattr(layer, "multiscale", False)) or is_dask(getattr(layer, "data", None))
 
 
 def _spatial(shape, rgb) -> tuple[int, ...]:

@@ -4,7 +4,8 @@
 (``DirectLabelColormap``, 0 transparent) with one ``features`` row per cluster and every setting
 in ``metadata['kmeans']``; ``"<source> k-means recolored"`` is the source with each pixel painted
 with its cluster's colour. Both sit exactly on the source (same scale, translate, rotate, shear,
-affine, units and axis labels).
+affine, units and axis labels). Lazy runs (:mod:`.lazy_outputs`) give layers holding dask arrays,
+multiscale for a multiscale source, with unknown counts (NaN) until computed into memory.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +22,7 @@ from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.transforms import Affine
 
 from .._version import __version__
+from ..lazy import is_dask
 from .inputs import RunInfo
 from .runner import Outcome
 
@@ -77,13 +80,19 @@ def features(outcome: Outcome, names: list[str]) -> dict:
     return feature_table(outcome.model.colors, outcome.counts, names)
 
 
-def feature_table(colors: np.ndarray, counts: np.ndarray, names: list[str]) -> dict:
-    """Row i for label i + 1: label, colour per channel (``center_*``), count, fraction."""
-    counts = np.asarray(counts, dtype=np.int64)
-    n = counts.size
+def feature_table(colors: np.ndarray, counts: np.ndarray | None, names: list[str]) -> dict:
+    """Row i for label i + 1: label, colour per channel (``center_*``), count, fraction.
+
+    ``counts`` None (lazy outputs, not counted yet) gives NaN counts and fractions.
+    """
+    n = len(colors)
     table = {"index": np.arange(1, n + 1), "label": np.arange(1, n + 1)}
     for c, name in enumerate(names):
         table[f"center_{name}"] = np.asarray(colors)[:, c].astype(float)
+    if counts is None:
+        table["count"] = table["fraction"] = np.full(n, np.nan)
+        return table
+    counts = np.asarray(counts, dtype=np.int64)
     table["count"] = counts
     table["fraction"] = counts / max(int(counts.sum()), 1)
     return table
@@ -110,6 +119,7 @@ def metadata(outcome: Outcome, info: RunInfo, role: str, run_id: str | None = No
     extra = {}
     if getattr(info, "model_from", None):
         extra["model_from"] = info.model_from
+    extra.update(mode_entries(outcome))
     return {
         KEY: {
             **extra,
@@ -127,6 +137,23 @@ def metadata(outcome: Outcome, info: RunInfo, role: str, run_id: str | None = No
             "version": __version__,
         }
     }
+
+
+LAZY_NOTE = (
+    "lazy output: computed as you browse; pixel counts, fractions and inertia are unknown "
+    "(NaN in the features table) until 'Compute into memory'"
+)
+
+
+def mode_entries(outcome: Outcome) -> dict:
+    """``mode`` ('lazy' or 'in memory'), and for lazy outputs their levels and what is unknown."""
+    if not outcome.lazy:
+        return {"mode": "in memory"}
+    n = len(outcome.labels) if isinstance(outcome.labels, list) else 1
+    entries = {"mode": "lazy", "levels": n}
+    if outcome.counts is None:
+        entries["note"] = LAZY_NOTE
+    return entries
 
 
 def placement(info: RunInfo) -> dict:
@@ -159,11 +186,20 @@ def _expanded(array: np.ndarray, info: RunInfo) -> np.ndarray:
     return np.expand_dims(array, axis=tuple(sorted(info.slice_index)))
 
 
-def digest(array: np.ndarray) -> bytes:
-    """A hash of the labels' values, to notice edits (painting, filling, erasing)."""
-    array = np.ascontiguousarray(array)
-    h = hashlib.blake2b(str((array.shape, array.dtype.str)).encode(), digest_size=16)
-    h.update(memoryview(array).cast("B"))
+def digest(data) -> bytes:
+    """A hash of the labels' values, to notice edits (painting, filling, erasing).
+
+    Lazy data (a dask array, or a list of pyramid levels) are not computed: a dask array is
+    hashed by its name, which any change of its values (``__setitem__``) replaces.
+    """
+    h = hashlib.blake2b(digest_size=16)
+    for level in data if isinstance(data, Sequence) else [data]:
+        if is_dask(level):
+            h.update(f"dask {level.name} {level.shape} {level.dtype.str}".encode())
+            continue
+        array = np.ascontiguousarray(level)
+        h.update(str((array.shape, array.dtype.str)).encode())
+        h.update(memoryview(array).cast("B"))
     return h.digest()
 
 
@@ -195,6 +231,8 @@ def _layer_kwargs(outcome: Outcome, info: RunInfo, role: str, run_id: str) -> di
         kwargs["features"] = features(outcome, names)
     elif not src.rgb:
         kwargs.update(colormap=src.colormap, contrast_limits=src.contrast_limits, gamma=src.gamma)
+    elif outcome.lazy:  # napari would compute the data to find contrast limits
+        kwargs.update(contrast_limits=src.contrast_limits)
     return kwargs
 
 
@@ -205,8 +243,40 @@ def _update(layer, data, kwargs: dict) -> None:
         setattr(layer, name, value)
 
 
+def swap(viewer, old, new) -> None:
+    """Put layer ``new`` where ``old`` is in the layer list, under its name; ``old`` leaves.
+
+    napari cannot turn a layer from multiscale to single-scale (or back) by setting its data.
+    """
+    index = list(viewer.layers).index(old)
+    name = old.name
+    viewer.layers.remove(old)
+    new.name = name
+    viewer.layers.insert(index, new)
+
+
+def _lock(layer) -> None:
+    """Lazy labels cannot be painted (the paint would go into a dask graph): not editable."""
+    if is_dask(layer.data):
+        layer.editable = False
+
+
+def _new_layers(outcome: Outcome, info: RunInfo, labels, recolored, kw: tuple):
+    multiscale = isinstance(labels, list)
+    name = info.source.name
+    image = Image(
+        recolored, name=f"{name} k-means recolored", rgb=info.source.rgb,
+        multiscale=multiscale, **kw[1],
+    )  # fmt: skip
+    layer = Labels(labels, name=f"{name} k-means labels", multiscale=multiscale, **kw[0])
+    return layer, image
+
+
 def publish(viewer, outcome: Outcome, info: RunInfo, previous: Outputs | None):
     """Show a run's result: update ``previous`` in place while unedited, else add new layers.
+
+    Lazy outcomes (dask arrays, or lists of levels for a multiscale source) give lazy layers.
+    Unedited ``previous`` layers of the other kind (multiscale or not) are replaced, in place.
 
     Returns
     -------
@@ -217,18 +287,28 @@ def publish(viewer, outcome: Outcome, info: RunInfo, previous: Outputs | None):
     """
     labels = _expanded(outcome.labels, info)
     recolored = _expanded(outcome.recolored, info)
+    multiscale = isinstance(labels, list)
     run_id = uuid.uuid4().hex
-    label_kw = _layer_kwargs(outcome, info, "labels", run_id)
-    image_kw = _layer_kwargs(outcome, info, "recolored", run_id)
-    name = info.source.name
-    if previous is not None and previous.unedited(viewer):
-        _update(previous.recolored, recolored, image_kw)
-        _update(previous.labels, labels, label_kw)
-        previous.written = digest(labels)
-        return previous, "updated"
-    how = "edited" if previous is not None and previous.edited(viewer) else "added"
-    image_layer = viewer.add_image(
-        recolored, name=f"{name} k-means recolored", rgb=info.source.rgb, **image_kw
+    kw = (
+        _layer_kwargs(outcome, info, "labels", run_id),
+        _layer_kwargs(outcome, info, "recolored", run_id),
     )
-    labels_layer = viewer.add_labels(labels, name=f"{name} k-means labels", **label_kw)
-    return Outputs(weakref.ref(info.source), labels_layer, image_layer, digest(labels)), how
+    source = weakref.ref(info.source)
+    if previous is not None and previous.unedited(viewer):
+        if previous.labels.multiscale == multiscale == previous.recolored.multiscale:
+            _update(previous.recolored, recolored, kw[1])
+            _update(previous.labels, labels, kw[0])
+            _lock(previous.labels)
+            previous.written = digest(labels)
+            return previous, "updated"
+        layer, image = _new_layers(outcome, info, labels, recolored, kw)
+        swap(viewer, previous.recolored, image)
+        swap(viewer, previous.labels, layer)
+        _lock(layer)
+        return Outputs(source, layer, image, digest(labels)), "updated"
+    how = "edited" if previous is not None and previous.edited(viewer) else "added"
+    layer, image = _new_layers(outcome, info, labels, recolored, kw)
+    viewer.add_layer(image)
+    viewer.add_layer(layer)
+    _lock(layer)
+    return Outputs(source, layer, image, digest(labels)), how

@@ -112,13 +112,14 @@ class Outcome:
     labels: np.ndarray | None = None
     recolored: np.ndarray | None = None
     model: KMeansModel | None = None
-    inertia: float = 0.0
+    inertia: float | None = 0.0  # None when unknown (lazy outputs)
     n_iter: int = 0
     exact: bool = False
-    counts: np.ndarray | None = None
+    counts: np.ndarray | None = None  # None when unknown (lazy outputs)
     seconds: float = 0.0
     error: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    lazy: bool = False  # labels and recolored are dask arrays (lists of them: one per level)
 
     @property
     def n_clusters(self) -> int:

@@ -8,11 +8,11 @@ from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QWidget
 
-from . import form, model_io, reuse
+from . import form, into_memory, lazy_outputs, plans
 from .edit_panel import EditPanel
-from .inputs import InputError, build_job, levels
+from .inputs import InputError, levels
 from .layers import KEY, Outputs, publish
-from .runner import Params, run
+from .runner import Params
 from .suggest_k import SuggestPanel
 
 
@@ -29,7 +29,7 @@ class KMeansWidget(QWidget):
         super().__init__(parent)
         self._viewer = napari_viewer
         self._worker = None
-        self._run = None  # (info, progress bar) of the run in flight
+        self._run = None  # (info, progress bar, what to do with the result) of the run in flight
         self._stopped = None  # why the run in flight was stopped, when not by Cancel
         self._outputs: list[Outputs] = []
         self.controls = c = form.make_controls()
@@ -96,6 +96,7 @@ class KMeansWidget(QWidget):
         c.fit_on.enabled = c.scope.enabled and c.scope.value == form.WHOLE
         if not c.fit_on.enabled:
             c.fit_on.value = form.FIT_ALL
+        c.mode.value = lazy_outputs.mode_text(source, self.current_slice())
 
     def _follow_active(self, *_) -> None:
         active = self._viewer.layers.selection.active
@@ -124,20 +125,16 @@ class KMeansWidget(QWidget):
             return
         c = self.controls
         try:
-            if c.fit_on.enabled and c.fit_on.value == form.FIT_SLICE:
-                job, info = reuse.fit_on_slice_job(
-                    self._viewer, c.image.value, self.params(), **self._inputs()
-                )
-            else:
-                job, info = build_job(
-                    self._viewer, c.image.value, self.params(), **self._inputs(),
-                    current_slice=self.current_slice(),
-                )  # fmt: skip
+            plan = plans.for_run(
+                self._viewer, c.image.value, self.params(), **self._inputs(),
+                current_slice=self.current_slice(),
+                fit_slice=c.fit_on.enabled and c.fit_on.value == form.FIT_SLICE,
+            )  # fmt: skip
         except InputError as err:
             self._say(f"Not run: {err}")
             show_error(str(err))
             return
-        self._start(run, job, info)
+        self._start(*plan)
 
     def apply_model(self, model, origin: str) -> None:
         """Label the chosen image (extras, mask, scope) with ``model`` in a worker.
@@ -149,21 +146,47 @@ class KMeansWidget(QWidget):
         """
         if self._worker is not None:
             raise InputError("a run is in flight: wait for it (or cancel it), then apply again.")
-        job, info = reuse.apply_job(
-            self._viewer, self.controls.image.value, model, origin, **self._inputs(),
-            current_slice=self.current_slice(),
+        self._start(
+            *plans.for_apply(
+                self._viewer, self.controls.image.value, model, origin, **self._inputs(),
+                current_slice=self.current_slice(),
+            )
         )  # fmt: skip
-        model_io.check_fits(model, job.full, info.source.name)
-        self._start(reuse.apply, job, info, model)
 
-    def _start(self, func, job, info, *args) -> None:
+    def compute_into_memory(self, layer) -> None:
+        """Compute lazy k-means labels ``layer`` (and its recolored layer) into memory.
+
+        Raises
+        ------
+        InputError
+            When a run is in flight, the layer is not lazy, or it would not fit in memory;
+            nothing starts and nothing changes.
+        """
+        if self._worker is not None:
+            raise InputError("a run is in flight: wait for it (or cancel it), then try again.")
+        job, info = into_memory.plan(self._viewer, layer, self._outputs)
+        self._start(into_memory.compute, job, info, done=self._computed)
+
+    def _computed(self, done, info) -> None:
+        tracked = [o for o in self._outputs if o.labels is info.labels]
+        labels, recolored = into_memory.install(self._viewer, done, info)  # may drop them
+        for outputs in tracked:
+            into_memory.retarget(outputs, labels, recolored)
+        self._outputs = [o for o in self._outputs if all(o is not t for t in tracked)] + tracked
+        line = into_memory.summary(done, labels)
+        self._say(line)
+        self.edit.follow(labels)
+        self.edit.say(line)
+
+    def _start(self, func, job, info, *args, done=None) -> None:
         bar = progress(total=100, desc=f"k-means: {info.source.name}")
         worker = create_worker(func, job, *args, _start_thread=False)
         worker.yielded.connect(self._progressed)
         worker.returned.connect(self._returned)
         worker.aborted.connect(self._aborted)
         worker.finished.connect(self._finished)
-        self._worker, self._run, self._stopped = worker, (info, bar), None
+        self._worker, self._stopped = worker, None
+        self._run = (info, bar, done or self._show)
         self.controls.run.enabled, self.controls.cancel.enabled = False, True
         self._say("Running…")
         worker.start()
@@ -197,6 +220,8 @@ class KMeansWidget(QWidget):
         self._say(self._stopped or "Cancelled: no layer was changed.")
 
     def _finished(self) -> None:
+        if self._worker is not None and self._worker.abort_requested:
+            self._aborted()  # also when stopped during its last step (no 'aborted' signal then)
         if self._run is not None:
             self._run[1].close()
         self._worker = self._run = None
@@ -205,7 +230,9 @@ class KMeansWidget(QWidget):
     def _returned(self, outcome) -> None:
         if self._run is None or self._worker is None or self._worker.abort_requested:
             return
-        info = self._run[0]
+        info, bar, done = self._run
+        self._run = None  # output layers may be replaced below: not a removal during the run
+        bar.close()
         if outcome.error:
             self._say(f"Not run: {outcome.error}")
             show_error(outcome.error)
@@ -216,7 +243,7 @@ class KMeansWidget(QWidget):
             return
         for note in outcome.notes:
             show_warning(note)
-        self._show(outcome, info)
+        done(outcome, info)
 
     def _show(self, outcome, info) -> None:
         previous = next((o for o in self._outputs if o.source() is info.source), None)
@@ -241,13 +268,15 @@ class KMeansWidget(QWidget):
 def summary(outcome, info) -> str:
     """The result line of a finished run (or of applying a model)."""
     origin = getattr(info, "model_from", None)
+    inertia = "unknown" if outcome.inertia is None else f"{outcome.inertia:.6g}"
+    lazy = f" · lazy: {lazy_outputs.LAZY_TEXT}" if outcome.lazy else ""
     if origin:
         return (
             f"Applied the model of {origin}: {outcome.n_clusters} clusters · "
-            f"inertia {outcome.inertia:.6g} · {outcome.seconds:.2f} s"
+            f"inertia {inertia} · {outcome.seconds:.2f} s{lazy}"
         )
     return (
-        f"{outcome.n_clusters} clusters · inertia {outcome.inertia:.6g} · "
+        f"{outcome.n_clusters} clusters · inertia {inertia} · "
         f"{outcome.n_iter} iterations · {'exact' if outcome.exact else 'not proven optimal'} · "
-        f"{outcome.seconds:.2f} s"
+        f"{outcome.seconds:.2f} s{lazy}"
     )
