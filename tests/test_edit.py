@@ -146,3 +146,13 @@ def test_merge_shifts_labels_painted_beyond_k():
     painted[-1] = 7  # a label painted by hand, with no centre
     _, labels = merge(r.model, painted, [1, 2])
     assert labels.tolist() == [1, 1, 1, 1, 2, 6]  # 7 moves down with the merged cluster
+
+
+def test_split_keeps_labels_painted_beyond_k_apart():
+    image = np.array([0, 10, 100, 110, 250, 250], np.uint8)
+    r = segment(image, 2)  # [1, 1, 1, 1, 2, 2]
+    painted = r.labels.copy()
+    painted[-1] = 5  # painted by hand, no centre
+    _, labels = split(r.model, image, painted, 1, 2)
+    # cluster 1 became 1 and 2, cluster 2 became 3; the painted 5 moves up by one with them
+    assert labels.tolist() == [1, 1, 2, 2, 3, 6]

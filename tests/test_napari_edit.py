@@ -167,7 +167,6 @@ def test_edit_errors_change_nothing(viewer, widget, run_and_wait, patches, notes
         ("2", edit.controls.merge, "at least two"),
         ("2, 9", edit.controls.merge, "[9] are not cluster labels"),
         ("1, 2", edit.controls.split, "Split takes one cluster"),
-        ("2", edit.controls.split, "labels painted above k = 4 (up to 7)"),
         ("two", edit.controls.merge, "'two' is not a label value"),
     ]:
         edit.controls.clusters.value = text

@@ -200,7 +200,9 @@ def split(model: KMeansModel, image, labels, target, n=2, *, seed=0, n_init=4):
         center_labels=center_labels,
         parent=parent,
     )
-    provisional = labels.astype(label_dtype(k + m), copy=True)
+    top = int(labels.max(initial=0))
+    provisional = labels.astype(label_dtype(max(top, k) + m), copy=True)
+    provisional[labels > k] += m  # labels painted beyond k make room for the sub-clusters
     provisional[inside] = sub.labels[inside].astype(np.int64) + k
     keep = [label for label in range(1, k + m + 1) if label != target]
     mapping = np.zeros(k + m + 1, np.int64)

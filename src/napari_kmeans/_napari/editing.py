@@ -126,13 +126,6 @@ def split_cluster(target: Target, clusters: list[int], n: int, seed: int) -> tup
     if len(clusters) != 1:
         raise InputError(f"Split takes one cluster, got {clusters or 'none'}; type one label.")
     model, labels = target.model(), target.label_data()
-    top = int(labels.max(initial=0))
-    if top > model.n_clusters:  # the sub-clusters would take the painted labels' numbers
-        raise InputError(
-            f"'{target.labels.name}' has labels painted above k = {model.n_clusters} (up to "
-            f"{top}); Split would mix them with the new sub-clusters. Paint them over with "
-            f"labels 1..{model.n_clusters} (or erase them) first."
-        )
     planes = target.planes()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
