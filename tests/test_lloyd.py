@@ -287,3 +287,17 @@ def test_swap_search_escapes_a_lloyd_local_optimum():
     fixed = improve_by_swaps(points, weights, stuck, 4, np.random.default_rng(1))
     np.testing.assert_allclose(np.sort(fixed.centers[:, 0]), blobs[:, 0], atol=0.1)
     assert fixed.inertia < 10
+
+
+def test_assign_is_exact_for_many_features_far_from_the_origin():
+    """scipy's vq switches to |x|^2 - 2x.c + |c|^2 from five features on, which cancels for data
+    far from the origin; assign must still give the true nearest centre."""
+    from napari_kmeans.lloyd import assign
+
+    rng = np.random.default_rng(0)
+    centers = 1e8 + rng.normal(0, 20, (6, 5))
+    points = 1e8 + rng.normal(0, 20, (5000, 5))
+    labels, d2 = assign(points, centers)
+    exact = ((points[:, None, :] - centers[None]) ** 2).sum(-1)
+    np.testing.assert_array_equal(labels, exact.argmin(1))
+    np.testing.assert_allclose(d2, exact.min(1), rtol=1e-9)

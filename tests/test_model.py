@@ -341,3 +341,20 @@ def test_fitted_model_with_fewer_clusters_round_trips():
     back = KMeansModel.from_json(res.model.to_json())
     assert back.n_clusters == 3
     np.testing.assert_array_equal(back.predict(image), [[1, 1, 2], [2, 3, 3]])
+
+
+def test_single_channel_axis_model_round_trips():
+    rng = np.random.default_rng(0)
+    image = rng.random((20, 20, 1))
+    model = segment(image, 2, channel_axis=-1).model
+    again = KMeansModel.from_json(model.to_json())
+    np.testing.assert_array_equal(again.predict(image), model.predict(image))
+
+
+def test_recolor_refuses_labels_beyond_k():
+    image = np.array([0, 10, 200], np.uint8)
+    model = segment(image, 2).model
+    with pytest.raises(
+        ValueError, match=r"labels must be in 0\.\.2 for this model, found values 0\.\.3"
+    ):
+        model.recolor(image, np.array([0, 1, 3]))

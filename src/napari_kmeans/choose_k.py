@@ -51,6 +51,11 @@ def inertia_curve(
     values, weights, _, _ = _support(prep, seed)
     feats = ft.to_features(values, spec, prep.dtype)
     k_max = min(k_max, values.shape[0])
+    if k_max < k_min:
+        raise ValueError(
+            f"the image has only {values.shape[0]} distinct values, fewer than k_min={k_min}; "
+            "choose a smaller k_min."
+        )
     ks = np.arange(k_min, k_max + 1)
     if feats.shape[1] == 1:
         order = np.argsort(feats[:, 0], kind="stable")

@@ -164,8 +164,8 @@ def _layout_block(block, mask_block, spec):
         finite = np.isfinite(pixels).all(axis=1)
         if not finite.all():
             valid = finite if valid is None else valid & finite
-    if alpha is not None:
-        opaque = alpha != 0
+    if alpha is not None:  # as features.prepare: alpha 0 or non-finite is transparent
+        opaque = (alpha != 0) & (np.isfinite(alpha) if alpha.dtype.kind == "f" else True)
         if not opaque.all():
             valid = opaque if valid is None else valid & opaque
     return pixels, valid

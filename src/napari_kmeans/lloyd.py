@@ -2,8 +2,9 @@
 
 Points carry weights (pixel counts of distinct colours, or sample weights), so an image with
 millions of pixels but a hundred thousand distinct colours costs a hundred thousand points per
-iteration. Nearest-centre assignment uses :func:`scipy.cluster.vq.vq` (compiled, no
-``(n, k)`` temporary); centre updates are weighted ``np.bincount`` sums.
+iteration. Nearest-centre assignment uses :func:`scipy.cluster.vq.vq` up to four features
+(compiled, direct differences, no ``(n, k)`` temporary) and a loop over centres beyond; centre
+updates are weighted ``np.bincount`` sums.
 
 The robustness details follow scikit-learn's ``KMeans``: greedy k-means++ with ``2 + log k`` local
 trials, a tolerance relative to the data's mean variance, strict convergence when no label
@@ -35,13 +36,39 @@ class LloydResult:
 def assign(points: np.ndarray, centers: np.ndarray):
     """Nearest centre of each point (first one on ties) and the squared distance to it.
 
-    Rows are independent, so the result does not depend on how points are chunked.
+    Rows are independent, so the result does not depend on how points are chunked. Up to four
+    features, :func:`scipy.cluster.vq.vq` computes the differences directly in compiled code;
+    from five on it switches to the ``|x|^2 - 2 x.c + |c|^2`` expansion, which cancels badly for
+    data far from the origin and needs an ``(n, k)`` matrix, so there the distances are computed
+    directly, one centre at a time.
     """
-    from scipy.cluster.vq import vq  # imported here: scipy.cluster takes ~0.5 s to import
+    if points.shape[1] < 5:
+        from scipy.cluster.vq import vq  # imported here: scipy.cluster takes ~0.5 s to import
 
-    labels, dist = vq(points, centers.astype(points.dtype, copy=False), check_finite=False)
-    dist = dist.astype(np.float64)
-    return labels, dist * dist
+        labels, dist = vq(points, centers.astype(points.dtype, copy=False), check_finite=False)
+        dist = dist.astype(np.float64)
+        return labels, dist * dist
+    best, labels = _two_nearest(points, centers)[::2]
+    return labels, best
+
+
+def _two_nearest(points, centers):
+    """Squared distances to the nearest and second-nearest centres, and the nearest's index.
+
+    One centre at a time, so that temporaries are ``(n,)`` and ``(n, d)``, never ``(n, k)``.
+    """
+    n = points.shape[0]
+    best = np.full(n, np.inf)
+    second = np.full(n, np.inf)
+    labels = np.zeros(n, np.intp)
+    for j, c in enumerate(np.asarray(centers, np.float64)):
+        diff = points - c
+        d = np.einsum("ij,ij->i", diff, diff)
+        closer = d < best
+        second = np.where(closer, best, np.minimum(second, d))
+        best = np.where(closer, d, best)
+        labels[closer] = j
+    return best, second, labels
 
 
 def _sqdist(points, centers):
@@ -183,10 +210,9 @@ def improve_by_swaps(points, weights, res, trials, rng, *, max_iter=300, tol_abs
         return res
     best = res
     for _ in range(trials):
-        d = _sqdist(points, best.centers)
-        two = np.partition(d, 1, axis=1)[:, :2]
-        loss = np.bincount(best.labels, weights=weights * (two[:, 1] - two[:, 0]), minlength=k)
-        cdf = np.cumsum(weights * two[:, 0])
+        first, second, _ = _two_nearest(points, best.centers)
+        loss = np.bincount(best.labels, weights=weights * (second - first), minlength=k)
+        cdf = np.cumsum(weights * first)
         if cdf[-1] <= 0:
             break
         pick = min(int(np.searchsorted(cdf, rng.random() * cdf[-1])), points.shape[0] - 1)

@@ -238,6 +238,14 @@ class KMeansModel:
         image = ft.as_image(image)
         spec = self.check_image(image)
         labels = np.asarray(labels)
+        if labels.dtype.kind not in "biu":
+            raise TypeError(f"labels must be integers, got dtype {labels.dtype}.")
+        if labels.size and (labels.min() < 0 or labels.max() > self.n_clusters):
+            raise ValueError(
+                f"labels must be in 0..{self.n_clusters} for this model, found values "
+                f"{int(labels.min())}..{int(labels.max())}; labels painted beyond k have no "
+                "colour here (napari_kmeans.edit.recount gives them one)."
+            )
         palette = ft.cast_colors(self.colors, dtype)
         palette = np.concatenate([np.zeros_like(palette[:1]), palette])
         if spec.channel_axis is None:
@@ -415,7 +423,7 @@ def _model_from_dict(cls, data):
     n_features = 3 if color_space == "lab" else n_channels
     if centers.shape[1] != n_features:
         raise bad(f"centers have {centers.shape[1]} features, expected {n_features}.")
-    if (axis is None) != (n_channels == 1 and not rgb) or (rgb and n_channels != 3):
+    if (axis is None and (rgb or n_channels != 1)) or (rgb and n_channels != 3):
         raise bad("'channel_axis', 'rgb' and 'n_channels' are inconsistent.")
     try:
         if not isinstance(data["dtype"], str):

@@ -198,12 +198,12 @@ def segment(
             mask=mask, seed=seed, n_init=n_init, max_iter=max_iter, tol=tol,
             chunk_size=chunk_size,
         )  # fmt: skip
+    if chunk_size is not None:
+        chunk_size = _check_int("chunk_size", chunk_size, 1)
     fitted = _fit_image(
         image, n_clusters, channel_axis=channel_axis, rgb=rgb, color_space=color_space,
         mask=mask, seed=seed, n_init=n_init, max_iter=max_iter, tol=tol,
     )  # fmt: skip
-    if chunk_size is not None:
-        chunk_size = _check_int("chunk_size", chunk_size, 1)
     model, prep, comp = fitted.model, fitted.prep, fitted.compressed
     image = fitted.image
     labels, inertia, counts = model.label_prepared(
