@@ -176,6 +176,19 @@ def _fit_level(source, index) -> int | None:
     return best
 
 
+def checked_layers(viewer, source, extras, mask):
+    """Check the source, extra channels and mask layers; ``(extras, spatial shape, mask)``.
+
+    The shape is the full-resolution level's without its colour axis; the mask is an array of
+    that shape (or None).
+    """
+    check_source(viewer, source)
+    extras = check_extras(source, extras)
+    shape0 = _spatial(levels(source)[0].shape, source.rgb)
+    mask_full = None if mask is None else mask_array(viewer, mask, source, shape0)
+    return extras, shape0, mask_full
+
+
 def build_job(viewer, source, params: Params, *, extras=(), mask=None, current_slice=False):
     """Check the chosen layers and gather them as a :class:`Job`; returns ``(job, info)``.
 
@@ -184,10 +197,7 @@ def build_job(viewer, source, params: Params, *, extras=(), mask=None, current_s
     InputError
         With a message for the user when the layers cannot be segmented together.
     """
-    check_source(viewer, source)
-    extras = check_extras(source, extras)
-    shape0 = _spatial(levels(source)[0].shape, source.rgb)
-    mask_full = None if mask is None else mask_array(viewer, mask, source, shape0)
+    extras, shape0, mask_full = checked_layers(viewer, source, extras, mask)
     index = slice_index(viewer, source) if current_slice else None
     index = index or None
     if index is not None and mask_full is not None:

@@ -31,11 +31,9 @@ from .inputs import (
     _planes,
     _spatial,
     build_job,
-    check_extras,
-    check_source,
+    checked_layers,
     is_lazy,
     levels,
-    mask_array,
 )
 from .reuse import _extend
 from .runner import Outcome, Params, Planes, Progress
@@ -122,10 +120,7 @@ def build_lazy_job(
     InputError
         With a message for the user when the layers cannot be segmented together.
     """
-    check_source(viewer, source)
-    extras = check_extras(source, extras)
-    shape0 = _spatial(levels(source)[0].shape, source.rgb)
-    mask_full = None if mask is None else mask_array(viewer, mask, source, shape0)
+    extras, _, mask_full = checked_layers(viewer, source, extras, mask)
     n_levels = len(levels(source))
     planes = tuple(_level_planes(source, extras, i, mask_full) for i in range(n_levels))
     fit = level = sliced = None
