@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +17,7 @@ from .lloyd import assign
 
 FORMAT = "napari-kmeans-model"
 FORMAT_VERSION = 1
+MAX_FILE_BYTES = 50 * 1024 * 1024  # a model of 64 clusters is a few kB; refuse anything huge
 
 
 def label_dtype(k: int) -> np.dtype:
@@ -295,11 +297,56 @@ class KMeansModel:
 
     @classmethod
     def from_json(cls, text: str) -> KMeansModel:
+        """Rebuild a model from :meth:`to_json` text; raises ValueError for anything else."""
+        if isinstance(text, bytes | bytearray):
+            text = bytes(text).decode("utf-8", errors="replace")
+        if not isinstance(text, str):
+            raise TypeError(f"from_json takes the JSON text (str), got {type(text).__name__}.")
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
             raise ValueError(f"not a napari-kmeans model file: invalid JSON ({err}).") from None
+        except (RecursionError, ValueError) as err:  # nesting too deep; integers of 4300+ digits
+            raise ValueError(
+                f"not a napari-kmeans model file: the JSON is nested too deeply or holds "
+                f"numbers too long to read ({type(err).__name__})."
+            ) from None
         return cls.from_dict(data)
+
+    @classmethod
+    def load(cls, path, *, max_bytes: int = MAX_FILE_BYTES) -> KMeansModel:
+        """Read and validate a model file written by :meth:`save` (or ``to_json``).
+
+        At most ``max_bytes`` are read, whatever the file is (a FIFO or ``/dev/zero`` included),
+        and nothing in the file is ever executed.
+
+        Raises
+        ------
+        OSError
+            If the file cannot be opened or read.
+        ValueError
+            If it is larger than ``max_bytes``, not UTF-8, or not a valid model.
+        """
+        path = Path(path)
+        with open(path, "rb") as fh:
+            raw = fh.read(max_bytes + 1)
+        if len(raw) > max_bytes:
+            raise ValueError(
+                f"'{path.name}' is larger than {max_bytes // (1024 * 1024)} MB: not a model file "
+                "(a model of 64 clusters is a few kB); choose a *_model.json written by napari-kmeans."
+            )
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(
+                f"'{path.name}' is not a text (UTF-8) file: choose a *_model.json written by "
+                "napari-kmeans."
+            ) from None
+        return cls.from_json(text)
+
+    def save(self, path) -> None:
+        """Write the model to ``path`` as JSON (UTF-8); :meth:`load` reads it back."""
+        Path(path).write_text(self.to_json() + "\n", encoding="utf-8")
 
     @classmethod
     def from_dict(cls, data) -> KMeansModel:
