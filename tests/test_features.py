@@ -237,6 +237,18 @@ def test_luminance_orders_colours():
         (np.bool_, [[0.49], [0.5], [0.9]], [[False], [True], [True]]),
         (np.float16, [[0.1], [70000.0]], np.array([[0.1], [np.inf]], np.float16)),
         (np.float32, [[0.1]], np.array([[0.1]], np.float32)),
+        # 64-bit: float(max) rounds up to 2**64 / 2**63, whose cast would wrap around
+        (
+            np.uint64,
+            [[2.0**64], [1e30], [-5.0], [2.0**63]],
+            [[2**64 - 1], [2**64 - 1], [0], [2**63]],
+        ),
+        (
+            np.int64,
+            [[2.0**63], [-(2.0**63)], [-1e30], [-2.5]],
+            [[2**63 - 1], [-(2**63)], [-(2**63)], [-2]],
+        ),
+        (np.int32, [[2.0**31], [-(2.0**31) - 7]], [[2**31 - 1], [-(2**31)]]),
     ],
 )
 def test_cast_colors(dtype, colors, expected):

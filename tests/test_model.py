@@ -358,3 +358,15 @@ def test_recolor_refuses_labels_beyond_k():
         ValueError, match=r"labels must be in 0\.\.2 for this model, found values 0\.\.3"
     ):
         model.recolor(image, np.array([0, 1, 3]))
+
+
+@pytest.mark.parametrize("dtype", [np.uint64, np.int64])
+def test_recolor_64_bit_extremes_do_not_wrap_around(dtype):
+    """Centres at the top of a 64-bit range round to 2**64 (2**63) as floats: clip, not wrap."""
+    info = np.iinfo(dtype)
+    image = np.array([[info.min, info.min, info.max], [info.max, info.min, info.max]], dtype)
+    res = segment(image, 2)
+    np.testing.assert_array_equal(res.labels, [[1, 1, 2], [2, 1, 2]])
+    assert res.recolored.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(res.recolored, image)
+    np.testing.assert_array_equal(res.model.recolor(image, res.labels), image)

@@ -234,6 +234,13 @@ def cast_colors(colors: np.ndarray, dtype) -> np.ndarray:
     if dtype.kind == "b":
         return colors >= 0.5
     if dtype.kind in "ui":
+        # Clip in the integer domain: float(info.max) of a 64-bit dtype rounds up to 2**64 or
+        # 2**63, whose cast would wrap around to 0 or -2**63.
         info = np.iinfo(dtype)
-        return np.clip(np.rint(colors), info.min, info.max).astype(dtype)
+        r = np.rint(np.asarray(colors, np.float64))
+        high, low = r >= float(info.max), r <= float(info.min)
+        out = np.where(high | low, 0.0, r).astype(dtype)
+        out[high] = info.max
+        out[low] = info.min
+        return out
     return colors.astype(dtype)
