@@ -302,3 +302,16 @@ def test_large_data_doc_cluster_block_runs(tmp_path, monkeypatch):
     exec(compile(block, "docs/large-data.md", "exec"), {"__name__": "__main__"})
     labels = zarr.open_array("labels.zarr", mode="r")[:]
     np.testing.assert_array_equal(labels, segment(volume, 3).labels)
+
+
+def test_lazy_predict_and_recolor_check_the_declared_layout():
+    """The dask path refuses a single-channel model on an image declared RGB, as predict does."""
+    model = segment(np.array([0, 10, 200, 210], np.uint8), 2).model
+    photo = da.zeros((4, 5, 3), dtype=np.uint8, chunks=2)
+    with pytest.raises(ValueError, match=r"image is RGB\(A\).*fitted on single-channel"):
+        predict_lazy(model, photo, rgb=True)
+    with pytest.raises(ValueError, match=r"image is RGB\(A\).*fitted on single-channel"):
+        model.predict(photo, rgb=True)
+    with pytest.raises(ValueError, match=r"image is RGB\(A\).*fitted on single-channel"):
+        recolor_lazy(model, photo, da.zeros((4, 5, 3), dtype=np.uint8, chunks=2), rgb=True)
+    assert predict_lazy(model, photo, rgb=False).compute().shape == (4, 5, 3)

@@ -370,3 +370,44 @@ def test_recolor_64_bit_extremes_do_not_wrap_around(dtype):
     assert res.recolored.dtype == np.dtype(dtype)
     np.testing.assert_array_equal(res.recolored, image)
     np.testing.assert_array_equal(res.model.recolor(image, res.labels), image)
+
+
+# -- the image's declared layout (issue 8, item 5) -------------------------------------------------
+
+
+def test_single_channel_model_refuses_an_image_declared_rgb():
+    """A gray model cannot tell an RGB (H, W, 3) image from a 3-plane volume; the caller can."""
+    _, res = fitted("uint8_gray")
+    photo = np.zeros((6, 7, 3), np.uint8)
+    match = r"image is RGB\(A\).*fitted on single-channel.*3-D grayscale volume.*rgb2gray"
+    with pytest.raises(ValueError, match=match):
+        res.model.predict(photo, rgb=True)
+    with pytest.raises(ValueError, match=match):
+        res.model.recolor(photo, np.zeros((6, 7, 3), np.uint8), rgb=True)
+    with pytest.raises(ValueError, match=match):
+        res.model.check_image(photo, rgb=True)
+    # undeclared (None) or declared not RGB: a 3-plane volume, as before
+    np.testing.assert_array_equal(res.model.predict(photo, rgb=False), res.model.predict(photo))
+    assert res.model.predict(photo).shape == (6, 7, 3)
+
+
+def test_rgb_model_refuses_an_image_declared_not_rgb():
+    image, res = fitted("uint8_rgb")
+    with pytest.raises(ValueError, match=r"fitted on RGB\(A\) images.*declared not RGB"):
+        res.model.predict(image, rgb=False)
+    np.testing.assert_array_equal(res.model.predict(image, rgb=True), res.labels)
+    recolored = res.model.recolor(image, res.labels, rgb=True)
+    np.testing.assert_array_equal(recolored, res.recolored)
+
+
+def test_multichannel_model_refuses_an_image_declared_rgb_on_another_axis():
+    _, res = fitted("float64_4ch_first")
+    with pytest.raises(ValueError, match=r"image is RGB\(A\).*expects 4 channels on axis -3"):
+        res.model.predict(np.zeros((5, 5, 3)), rgb=True)
+
+
+@pytest.mark.parametrize("rgb", ["yes", 1, 0.0])
+def test_declared_rgb_must_be_a_bool(rgb):
+    _, res = fitted("uint8_gray")
+    with pytest.raises(TypeError, match=r"rgb must be True, False or None, got"):
+        res.model.predict(np.zeros((3, 3), np.uint8), rgb=rgb)

@@ -829,6 +829,8 @@ RGB = np.arange(36, dtype=np.uint8).reshape(3, 4, 3)
         ({"mask": np.ones((4, 3), bool)}, ValueError, r"mask has shape \(4, 3\)"),
         ({"mask": np.zeros((3, 4), bool)}, ValueError, r"no pixel is left to cluster"),
         ({"mask": np.ones((3, 4), float)}, TypeError, r"mask must be boolean or integer"),
+        ({"rgb": "yes"}, TypeError, r"rgb must be True, False or None, got 'yes' \(str\)"),
+        ({"rgb": 1}, TypeError, r"rgb must be True, False or None, got 1"),
     ],
 )
 def test_bad_arguments_gray(kwargs, error, match):

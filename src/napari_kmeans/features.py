@@ -102,8 +102,19 @@ def rgb_scale(dtype) -> float:
     return 1.0
 
 
+def check_rgb(rgb):
+    """``rgb`` as True, False or None; raises TypeError for anything else (``"yes"``, 1, ...)."""
+    if rgb is None or isinstance(rgb, bool | np.bool_):
+        return None if rgb is None else bool(rgb)
+    raise TypeError(
+        f"rgb must be True, False or None, got {rgb!r} ({type(rgb).__name__}); pass rgb=True "
+        "for RGB(A) channels on the last axis, False for other data, None to guess."
+    )
+
+
 def make_spec(image: np.ndarray, *, channel_axis=None, rgb=None, color_space="rgb") -> FeatureSpec:
     """Work out the channel layout of ``image`` and check the settings against it."""
+    rgb = check_rgb(rgb)
     if color_space not in COLOR_SPACES:
         raise ValueError(f"color_space must be one of {COLOR_SPACES}, got {color_space!r}.")
     ndim = image.ndim

@@ -452,7 +452,7 @@ def _labels(model, lazy: LazyImage, chunk_size=None):
     )  # fmt: skip
 
 
-def predict_lazy(model, image, *, mask=None, chunk_size=None):
+def predict_lazy(model, image, *, mask=None, chunk_size=None, rgb=None):
     """Label a dask image with a fitted model, lazily: :meth:`KMeansModel.predict` for dask.
 
     Parameters
@@ -465,6 +465,8 @@ def predict_lazy(model, image, *, mask=None, chunk_size=None):
         Pixels to label (the image's shape without its channel axis); others get 0.
     chunk_size : int, optional
         Pixels per assignment step inside a block, for data that do not compress.
+    rgb : bool or None, optional
+        Whether the image is known to be RGB(A); see :meth:`KMeansModel.check_image`.
 
     Returns
     -------
@@ -482,7 +484,7 @@ def predict_lazy(model, image, *, mask=None, chunk_size=None):
     array([1, 2, 1], dtype=uint8)
     """
     image = as_dask_image(image)
-    spec = model.check_image(image)
+    spec = model.check_image(image, rgb=rgb)
     return _labels(model, lay_out(image, spec, mask), chunk_size)
 
 
@@ -490,15 +492,15 @@ def _recolor_block(block, labels_block, *, model):
     return model.recolor(block, labels_block)
 
 
-def recolor_lazy(model, image, labels):
+def recolor_lazy(model, image, labels, *, rgb=None):
     """:meth:`KMeansModel.recolor` for dask arrays: a lazy image painted with cluster colours.
 
     Returns a dask array with the shape, dtype and spatial chunks of ``image`` (its channel axis
-    in one chunk).
+    in one chunk). ``rgb`` declares the image's layout (see :meth:`KMeansModel.check_image`).
     """
     da = _da()
     image = as_dask_image(image)
-    lazy = lay_out(image, model.check_image(image))
+    lazy = lay_out(image, model.check_image(image, rgb=rgb))
     if tuple(labels.shape) != lazy.spatial_shape:
         raise ValueError(
             f"labels shape {tuple(labels.shape)} != the image's spatial shape "

@@ -99,13 +99,31 @@ class KMeansModel:
 
     # -- applying the model ---------------------------------------------------------------------
 
-    def check_image(self, image: np.ndarray) -> ft.FeatureSpec:
+    def check_image(self, image: np.ndarray, *, rgb=None) -> ft.FeatureSpec:
         """The spec to read ``image`` with; raises ValueError if it does not suit the model.
 
         The image must have the model's channel layout and, for raw-value models, a compatible
         dtype (integer dtypes must match; floats may differ).
+
+        Parameters
+        ----------
+        image : ndarray or dask array
+        rgb : bool or None, optional
+            What the caller knows of the image's layout: True when its last axis holds RGB(A)
+            channels (a PNG, JPEG or RGB TIFF, a napari layer with ``rgb=True``), False when it
+            does not, None when unknown. The shape alone cannot tell an RGB ``(M, N, 3)`` image
+            from a volume of three gray planes: a single-channel model reads it as a volume
+            unless ``rgb=True`` says otherwise.
+
+        Raises
+        ------
+        TypeError
+            If ``rgb`` is not True, False or None.
+        ValueError
+            If the image's (declared) layout or dtype differs from the model's.
         """
         spec = self.spec
+        self._check_declared(image, ft.check_rgb(rgb))
         dtype = np.dtype(image.dtype).newbyteorder("=")
         fitted = np.dtype(self.dtype)
         if spec.color_space == "rgb" and (
@@ -132,6 +150,28 @@ class KMeansModel:
                 f"(shape {image.shape}); apply it to images with the same channel layout."
             )
         return spec
+
+    def _check_declared(self, image, rgb):
+        """Raise if the layout the caller declared (``rgb``) is not the model's."""
+        spec, shape = self.spec, tuple(image.shape)
+        if rgb and spec.channel_axis is None:
+            raise ValueError(
+                f"the image is RGB(A) (shape {shape}, channels on the last axis) but this model "
+                f"was fitted on single-channel (grayscale) data, and would read the image as a "
+                f"{len(shape)}-D grayscale volume; apply a model fitted on RGB images, or convert "
+                "the image to grayscale first (e.g. skimage.color.rgb2gray)."
+            )
+        if rgb and not spec.rgb and spec.channel_axis != -1:
+            raise ValueError(
+                f"the image is RGB(A) (shape {shape}, channels on the last axis) but this model "
+                f"expects {spec.n_channels} channels on axis {spec.channel_axis}; apply it to "
+                "images with the same channel layout."
+            )
+        if rgb is False and spec.rgb:
+            raise ValueError(
+                f"this model was fitted on RGB(A) images, but the image (shape {shape}) is "
+                "declared not RGB; apply it to RGB images, or fit a model on this kind of image."
+            )
 
     def assign_values(self, values: np.ndarray, dtype):
         """Nearest centre of pixel values ``(n, n_channels)`` of the given input dtype.
@@ -203,7 +243,7 @@ class KMeansModel:
                 out[s : s + chunk][ok] = idx + 1
         return out, inertia, counts
 
-    def predict(self, image, *, mask=None, chunk_size=None) -> np.ndarray:
+    def predict(self, image, *, mask=None, chunk_size=None, rgb=None) -> np.ndarray:
         """Label every pixel of ``image`` with its nearest centre (1..k; 0 for invalid pixels).
 
         Parameters
@@ -214,31 +254,43 @@ class KMeansModel:
             Pixels to label (shape of ``image`` without its channel axis); others get 0.
         chunk_size : int, optional
             Pixels per chunk for images that do not compress (bounds temporary memory).
+        rgb : bool or None, optional
+            Whether the image is known to be RGB(A) (True), known not to be (False), or unknown
+            (None); see :meth:`check_image`.
 
         Returns
         -------
         labels : ndarray
             The image's spatial shape, smallest unsigned dtype that holds k.
+
+        Raises
+        ------
+        ValueError
+            If the image's layout or dtype does not suit the model (see :meth:`check_image`),
+            or ``chunk_size`` is below 1.
+        TypeError
+            For unsupported dtypes, a non-integer ``chunk_size`` or a non-bool ``rgb``.
         """
         if lazy.is_dask(image) or lazy.is_dask(mask):
-            return lazy.predict_lazy(self, image, mask=mask, chunk_size=chunk_size)
+            return lazy.predict_lazy(self, image, mask=mask, chunk_size=chunk_size, rgb=rgb)
         image = ft.as_image(image)
-        spec = self.check_image(image)
+        spec = self.check_image(image, rgb=rgb)
         prep = ft.prepare(image, spec, mask)
         labels = self.label_prepared(prep, chunk_size=chunk_size)[0]
         return labels.reshape(prep.spatial_shape)
 
-    def recolor(self, image, labels) -> np.ndarray:
+    def recolor(self, image, labels, *, rgb=None) -> np.ndarray:
         """``image`` with every labelled pixel painted with its cluster's colour.
 
         Pixels with label 0 keep their value, and so does the alpha channel of an RGBA image. The
-        result has the shape and dtype of ``image``.
+        result has the shape and dtype of ``image``. ``rgb`` declares the image's layout, as for
+        :meth:`check_image`.
         """
         if lazy.is_dask(image) or lazy.is_dask(labels):
-            return lazy.recolor_lazy(self, image, labels)
+            return lazy.recolor_lazy(self, image, labels, rgb=rgb)
         dtype = np.asarray(image).dtype  # the result keeps it, byte order included
         image = ft.as_image(image)
-        spec = self.check_image(image)
+        spec = self.check_image(image, rgb=rgb)
         labels = np.asarray(labels)
         if labels.dtype.kind not in "biu":
             raise TypeError(f"labels must be integers, got dtype {labels.dtype}.")
