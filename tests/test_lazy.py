@@ -315,3 +315,15 @@ def test_lazy_predict_and_recolor_check_the_declared_layout():
     with pytest.raises(ValueError, match=r"image is RGB\(A\).*fitted on single-channel"):
         recolor_lazy(model, photo, da.zeros((4, 5, 3), dtype=np.uint8, chunks=2), rgb=True)
     assert predict_lazy(model, photo, rgb=False).compute().shape == (4, 5, 3)
+
+
+@pytest.mark.parametrize(
+    ("chunk_size", "error"), [(-1, ValueError), (0, ValueError), (2.5, TypeError)]
+)
+def test_predict_lazy_validates_chunk_size(chunk_size, error):
+    image = np.random.default_rng(3).random((8, 9))
+    model = segment(image, 3).model
+    with pytest.raises(error, match=r"chunk_size must be"):
+        predict_lazy(model, da.from_array(image, chunks=4), chunk_size=chunk_size)
+    labels = predict_lazy(model, da.from_array(image, chunks=4), chunk_size=5).compute()
+    np.testing.assert_array_equal(labels, model.predict(image))

@@ -411,3 +411,23 @@ def test_declared_rgb_must_be_a_bool(rgb):
     _, res = fitted("uint8_gray")
     with pytest.raises(TypeError, match=r"rgb must be True, False or None, got"):
         res.model.predict(np.zeros((3, 3), np.uint8), rgb=rgb)
+
+
+@pytest.mark.parametrize("kind", ["uint8_gray", "float32_gray", "float64_4ch_first"])
+@pytest.mark.parametrize(
+    ("chunk_size", "error", "match"),
+    [
+        (-1, ValueError, r"chunk_size must be at least 1, got -1"),
+        (0, ValueError, r"chunk_size must be at least 1, got 0"),
+        (2.5, TypeError, r"chunk_size must be an integer, got 2\.5"),
+        ("64", TypeError, r"chunk_size must be an integer, got '64'"),
+    ],
+)
+def test_predict_validates_chunk_size_like_segment(kind, chunk_size, error, match):
+    """chunk_size=-1 used to give all-zero labels for data that do not compress."""
+    image, res = fitted(kind)
+    with pytest.raises(error, match=match):
+        res.model.predict(image, chunk_size=chunk_size)
+    with pytest.raises(error, match=match):
+        segment(image, 3, chunk_size=chunk_size, **KINDS[kind])
+    np.testing.assert_array_equal(res.model.predict(image, chunk_size=7), res.labels)

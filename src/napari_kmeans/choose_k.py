@@ -7,7 +7,7 @@ import numpy as np
 from . import features as ft
 from .kmeans1d import inertia_curve_1d
 from .lloyd import kmeans
-from .segment import _check_int, _support
+from .segment import _support
 
 
 def inertia_curve(
@@ -44,8 +44,8 @@ def inertia_curve(
     3
     """
     image = ft.as_image(image)
-    k_min = _check_int("k_min", k_min, 1)
-    k_max = _check_int("k_max", k_max, k_min)
+    k_min = ft.check_int("k_min", k_min, 1, ft.MAX_CLUSTERS)
+    k_max = ft.check_int("k_max", k_max, k_min, ft.MAX_CLUSTERS)
     spec = ft.make_spec(image, channel_axis=channel_axis, rgb=rgb, color_space=color_space)
     prep = ft.prepare(image, spec, mask)
     values, weights, _, _ = _support(prep, seed)

@@ -9,10 +9,23 @@ RGB). Everything else in the engine works on the ``(n_pixels, n_channels)`` arra
 from __future__ import annotations
 
 from dataclasses import dataclass
+from numbers import Integral, Real
 
 import numpy as np
 
 COLOR_SPACES = ("rgb", "lab")
+
+# Upper bounds of the fitting parameters: beyond them a run costs hours, not a better result.
+MAX_CLUSTERS = 1000  # labels 1..k; instance ids of many objects: napari_kmeans.edit.instances
+MAX_N_INIT = 1000
+MAX_ITER = 100_000
+_TOO_MANY = {
+    "n_clusters": "a segmentation into more clusters is not useful; to number objects, "
+    "use napari_kmeans.edit.instances",
+    "k_max": "a segmentation into more clusters is not useful",
+    "n_init": "restarts run on a small sample and the best rarely changes beyond 10",
+    "max_iter": "Lloyd converges in far fewer iterations (tol stops it)",
+}
 
 # Rec. 709 luma weights, used to order colour clusters from dark to bright.
 _LUMA = np.array([0.2126, 0.7152, 0.0722])
@@ -60,6 +73,37 @@ class Prepared:
     spatial_shape: tuple[int, ...]
     n_valid: int
     dtype: np.dtype
+
+
+def check_int(name, value, minimum, maximum=None) -> int:
+    """``value`` as an int in ``[minimum, maximum]``, or a TypeError/ValueError naming ``name``."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__}).")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}.")
+    if maximum is not None and value > maximum:
+        why = _TOO_MANY.get(name)
+        raise ValueError(
+            f"{name} must be at most {maximum}, got {value}" + (f"; {why}." if why else ".")
+        )
+    return int(value)
+
+
+def check_chunk_size(chunk_size) -> int | None:
+    """``chunk_size`` (pixels per labelling chunk) as a positive int, or None for the default."""
+    return None if chunk_size is None else check_int("chunk_size", chunk_size, 1)
+
+
+def check_fit_args(n_clusters, *, n_init, max_iter, tol, seed):
+    """The fitting parameters every entry point takes, validated: ``(k, n_init, max_iter, tol,
+    seed)``; raises TypeError or ValueError naming the parameter, the value and the bound."""
+    k = check_int("n_clusters", n_clusters, 1, MAX_CLUSTERS)
+    n_init = check_int("n_init", n_init, 1, MAX_N_INIT)
+    max_iter = check_int("max_iter", max_iter, 1, MAX_ITER)
+    seed = check_int("seed", seed, 0)
+    if isinstance(tol, bool) or not isinstance(tol, Real) or not tol >= 0:
+        raise ValueError(f"tol must be a non-negative number, got {tol!r}.")
+    return k, n_init, max_iter, tol, seed
 
 
 def as_image(image, name="image") -> np.ndarray:

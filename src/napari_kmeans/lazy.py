@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from numbers import Real
 
 import numpy as np
 
@@ -414,7 +413,7 @@ def label_pixels(model, pixels, valid, dtype, chunk_size=None) -> np.ndarray:
         lut = np.zeros(codec.n_codes, ldtype)
         lut[distinct] = model.assign_values(codec.decode(distinct), dtype)[0] + 1
         return lookup(lut, codes, valid)
-    chunk = int(chunk_size or CHUNK)
+    chunk = ft.check_chunk_size(chunk_size) or CHUNK
     out = np.zeros(pixels.shape[0], ldtype)
     for s in range(0, pixels.shape[0], chunk):
         part = pixels[s : s + chunk]
@@ -483,6 +482,7 @@ def predict_lazy(model, image, *, mask=None, chunk_size=None, rgb=None):
     >>> labels.compute()
     array([1, 2, 1], dtype=uint8)
     """
+    chunk_size = ft.check_chunk_size(chunk_size)
     image = as_dask_image(image)
     spec = model.check_image(image, rgb=rgb)
     return _labels(model, lay_out(image, spec, mask), chunk_size)
@@ -595,17 +595,13 @@ def segment_lazy(
     >>> result.centers.ravel(), result.inertia, result.counts
     (array([  5., 205.]), 150.0, array([4, 2]))
     """
-    from .segment import Segmentation, _check_int, fit_weighted
+    from .segment import Segmentation, fit_weighted
 
     image = as_dask_image(image)
-    k = _check_int("n_clusters", n_clusters, 1)
-    n_init = _check_int("n_init", n_init, 1)
-    max_iter = _check_int("max_iter", max_iter, 1)
-    seed = _check_int("seed", seed, 0)
-    if chunk_size is not None:
-        chunk_size = _check_int("chunk_size", chunk_size, 1)
-    if isinstance(tol, bool) or not isinstance(tol, Real) or not tol >= 0:
-        raise ValueError(f"tol must be a non-negative number, got {tol!r}.")
+    k, n_init, max_iter, tol, seed = ft.check_fit_args(
+        n_clusters, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed
+    )
+    chunk_size = ft.check_chunk_size(chunk_size)
     spec = ft.make_spec(image, channel_axis=channel_axis, rgb=rgb, color_space=color_space)
     lazy = lay_out(image, spec, mask)
     found = support(lazy, seed)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -210,7 +210,7 @@ class KMeansModel:
         and the squared distance to it, when the caller has just computed them (:func:`segment`
         does), saving one assignment pass.
         """
-        chunk = int(chunk_size or CHUNK)
+        chunk = ft.check_chunk_size(chunk_size) or CHUNK
         k = self.n_clusters
         ldtype = label_dtype(k)
         if compressed is None:
@@ -273,6 +273,7 @@ class KMeansModel:
         """
         if lazy.is_dask(image) or lazy.is_dask(mask):
             return lazy.predict_lazy(self, image, mask=mask, chunk_size=chunk_size, rgb=rgb)
+        chunk_size = ft.check_chunk_size(chunk_size)
         image = ft.as_image(image)
         spec = self.check_image(image, rgb=rgb)
         prep = ft.prepare(image, spec, mask)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from numbers import Integral, Real
 from typing import NamedTuple
 
 import numpy as np
@@ -56,14 +55,6 @@ class Segmentation:
     @property
     def n_clusters(self) -> int:
         return int(self.centers.shape[0])
-
-
-def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__}).")
-    if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {value}.")
-    return int(value)
 
 
 def _support(prep: ft.Prepared, seed: int):
@@ -198,8 +189,7 @@ def segment(
             mask=mask, seed=seed, n_init=n_init, max_iter=max_iter, tol=tol,
             chunk_size=chunk_size,
         )  # fmt: skip
-    if chunk_size is not None:
-        chunk_size = _check_int("chunk_size", chunk_size, 1)
+    chunk_size = ft.check_chunk_size(chunk_size)
     fitted = _fit_image(
         image, n_clusters, channel_axis=channel_axis, rgb=rgb, color_space=color_space,
         mask=mask, seed=seed, n_init=n_init, max_iter=max_iter, tol=tol,
@@ -284,12 +274,9 @@ def _fit_image(
 ) -> _Fitted:
     """Validate the arguments, lay the image out, compress or sample it, and fit."""
     image = ft.as_image(image)
-    k = _check_int("n_clusters", n_clusters, 1)
-    n_init = _check_int("n_init", n_init, 1)
-    max_iter = _check_int("max_iter", max_iter, 1)
-    seed = _check_int("seed", seed, 0)
-    if isinstance(tol, bool) or not isinstance(tol, Real) or not tol >= 0:
-        raise ValueError(f"tol must be a non-negative number, got {tol!r}.")
+    k, n_init, max_iter, tol, seed = ft.check_fit_args(
+        n_clusters, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed
+    )
     spec = ft.make_spec(image, channel_axis=channel_axis, rgb=rgb, color_space=color_space)
     prep = ft.prepare(image, spec, mask)
     values, weights, comp, covers_all = _support(prep, seed)
