@@ -94,6 +94,17 @@ def test_as_image_accepts_lists_and_keeps_arrays():
         (np.array([None, 1]), TypeError, r"object/string dtype object"),
         (np.array(["ab"]), TypeError, r"object/string dtype <U2"),
         (np.array([b"ab"]), TypeError, r"object/string dtype"),
+        (np.zeros(3, "V4"), TypeError, r"void .*dtype \|V4"),
+        (
+            np.array(["2024-01-01", "NaT"], "datetime64[s]"),
+            TypeError,
+            r"datetime64 dtype datetime64\[s\].*astype\('int64'\).*NaT",
+        ),
+        (
+            np.array([5, 7], "timedelta64[ms]"),
+            TypeError,
+            r"timedelta64 dtype timedelta64\[ms\].*np\.timedelta64\(1, 's'\)",
+        ),
     ],
 )
 def test_as_image_errors(value, error, match):

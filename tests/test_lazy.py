@@ -327,3 +327,10 @@ def test_predict_lazy_validates_chunk_size(chunk_size, error):
         predict_lazy(model, da.from_array(image, chunks=4), chunk_size=chunk_size)
     labels = predict_lazy(model, da.from_array(image, chunks=4), chunk_size=5).compute()
     np.testing.assert_array_equal(labels, model.predict(image))
+
+
+@pytest.mark.parametrize("dtype", ["datetime64[ns]", "timedelta64[s]", "complex64", "V8"])
+def test_lazy_refuses_non_real_dtypes(dtype):
+    image = da.from_array(np.zeros((3, 4), dtype), chunks=2)
+    with pytest.raises(TypeError, match=r"image has .*dtype.*needs real numbers"):
+        segment_lazy(image, 2)

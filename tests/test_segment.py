@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import re
 import warnings
 
 import hypothesis.extra.numpy as hnp
@@ -897,3 +898,15 @@ def test_fit_refuses_dask_with_a_pointer():
 def test_list_input_works_like_an_array():
     res = segment([[0, 0, 9], [9, 9, 0]], 2)
     np.testing.assert_array_equal(res.labels, [[1, 1, 2], [2, 2, 1]])
+
+
+@pytest.mark.parametrize("dtype", ["datetime64[ns]", "timedelta64[s]"])
+def test_dates_and_durations_are_refused_with_the_fix(dtype):
+    """Times used to be clustered as int64 with NaT as -2**63, and the model could not be saved."""
+    image = np.arange(12).reshape(3, 4).astype(dtype)
+    kind = np.dtype(dtype).name.split("[")[0]
+    with pytest.raises(TypeError, match=rf"image has {kind} dtype {re.escape(dtype)}.*int64"):
+        segment(image, 2)
+    model = segment(np.arange(12).reshape(3, 4), 2).model
+    with pytest.raises(TypeError, match=rf"image has {kind} dtype"):
+        model.predict(image)

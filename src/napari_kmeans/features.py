@@ -106,6 +106,31 @@ def check_fit_args(n_clusters, *, n_init, max_iter, tol, seed):
     return k, n_init, max_iter, tol, seed
 
 
+def check_real_dtype(dtype, name="image") -> None:
+    """Raise a TypeError naming the dtype and the fix unless it is bool, integer or float."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "biuf":
+        return
+    if dtype.kind in "mM":
+        kind = "datetime64" if dtype.kind == "M" else "timedelta64"
+        raise TypeError(
+            f"{name} has {kind} dtype {dtype}; k-means needs real numbers. Convert it first: "
+            f"to integers with {name}.astype('int64') (NaT becomes -2**63: mask it with "
+            f"mask=~np.isnat({name})), or to float seconds with "
+            + (
+                f"({name} - {name}.min()) / np.timedelta64(1, 's')."
+                if dtype.kind == "M"
+                else f"{name} / np.timedelta64(1, 's') (NaT becomes NaN, which is not clustered)."
+            )
+        )
+    kind = {"c": "complex", "V": "void (raw bytes or structured)"}.get(dtype.kind, "object/string")
+    raise TypeError(
+        f"{name} has {kind} dtype {dtype}; k-means needs real numbers. Convert it first, e.g. "
+        f"np.abs({name}) for complex data, {name}.astype(float) for numbers stored as objects "
+        "or strings, or one numeric field of a structured array."
+    )
+
+
 def as_image(image, name="image") -> np.ndarray:
     """Return ``image`` as an ndarray with a supported dtype, or raise a helpful error."""
     if hasattr(image, "__array_function__") and type(image).__module__.startswith("dask"):
@@ -119,12 +144,7 @@ def as_image(image, name="image") -> np.ndarray:
             "segment(image.data, mask=~np.ma.getmaskarray(image))."
         )
     arr = np.asarray(image)
-    if arr.dtype.kind in "OUSV" or arr.dtype.kind == "c":
-        kind = "complex" if arr.dtype.kind == "c" else "object/string"
-        raise TypeError(
-            f"{name} has {kind} dtype {arr.dtype}; k-means needs real numbers. "
-            "Convert it first, e.g. np.abs(image) for complex data or image.astype(float)."
-        )
+    check_real_dtype(arr.dtype, name)
     if arr.size == 0:
         raise ValueError(
             f"{name} is empty (shape {arr.shape}); give an image with at least one pixel."

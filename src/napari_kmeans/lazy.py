@@ -102,11 +102,7 @@ def as_dask_image(image, name="image"):
     da = _da()
     if not is_dask(image):
         image = da.from_array(ft.as_image(image, name))
-    if image.dtype.kind in "OUSVc":
-        raise TypeError(
-            f"{name} has dtype {image.dtype}; k-means needs real numbers. "
-            "Convert it first, e.g. abs(image) for complex data or image.astype(float)."
-        )
+    ft.check_real_dtype(image.dtype, name)
     if image.ndim == 0 or image.size == 0:
         raise ValueError(f"{name} is empty or a scalar (shape {image.shape}); give pixels.")
     if any(np.isnan(c) for chunks in image.chunks for c in chunks):
