@@ -334,3 +334,9 @@ def test_lazy_refuses_non_real_dtypes(dtype):
     image = da.from_array(np.zeros((3, 4), dtype), chunks=2)
     with pytest.raises(TypeError, match=r"image has .*dtype.*needs real numbers"):
         segment_lazy(image, 2)
+
+
+def test_lazy_refuses_values_whose_squares_overflow():
+    image = da.from_array(np.random.default_rng(0).random((20, 20)) * 1e200, chunks=8)
+    with pytest.raises(ValueError, match=r"squared distances overflow"):
+        segment_lazy(image, 3)

@@ -910,3 +910,60 @@ def test_dates_and_durations_are_refused_with_the_fix(dtype):
     model = segment(np.arange(12).reshape(3, 4), 2).model
     with pytest.raises(TypeError, match=rf"image has {kind} dtype"):
         model.predict(image)
+
+
+# -- magnitudes whose squares overflow (issue 8, item 8) ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "kwargs"),
+    [
+        (lambda rng: rng.random((20, 20)) * 1e200, {}),
+        (lambda rng: np.where(rng.random((20, 20)) < 0.3, -1e300, rng.random((20, 20))), {}),
+        (lambda rng: rng.random((20, 20, 2)) * 1e200, {"channel_axis": -1}),
+        (lambda rng: rng.random((20, 20, 3)) * 1e200, {}),
+        (lambda rng: rng.random((20, 20, 6)) * 1e200, {"channel_axis": -1}),
+        (
+            lambda rng: np.where(rng.random((20, 20, 1)) < 0.3, 1e300, rng.random((20, 20, 2))),
+            {"channel_axis": -1},
+        ),
+        (lambda rng: rng.random((300, 300)) * 1e200, {}),  # more values than the exact solver's
+    ],
+    ids=[
+        "gray-1e200",
+        "gray-mix-1e300",
+        "2ch-1e200",
+        "rgb-1e200",
+        "6ch-1e200",
+        "2ch-mix",
+        "gray-many",
+    ],
+)
+def test_values_whose_squares_overflow_are_refused_with_the_fix(make, kwargs):
+    """They gave garbage centres, numpy's 'repeats may not contain negative values' or inf."""
+    image = make(np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"span .* squared distances overflow.*[Rr]escale"):
+        segment(image, 3, **kwargs)
+
+
+@pytest.mark.parametrize("channels", [None, 2])
+def test_float32_values_near_the_float32_maximum_cluster_exactly(channels):
+    """float32 squares overflow float32 beyond 1.8e19: features are float64, so 3e38 works."""
+    rng = np.random.default_rng(1)
+    groups = np.array([1e30, 1.7e38, 3.3e38])
+    truth = rng.integers(0, 3, (12, 13))
+    image = (groups[truth] * (1 + 0.01 * rng.random((12, 13)))).astype(np.float32)
+    kwargs = {}
+    if channels:
+        image = np.stack([image, image[::-1, ::-1] * 0 + image], axis=-1)
+        kwargs = {"channel_axis": -1}
+    res = segment(image, 3, **kwargs)
+    np.testing.assert_array_equal(res.labels, truth + 1)
+    assert np.isfinite(res.inertia) and np.isfinite(res.centers).all()
+    assert res.recolored.dtype == np.float32 and np.isfinite(res.recolored).all()
+
+
+def test_predict_refuses_values_far_beyond_the_centres():
+    model = segment(np.random.default_rng(2).random((10, 10, 2)), 3, channel_axis=-1).model
+    with pytest.raises(ValueError, match=r"span .* squared distances overflow"):
+        model.predict(np.full((4, 4, 2), 1e200))

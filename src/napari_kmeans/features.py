@@ -283,8 +283,13 @@ def _finite_rows(pixels: np.ndarray) -> np.ndarray:
     return finite
 
 
-def to_features(values: np.ndarray, spec: FeatureSpec, dtype) -> np.ndarray:
-    """Turn pixel values ``(n, n_channels)`` of the given input dtype into feature vectors."""
+def to_features(values: np.ndarray, spec: FeatureSpec, dtype, centers=None) -> np.ndarray:
+    """Turn pixel values ``(n, n_channels)`` of the given input dtype into feature vectors.
+
+    Float64 (or wider) values are checked to span at most ``MAX_SPREAD`` per channel, together
+    with ``centers`` (the feature-space centres they will be compared with) when given: beyond
+    that, squared distances and their weighted sums overflow float64.
+    """
     if spec.color_space == "lab":
         from skimage.color import rgb2lab
 
@@ -292,7 +297,35 @@ def to_features(values: np.ndarray, spec: FeatureSpec, dtype) -> np.ndarray:
         return rgb2lab(rgb[:, None, :]).reshape(-1, 3)
     # float64 always: float32 squared distances overflow beyond |x| ~ 1e19, and one precision
     # for every image keeps assignments identical between paths and chunkings.
-    return values.astype(np.float64, copy=False)
+    feats = values.astype(np.float64, copy=False)
+    if values.dtype.kind == "f" and values.dtype.itemsize >= 8 and feats.size:
+        _check_spread(feats, centers)
+    return feats
+
+
+MAX_SPREAD = 1e100  # squares 1e200: sums over 1e12 weighted points and 1e6 channels stay finite
+
+
+def _check_spread(feats, centers):
+    """Raise when the values (and centres) of a channel span more than ``MAX_SPREAD``."""
+    lo, hi = feats.min(axis=0), feats.max(axis=0)
+    if centers is not None and len(centers):
+        lo = np.minimum(lo, np.min(centers, axis=0))
+        hi = np.maximum(hi, np.max(centers, axis=0))
+    with np.errstate(over="ignore", invalid="ignore"):
+        spread = hi - lo
+    bad = ~(spread <= MAX_SPREAD)
+    if bad.any():
+        c = int(np.flatnonzero(bad)[0])
+        scale = max(abs(float(lo[c])), abs(float(hi[c])))
+        where = f" in channel {c}" if feats.shape[1] > 1 else ""
+        raise ValueError(
+            f"the image's values span {float(spread[c]):.3g}{where} (from {float(lo[c]):.3g} to "
+            f"{float(hi[c]):.3g}), more than the {MAX_SPREAD:.0e} k-means can handle: squared "
+            f"distances overflow float64. Rescale the image first, e.g. image / "
+            f"{10.0 ** np.floor(np.log10(scale)):.0e} (clustering is unchanged by a common "
+            "scale), or np.log10 of positive data."
+        )
 
 
 def luminance(colors: np.ndarray, spec: FeatureSpec) -> np.ndarray:

@@ -179,7 +179,7 @@ class KMeansModel:
         Returns the 0-based label index of each value (label - 1) and its squared distance to
         its centre in feature space.
         """
-        feats = ft.to_features(values, self.spec, dtype)
+        feats = ft.to_features(values, self.spec, dtype, self.centers)
         if self.is_flat and feats.shape[1] > 1:
             return assign(feats, self.centers)  # vq gives the distances too
         idx = _nearest(feats, self.centers) if self.is_flat else self._descend(feats)

@@ -140,10 +140,14 @@ def segment(
     Raises
     ------
     TypeError
-        For complex, object or dask input, or non-integer ``n_clusters``, ``seed``, ``n_init``.
+        For complex, object, string, void, datetime64 or timedelta64 input, non-integer
+        ``n_clusters``, ``seed``, ``n_init``, ``max_iter`` or ``chunk_size``, or an ``rgb`` that
+        is not a bool or None.
     ValueError
-        For an empty image, ``n_clusters < 1``, a mask of the wrong shape, a channel axis out of
-        range, or when no pixel is left after masking.
+        For an empty image, ``n_clusters`` outside 1..1000, ``n_init`` outside 1..1000,
+        ``max_iter`` outside 1..100000, a mask of the wrong shape, a channel axis out of range,
+        when no pixel is left after masking, or for float values spanning more than 1e100 in a
+        channel (their squared distances would overflow: rescale the image).
 
     Warns
     -----
