@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
 import re
@@ -338,3 +340,394 @@ def test_cli_doc_batch_example_runs_as_written(tmp_path, monkeypatch):
         exec(compile(block, "docs/cli.md", "exec"), namespace)
     model = json.loads((tmp_path / "results" / "coffee_model.json").read_text())
     assert model["n_clusters"] == 4
+
+
+# -- issue 8: no data loss, no silent wrong result, no raw crash --------------------------------
+
+
+def snapshot(root: Path) -> dict:
+    """Every entry under ``root``: files by their bytes' hash, folders and links by kind."""
+    entries = {}
+    for p in sorted(root.rglob("*")):
+        rel = str(p.relative_to(root))
+        if p.is_symlink():
+            entries[rel] = f"link -> {os.readlink(p)}"
+        elif p.is_dir():
+            entries[rel] = "dir"
+        else:
+            entries[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return entries
+
+
+def hidden(out: Path) -> list[str]:
+    """Temporary entries the command may have left in ``out``."""
+    return sorted(p.name for p in out.iterdir() if p.name.startswith("."))
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["ground truth", "zarr input", "out inside zarr", "out links to inputs", "out links into zarr",
+     "model file"],
+)  # fmt: skip
+def test_outputs_never_replace_or_enter_an_input(images, tmp_path, capsys, case):
+    """Item 1: an output that is, contains or lies inside an input is refused, even with
+    --overwrite, before anything is written."""
+    tifffile.imwrite(tmp_path / "stack_labels.tif", np.ones((3, 30, 40), np.uint8))  # ground truth
+    inputs, out, extra = (
+        [tmp_path / "stack.tif", tmp_path / "stack_labels.tif"],
+        tmp_path,
+        ["-k", "2"],
+    )
+    if case == "zarr input":  # the user's own zarr carries the name of another input's output
+        copy = zarr.create_array(tmp_path / "volume_labels.zarr", shape=(4, 30, 20), dtype="u1")
+        copy[:] = 1
+        inputs = [tmp_path / "volume.zarr", tmp_path / "volume_labels.zarr"]
+    elif case == "out inside zarr":
+        inputs, out = [tmp_path / "volume.zarr"], tmp_path / "volume.zarr"
+    elif case == "out links to inputs":
+        (tmp_path / "link").symlink_to(tmp_path)
+        out = tmp_path / "link"
+    elif case == "out links into zarr":
+        (tmp_path / "zlink").symlink_to(tmp_path / "volume.zarr")
+        inputs, out = [tmp_path / "volume.zarr"], tmp_path / "zlink"
+    elif case == "model file":
+        segment(images["stack.tif"], 2).model.save(tmp_path / "out" / "stack_model.json")
+        inputs, out = [tmp_path / "stack.tif"], tmp_path / "out"
+        extra = ["--model", str(out / "stack_model.json")]
+    before = snapshot(tmp_path)
+    argv = ["segment", *map(str, inputs), "--out", str(out), "--overwrite", "-q", *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "input" in err and "nothing was written" in err and "--out" in err
+    assert len(err.strip().splitlines()) == 1
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("case", ["plain folder", "zarr it did not write", "folder for a file"])
+def test_overwrite_never_removes_a_folder_it_did_not_write(images, tmp_path, capsys, case):
+    """Item 1: --overwrite replaces only outputs the command wrote; other folders are refused."""
+    out = tmp_path / "out"
+    name, source = "volume_labels.zarr", "volume.zarr"
+    if case == "plain folder":
+        (out / name).mkdir()
+        (out / name / "notes.txt").write_text("my notes")
+    elif case == "zarr it did not write":
+        zarr.create_array(out / name, shape=(4, 30, 20), dtype="u1")[:] = 7
+    else:
+        name, source = "stack_labels.tif", "stack.tif"
+        (out / name).mkdir()
+        (out / name / "notes.txt").write_text("my notes")
+    before = snapshot(tmp_path)
+    argv = ["segment", str(tmp_path / source), "-k", "2", "--out", str(out), "--overwrite", "-q"]
+    assert main(argv) == 5
+    err = capsys.readouterr().err
+    assert name in err and "did not write" in err and "nothing was written" in err
+    assert snapshot(tmp_path) == before
+
+
+def test_overwrite_replaces_the_zarr_outputs_it_wrote(images, tmp_path):
+    out = tmp_path / "out"
+    argv = ["segment", str(tmp_path / "volume.zarr"), "--out", str(out), "-q"]
+    assert main([*argv, "-k", "3"]) == 0
+    assert main([*argv, "-k", "2", "--overwrite"]) == 0
+    np.testing.assert_array_equal(
+        read_labels(out, "volume"), segment(images["volume.zarr"], 2).labels
+    )
+    np.testing.assert_array_equal(
+        read_recolored(out, "volume"), segment(images["volume.zarr"], 2).recolored
+    )
+    assert hidden(out) == []
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_single_channel_model_on_an_rgb_image_exits_6(images, tmp_path, capsys, suffix):
+    """Item 5: a grayscale model is not applied to an RGB image as a 3-D gray volume."""
+    rgb = images["colour.png"]
+    path = tmp_path / f"rgb{suffix}"
+    if suffix == ".tif":
+        tifffile.imwrite(path, rgb, photometric="rgb")
+    else:
+        iio.imwrite(path, rgb)
+    segment(rgb[..., 0], 2).model.save(tmp_path / "gray_model.json")
+    argv = ["segment", str(path), "--model", str(tmp_path / "gray_model.json"),
+            "--out", str(tmp_path / "out"), "-q"]  # fmt: skip
+    assert main(argv) == 6
+    err = capsys.readouterr().err
+    assert "RGB" in err and "single-channel" in err
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_gray_alpha_png_clusters_the_gray_plane_and_masks_transparent_pixels(tmp_path):
+    """Item 10: grey + alpha is clustered like RGBA: alpha 0 masked, alpha kept in the output."""
+    rng = np.random.default_rng(4)
+    gray = rng.integers(0, 256, (20, 30), dtype=np.uint8)
+    alpha = np.full((20, 30), 255, np.uint8)
+    alpha[:5] = 0
+    alpha[5:8] = 100
+    iio.imwrite(tmp_path / "ga.png", np.stack([gray, alpha], axis=-1))
+    out = tmp_path / "out"
+    out.mkdir()
+    assert main(["segment", str(tmp_path / "ga.png"), "-k", "3", "--out", str(out), "-q"]) == 0
+    ref = segment(gray, 3, mask=alpha > 0)
+    labels = read_labels(out, "ga")
+    assert labels.shape == gray.shape
+    np.testing.assert_array_equal(labels, ref.labels)
+    assert (labels[:5] == 0).all() and (labels[5:] > 0).all()
+    recolored = read_recolored(out, "ga")
+    assert recolored.shape == (20, 30, 2)
+    np.testing.assert_array_equal(recolored[..., 0], ref.recolored)
+    np.testing.assert_array_equal(recolored[..., 1], alpha)
+    model = read_model(out, "ga")
+    assert model.spec.channel_axis is None
+    again = tmp_path / "again"
+    again.mkdir()
+    argv = ["segment", str(tmp_path / "ga.png"), "--model", str(out / "ga_model.json"),
+            "--out", str(again), "-q"]  # fmt: skip
+    assert main(argv) == 0
+    np.testing.assert_array_equal(read_labels(again, "ga"), ref.labels)
+
+
+def _fail_on_call(monkeypatch, module, name, n, exc):
+    """Make ``module.name`` raise ``exc`` on its n-th call (1-based), work otherwise."""
+    real, calls = getattr(module, name), []
+
+    def fake(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == n:
+            raise exc
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, fake)
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("failure", "code"), [(KeyboardInterrupt(), 130), (OSError(errno.EIO, "I/O error"), 7)]
+)
+def test_an_interrupted_overwrite_keeps_the_old_outputs_together(
+    images, tmp_path, monkeypatch, failure, code
+):
+    """Item 11: outputs of one input appear together or not at all; temporaries are removed."""
+    out = tmp_path / "out"
+    argv = ["segment", str(tmp_path / "stack.tif"), "--out", str(out), "-q"]
+    assert main([*argv, "-k", "3"]) == 0
+    before = snapshot(out)
+    _fail_on_call(monkeypatch, tifffile, "imwrite", 2, failure)  # the recoloured image
+    assert main([*argv, "-k", "2", "--overwrite"]) == code
+    assert snapshot(out) == before
+    assert hidden(out) == []
+
+
+def test_a_failure_while_moving_outputs_into_place_restores_the_old_ones(
+    images, tmp_path, monkeypatch, capsys
+):
+    out = tmp_path / "out"
+    argv = ["segment", str(tmp_path / "stack.tif"), "--out", str(out), "-q"]
+    assert main([*argv, "-k", "3"]) == 0
+    before = snapshot(out)
+    real, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append((src, dst))
+        if Path(dst) == out / "stack_recolored.tif" and len(calls) < 5:  # the new one, once
+            raise OSError(errno.EIO, "I/O error")
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    assert main([*argv, "-k", "2", "--overwrite"]) == 7
+    assert "I/O error" in capsys.readouterr().err
+    assert snapshot(out) == before
+    assert hidden(out) == []
+
+
+SIGNAL_SCRIPT = """\
+import os, signal, sys
+import tifffile
+real = tifffile.imwrite
+def imwrite(*args, **kwargs):
+    real(*args, **kwargs)
+    os.kill(os.getpid(), getattr(signal, sys.argv[1]))
+tifffile.imwrite = imwrite
+from napari_kmeans.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize(("sig", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_signal_during_writing_cleans_up(images, tmp_path, sig, code):
+    """Item 11: SIGTERM cleans up like SIGINT; no .partial or temporary files, no half outputs."""
+    done = subprocess.run(
+        [sys.executable, "-c", SIGNAL_SCRIPT, sig, "segment", "stack.tif", "colour.png", "-k", "2",
+         "--out", "out", "-q"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == code, done.stderr
+    assert "interrupted" in done.stderr and "Traceback" not in done.stderr
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.parametrize("case", ["deep JSON", "huge", "/dev/zero", "folder", "not UTF-8"])
+def test_bad_model_files_exit_4_with_one_line(images, tmp_path, capsys, case):
+    """Item 14: --model is read with a bounded reader; never exit 1, never a hang."""
+    path = tmp_path / "m.json"
+    if case == "deep JSON":
+        path.write_text("[" * 100_000 + "]" * 100_000)
+    elif case == "huge":
+        with open(path, "wb") as fh:
+            fh.truncate(60 * 1024 * 1024)  # sparse: costs no disk
+    elif case == "/dev/zero":
+        path = Path("/dev/zero")
+    elif case == "folder":
+        path.mkdir()
+    else:
+        path.write_bytes(b"\xff\xfe{}")
+    argv = ["segment", str(tmp_path / "stack.tif"), "--model", str(path),
+            "--out", str(tmp_path / "out"), "-q"]  # fmt: skip
+    assert main(argv) == 4
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "cannot use --model" in err
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_fifo_as_model_file_exits_4_without_hanging(images, tmp_path):
+    os.mkfifo(tmp_path / "m.json")
+    done = run("segment", "stack.tif", "--model", "m.json", "--out", "out", "-q", cwd=tmp_path)
+    assert done.returncode == 4
+    assert "cannot use --model" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_full_disk_is_one_line_and_the_batch_goes_on(images, tmp_path, monkeypatch, capsys):
+    """Item 15: OSError while writing: exit 7, one line, other inputs still written."""
+    real = tifffile.imwrite
+
+    def imwrite(path, *args, **kwargs):
+        if Path(path).name.startswith("stack"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(tifffile, "imwrite", imwrite)
+    out = tmp_path / "out"
+    argv = ["segment", str(tmp_path / "stack.tif"), str(tmp_path / "colour.png"), "-k", "2",
+            "--out", str(out), "-q"]  # fmt: skip
+    assert main(argv) == 7
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "stack.tif" in lines[0] and "No space left on device" in lines[0]
+    assert "Traceback" not in err
+    assert sorted(p.name for p in out.iterdir()) == [
+        "colour_labels.tif", "colour_model.json", "colour_recolored.png"
+    ]  # fmt: skip
+
+
+def test_one_dimensional_images_are_written(tmp_path):
+    """Item 15: 1-D images give 1-D outputs (tifffile cannot write them as they are)."""
+    line = np.random.default_rng(5).integers(0, 1000, 50, dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "line.tif", line)
+    out = tmp_path / "out"
+    out.mkdir()
+    assert main(["segment", str(tmp_path / "line.tif"), "-k", "3", "--out", str(out), "-q"]) == 0
+    ref = segment(line, 3)
+    np.testing.assert_array_equal(read_labels(out, "line"), ref.labels)
+    np.testing.assert_array_equal(read_recolored(out, "line"), ref.recolored)
+
+
+def test_works_without_tqdm(images, tmp_path, monkeypatch, capsys):
+    """Item 24: tqdm is optional: plain progress lines without it."""
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    argv = ["segment", str(tmp_path / "stack.tif"), str(tmp_path / "colour.png"), "-k", "2",
+            "--out", str(tmp_path / "out")]  # fmt: skip
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "stack.tif" in err and "segmented 2 of 2 image(s)" in err
+    assert len(list((tmp_path / "out").iterdir())) == 6
+
+
+@pytest.mark.parametrize(
+    ("module", "source", "extra"),
+    [("tifffile", "stack.tif", "cli"), ("imageio", "colour.png", "cli"),
+     ("zarr", "volume.zarr", "dask")],
+)  # fmt: skip
+def test_a_missing_reader_names_the_extra_to_install(
+    images, tmp_path, monkeypatch, capsys, module, source, extra
+):
+    """Item 24: a missing optional module is exit 8 with the pip command, not a traceback."""
+    monkeypatch.setitem(sys.modules, module, None)
+    argv = ["segment", str(tmp_path / source), "-k", "2", "--out", str(tmp_path / "out"), "-q"]
+    assert main(argv) == 8
+    err = capsys.readouterr().err
+    assert module in err and f'pip install "napari-kmeans[{extra}]"' in err
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_the_zarr_group_message_suggests_a_path_that_works(images, tmp_path, capsys):
+    (tmp_path / "out").mkdir(exist_ok=True)
+    argv = ["segment", str(tmp_path / _write_bad_zarr_group(tmp_path)), "-k", "1", "-q"]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 4
+    err = capsys.readouterr().err
+    suggested = re.search(r"e\.g\. (\S+?)[;.]?$", err.strip()).group(1)
+    assert suggested == str(tmp_path / "group.zarr" / "x")
+    assert main(["segment", suggested, "-k", "1", "-q", "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "group_x_labels.zarr").is_dir()
+
+
+@pytest.mark.parametrize("multiscales", ["junk", [{"datasets": []}], [{"datasets": [{}]}], [3]])
+def test_malformed_multiscale_metadata_exits_4(tmp_path, capsys, multiscales):
+    group = zarr.open_group(tmp_path / "scan.zarr", mode="w")
+    group.create_array("0", shape=(4, 4), dtype="u1")
+    group.attrs["multiscales"] = multiscales
+    (tmp_path / "out").mkdir()
+    argv = ["segment", str(tmp_path / "scan.zarr"), "-k", "2", "--out", str(tmp_path / "out")]
+    assert main([*argv, "-q"]) == 4
+    err = capsys.readouterr().err
+    assert "malformed multiscale metadata" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_zero_byte_png_gives_a_clean_message(images, tmp_path, capsys):
+    (tmp_path / "empty.png").write_bytes(b"")
+    argv = ["segment", str(tmp_path / "empty.png"), "-k", "2", "--out", str(tmp_path / "out")]
+    assert main([*argv, "-q"]) == 4
+    err = capsys.readouterr().err
+    assert "empty.png" in err and "empty (0 bytes)" in err and "`" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_an_unexpected_error_is_one_line_with_the_bug_tracker(images, tmp_path, monkeypatch,
+                                                             capsys):  # fmt: skip
+    from napari_kmeans import cli
+
+    real = cli.segment_image
+
+    def segment_image(image, *args, **kwargs):
+        if image.dtype == np.uint16:
+            raise RuntimeError("boom")
+        return real(image, *args, **kwargs)
+
+    monkeypatch.setattr(cli, "segment_image", segment_image)
+    out = tmp_path / "out"
+    argv = ["segment", str(tmp_path / "stack.tif"), str(tmp_path / "colour.png"), "-k", "2",
+            "--out", str(out), "-q"]  # fmt: skip
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "stack.tif" in err and "unexpected error RuntimeError: boom" in err
+    assert cli.BUG_TRACKER in err
+    assert len(list(out.iterdir())) == 3  # colour.png is still done
+
+
+def test_the_bug_tracker_is_the_one_in_pyproject():
+    from napari_kmeans import cli
+
+    pyproject = (DOCS.parent / "pyproject.toml").read_text()
+    assert f'"Bug Tracker" = "{cli.BUG_TRACKER}"' in pyproject
+
+
+def test_every_exit_code_is_documented_in_help_and_docs(tmp_path):
+    from napari_kmeans import cli
+
+    codes = sorted({v for k, v in vars(cli).items() if k.startswith("EXIT_")})
+    assert {7, 8, 130, 143} <= set(codes)
+    done = run("segment", "--help", cwd=tmp_path)
+    table = (DOCS / "cli.md").read_text()
+    for code in codes:
+        assert re.search(rf"^  {code}  \w", done.stdout, re.M), f"{code} not in --help"
+        assert re.search(rf"^\| {code} \| \w", table, re.M), f"{code} not in docs/cli.md"
