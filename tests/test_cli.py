@@ -631,9 +631,10 @@ def test_one_dimensional_images_are_written(tmp_path):
     np.testing.assert_array_equal(read_recolored(out, "line"), ref.recolored)
 
 
-def test_works_without_tqdm(images, tmp_path, monkeypatch, capsys):
-    """Item 24: tqdm is optional: plain progress lines without it."""
-    monkeypatch.setitem(sys.modules, "tqdm", None)
+def test_works_without_tqdm_and_dask(images, tmp_path, monkeypatch, capsys):
+    """Item 24: tqdm is optional: plain progress lines without it; TIFF and PNG need no dask."""
+    for name in ("tqdm", "dask", "dask.array", "zarr"):
+        monkeypatch.setitem(sys.modules, name, None)
     argv = ["segment", str(tmp_path / "stack.tif"), str(tmp_path / "colour.png"), "-k", "2",
             "--out", str(tmp_path / "out")]  # fmt: skip
     assert main(argv) == 0

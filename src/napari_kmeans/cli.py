@@ -47,6 +47,7 @@ EXIT_SIGTERM = 143  # terminated by SIGTERM (128 + SIGTERM)
 BUG_TRACKER = "https://github.com/napari-kmeans/napari-kmeans/issues"
 MARK = "napari_kmeans"  # attribute of the zarr outputs: --overwrite replaces only folders with it
 TRACEBACK_ENV = "NAPARI_KMEANS_TRACEBACK"  # set to 1 to print the traceback of unexpected errors
+_NO_MEMORY = "not enough memory; save it as zarr (processed block by block) or free some memory."
 
 FORMATS = {".tif": "tiff", ".tiff": "tiff", ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
 RECOLORED_EXT = {"tiff": ".tif", "png": ".png", "jpeg": ".png"}  # JPEG is lossy: write PNG
@@ -490,7 +491,9 @@ def _split_alpha(job, image, rgb, single_channel):
 @contextlib.contextmanager
 def _signals_deferred():
     """Hold Ctrl+C and SIGTERM back (they arrive just after) while outputs are moved."""
-    if threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread() or not hasattr(
+        signal, "pthread_sigmask"
+    ):  # Windows: no signal masks
         yield
         return
     held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
@@ -731,12 +734,6 @@ def _compute(job, image, rgb, alpha, k, params, model):
         return (*apply_model(model, image, rgb=rgb, mask=mask), model)
     except (ValueError, TypeError) as err:
         raise CliError(EXIT_FAILED, f"cannot segment {job.path}: {err}") from None
-    except MemoryError:
-        raise CliError(
-            EXIT_FAILED,
-            f"cannot segment {job.path}: not enough memory; save it as zarr (processed block by "
-            "block) or free some memory.",
-        ) from None
 
 
 def _write(job, labels, recolored, model, alpha):
@@ -803,7 +800,12 @@ def run_segment(args) -> int:
             try:
                 used, notes = _process(job, k, params, model)
             except Exception as exc:
-                err = exc if isinstance(exc, CliError) else _unexpected(job.path, exc)
+                if isinstance(exc, CliError):
+                    err = exc
+                elif isinstance(exc, MemoryError):
+                    err = CliError(EXIT_FAILED, f"cannot segment {job.path}: {_NO_MEMORY}")
+                else:
+                    err = _unexpected(job.path, exc)
                 if args.fit_on == "first" and model is None:
                     raise err from None  # no model to apply to the others
                 failures.append(err.code)
@@ -859,7 +861,7 @@ def main(argv=None) -> int:
         )
         return EXIT_SIGTERM if term else EXIT_SIGINT
     except Exception as err:
-        print(f"napari-kmeans: error: {_unexpected('napari-kmeans', err)}", file=sys.stderr)
+        print(f"napari-kmeans: error: {_unexpected('the run', err)}", file=sys.stderr)
         return EXIT_INTERNAL
 
 
