@@ -156,3 +156,120 @@ def test_split_keeps_labels_painted_beyond_k_apart():
     _, labels = split(r.model, image, painted, 1, 2)
     # cluster 1 became 1 and 2, cluster 2 became 3; the painted 5 moves up by one with them
     assert labels.tolist() == [1, 1, 2, 2, 3, 6]
+
+
+# -- label values far beyond k (issue 8, item 17) -------------------------------------------------
+
+
+def _peak_bytes(fn, *args, **kwargs):
+    """Peak memory numpy allocates while ``fn`` runs (numpy reports to tracemalloc)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        out = fn(*args, **kwargs)
+        return out, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.fixture
+def huge_ids():
+    """Four gray values in 3 clusters, with instance ids of another tool painted in."""
+    image = np.array([[0, 10, 100], [110, 250, 250]], np.uint8)
+    r = segment(image, 3)  # [[1, 1, 2], [2, 3, 3]]
+    painted = r.labels.astype(np.int64)
+    painted[1, 2] = 10**9
+    painted[0, 1] = 2**31 - 1
+    return image, r, painted
+
+
+def test_merge_with_huge_label_values_works_through_the_distinct_values(huge_ids):
+    _, r, painted = huge_ids
+    (model, labels), peak = _peak_bytes(merge, r.model, painted, [2, 3])
+    assert peak < 10 * 2**20  # a table by label value would need gigabytes
+    # clusters 2 and 3 become 2; painted labels beyond k move down by one, as small ones do
+    assert labels.tolist() == [[1, 2**31 - 2, 2], [2, 2, 10**9 - 1]]
+    assert labels.dtype == np.uint32 and model.n_clusters == 2
+
+
+def test_split_with_huge_label_values(huge_ids):
+    image, r, painted = huge_ids
+    (_, labels), peak = _peak_bytes(split, r.model, image, painted, 2, 2)
+    assert peak < 10 * 2**20
+    assert labels.tolist() == [[1, 2**31, 2], [3, 4, 10**9 + 1]]
+
+
+def test_recount_and_label_stats_with_huge_label_values(huge_ids):
+    image, r, painted = huge_ids
+    new, peak = _peak_bytes(recount, image, painted, r.model)
+    assert peak < 10 * 2**20
+    np.testing.assert_allclose(new.colors.ravel(), [0.0, 105.0, 250.0])
+    (ids, colors, counts), peak = _peak_bytes(label_stats, image, painted, r.model, sparse=True)
+    assert peak < 10 * 2**20
+    assert ids.tolist() == [1, 2, 3, 10**9, 2**31 - 1]
+    assert counts.tolist() == [1, 2, 1, 1, 1]
+    np.testing.assert_allclose(colors.ravel(), [0.0, 105.0, 250.0, 250.0, 10.0])
+    with pytest.raises(ValueError, match=r"up to 2147483647.*sparse=True.*relabel_sequential"):
+        label_stats(image, painted, r.model)
+
+
+def test_sparse_label_stats_match_the_dense_table(rgb_image):
+    r = segment(rgb_image, 4)
+    painted = r.labels.astype(np.uint16)
+    painted[:3, :3] = 9
+    painted[5, 5] = 0
+    dense_colors, dense_counts = label_stats(rgb_image, painted, r.model)
+    ids, colors, counts = label_stats(rgb_image, painted, r.model, sparse=True)
+    assert ids.tolist() == [1, 2, 3, 4, 9]
+    np.testing.assert_allclose(colors, dense_colors[ids - 1])
+    np.testing.assert_array_equal(counts, dense_counts[ids - 1])
+    assert dense_counts[4:8].tolist() == [0, 0, 0, 0]
+
+
+@pytest.mark.parametrize(
+    ("labels", "error", "match"),
+    [
+        (
+            np.array([[1.0, 2.0, 2.0], [3.0, 3.0, 1.0]]),
+            TypeError,
+            r"labels must be integers, "
+            r"got dtype float64.*astype",
+        ),
+        (
+            np.array([[1, -2, 2], [3, 3, 1]]),
+            ValueError,
+            r"labels must be 0 or positive, found "
+            r"-2.*negative",
+        ),
+    ],
+)
+def test_edits_refuse_float_and_negative_labels(labels, error, match):
+    image = np.array([[0, 10, 100], [110, 250, 250]], np.uint8)
+    model = segment(image, 3).model
+    with pytest.raises(error, match=match):
+        merge(model, labels, [1, 2])
+    with pytest.raises(error, match=match):
+        recount(image, labels, model)
+    with pytest.raises(error, match=match):
+        label_stats(image, labels, model)
+    with pytest.raises(error, match=match):
+        split(model, image, labels, 1)
+
+
+@pytest.mark.parametrize(
+    ("targets", "match"),
+    [
+        ([1.5, 2], r"clusters to merge must be integers, got 1\.5"),
+        ("12", r"clusters to merge must be a list of integers, got '12'"),
+        ([True, 2], r"clusters to merge must be integers, got True"),
+        ([None, 2], r"clusters to merge must be integers, got None"),
+    ],
+)
+def test_merge_refuses_targets_that_are_not_integers(rgb_image, targets, match):
+    """int(1.5) used to merge cluster 1, and "12" clusters 1 and 2."""
+    r = segment(rgb_image, 4)
+    with pytest.raises(TypeError, match=match):
+        merge(r.model, r.labels, targets)
+    model, _ = merge(r.model, r.labels, [np.int64(1), 2])
+    assert model.n_clusters == 3

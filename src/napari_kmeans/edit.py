@@ -9,51 +9,121 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from numbers import Integral
 
 import numpy as np
 
 from . import features as ft
 from .model import KMeansModel, label_dtype
 
+DENSE_MAX = 1 << 20  # label values up to this are handled with a table indexed by value
 
-def label_stats(image, labels, model: KMeansModel):
-    """Pixel count and mean source colour of every label 1..n.
+
+def _check_label_array(labels, name="labels") -> np.ndarray:
+    """``labels`` as an integer array of values >= 0, or a TypeError/ValueError with the fix."""
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "biu":
+        raise TypeError(
+            f"{name} must be integers, got dtype {labels.dtype}; convert them first, e.g. "
+            f"np.rint({name}).astype(np.int64)."
+        )
+    if labels.dtype.kind == "b":
+        return labels.view(np.uint8)
+    if labels.dtype.kind == "i" and labels.size and labels.min() < 0:
+        raise ValueError(
+            f"{name} must be 0 or positive, found {int(labels.min())}; negative values are not "
+            f"labels (0 is background): set them to 0 first, e.g. np.where({name} < 0, 0, {name})."
+        )
+    return labels
+
+
+def _group(flat):
+    """``(ids, inverse)``: label values (sorted) and the index of each pixel's value in them.
+
+    Small values are their own index (a table by value); beyond ``DENSE_MAX`` (instance ids of
+    another tool, say) the distinct values are found by sorting, so that memory follows the
+    number of pixels, not the largest value.
+    """
+    top = int(flat.max(initial=0))
+    if top <= DENSE_MAX:
+        return np.arange(top + 1), flat.astype(np.intp, copy=False)
+    ids, inverse = np.unique(flat, return_inverse=True)
+    return ids.astype(np.int64), inverse.reshape(-1)
+
+
+def _remap(labels, new_value_of):
+    """``labels`` with every value v replaced by ``new_value_of(values)``, value by value."""
+    ids, inverse = _group(labels.reshape(-1))
+    return new_value_of(ids)[inverse].reshape(labels.shape)
+
+
+def label_stats(image, labels, model: KMeansModel, *, sparse=False):
+    """Pixel count and mean source colour of every label.
 
     Parameters
     ----------
     image : ndarray
         The source image (same channel layout as the model).
     labels : ndarray of int
-        Labels with the image's spatial shape (possibly painted by hand).
+        Labels (values >= 0) with the image's spatial shape (possibly painted by hand).
     model : KMeansModel
+    sparse : bool, optional
+        False: one row for every label value 1..n, ``n = max(labels.max(), model.n_clusters)``
+        (at most ``DENSE_MAX``). True: one row for each of 1..k and each other label value
+        present, whatever their size (instance ids of another tool), with the ids returned first.
 
     Returns
     -------
+    ids : (n,) ndarray of int64
+        Only when ``sparse``: the label value of each row, ascending.
     colors : (n, n_channels) ndarray of float64
         Mean value (input units) of the valid source pixels with each label; the model's colour
-        for labels without valid pixels. ``n = max(labels.max(), model.n_clusters)``.
+        for labels 1..k without valid pixels, 0 for others.
     counts : (n,) ndarray of int64
         Pixels carrying each label.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For labels that are not integers, negative labels, or of the wrong shape; without
+        ``sparse``, for label values above ``DENSE_MAX``.
     """
     image = ft.as_image(image)
     spec = model.check_image(image)
     prep = ft.prepare(image, spec, None)
-    flat = np.asarray(labels).reshape(-1)
+    labels = _check_label_array(labels)
+    flat = labels.reshape(-1)
     if flat.shape[0] != prep.pixels.shape[0]:
         raise ValueError(
             f"labels of shape {np.shape(labels)} do not match the image's pixels "
             f"{prep.spatial_shape}."
         )
-    n = max(int(flat.max(initial=0)), model.n_clusters)
-    counts = np.bincount(flat, minlength=n + 1)[1:].astype(np.int64)
-    ok = flat if prep.valid is None else np.where(prep.valid, flat, 0)
-    mass = np.bincount(ok, minlength=n + 1)[1:]
-    sums = [np.bincount(ok, weights=ch, minlength=n + 1)[1:] for ch in prep.pixels.T]
-    colors = np.zeros((n, spec.n_channels))
-    colors[: model.n_clusters] = model.colors
-    filled = mass > 0
-    colors[filled] = np.stack(sums, axis=1)[filled] / mass[filled, None]
-    return colors, counts
+    k = model.n_clusters
+    top = int(flat.max(initial=0))
+    if not sparse and top > DENSE_MAX:
+        raise ValueError(
+            f"labels hold values up to {top} (instance ids?); a table with a row for every value "
+            f"up to it would be huge: use label_stats(..., sparse=True), which gives the values "
+            "present, or renumber the labels (skimage.segmentation.relabel_sequential)."
+        )
+    ids, inverse = _group(flat)
+    counts = np.bincount(inverse, minlength=ids.size)
+    sel = inverse if prep.valid is None else inverse[prep.valid]
+    pixels = prep.pixels if prep.valid is None else prep.pixels[prep.valid]
+    mass = np.bincount(sel, minlength=ids.size)
+    sums = np.stack([np.bincount(sel, weights=ch, minlength=ids.size) for ch in pixels.T], 1)
+    if sparse:
+        want = np.union1d(np.arange(1, k + 1), ids[(ids > 0) & (counts > 0)])
+    else:
+        want = np.arange(1, max(top, k) + 1)
+    pos = np.minimum(np.searchsorted(ids, want), ids.size - 1)
+    found = ids[pos] == want
+    colors = np.zeros((want.size, spec.n_channels))
+    colors[want <= k] = model.colors[want[want <= k] - 1]
+    filled = found & (mass[pos] > 0)
+    colors[filled] = sums[pos[filled]] / mass[pos[filled], None]
+    counts = np.where(found, counts[pos], 0).astype(np.int64)
+    return (want.astype(np.int64), colors, counts) if sparse else (colors, counts)
 
 
 def recount(image, labels, model: KMeansModel) -> KMeansModel:
@@ -62,15 +132,22 @@ def recount(image, labels, model: KMeansModel) -> KMeansModel:
     Use after painting: the recoloured image, the colormap and the features table follow the
     colours. Labels painted beyond ``model.n_clusters`` have no centre and are not added.
     """
-    colors, _ = label_stats(image, labels, model)
+    _, colors, _ = label_stats(image, labels, model, sparse=True)
     return dataclasses.replace(model, colors=colors[: model.n_clusters])
 
 
 def _check_labels(values, k, what):
-    try:
-        out = sorted({int(v) for v in values})
-    except (TypeError, ValueError):
-        raise TypeError(f"{what} must be integers, got {values!r}.") from None
+    if isinstance(values, str | bytes) or not np.iterable(values):
+        raise TypeError(f"{what} must be a list of integers, got {values!r}.")
+    out = set()
+    for v in values:
+        if isinstance(v, bool | np.bool_) or not isinstance(v, Integral):
+            raise TypeError(
+                f"{what} must be integers, got {v!r} ({type(v).__name__}) in {values!r}; "
+                "give label values such as [2, 3]."
+            )
+        out.add(int(v))
+    out = sorted(out)
     bad = [v for v in out if not 1 <= v <= k]
     if bad:
         raise ValueError(f"{what} {bad} are not cluster labels; this model has labels 1..{k}.")
@@ -93,12 +170,17 @@ def _relabel(model: KMeansModel, labels, mapping, colors):
         parent=model.parents,
     )
     labels = np.asarray(labels)
-    top = int(labels.max(initial=0))
-    # Labels painted beyond the old clusters (no centre) follow the new last cluster in order.
-    lut = np.arange(max(top, mapping.size - 1) + 1) - (mapping.size - 1 - k)
-    lut[: mapping.size] = full
-    out = lut[labels].astype(label_dtype(max(k, int(lut[-1]))))
-    return new_model, out
+    shift = mapping.size - 1 - k
+
+    def new_value_of(values):
+        # Labels painted beyond the old clusters (no centre) follow the new last cluster.
+        out = values.astype(np.int64) - shift
+        old = values < mapping.size
+        out[old] = full[values[old]]
+        return out
+
+    top = int(new_value_of(np.array([labels.max(initial=0)]))[0])
+    return new_model, _remap(labels, new_value_of).astype(label_dtype(max(k, top)))
 
 
 def merge(model: KMeansModel, labels, targets):
@@ -122,7 +204,9 @@ def merge(model: KMeansModel, labels, targets):
     targets = _check_labels(targets, k, "clusters to merge")
     if len(targets) < 2:
         raise ValueError(f"merging needs at least two different clusters, got {targets}.")
-    counts = np.bincount(np.asarray(labels).reshape(-1), minlength=k + 1)[1 : k + 1]
+    labels = _check_label_array(labels)
+    flat = labels.reshape(-1)
+    counts = np.bincount(flat[flat <= k].astype(np.intp), minlength=k + 1)[1 : k + 1]
     w = counts[np.array(targets) - 1].astype(np.float64)
     w = w if w.sum() > 0 else np.ones_like(w)
     merged = (model.colors[np.array(targets) - 1] * w[:, None]).sum(0) / w.sum()
@@ -163,7 +247,7 @@ def split(model: KMeansModel, image, labels, target, n=2, *, seed=0, n_init=4):
     (target,) = _check_labels([target], k, "cluster to split")
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 2:
         raise ValueError(f"a cluster is split into at least 2 sub-clusters, got n={n!r}.")
-    labels = np.asarray(labels)
+    labels = _check_label_array(labels)
     inside = labels == target
     if not inside.any():
         raise ValueError(f"cluster {target} has no pixels to split.")
