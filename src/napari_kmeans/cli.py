@@ -91,7 +91,7 @@ exit codes:
   130  interrupted by Ctrl+C (SIGINT): the image in progress gets no outputs
   143  terminated by SIGTERM: as for 130
   With several inputs, one that fails is reported on one line and the others are still
-  processed; the exit code is then the first of 1, 7, 4, 6 that occurred.
+  processed; the exit code is then the most serious, in the order 1, 7, 4, 6.
 
 examples:
   napari-kmeans segment cells.tif -k 3 --out results
