@@ -46,10 +46,10 @@ def held_fit(monkeypatch):
     started = threading.Event()
 
     def holding(real):
-        def held(*args):
+        def held(*args, **kwargs):
             started.set()
             release.wait(30)
-            return real(*args)
+            return real(*args, **kwargs)
 
         return held
 
@@ -67,5 +67,19 @@ def run_and_wait(qtbot):
     def go(widget, timeout=30_000):
         widget.controls.run.native.click()
         qtbot.waitUntil(lambda: widget.worker is None, timeout=timeout)
+
+    return go
+
+
+@pytest.fixture
+def click(request, qtbot):
+    """Click a magicgui button, then wait until the worker it may have started (a run, an
+    edit) has finished, on the test's widget when it has one."""
+    host = request.getfixturevalue("widget") if "widget" in request.fixturenames else None
+
+    def go(button, timeout=30_000):
+        button.native.click()
+        if host is not None:
+            qtbot.waitUntil(lambda: host.worker is None, timeout=timeout)
 
     return go

@@ -70,15 +70,11 @@ def assert_same_state(a, b):
     np.testing.assert_array_equal(a[4], b[4])
 
 
-def click(button):
-    button.native.click()
-
-
 def errors(notes):
     return [message for message, severity in notes if severity == "error"]
 
 
-def test_update_after_painting(viewer, widget, run_and_wait, patches):
+def test_update_after_painting(click, viewer, widget, run_and_wait, patches):
     _, labels, recolored = segmented(viewer, widget, run_and_wait, patches, 4, rgb=True)
     before = state(labels, recolored)
     data = labels.data.copy()
@@ -115,7 +111,7 @@ def test_update_after_painting(viewer, widget, run_and_wait, patches):
     np.testing.assert_array_equal(labels.data, data)
 
 
-def test_merge_split_and_undo(viewer, widget, run_and_wait, patches):
+def test_merge_split_and_undo(click, viewer, widget, run_and_wait, patches):
     source, labels, recolored = segmented(viewer, widget, run_and_wait, patches, 4, rgb=True)
     original = state(labels, recolored)
     first = segment(patches, 4)
@@ -158,7 +154,7 @@ def test_merge_split_and_undo(viewer, widget, run_and_wait, patches):
     assert not edit.controls.undo.enabled
 
 
-def test_edit_errors_change_nothing(viewer, widget, run_and_wait, patches, notes):
+def test_edit_errors_change_nothing(click, viewer, widget, run_and_wait, patches, notes):
     _, labels, recolored = segmented(viewer, widget, run_and_wait, patches, 4, rgb=True)
     labels.paint((0, 0), 7)  # a label beyond k
     before = state(labels, recolored)
@@ -180,7 +176,7 @@ def test_edit_errors_change_nothing(viewer, widget, run_and_wait, patches, notes
 
 
 @pytest.mark.parametrize("three_d", [False, True])
-def test_instances_match_skimage(viewer, widget, run_and_wait, three_d):
+def test_instances_match_skimage(click, viewer, widget, run_and_wait, three_d):
     rng = np.random.default_rng(1)
     shape = (6, 24, 24) if three_d else (40, 40)
     image = (rng.random(shape) > 0.7).astype(np.uint8) * 200 + 20
@@ -211,7 +207,7 @@ def test_instances_match_skimage(viewer, widget, run_and_wait, three_d):
     np.testing.assert_array_equal(np.unique(layer.features["cluster"]), [1, 2])
 
 
-def test_csv_and_mask_exports(viewer, widget, run_and_wait, patches, tmp_path):
+def test_csv_and_mask_exports(click, viewer, widget, run_and_wait, patches, tmp_path):
     _, labels, _ = segmented(
         viewer, widget, run_and_wait, patches, 4, rgb=True, scale=(2, 3), translate=(5, 7)
     )
@@ -236,7 +232,7 @@ def wait_idle(qtbot, widget):
     qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
 
 
-def test_apply_model_to_shuffled_copy(viewer, widget, run_and_wait, patches, qtbot):
+def test_apply_model_to_shuffled_copy(click, viewer, widget, run_and_wait, patches, qtbot):
     _, labels, _ = segmented(viewer, widget, run_and_wait, patches, 4, rgb=True)
     order = np.random.default_rng(2).permutation(patches.shape[0] * patches.shape[1])
     shuffled = patches.reshape(-1, 3)[order].reshape(patches.shape)
@@ -253,7 +249,9 @@ def test_apply_model_to_shuffled_copy(viewer, widget, run_and_wait, patches, qtb
     assert widget.controls.result.value.startswith("Applied the model of layer")
 
 
-def test_save_and_load_model_round_trip(viewer, widget, run_and_wait, patches, qtbot, tmp_path):
+def test_save_and_load_model_round_trip(
+    click, viewer, widget, run_and_wait, patches, qtbot, tmp_path
+):
     _, labels, _ = segmented(viewer, widget, run_and_wait, patches, 4, rgb=True)
     widget.edit.controls.clusters.value = "1, 2"
     click(widget.edit.controls.merge)  # save an edited model
@@ -318,7 +316,7 @@ def test_fit_on_current_frame_labels_every_frame(viewer, widget, run_and_wait):
     np.testing.assert_allclose(stored_model(labels).centers, model.centers)
 
 
-def test_suggest_k_plot_and_pick(viewer, widget, qtbot):
+def test_suggest_k_plot_and_pick(click, viewer, widget, qtbot):
     image = np.repeat(np.array([0, 10, 100, 110, 200, 210], dtype=np.uint8), 10).reshape(6, 10)
     widget.controls.image.value = viewer.add_image(image, name="steps")
     panel = widget.suggest
@@ -348,7 +346,7 @@ def test_suggest_k_plot_and_pick(viewer, widget, qtbot):
     assert widget.controls.n_clusters.value == 4
 
 
-def test_edits_of_a_slice_result_with_extra_channels(viewer, widget, run_and_wait):
+def test_edits_of_a_slice_result_with_extra_channels(click, viewer, widget, run_and_wait):
     rng = np.random.default_rng(4)
     a = rng.integers(0, 4000, (3, 16, 18), dtype=np.uint16)
     b = rng.integers(0, 4000, (3, 16, 18), dtype=np.uint16)
@@ -386,3 +384,235 @@ def test_edits_of_a_slice_result_with_extra_channels(viewer, widget, run_and_wai
     source.name = "renamed"  # the widget remembers its source: edits keep working
     click(widget.edit.controls.undo)
     np.testing.assert_array_equal(labels.data, data)
+
+
+# -- hardening (issue 8): every promise kept, every failure said plainly ----------------------
+
+
+def test_save_and_load_buttons_open_their_dialogs(
+    viewer, widget, run_and_wait, patches, click, tmp_path, monkeypatch
+):
+    """Item 20: a click used to pass False as the path, so no dialog ever opened."""
+    from qtpy.QtWidgets import QFileDialog
+
+    _, labels, _ = segmented(viewer, widget, run_and_wait, patches, 4, rgb=True)
+    model_path, table_path = tmp_path / "model.json", tmp_path / "table.csv"
+    asked = []
+
+    def save_dialog(parent, title, default, kinds):
+        asked.append(title)
+        return (str(model_path if "json" in kinds else table_path), kinds)
+
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(save_dialog))
+    monkeypatch.setattr(
+        QFileDialog, "getOpenFileName", staticmethod(lambda *a: (str(model_path), ""))
+    )
+    click(widget.edit.controls.save_model)
+    assert asked == ["Save the model"]
+    assert KMeansModel.load(model_path).to_dict() == labels.metadata["kmeans"]["model"]
+    click(widget.edit.controls.csv)
+    with open(table_path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["label"]) for r in rows] == [1, 2, 3, 4]
+    labels.metadata = {**labels.metadata, "probe": 1}
+    click(widget.edit.controls.load_model)  # applied to the image: its outputs are updated
+    assert labels.metadata["kmeans"]["model_from"] == "file 'model.json'"
+    np.testing.assert_array_equal(labels.data, segment(patches, 4).labels)
+
+
+def test_file_errors_are_reported_not_raised(
+    viewer, widget, run_and_wait, patches, notes, tmp_path
+):
+    """Item 14: OSError, huge or endless files and deep JSON give 'Not done', never a crash."""
+    import os
+
+    _, labels, recolored = segmented(viewer, widget, run_and_wait, patches, 3, rgb=True)
+    before = state(labels, recolored)
+    edit = widget.edit
+    assert edit.save_model(tmp_path / "missing" / "model.json") is None
+    assert "could not write" in edit.status.value and "missing" in edit.status.value
+    assert edit.export_csv(tmp_path) is None  # a folder, not a file
+    assert edit.status.value.startswith("Not done: could not write")
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    for path, message in [
+        (deep, "nested too deeply"),
+        (fifo, "not a regular file"),
+        (tmp_path / "absent.json", "cannot read model file"),
+    ]:
+        assert not edit.load_model(path)
+        assert message in edit.status.value, edit.status.value
+    assert not edit.load_model("/dev/zero")  # read with a bound, not forever
+    assert "not a regular file" in edit.status.value
+    assert widget.worker is None
+    assert_same_state(before, state(labels, recolored))
+
+
+def test_undo_never_discards_later_painting_or_a_rerun(
+    viewer, widget, run_and_wait, patches, click, notes
+):
+    """Item 2: Undo restored the snapshot from before the edit, over later strokes."""
+    _, labels, recolored = segmented(viewer, widget, run_and_wait, patches, 4, rgb=True)
+    edit = widget.edit
+    edit.controls.clusters.value = "2, 3"
+    click(edit.controls.merge)
+    merged = labels.data.copy()
+    labels.paint((1, 1), 3)  # a correction after the merge
+    painted = labels.data.copy()
+    assert (painted != merged).any()
+    click(edit.controls.undo)
+    assert "painted (or changed) after the last edit" in errors(notes)[-1]
+    np.testing.assert_array_equal(labels.data, painted)  # the stroke is kept
+    labels.undo()  # napari's own undo still has the stroke
+    np.testing.assert_array_equal(labels.data, merged)
+    click(edit.controls.undo)  # now the labels are as the merge left them: undo works
+    assert edit.status.value.startswith("undid the last edit"), edit.status.value
+    assert len(np.unique(labels.data)) == 4
+
+    click(edit.controls.update)  # an edit, then a re-run in place with another k
+    widget.controls.n_clusters.value = 3
+    run_and_wait(widget)
+    assert viewer.layers["img k-means labels"] is labels  # updated in place
+    rerun = state(labels, recolored)
+    click(edit.controls.undo)
+    assert "re-run since the last edit" in errors(notes)[-1]
+    assert_same_state(rerun, state(labels, recolored))
+
+
+def test_edits_refuse_another_image_with_the_source_name(
+    viewer, widget, run_and_wait, patches, click, notes
+):
+    """Item 9: a different image given the removed source's name was used for the colours."""
+    source, labels, recolored = segmented(viewer, widget, run_and_wait, patches, 4, rgb=True)
+    before = state(labels, recolored)
+    viewer.layers.remove(source)
+    viewer.add_image(255 - patches, name="img", rgb=True)  # another image, the same name
+    widget.edit.controls.labels.value = labels
+    widget.edit.controls.clusters.value = "1, 2"
+    click(widget.edit.controls.merge)
+    assert "is not the image 'img k-means labels' was made from" in errors(notes)[-1]
+    assert_same_state(before, state(labels, recolored))
+    viewer.layers.remove("img")
+    viewer.add_image(patches.copy(), name="img", rgb=True)  # the same pixels again: accepted
+    click(widget.edit.controls.merge)
+    assert widget.edit.status.value.startswith("merged clusters [1, 2]")
+
+
+def test_a_typo_range_of_clusters_is_refused_at_once(
+    viewer, widget, run_and_wait, patches, click, notes
+):
+    """Item 16: '1-10000000' froze the GUI and built an 80 MB message."""
+    _, labels, recolored = segmented(viewer, widget, run_and_wait, patches, 4, rgb=True)
+    before = state(labels, recolored)
+    widget.edit.controls.clusters.value = "1-10000000"
+    click(widget.edit.controls.merge)
+    message = errors(notes)[-1]
+    assert "10000000 is above the highest label, 4" in message and len(message) < 200
+    widget.edit.controls.clusters.value = "x" * 10_000
+    click(widget.edit.controls.merge)
+    assert len(errors(notes)[-1]) < 300
+    assert_same_state(before, state(labels, recolored))
+
+
+def test_edits_run_in_a_worker_and_cancel_changes_nothing(
+    viewer, widget, run_and_wait, patches, qtbot, monkeypatch
+):
+    """Item 21: Split, Merge, Update and Instances ran on the GUI thread and froze napari."""
+    import threading
+
+    from napari_kmeans._napari import editing
+
+    _, labels, recolored = segmented(viewer, widget, run_and_wait, patches, 4, rgb=True)
+    before = state(labels, recolored)
+    release, threads = threading.Event(), []
+    real = editing._compute
+
+    def held(job, progress=None):
+        threads.append(threading.current_thread())
+        while not release.wait(0.01):
+            progress(0.5, "held")  # raises once the edit is cancelled
+        return real(job, progress)
+
+    monkeypatch.setattr(editing, "_compute", held)
+    widget.edit.controls.clusters.value = "3"
+    widget.edit.controls.split.native.click()
+    qtbot.waitUntil(lambda: bool(threads), timeout=10_000)
+    assert threads[0] is not threading.main_thread()  # computed off the GUI thread
+    assert widget.worker is not None and widget.controls.cancel.enabled
+    widget.controls.cancel.native.click()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=10_000)
+    qtbot.waitUntil(lambda: not threads[0].is_alive(), timeout=10_000)  # the edit itself stops
+    assert_same_state(before, state(labels, recolored))
+    assert not widget.edit.controls.undo.enabled
+    assert "Cancelled" in widget.edit.status.value
+
+    release.set()
+    widget.edit.controls.split.native.click()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
+    assert stored_model(labels).n_clusters == 5 and widget.edit.controls.undo.enabled
+
+
+def test_suggest_k_on_a_lazy_layer_reads_a_subsample(viewer, widget, qtbot, monkeypatch):
+    """Item 12: Suggest k read a whole dask array into memory."""
+    import dask.array as da
+
+    from napari_kmeans._napari import suggest_k
+
+    seen = []
+    real = suggest_k._curve
+
+    def recording(full, params, k_max, progress=None):
+        seen.append(full.spatial_shape)
+        return real(full, params, k_max, progress)
+
+    monkeypatch.setattr(suggest_k, "_curve", recording)
+    big = da.random.default_rng(0).integers(0, 200, (4, 2048, 2048), chunks=(1, 512, 512))
+    widget.controls.image.value = viewer.add_image(big.astype(np.uint8), name="big")
+    panel = widget.suggest
+    panel.k_max.value = 4
+    panel.suggest.native.click()
+    qtbot.waitUntil(lambda: panel.worker is None, timeout=60_000)
+    assert len(seen) == 1 and np.prod(seen[0]) <= suggest_k.CURVE_PIXELS
+    np.testing.assert_array_equal(panel.plot.curve.get_xdata(), [2, 3, 4])
+
+
+def test_suggest_k_cancel_and_close(make_napari_viewer, qtbot, monkeypatch):
+    """Items 12 and 19: Suggest k had no Cancel, and closing the viewer raised."""
+    import threading
+
+    from napari_kmeans._napari import suggest_k
+
+    release, threads = threading.Event(), []
+    real = suggest_k._curve
+
+    def held(full, params, k_max, progress=None):
+        threads.append(threading.current_thread())
+        while not release.wait(0.01):
+            progress(0.5, "held")
+        return real(full, params, k_max, progress)
+
+    monkeypatch.setattr(suggest_k, "_curve", held)
+
+    def start():
+        viewer = make_napari_viewer()
+        _, widget = viewer.window.add_plugin_dock_widget("napari-kmeans", "K-means segmentation")
+        image = np.repeat(np.arange(6, dtype=np.uint8) * 40, 10).reshape(6, 10)
+        widget.controls.image.value = viewer.add_image(image, name="steps")
+        n = len(threads)
+        widget.suggest.suggest.native.click()
+        qtbot.waitUntil(lambda: len(threads) > n, timeout=10_000)
+        assert widget.suggest.cancel.enabled
+        return viewer, widget, widget.suggest
+
+    _, widget, panel = start()
+    panel.cancel.native.click()
+    qtbot.waitUntil(lambda: panel.worker is None, timeout=10_000)
+    qtbot.waitUntil(lambda: not threads[-1].is_alive(), timeout=10_000)  # the curve stops too
+    assert panel.status.value.startswith("Cancelled") and not panel.plot.isVisible()
+    assert widget.controls.n_clusters.value == 5  # k unchanged
+
+    viewer, _, _ = start()
+    viewer.close()  # used to raise "wrapped C/C++ object has been deleted"
+    qtbot.waitUntil(lambda: not threads[-1].is_alive(), timeout=10_000)

@@ -9,7 +9,7 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from napari_kmeans import segment
+from napari_kmeans import KMeansModel, segment
 from napari_kmeans._napari import form, inputs, into_memory, lazy_outputs, runner
 from napari_kmeans.segment import fit
 
@@ -204,6 +204,7 @@ def test_compute_into_memory_multiscale_then_edit(viewer, widget, run_and_wait, 
 
     widget.edit.controls.clusters.value = "1, 2"  # now edits work
     widget.edit.controls.merge.native.click()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
     assert widget.edit.status.value.startswith("merged clusters [1, 2]: 2 clusters")
     assert set(np.unique(new_labels.data)) == {1, 2}
 
@@ -364,3 +365,24 @@ def test_cancel_compute_into_memory_changes_nothing(
     assert outputs(viewer, "vol") == (labels, recolored)
     assert labels.metadata["kmeans"]["mode"] == "lazy"
     assert widget.controls.result.value.startswith("Cancelled")
+
+
+def test_shapes_mask_of_a_multiscale_image_stays_lazy(viewer, widget, run_and_wait, pyramid):
+    """Issue 8 item 21: a Shapes mask was rasterised at full resolution on the GUI thread."""
+    from skimage.draw import polygon2mask
+
+    source = viewer.add_image(pyramid, name="pyr", rgb=True, multiscale=True)
+    rect = np.array([[4, 6], [4, 40], [30, 40], [30, 6]], float)
+    shapes = viewer.add_shapes([rect], shape_type="rectangle", name="roi")
+    lazy_mask = inputs.mask_array(viewer, shapes, source, (40, 48), lazy=True)
+    assert isinstance(lazy_mask, da.Array)  # nothing rasterised yet
+    np.testing.assert_array_equal(lazy_mask.compute(), polygon2mask((40, 48), rect))
+    choose(widget, source, k=3)
+    widget.controls.mask.value = shapes
+    run_and_wait(widget)
+    labels, _ = outputs(viewer, "pyr")
+    full = np.asarray(labels.data[0])
+    inside = polygon2mask((40, 48), rect)
+    assert (full[~inside] == 0).all() and (full[inside] > 0).all()
+    model = KMeansModel.from_dict(labels.metadata["kmeans"]["model"])
+    np.testing.assert_array_equal(full, model.predict(pyramid[0], mask=inside))

@@ -412,3 +412,96 @@ def test_viewer_closed_during_run(make_napari_viewer, held_fit, qtbot):
     viewer.close()  # napari cancels running tasks; the run is dropped without an error
     qtbot.waitUntil(lambda: bool(finished), timeout=5000)
     assert worker.abort_requested
+
+
+# -- hardening (issue 8) ------------------------------------------------------------------------
+
+
+def test_a_renamed_result_is_kept_by_a_rerun(viewer, widget, run_and_wait, notes):
+    """Item 3: only a hash of the values decided 'unedited'; a renamed result was overwritten."""
+    image = np.random.default_rng(4).integers(0, 256, (25, 30), dtype=np.uint8)
+    choose(widget, viewer.add_image(image, name="img"), k=3)
+    run_and_wait(widget)
+    labels, _ = outputs(viewer, "img")
+    labels.name = "nuclei k=3 (keep)"
+    kept = labels.data.copy()
+    widget.controls.n_clusters.value = 4
+    run_and_wait(widget)
+    assert labels.name == "nuclei k=3 (keep)" and labels in viewer.layers
+    np.testing.assert_array_equal(labels.data, kept)
+    assert labels.metadata["kmeans"]["n_clusters"] == 3
+    new_labels, _ = outputs(viewer, "img")
+    assert new_labels is not labels
+    np.testing.assert_array_equal(new_labels.data, segment(image, 4).labels)
+    assert "kept them and added new layers" in widget.controls.result.value
+
+
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [
+        (IndexError("index 9 is out of bounds"), "unexpected error (IndexError: index 9"),
+        (MemoryError(), "not enough memory"),
+        (OSError(5, "Input/output error"), "could not be read"),
+    ],
+)
+def test_every_failure_in_a_run_is_reported(
+    viewer, widget, run_and_wait, monkeypatch, notes, error, said
+):
+    """Item 13: only ValueError/TypeError were caught; others left 'Running…' and a traceback."""
+    from napari_kmeans._napari import runner
+
+    def failing(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(runner, "fit_planes", failing)
+    source = viewer.add_image(np.arange(400, dtype=np.uint16).reshape(20, 20), name="img")
+    choose(widget, source)
+    names = [layer.name for layer in viewer.layers]
+    run_and_wait(widget)
+    result = widget.controls.result.value
+    assert result.startswith("Not run: ") and said in result
+    assert any(said in message for message, severity in notes if severity == "error")
+    if isinstance(error, IndexError):
+        assert runner.BUG_URL in result
+    assert [layer.name for layer in viewer.layers] == names
+    assert widget.controls.run.enabled and not widget.controls.cancel.enabled
+
+
+def test_cancel_stops_the_fit_itself(viewer, widget, qtbot, monkeypatch):
+    """Item 19: Cancel stopped the worker, but the fit kept burning a core in its thread."""
+    import threading
+
+    from napari_kmeans._napari import runner
+
+    threads = []
+
+    def endless(planes, params, progress=None):
+        threads.append(threading.current_thread())
+        while True:  # a fit that only ends when its progress callback raises
+            progress(0.5, "fitting")
+            threading.Event().wait(0.01)
+
+    monkeypatch.setattr(runner, "fit_planes", endless)
+    choose(widget, viewer.add_image(np.arange(400, dtype=np.uint16).reshape(20, 20), name="i"))
+    for _ in range(2):  # Run, Cancel, Run, Cancel: no fits left competing
+        widget.controls.run.native.click()
+        qtbot.waitUntil(lambda: bool(threads) and threads[-1].is_alive(), timeout=10_000)
+        widget.controls.cancel.native.click()
+        qtbot.waitUntil(lambda: widget.worker is None, timeout=10_000)
+        qtbot.waitUntil(lambda: not threads[-1].is_alive(), timeout=10_000)
+        threads.clear()
+    assert widget.controls.result.value.startswith("Cancelled")
+
+
+def test_labels_mask_negative_values_are_outside(viewer, widget, run_and_wait):
+    """Item 22: a Labels mask counted negative values as inside (!= 0), the docs say > 0."""
+    image = np.random.default_rng(9).integers(0, 256, (30, 40), dtype=np.uint8)
+    mask = np.zeros((30, 40), np.int32)
+    mask[5:20, 10:30] = 1
+    mask[20:, :] = -1  # negative: outside
+    choose(widget, viewer.add_image(image, name="img"), k=3)
+    widget.controls.mask.value = viewer.add_labels(mask, name="mask")
+    run_and_wait(widget)
+    labels, _ = outputs(viewer, "img")
+    assert (labels.data[20:] == 0).all()
+    np.testing.assert_array_equal(labels.data, segment(image, 3, mask=mask > 0).labels)

@@ -9,6 +9,7 @@ action changes nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from magicgui import widgets
@@ -20,6 +21,7 @@ from . import derived, editing, model_io
 from .edit_target import is_kmeans_labels, kmeans_labels, resolve
 from .features_view import FeaturesView
 from .inputs import InputError, is_lazy
+from .runner import failure
 
 UNDO_DEPTH = 5  # edits kept for Undo (each keeps a copy of the labels and recolored data)
 
@@ -134,7 +136,8 @@ class EditPanel:
         self._parts = parts  # keep the magicgui containers alive
         for name in ("compute", "update", "undo", "merge", "split", "instances", "mask", "csv", "apply",
                      "save_model", "load_model"):  # fmt: skip
-            getattr(c, name).changed.connect(getattr(self, name))
+            # a click passes the button's state (False): the actions take no argument from it
+            getattr(c, name).changed.connect(partial(self._clicked, name))
         c.labels.changed.connect(self._chosen)
         events = self.viewer.layers.events
         for event in (events.inserted, events.removed, events.moved):
@@ -142,6 +145,9 @@ class EditPanel:
         events.inserted.connect(lambda e: e.value.events.name.connect(self.refresh_choices))
         self.viewer.layers.selection.events.active.connect(self._follow_active)
         self.refresh_choices()
+
+    def _clicked(self, name: str, *_) -> None:
+        getattr(self, name)()
 
     # -- choosing the layer --------------------------------------------------------------------
 
@@ -185,9 +191,10 @@ class EditPanel:
         """Run ``action``; report its message, or its error (then nothing has changed)."""
         try:
             message = action(*args)
-        except (InputError, ValueError, TypeError) as err:
-            self._say(f"Not done: {err}")
-            show_error(str(err))
+        except Exception as err:  # every failure is reported, never a raw traceback
+            text = str(err) if isinstance(err, InputError) else failure(err)
+            self._say(f"Not done: {text}")
+            show_error(text)
             return None
         if message:
             self._say(message)
@@ -201,22 +208,37 @@ class EditPanel:
         self._say(text)
 
     def _clusters(self) -> list[int]:
-        return editing.parse_clusters(self.controls.clusters.value)
+        layer = self.controls.labels.value
+        highest = None if layer is None else editing.labels_bound(layer)
+        return editing.parse_clusters(self.controls.clusters.value, highest)
 
     def _target(self):
         return resolve(self.viewer, self.controls.labels.value, self.host.outputs)
 
-    def _edit(self, func, *args) -> str:
-        target = self._target()
-        before = editing.snapshot(target)
-        result = func(target, *args)
-        message, notes = result if isinstance(result, tuple) else (result, [])
-        self._undo = [*self._undo, before][-UNDO_DEPTH:]
-        self.controls.undo.enabled = True
-        for note in notes:
-            show_warning(note)
-        self._show_table()
-        return message
+    def _edit(self, make_job, *args, message=None) -> str:
+        """Plan an edit (main thread), compute it in the host's worker, then commit it."""
+        job = make_job(self._target(), *args)
+
+        def done(edited, job):
+            if edited.error:
+                self._say(f"Not done: {edited.error}")
+                show_error(edited.error)
+                return
+            try:
+                before = editing.commit(job, edited, self.viewer)
+            except InputError as err:
+                self._say(f"Not done: {err}")
+                show_error(str(err))
+                return
+            self._undo = [*self._undo, before][-UNDO_DEPTH:]
+            self.controls.undo.enabled = True
+            for note in edited.notes:
+                show_warning(note)
+            self._show_table()
+            self._say(message(edited, job) if message else job.what)
+
+        self.host.start_task(editing.compute, job, job, done=done, say=self._say)
+        return f"{job.what}…"
 
     def compute(self, *_) -> None:
         """Compute the chosen lazy labels (and their recolored layer) into memory, to edit them."""
@@ -230,16 +252,30 @@ class EditPanel:
 
     def update(self, *_) -> None:
         """Update counts, fractions, colours and the recolored layer from the painted labels."""
-        self._do(self._edit, editing.update_from_labels)
+        said = lambda e, j: editing.update_message(e, j.model.n_clusters)  # noqa: E731
+        self._do(lambda: self._edit(editing.update_job, message=said))
 
     def merge(self, *_) -> None:
         """Merge the clusters typed in 'clusters'."""
-        self._do(lambda: self._edit(editing.merge_clusters, self._clusters()))
+
+        def go():
+            clusters = self._clusters()
+            said = lambda e, j: f"merged clusters {clusters}: {e.model.n_clusters} clusters"  # noqa: E731
+            return self._edit(editing.merge_job, clusters, message=said)
+
+        self._do(go)
 
     def split(self, *_) -> None:
         """Split the cluster typed in 'clusters' into 'split into' sub-clusters."""
-        n, seed = int(self.controls.split_n.value), int(self.host.controls.seed.value)
-        self._do(lambda: self._edit(editing.split_cluster, self._clusters(), n, seed))
+        c = self.host.controls
+        n, seed, n_init = int(self.controls.split_n.value), int(c.seed.value), int(c.n_init.value)
+
+        def go():
+            clusters = self._clusters()
+            said = lambda e, j: f"split cluster {clusters[0]}: {e.model.n_clusters} clusters"  # noqa: E731
+            return self._edit(editing.split_job, clusters, n, seed, n_init, message=said)
+
+        self._do(go)
 
     def undo(self, *_) -> None:
         """Put back the state before the last edit made here."""
@@ -247,23 +283,34 @@ class EditPanel:
         def go():
             if not self._undo:
                 raise InputError("there is no edit to undo.")
-            snap, self._undo = self._undo[-1], self._undo[:-1]
+            snap = self._undo[-1]
+            editing.restore(snap, self.viewer)  # refuses, changing nothing, if it would lose work
+            self._undo = self._undo[:-1]
             self.controls.undo.enabled = bool(self._undo)
-            editing.restore(snap, self.viewer)
             self._show_table()
             return f"undid the last edit of '{snap.labels.name}'"
 
         self._do(go)
 
     def instances(self, *_) -> None:
-        """Connected components of the chosen clusters in a new Labels layer."""
+        """Connected components of the chosen clusters in a new Labels layer (in a worker)."""
+
+        def done(found, job):
+            if found.error:
+                self._say(f"Not done: {found.error}")
+                show_error(found.error)
+                return
+            if job.layer not in self.viewer.layers:
+                self._say(f"Not done: '{job.layer.name}' left the viewer.")
+                return
+            new = derived.add_instances_layer(self.viewer, job, found)
+            self._say(f"'{new.name}': {new.features.shape[0]} instances")
 
         def go():
             layer = self._target().labels
-            new = derived.add_instances(
-                self.viewer, layer, self._clusters(), int(self.controls.min_size.value)
-            )
-            return f"'{new.name}': {new.features.shape[0]} instances"
+            job = derived.instances_job(layer, self._clusters(), self.controls.min_size.value)
+            self.host.start_task(derived.compute_instances, job, job, done=done, say=self._say)
+            return "finding instances…"
 
         self._do(go)
 

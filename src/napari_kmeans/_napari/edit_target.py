@@ -15,7 +15,7 @@ from napari.layers import Image, Labels
 
 from ..model import KMeansModel
 from .inputs import InputError, is_lazy, levels
-from .layers import KEY
+from .layers import KEY, fingerprint
 from .runner import Planes
 
 
@@ -80,13 +80,22 @@ class Target:
         return [layer.name for layer in (self.source, *self.extras)]
 
 
-def _by_name(viewer, name, what, owner):
-    if name in viewer.layers and isinstance(viewer.layers[name], Image):
-        return viewer.layers[name]
-    raise InputError(
-        f"the {what} '{name}' that '{owner}' was made from is not in the viewer (removed or "
-        "renamed): add it back (or rename it back) to edit these labels."
-    )
+def _by_name(viewer, name, what, owner, fingerprints):
+    """The image layer called ``name``, when it holds the pixels ``owner`` was made from."""
+    if not (name in viewer.layers and isinstance(viewer.layers[name], Image)):
+        raise InputError(
+            f"the {what} '{name}' that '{owner}' was made from is not in the viewer (removed or "
+            "renamed): add it back (or rename it back) to edit these labels."
+        )
+    layer = viewer.layers[name]
+    want = (fingerprints or {}).get(name)
+    if want is not None and fingerprint(layer) != want:
+        raise InputError(
+            f"the {what} '{name}' in the viewer is not the image '{owner}' was made from (its "
+            "pixels differ; the original was removed): edits would take the colours from the "
+            "wrong image. Add the original image back, or run k-means on this one."
+        )
+    return layer
 
 
 def _recolored(viewer, meta, tracked):
@@ -134,10 +143,11 @@ def resolve(viewer, layer, outputs=(), *, allow_lazy=False) -> Target:
     params = meta.get("parameters") or {}
     tracked = next((o for o in outputs if o.labels is layer), None)
     source = tracked.source() if tracked is not None else None
+    prints = meta.get("fingerprints")
     if source is None or source not in viewer.layers:
-        source = _by_name(viewer, meta.get("source"), "image", layer.name)
+        source = _by_name(viewer, meta.get("source"), "image", layer.name, prints)
     extras = tuple(
-        _by_name(viewer, name, "extra channel", layer.name)
+        _by_name(viewer, name, "extra channel", layer.name, prints)
         for name in params.get("extra_channels") or ()
     )
     index = {int(a): int(i) for a, i in (params.get("slice") or {}).items()}

@@ -103,11 +103,18 @@ def slice_index(viewer, source) -> dict:
     return index
 
 
-def mask_array(viewer, layer, source, shape: tuple[int, ...]) -> np.ndarray:
-    """Boolean mask of the source's spatial ``shape`` from a Labels/Shapes layer."""
+def mask_array(viewer, layer, source, shape: tuple[int, ...], *, lazy=False):
+    """Boolean mask of the source's spatial ``shape`` from a Labels/Shapes layer.
+
+    Pixels with a label > 0 (negative labels are outside), or inside a shape, are in. With
+    ``lazy`` the mask is a dask array computed block by block as it is needed, so that a mask
+    over a huge (multiscale) image is never rasterised whole on the main thread.
+    """
     if layer not in viewer.layers:
         raise InputError(f"mask layer '{layer}' is no longer in the viewer; choose another one.")
     if isinstance(layer, Shapes):
+        if lazy:
+            return lazy_shapes_mask(viewer, layer, source, shape)
         return shapes_mask(viewer, layer, source, shape)
     if not isinstance(layer, Labels):
         raise InputError(f"mask '{layer.name}' must be a Labels or Shapes layer.")
@@ -116,16 +123,17 @@ def mask_array(viewer, layer, source, shape: tuple[int, ...]) -> np.ndarray:
         raise InputError(
             f"mask '{layer.name}' has shape {tuple(data.shape)}, but the pixels of "
             f"'{source.name}' are laid out as {shape}; use a Labels layer of that shape "
-            "(e.g. Layer > New Labels layer with the image selected) or a Shapes layer."
+            "(in napari: select the image, then Layers > New Labels Layer) or a Shapes layer."
         )
-    return np.asarray(data) != 0
+    if lazy:
+        import dask.array as da
+
+        return da.asarray(data) > 0
+    return np.asarray(data) > 0
 
 
-def shapes_mask(viewer, shapes, source, shape: tuple[int, ...]) -> np.ndarray:
-    """Rasterise ``shapes`` onto the source's pixel grid (through world coordinates)."""
-    if shapes.nshapes == 0:
-        raise InputError(f"mask '{shapes.name}' has no shapes; draw one, or set mask to none.")
-    nd = min(shapes.ndim, len(shape))
+def _shape_vertices(viewer, shapes, source, nd: int) -> list[np.ndarray]:
+    """Each shape's vertices in the source's pixel coordinates (last ``nd`` axes)."""
     point = np.asarray(viewer.dims.point, dtype=float)
     vertices = []
     for shape_vertices in shapes.data:
@@ -135,18 +143,81 @@ def shapes_mask(viewer, shapes, source, shape: tuple[int, ...]) -> np.ndarray:
             world = np.concatenate([point[: max(0, point.size - world.size)], world])
             pixels.append(np.asarray(source.world_to_data(world))[-nd:])
         vertices.append(np.array(pixels))
+    return vertices
+
+
+def shapes_mask(viewer, shapes, source, shape: tuple[int, ...]) -> np.ndarray:
+    """Rasterise ``shapes`` onto the source's pixel grid (through world coordinates)."""
+    if shapes.nshapes == 0:
+        raise InputError(f"mask '{shapes.name}' has no shapes; draw one, or set mask to none.")
+    nd = min(shapes.ndim, len(shape))
+    vertices = _shape_vertices(viewer, shapes, source, nd)
     plane = Shapes(vertices, shape_type=shapes.shape_type, ndim=nd).to_labels(
         labels_shape=shape[-nd:]
     )
     return np.broadcast_to(plane > 0, shape)
 
 
-def _downsample(mask: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray | None:
-    """Nearest-neighbour ``mask`` at another level's ``shape``."""
-    if mask is None or mask.shape == shape:
+def _polygon(vertices: np.ndarray, kind: str) -> np.ndarray:
+    """A shape's outline as polygon vertices (2-D): ellipses by 64 points on their outline."""
+    if kind == "ellipse":  # napari gives the 4 corners of its (possibly rotated) bounding box
+        centre = vertices.mean(axis=0)
+        u, v = (vertices[1] - vertices[0]) / 2, (vertices[3] - vertices[0]) / 2
+        t = np.linspace(0, 2 * np.pi, 64, endpoint=False)[:, None]
+        return centre + np.cos(t) * u + np.sin(t) * v
+    return vertices
+
+
+def _raster_block(block_shape, offset, polygons):
+    from skimage.draw import polygon2mask
+
+    out = np.zeros(block_shape, bool)
+    for poly in polygons:
+        local = poly - offset
+        lo, hi = local.min(axis=0), local.max(axis=0)
+        if np.any(hi < -1) or np.any(lo > np.asarray(block_shape)):
+            continue  # the shape does not reach this block
+        out |= polygon2mask(block_shape, local)
+    return out
+
+
+def lazy_shapes_mask(viewer, shapes, source, shape: tuple[int, ...]):
+    """:func:`shapes_mask` as a dask array rasterised block by block (areas of polygons,
+    rectangles and ellipses, 2-D shapes broadcast over the leading axes)."""
+    import dask.array as da
+
+    if shapes.nshapes == 0:
+        raise InputError(f"mask '{shapes.name}' has no shapes; draw one, or set mask to none.")
+    kinds = set(shapes.shape_type)
+    if not kinds <= {"polygon", "rectangle", "ellipse"} or shapes.ndim > 2:
+        raise InputError(
+            f"mask '{shapes.name}' has {', '.join(sorted(kinds))} shapes of {shapes.ndim} "
+            "dimensions; masks of lazy (dask or multiscale) images take 2-D rectangles, "
+            "ellipses and polygons: draw those, or use a Labels layer as the mask."
+        )
+    vertices = _shape_vertices(viewer, shapes, source, 2)
+    polygons = [_polygon(v, k) for v, k in zip(vertices, shapes.shape_type, strict=True)]
+    plane_shape = shape[-2:]
+    chunks = tuple(min(n, 1024) for n in plane_shape)
+
+    def block(block_info=None):
+        info = block_info[None]
+        offset = np.array([lo for lo, _ in info["array-location"]], float)
+        return _raster_block(info["chunk-shape"], offset, polygons)
+
+    plane = da.map_blocks(block, chunks=da.core.normalize_chunks(chunks, plane_shape), dtype=bool)
+    return da.broadcast_to(plane, shape)
+
+
+def _downsample(mask, shape: tuple[int, ...]):
+    """Nearest-neighbour ``mask`` (numpy or dask) at another level's ``shape``."""
+    if mask is None or tuple(mask.shape) == tuple(shape):
         return mask
-    grids = [np.arange(n) * m // n for n, m in zip(shape, mask.shape, strict=True)]
-    return mask[np.ix_(*grids)]
+    for axis, (n, m) in enumerate(zip(shape, mask.shape, strict=True)):
+        if n != m:
+            grid = np.arange(n) * m // n
+            mask = mask[(slice(None),) * axis + (grid,)]
+    return mask
 
 
 def _planes(source, extras, level, index, mask) -> Planes:
@@ -176,16 +247,16 @@ def _fit_level(source, index) -> int | None:
     return best
 
 
-def checked_layers(viewer, source, extras, mask):
+def checked_layers(viewer, source, extras, mask, *, lazy=False):
     """Check the source, extra channels and mask layers; ``(extras, spatial shape, mask)``.
 
     The shape is the full-resolution level's without its colour axis; the mask is an array of
-    that shape (or None).
+    that shape (a dask array with ``lazy``), or None.
     """
     check_source(viewer, source)
     extras = check_extras(source, extras)
     shape0 = _spatial(levels(source)[0].shape, source.rgb)
-    mask_full = None if mask is None else mask_array(viewer, mask, source, shape0)
+    mask_full = None if mask is None else mask_array(viewer, mask, source, shape0, lazy=lazy)
     return extras, shape0, mask_full
 
 

@@ -22,7 +22,7 @@ from .derived import placement_of
 from .edit_target import Target, resolve
 from .inputs import InputError, is_lazy, levels
 from .layers import KEY, digest, swap
-from .runner import SLAB_PIXELS, Progress
+from .runner import SLAB_PIXELS, Progress, failure
 
 SAFE_FRACTION = 0.5  # at most this share of the available memory is used
 
@@ -171,7 +171,7 @@ def _compute_batch(job: ComputeJob, batch):
     return dask.compute(*parts)
 
 
-def compute(job: ComputeJob):
+def compute(job: ComputeJob, stop=None):
     """Compute the arrays block by block, yielding :class:`Progress`; returns :class:`Computed`.
 
     Labels and recoloured image are computed together, so each source block is read once.
@@ -190,8 +190,8 @@ def compute(job: ComputeJob):
                 labels[region] = value
             for region, value in zip(batch, values[len(batch) :], strict=True):
                 recolored[region] = value
-    except (ValueError, TypeError, OSError) as err:
-        return Computed(error=f"computing into memory failed: {err}")
+    except Exception as err:  # every failure is reported, never a raw traceback
+        return Computed(error=f"computing into memory failed: {failure(err)}")
     counts = np.bincount(labels.ravel(), minlength=1)
     return Computed(labels, recolored, counts, time.perf_counter() - start)
 

@@ -23,7 +23,7 @@ from napari.utils.transforms import Affine
 
 from .._version import __version__
 from ..lazy import is_dask
-from .inputs import RunInfo
+from .inputs import RunInfo, levels
 from .runner import Outcome
 
 KEY = "kmeans"  # metadata key of the output layers
@@ -126,6 +126,9 @@ def metadata(outcome: Outcome, info: RunInfo, role: str, run_id: str | None = No
             "run": run_id,
             "role": role,
             "source": info.source.name,
+            "fingerprints": {
+                layer.name: fingerprint(layer) for layer in (info.source, *info.extras)
+            },
             "parameters": params,
             "seed": info.params.seed,
             "n_clusters": outcome.n_clusters,
@@ -186,6 +189,22 @@ def _expanded(array: np.ndarray, info: RunInfo) -> np.ndarray:
     return np.expand_dims(array, axis=tuple(sorted(info.slice_index)))
 
 
+def fingerprint(layer) -> str:
+    """A short hash of an image layer's full-resolution shape, dtype and a sample of its values.
+
+    Edits look a removed source up by name; the fingerprint tells whether a layer of that name
+    holds the same pixels. Lazy (dask) data are fingerprinted by shape and dtype only, so that
+    nothing is computed.
+    """
+    data = levels(layer)[0]
+    h = hashlib.blake2b(digest_size=8)
+    h.update(str((tuple(data.shape), np.dtype(data.dtype).str)).encode())
+    if isinstance(data, np.ndarray) and data.size:
+        where = np.linspace(0, data.size - 1, min(data.size, 4096)).astype(np.intp)
+        h.update(np.ascontiguousarray(data.flat[where]).tobytes())
+    return h.hexdigest()
+
+
 def digest(data) -> bytes:
     """A hash of the labels' values, to notice edits (painting, filling, erasing).
 
@@ -205,21 +224,34 @@ def digest(data) -> bytes:
 
 @dataclass
 class Outputs:
-    """The output layers of a source's last run, and the hash of the labels written to them."""
+    """The output layers of a source's last run, the hash of the labels written to them and
+    the names they were given.
+
+    A re-run updates them in place only while they are untouched: the labels hold what the run
+    wrote and neither layer was renamed (a renamed result is one the person chose to keep).
+    """
 
     source: weakref.ref
     labels: Labels
     recolored: Image
     written: bytes
+    names: tuple[str, str] = ("", "")
+
+    def __post_init__(self):
+        if self.names == ("", ""):
+            self.names = (self.labels.name, self.recolored.name)
 
     def unedited(self, viewer) -> bool:
-        """Both layers are still in the viewer and the labels hold what the run wrote."""
+        """Both layers are still in the viewer, unrenamed, and the labels hold what was written."""
         present = self.labels in viewer.layers and self.recolored in viewer.layers
-        return present and digest(self.labels.data) == self.written
+        renamed = (self.labels.name, self.recolored.name) != self.names
+        return present and not renamed and digest(self.labels.data) == self.written
 
     def edited(self, viewer) -> bool:
-        """The labels layer is in the viewer but its values were changed since the run."""
-        return self.labels in viewer.layers and digest(self.labels.data) != self.written
+        """The labels layer is in the viewer but was changed (values or name) since the run."""
+        renamed = (self.labels.name, self.recolored.name) != self.names
+        changed = renamed or digest(self.labels.data) != self.written
+        return self.labels in viewer.layers and changed
 
 
 def _layer_kwargs(outcome: Outcome, info: RunInfo, role: str, run_id: str) -> dict:

@@ -120,7 +120,7 @@ def build_lazy_job(
     InputError
         With a message for the user when the layers cannot be segmented together.
     """
-    extras, _, mask_full = checked_layers(viewer, source, extras, mask)
+    extras, _, mask_full = checked_layers(viewer, source, extras, mask, lazy=True)
     n_levels = len(levels(source))
     planes = tuple(_level_planes(source, extras, i, mask_full) for i in range(n_levels))
     fit = level = sliced = None
@@ -186,8 +186,8 @@ def fit_lazy(planes: Planes, params: Params):
     return runner._with_notes(_fit_blockwise, planes, params)
 
 
-def _fit_in_memory(planes: Planes, params: Params):
-    return runner.fit_model(planes.materialized(), params)
+def _fit_in_memory(planes: Planes, params: Params, progress=None):
+    return runner.fit_model(planes.materialized(), params, progress)
 
 
 def lazy_levels(model: KMeansModel, planes: tuple[Planes, ...]):
@@ -207,7 +207,7 @@ def lazy_levels(model: KMeansModel, planes: tuple[Planes, ...]):
     return labels, recolored
 
 
-def run(job: LazyJob):
+def run(job: LazyJob, stop=None):
     """Fit (unless a model is given) and build the lazy outputs, yielding :class:`Progress`.
 
     Returns an :class:`Outcome` with ``lazy=True`` whose ``labels`` and ``recolored`` are dask
@@ -225,7 +225,7 @@ def run(job: LazyJob):
             tick = Progress(0.05, "fitting")
             yield tick
             model, n_iter, _, notes = yield from runner._in_thread(
-                tick, _fit_in_memory, job.fit, job.params
+                tick, _fit_in_memory, job.fit, job.params, progress=runner.stopper(stop)
             )
         else:
             tick = Progress(0.05, "fitting (reading the data block by block)")
@@ -234,8 +234,8 @@ def run(job: LazyJob):
             model, n_iter, exact, counts, inertia = fitted
         yield Progress(0.95, "building lazy outputs")
         labels, recolored = lazy_levels(model, job.levels)
-    except (ValueError, TypeError) as err:
-        return Outcome(error=str(err), seconds=time.perf_counter() - start)
+    except Exception as err:  # every failure is reported, never a raw traceback
+        return Outcome(error=runner.failure(err), seconds=time.perf_counter() - start)
     if not job.multiscale:
         labels, recolored = labels[0], recolored[0]
     return Outcome(

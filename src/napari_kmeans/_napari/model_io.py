@@ -17,8 +17,6 @@ from .inputs import InputError
 from .layers import KEY
 from .runner import Planes
 
-MAX_BYTES = 50 * 1024 * 1024  # a model of 64 clusters is a few kB; refuse anything huge
-
 
 def layer_model(layer) -> KMeansModel:
     """The model stored in a k-means labels layer's metadata."""
@@ -37,21 +35,27 @@ def save_model(layer, path) -> Path:
     """Write the model of k-means labels ``layer`` to ``path`` as JSON."""
     model = layer_model(layer)
     path = Path(path)
-    path.write_text(model.to_json() + "\n", encoding="utf-8")
+    try:
+        model.save(path)
+    except OSError as err:
+        raise InputError(f"could not write '{path}': {err.strerror or err}.") from None
     return path
 
 
 def read_model(path) -> KMeansModel:
-    """Read and validate a model file (JSON written by :func:`save_model` or ``to_json``)."""
+    """Read and validate a model file (JSON written by :func:`save_model` or ``to_json``).
+
+    At most :data:`napari_kmeans.model.MAX_FILE_BYTES` are read, whatever the file is.
+    """
     path = Path(path)
+    if path.exists() and not path.is_file():  # a folder, a FIFO (would block), a device
+        raise InputError(
+            f"'{path}' is not a regular file: choose a *_model.json written by napari-kmeans."
+        )
     try:
-        if path.stat().st_size > MAX_BYTES:
-            raise InputError(f"'{path.name}' is {path.stat().st_size} bytes: not a model file.")
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise InputError(f"cannot read model file '{path}': {err}") from None
-    try:
-        return KMeansModel.from_json(text)
+        return KMeansModel.load(path)
+    except OSError as err:
+        raise InputError(f"cannot read model file '{path}': {err.strerror or err}.") from None
     except ValueError as err:
         raise InputError(f"'{path.name}' was not loaded: {err}") from None
 

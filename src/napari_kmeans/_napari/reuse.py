@@ -14,7 +14,7 @@ import numpy as np
 
 from ..model import KMeansModel
 from .inputs import RunInfo, build_job
-from .runner import Job, Outcome, Params, Progress, label_by_blocks
+from .runner import Job, Outcome, Params, Progress, failure, label_by_blocks
 
 
 @dataclass(frozen=True)
@@ -53,14 +53,14 @@ def apply_job(viewer, source, model: KMeansModel, origin: str, **kwargs):
     return Job(job.full, job.params), _extend(info, model_from=origin)
 
 
-def apply(job: Job, model: KMeansModel):
+def apply(job: Job, model: KMeansModel, stop=None):
     """Label and recolour ``job.full`` with ``model`` (a generator, as :func:`runner.run`)."""
     start = time.perf_counter()
     try:
         yield Progress(0.0, "reading data")
         labels, recolored, inertia = yield from label_by_blocks(job.full, model)
-    except (ValueError, TypeError) as err:
-        return Outcome(error=str(err), seconds=time.perf_counter() - start)
+    except Exception as err:  # every failure is reported, never a raw traceback
+        return Outcome(error=failure(err), seconds=time.perf_counter() - start)
     counts = np.bincount(labels.ravel(), minlength=model.n_clusters + 1)[1:]
     return Outcome(
         labels=labels, recolored=recolored, model=model, inertia=inertia, n_iter=0,

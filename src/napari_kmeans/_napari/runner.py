@@ -26,6 +26,58 @@ from ..segment import _fit_image, fit
 
 SLAB_PIXELS = 1 << 20  # pixels labelled between two checks for cancel
 POLL_SECONDS = 0.1  # how often a long fit step yields (so that cancel is honoured quickly)
+BUG_URL = "https://github.com/napari-kmeans/napari-kmeans/issues"
+
+
+class Cancelled(Exception):
+    """Raised inside the engine, through its ``progress`` callback, once a run is cancelled."""
+
+
+class Stopper:
+    """The engine's ``progress`` callback for work that setting ``stop`` cancels.
+
+    The engine calls it every fraction of a second; once ``stop`` is set it raises
+    :class:`Cancelled`, which stops the computation in its own thread (not only the worker). The
+    fraction it was last given, mapped onto ``start..end``, is what :func:`_in_thread` reports.
+    """
+
+    def __init__(self, stop: threading.Event | None, start: float = 0.0, end: float = 1.0):
+        self.stop, self.start, self.end = stop, start, end
+        self.fraction = start
+
+    def __call__(self, fraction=None, step=None) -> None:
+        if self.stop is not None and self.stop.is_set():
+            raise Cancelled("cancelled")
+        if fraction is not None:
+            done = min(max(float(fraction), 0.0), 1.0)
+            self.fraction = self.start + (self.end - self.start) * done
+
+
+def stopper(stop: threading.Event | None, start: float = 0.0, end: float = 1.0) -> Stopper:
+    """A :class:`Stopper` for ``stop`` reporting progress within ``start..end``."""
+    return Stopper(stop, start, end)
+
+
+def failure(err: BaseException) -> str:
+    """What to tell the person when a worker's computation raised ``err``.
+
+    Bad input (ValueError, TypeError) is said as the engine says it; running out of memory and
+    unreadable data are said plainly; anything else is a bug, with where to report it.
+    """
+    if isinstance(err, MemoryError):
+        return (
+            "not enough memory for this computation. Try the 'current slice' scope, a mask, "
+            "fewer clusters, or open the data lazily (dask or multiscale) so that it is read "
+            "block by block."
+        )
+    if isinstance(err, ValueError | TypeError):
+        return str(err)
+    if isinstance(err, OSError):
+        return f"the data could not be read ({err}); check that the file is still there."
+    return (
+        f"unexpected error ({type(err).__name__}: {err}). This is a bug in napari-kmeans; "
+        f"nothing was changed. Please report it at {BUG_URL} with the steps that led to it."
+    )
 
 
 @dataclass(frozen=True)
@@ -63,13 +115,14 @@ class Planes:
 
     def materialized(self) -> Planes:
         """The same planes as numpy arrays in their own dtypes (computes dask arrays)."""
+        mask = None if self.mask is None else np.asarray(self.mask)
         return Planes(
-            np.asarray(self.image), self.rgb, tuple(np.asarray(e) for e in self.extras), self.mask
+            np.asarray(self.image), self.rgb, tuple(np.asarray(e) for e in self.extras), mask
         )
 
     def block(self, index: tuple) -> Planes:
         """The planes restricted to ``index`` (a tuple of slices over the spatial axes)."""
-        mask = None if self.mask is None else self.mask[index]
+        mask = None if self.mask is None else np.asarray(self.mask[index])
         extras = tuple(np.asarray(e[index]) for e in self.extras)
         return Planes(np.asarray(self.image[index]), self.rgb, extras, mask)
 
@@ -159,24 +212,27 @@ def _with_notes(func, *args, **kwargs):
     return value, notes
 
 
-def fit_model(planes: Planes, params: Params):
+def fit_model(planes: Planes, params: Params, progress=None):
     """Fit a model to ``planes`` as :func:`napari_kmeans.segment` does.
 
     Returns ``(model, n_iter, exact, notes)``; ``notes`` are the engine's warnings as text.
+    ``progress`` is the engine's callback (a :func:`stopper` stops the fit).
     """
     image = ft.as_image(planes.assembled())
-    fitted, notes = _with_notes(fit, image, params.n_clusters, **_engine_args(planes, params))
+    args = _engine_args(planes, params)
+    fitted, notes = _with_notes(fit, image, params.n_clusters, **args)
     return fitted.model, fitted.n_iter, fitted.exact, notes
 
 
-def fit_planes(planes: Planes, params: Params):
+def fit_planes(planes: Planes, params: Params, progress=None):
     """The first half of :func:`napari_kmeans.segment` on in-memory planes.
 
     Returns the fitted state (image, prepared pixels, compressed codes, model, ...) and notes;
     :func:`label_fitted` finishes the job exactly as ``segment`` does.
     """
     image = ft.as_image(planes.assembled())
-    return _with_notes(_fit_image, image, params.n_clusters, **_engine_args(planes, params))
+    args = _engine_args(planes, params)
+    return _with_notes(_fit_image, image, params.n_clusters, **args)
 
 
 def label_fitted(fitted):
@@ -189,25 +245,29 @@ def label_fitted(fitted):
     return labels.reshape(fitted.prep.spatial_shape), inertia, counts
 
 
-def _in_thread(tick: Progress, func, *args) -> Iterator[Progress]:
-    """Run ``func(*args)`` in a helper thread, yielding ``tick`` every POLL_SECONDS until done.
+def _in_thread(tick: Progress, func, *args, **kwargs) -> Iterator[Progress]:
+    """Run ``func(*args, **kwargs)`` in a helper thread, yielding ``tick`` every POLL_SECONDS.
 
-    A worker stopped at one of these yields leaves the helper to finish on its own; its result
-    is then dropped. Returns the function's result, or raises its exception.
+    A worker stopped at one of these yields no longer waits; the helper stops too when ``func``
+    was given a :func:`stopper` as its ``progress`` (its result is dropped either way). Returns
+    the function's result, or raises its exception.
     """
     box: dict = {}
 
     def target():
         try:
-            box["value"] = func(*args)
+            box["value"] = func(*args, **kwargs)
         except BaseException as err:  # handed back to the caller below
             box["error"] = err
 
     thread = threading.Thread(target=target, name="napari-kmeans fit", daemon=True)
     thread.start()
+    reporter = kwargs.get("progress")
     while thread.is_alive():
         thread.join(POLL_SECONDS)
         if thread.is_alive():
+            if isinstance(reporter, Stopper) and reporter.fraction > tick.fraction:
+                tick = Progress(reporter.fraction, tick.text)
             yield tick
     if "error" in box:
         raise box["error"]
@@ -237,24 +297,27 @@ def _recolor_block(model: KMeansModel, planes: Planes, labels: np.ndarray) -> np
     return ft.cast_colors(out[..., 0], source.dtype) if out.dtype != source.dtype else out[..., 0]
 
 
-def run(job: Job) -> Iterator[Progress]:
+def run(job: Job, stop: threading.Event | None = None) -> Iterator[Progress]:
     """Fit, label and recolour ``job``, yielding :class:`Progress`; returns an :class:`Outcome`.
 
-    Bad input (all pixels NaN, a mask that leaves nothing, ...) is returned as
-    ``Outcome(error=...)`` rather than raised, so that the widget can show it as a notification.
+    Every failure (bad input such as all pixels NaN, running out of memory, a bug) is returned as
+    ``Outcome(error=...)`` with a message from :func:`failure` rather than raised, so that the
+    widget can show it. Setting ``stop`` stops the fit in its helper thread too.
     """
     start = time.perf_counter()
     try:
         yield Progress(0.0, "reading data")
         if job.fit is None:
-            return (yield from _run_in_memory(job, start))
+            return (yield from _run_in_memory(job, start, stop))
         fit_planes = job.fit.materialized()
         tick = Progress(0.05, "fitting")
         yield tick
-        model, n_iter, _, notes = yield from _in_thread(tick, fit_model, fit_planes, job.params)
+        model, n_iter, _, notes = yield from _in_thread(
+            tick, fit_model, fit_planes, job.params, progress=stopper(stop, 0.05, 0.3)
+        )
         labels, recolored, inertia = yield from label_by_blocks(job.full, model)
-    except (ValueError, TypeError) as err:
-        return Outcome(error=str(err), seconds=time.perf_counter() - start)
+    except Exception as err:  # every failure is reported, never a raw traceback
+        return Outcome(error=failure(err), seconds=time.perf_counter() - start)
     counts = np.bincount(labels.ravel(), minlength=model.n_clusters + 1)[1:]
     return Outcome(
         labels=labels, recolored=recolored, model=model, inertia=inertia, n_iter=n_iter,
@@ -262,12 +325,14 @@ def run(job: Job) -> Iterator[Progress]:
     )  # fmt: skip
 
 
-def _run_in_memory(job: Job, start: float):
+def _run_in_memory(job: Job, start: float, stop=None):
     """Fit, label, recolour the whole image as :func:`segment` does (compressing it once)."""
     full = job.full.materialized()
     tick = Progress(0.05, "fitting")
     yield tick
-    fitted, notes = yield from _in_thread(tick, fit_planes, full, job.params)
+    fitted, notes = yield from _in_thread(
+        tick, fit_planes, full, job.params, progress=stopper(stop, 0.05, 0.6)
+    )
     tick = Progress(0.6, "labelling")
     yield tick
     labels, inertia, counts = yield from _in_thread(tick, label_fitted, fitted)

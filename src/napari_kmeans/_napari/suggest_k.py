@@ -1,12 +1,14 @@
 """The "Suggest k" group: the inertia curve for k = 2..K, plotted with its elbow.
 
 The curve is computed in a worker thread (:func:`napari_kmeans.choose_k.inertia_curve`, on the
-compressed pixels) and drawn with matplotlib's Qt canvas. Clicking a point of the curve, or
+compressed pixels; for lazy data on the level Run fits on, or on a regular subsample) with
+progress and Cancel, and drawn with matplotlib's Qt canvas. Clicking a point of the curve, or
 choosing a k in the list next to it, sets the widget's number of clusters.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,8 +21,11 @@ from qtpy.QtWidgets import QVBoxLayout, QWidget
 from superqt import QCollapsible
 
 from ..choose_k import elbow, inertia_curve
+from . import lazy_outputs, runner
 from .inputs import InputError, build_job
-from .runner import Params, Planes
+from .runner import Params, Planes, Progress
+
+CURVE_PIXELS = 1 << 20  # lazy data: the curve is computed on about this many pixels
 
 TIPS = {
     "group": "Plot the k-means inertia for k = 2 up to a maximum and suggest the k at the elbow, "
@@ -28,6 +33,7 @@ TIPS = {
     "k_max": "Largest k of the curve (the curve starts at k = 2).",
     "suggest": "Compute the inertia curve of the image chosen above (with its extra channels, "
     "mask, scope, colour space and seed) in the background, then set k to the elbow.",
+    "cancel": "Stop computing the curve; k is unchanged.",
     "choice": "Set k to one of the computed points (or click a point of the curve).",
     "plot": "Inertia (sum of squared distances to the centres) against k; the ring marks the "
     "elbow, the filled dot the k chosen. Click a point to set k.",
@@ -44,19 +50,70 @@ class Curve:
     error: str | None = None
 
 
-def compute(planes: Planes, params: Params, k_max: int) -> Curve:
-    """The inertia curve of ``planes`` for k = 2..k_max (runs in a worker thread)."""
+def compute(planes: Planes, params: Params, k_max: int, stop=None):
+    """The inertia curve of ``planes`` for k = 2..k_max (a worker generator).
+
+    Yields :class:`~.runner.Progress`; setting ``stop`` stops the computation itself. Returns a
+    :class:`Curve`, with every failure as its ``error``.
+    """
     try:
+        tick = Progress(0.0, "reading data")
+        yield tick
         full = planes.materialized()
-        ks, inertias = inertia_curve(
-            full.assembled(), k_max, **full.layout(), color_space=params.color_space,
-            mask=full.mask, seed=params.seed,
-        )  # fmt: skip
-    except (ValueError, TypeError) as err:
-        return Curve(error=str(err))
+        tick = Progress(0.05, "inertia curve")
+        yield tick
+        ks, inertias = yield from runner._in_thread(
+            tick, _curve, full, params, k_max, progress=runner.stopper(stop, 0.05, 1.0)
+        )
+    except Exception as err:  # every failure is reported, never a raw traceback
+        return Curve(error=runner.failure(err))
     if ks.size == 0:
         return Curve(error="the image has a single distinct value: there is no k to suggest.")
     return Curve(ks, inertias, elbow(ks, inertias))
+
+
+def _curve(full: Planes, params: Params, k_max: int, progress=None):
+    return inertia_curve(
+        full.assembled(), k_max, **full.layout(), color_space=params.color_space,
+        mask=full.mask, seed=params.seed, **_progress_kw(progress),
+    )  # fmt: skip
+
+
+def _progress_kw(progress) -> dict:
+    import inspect
+
+    takes = "progress" in inspect.signature(inertia_curve).parameters
+    return {"progress": progress} if takes else {}
+
+
+def subsample(planes: Planes, target: int = CURVE_PIXELS) -> Planes:
+    """Every s-th pixel along each spatial axis, so that about ``target`` pixels are left.
+
+    Lazy (dask) planes stay lazy: only the kept pixels are read, in the worker.
+    """
+    shape = planes.spatial_shape
+    n = int(np.prod(shape))
+    if n <= target:
+        return planes
+    step = int(np.ceil((n / target) ** (1 / len(shape))))
+    index = tuple(slice(None, None, step) for _ in shape)
+    mask = None if planes.mask is None else planes.mask[index]
+    return Planes(planes.image[index], planes.rgb, tuple(e[index] for e in planes.extras), mask)
+
+
+def curve_planes(viewer, source, params, *, extras, mask, current_slice) -> Planes:
+    """The pixels the curve is computed on (main thread): in memory, or a lazy subsample.
+
+    Lazy (dask or multiscale) sources are never read whole: the curve uses the level Run fits
+    on, or every s-th pixel of the data.
+    """
+    if lazy_outputs.lazy_mode(source, current_slice):
+        job, _ = lazy_outputs.build_lazy_job(viewer, source, params, extras=extras, mask=mask)
+        return subsample(job.fit if job.fit is not None else job.full)
+    job, _ = build_job(
+        viewer, source, params, extras=extras, mask=mask, current_slice=current_slice
+    )
+    return job.fit if job.fit is not None else job.full
 
 
 class ElbowPlot(QWidget):
@@ -124,22 +181,28 @@ class SuggestPanel:
         self._filling = False
         self.k_max = widgets.SpinBox(label="up to k", value=10, min=3, max=64)
         self.suggest = widgets.PushButton(text="Suggest k")
+        self.cancel = widgets.PushButton(text="Cancel", enabled=False)
+        self._stop = threading.Event()
+        self._closed = False
         self.choice = widgets.ComboBox(label="use k", choices=())
         self.status = widgets.Label(value="")
-        for name in ("k_max", "suggest", "choice"):
+        for name in ("k_max", "suggest", "cancel", "choice"):
             getattr(self, name).tooltip = TIPS[name]
         theme = get_theme(host._viewer.theme)
         self.plot = ElbowPlot(self.pick, (theme.text.as_hex(), theme.background.as_hex()))
         self.plot.setVisible(False)
         self.suggest.changed.connect(self.start)
+        self.cancel.changed.connect(self.stop)
         self.choice.changed.connect(self._chosen)
-        self._box = widgets.Container(widgets=[self.k_max, self.suggest])
+        buttons = widgets.Container(widgets=[self.suggest, self.cancel], layout="horizontal")
+        self._box = widgets.Container(widgets=[self.k_max, buttons])
         self._pick = widgets.Container(widgets=[self.choice, self.status])
         self.group = QCollapsible("Suggest k")
         self.group.setToolTip(TIPS["group"])
         for part in (self._box.native, self.plot, self._pick.native):
             self.group.addWidget(part)
         self.group.collapse(animate=False)
+        self.group.destroyed.connect(self._closing)  # the viewer closed: drop the result
         self.status.native.setWordWrap(True)
 
     def start(self, *_) -> None:
@@ -148,29 +211,50 @@ class SuggestPanel:
             return
         host, c = self.host, self.host.controls
         try:
-            job, _ = build_job(
+            planes = curve_planes(
                 host._viewer, c.image.value, host.params(), extras=tuple(c.extra_channels.value),
                 mask=c.mask.value, current_slice=host.current_slice(),
             )  # fmt: skip
         except InputError as err:
             self._say(f"Not computed: {err}", error=True)
             return
-        planes = job.fit if job.fit is not None else job.full
+        self._stop = threading.Event()
         worker = create_worker(
-            compute, planes, host.params(), int(self.k_max.value), _start_thread=False
-        )
+            compute, planes, host.params(), int(self.k_max.value), stop=self._stop,
+            _start_thread=False,
+        )  # fmt: skip
+        worker.yielded.connect(self._progressed)
         worker.returned.connect(self._done)
         worker.finished.connect(self._finished)
         self.worker = worker
-        self.suggest.enabled = False
+        self.suggest.enabled, self.cancel.enabled = False, True
         self._say("Computing the inertia curve…")
         worker.start()
 
+    def stop(self, *_) -> None:
+        """Cancel the curve in flight (its computation too)."""
+        if self.worker is not None:
+            self._stop.set()
+            self.worker.quit()
+            if not self._closed:
+                self._say("Cancelled: k is unchanged.")
+
+    def _closing(self, *_) -> None:
+        self._closed = True
+        self.stop()
+
+    def _progressed(self, step) -> None:
+        if not self._closed and self.worker is not None and not self.worker.abort_requested:
+            self._say(f"Computing the inertia curve… {step.fraction:.0%}")
+
     def _finished(self) -> None:
         self.worker = None
-        self.suggest.enabled = True
+        if not self._closed:
+            self.suggest.enabled, self.cancel.enabled = True, False
 
     def _done(self, curve: Curve) -> None:
+        if self._closed or self._stop.is_set():
+            return
         if curve.error:
             self._say(f"Not computed: {curve.error}", error=True)
             return

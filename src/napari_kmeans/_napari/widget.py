@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from dataclasses import dataclass
+
 from napari.layers import Image, Labels, Shapes
 from napari.qt.threading import create_worker
 from napari.utils import progress
@@ -12,8 +15,19 @@ from . import form, into_memory, lazy_outputs, plans
 from .edit_panel import EditPanel
 from .inputs import InputError, levels
 from .layers import KEY, Outputs, publish
-from .runner import Params
+from .runner import Params, failure
 from .suggest_k import SuggestPanel
+
+
+@dataclass
+class _Flight:
+    """The run (or edit) in flight: what it was made from, its progress bar, what to do after."""
+
+    info: object
+    bar: object
+    done: object  # done(result, info), on the main thread
+    say: object  # shows status text
+    task: bool = False  # an edit: ``done`` reports its own errors
 
 
 class KMeansWidget(QWidget):
@@ -29,7 +43,8 @@ class KMeansWidget(QWidget):
         super().__init__(parent)
         self._viewer = napari_viewer
         self._worker = None
-        self._run = None  # (info, progress bar, what to do with the result) of the run in flight
+        self._run: _Flight | None = None  # the run (or edit) in flight
+        self._stop = threading.Event()  # set to stop the computation of the run in flight
         self._stopped = None  # why the run in flight was stopped, when not by Cancel
         self._outputs: list[Outputs] = []
         self.controls = c = form.make_controls()
@@ -178,24 +193,44 @@ class KMeansWidget(QWidget):
         self.edit.follow(labels)
         self.edit.say(line)
 
-    def _start(self, func, job, info, *args, done=None) -> None:
+    def _start(self, func, job, info, *args, done=None, say=None, task=False) -> None:
+        """Run generator ``func(job, *args, stop=event)`` in a worker; ``done(result, info)``.
+
+        ``say`` shows status text (the result line by default). Cancel sets ``event``, which
+        stops the engine's computation in its thread too, and quits the worker.
+        """
         bar = progress(total=100, desc=f"k-means: {info.source.name}")
-        worker = create_worker(func, job, *args, _start_thread=False)
+        stop = threading.Event()
+        worker = create_worker(func, job, *args, stop=stop, _start_thread=False)
         worker.yielded.connect(self._progressed)
         worker.returned.connect(self._returned)
+        worker.errored.connect(self._errored)
         worker.aborted.connect(self._aborted)
         worker.finished.connect(self._finished)
-        self._worker, self._stopped = worker, None
-        self._run = (info, bar, done or self._show)
+        self._worker, self._stopped, self._stop = worker, None, stop
+        self._run = _Flight(info, bar, done or self._show, say or self._say, task)
         self.controls.run.enabled, self.controls.cancel.enabled = False, True
-        self._say("Running…")
+        self._run.say("Running…")
         worker.start()
 
-    def cancel(self, *_) -> None:
-        """Stop the run in flight; no layer is changed."""
+    def start_task(self, func, job, info, *, done, say) -> None:
+        """Run another generator (an edit) as a run is run: one at a time, with Cancel.
+
+        Raises
+        ------
+        InputError
+            When a run or another task is in flight; nothing starts.
+        """
         if self._worker is not None:
+            raise InputError("a run is in flight: wait for it (or cancel it), then try again.")
+        self._start(func, job, info, done=done, say=say, task=True)
+
+    def cancel(self, *_) -> None:
+        """Stop the run in flight (its computation too); no layer is changed."""
+        if self._worker is not None:
+            self._stop.set()
             self._worker.quit()
-            self._say("Cancelling…")
+            self._run.say("Cancelling…")
 
     def _layer_removed(self, event) -> None:
         gone = event.value
@@ -204,7 +239,8 @@ class KMeansWidget(QWidget):
             if o.source() is not None and o.source() is not gone
             and gone is not o.labels and gone is not o.recolored
         ]  # fmt: skip
-        if self._run is not None and any(gone is layer for layer in self._run[0].layers):
+        if self._run is not None and any(gone is layer for layer in self._run.info.layers):
+            self._stop.set()
             self._worker.quit()
             self._stopped = f"Dropped: '{gone.name}' was removed during the run."
             show_warning(f"'{gone.name}' was removed during the run; the run was dropped.")
@@ -212,38 +248,50 @@ class KMeansWidget(QWidget):
     def _progressed(self, step) -> None:
         if self._run is None:
             return
-        bar = self._run[1]
-        bar.set_description(f"k-means: {self._run[0].source.name}: {step.text}")
+        bar = self._run.bar
+        bar.set_description(f"k-means: {self._run.info.source.name}: {step.text}")
         bar.update(max(0, round(step.fraction * 100) - bar.n))
 
     def _aborted(self) -> None:
-        self._say(self._stopped or "Cancelled: no layer was changed.")
+        say = self._run.say if self._run is not None else self._say
+        say(self._stopped or "Cancelled: no layer was changed.")
+
+    def _errored(self, err) -> None:
+        """An exception escaped a worker (the workers return their errors): report it plainly."""
+        if self._run is None:
+            return
+        text = failure(err)
+        self._run.say(f"Not done: {text}")
+        show_error(text)
 
     def _finished(self) -> None:
         if self._worker is not None and self._worker.abort_requested:
             self._aborted()  # also when stopped during its last step (no 'aborted' signal then)
         if self._run is not None:
-            self._run[1].close()
+            self._run.bar.close()
         self._worker = self._run = None
         self.controls.run.enabled, self.controls.cancel.enabled = True, False
 
     def _returned(self, outcome) -> None:
         if self._run is None or self._worker is None or self._worker.abort_requested:
             return
-        info, bar, done = self._run
+        flight = self._run
         self._run = None  # output layers may be replaced below: not a removal during the run
-        bar.close()
+        flight.bar.close()
+        if flight.task:
+            flight.done(outcome, flight.info)  # an edit: it reports its own errors
+            return
         if outcome.error:
-            self._say(f"Not run: {outcome.error}")
+            flight.say(f"Not run: {outcome.error}")
             show_error(outcome.error)
             return
-        gone = [layer.name for layer in info.layers if layer not in self._viewer.layers]
+        gone = [layer.name for layer in flight.info.layers if layer not in self._viewer.layers]
         if gone:
-            self._say(f"Dropped: {', '.join(gone)} left the viewer during the run.")
+            flight.say(f"Dropped: {', '.join(gone)} left the viewer during the run.")
             return
         for note in outcome.notes:
             show_warning(note)
-        done(outcome, info)
+        flight.done(outcome, flight.info)
 
     def _show(self, outcome, info) -> None:
         previous = next((o for o in self._outputs if o.source() is info.source), None)
