@@ -101,10 +101,13 @@ def editing():
     widget.controls.n_clusters.value = 5
     _run(widget)
     edit.group.expand(animate=False)
+    idle = lambda: widget.worker is None  # noqa: E731  edits run in a worker
     edit.controls.clusters.value = "4, 5"
     edit.merge()
+    _settle(until=idle)
     edit.controls.clusters.value = "1"
     edit.split()
+    _settle(until=idle)
     _only(viewer, "coffee", "coffee k-means labels")
     viewer.layers["coffee k-means labels"].opacity = 0.85
     edit.table.select_labels([1, 2])
@@ -113,6 +116,7 @@ def editing():
     edit.controls.clusters.value = "1"
     edit.controls.min_size.value = 200
     edit.instances()
+    _settle(until=idle)
     _only(viewer, "coffee", "coffee k-means labels instances")
     _settle(0.5)
     viewer.screenshot(IMAGES / "editing_instances.png", canvas_only=False, flash=False)
