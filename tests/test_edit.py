@@ -273,3 +273,34 @@ def test_merge_refuses_targets_that_are_not_integers(rgb_image, targets, match):
         merge(r.model, r.labels, targets)
     model, _ = merge(r.model, r.labels, [np.int64(1), 2])
     assert model.n_clusters == 3
+
+
+# -- splits stay within the model-file limits (issue 8, item 18) -----------------------------------
+
+
+def test_split_refuses_to_go_deeper_than_a_model_file_may():
+    depth = 32  # label 2 is refined by a chain of 32 single sub-centres: the deepest allowed
+    model = KMeansModel.from_dict({
+        "format": "napari-kmeans-model", "version": 1,
+        "centers": [[0.0], [205.0]] + [[205.0]] * depth, "colors": [[2.0], [205.0]],
+        "channel_axis": None, "rgb": False, "color_space": "rgb", "n_channels": 1,
+        "dtype": "uint8", "center_labels": [1, 2] + [2] * depth,
+        "parent": [-1, -1] + [1 + i for i in range(depth)],
+    })  # fmt: skip
+    image = np.array([[0, 4, 6, 200, 210]], np.uint8)
+    labels = model.predict(image)
+    assert labels.tolist() == [[1, 1, 1, 2, 2]]
+    with pytest.raises(ValueError, match=r"splitting cluster 2 into 2 would give a model with "
+                       r"a split depth of 33, more than the 32 allowed"):  # fmt: skip
+        split(model, image, labels, 2)
+    new_model, new_labels = split(model, image, labels, 1)  # depth 1 there: fine
+    assert new_labels.tolist() == [[1, 2, 2, 3, 3]]
+    assert np.array_equal(new_model.predict(image), new_labels)
+
+
+def test_split_refuses_more_labels_than_a_model_file_may():
+    image = np.arange(1000, dtype=np.uint16)
+    r = segment(image, 1000)
+    with pytest.raises(ValueError, match=r"would give a model with 1001 labels, more than the "
+                       r"1000 allowed"):  # fmt: skip
+        split(r.model, np.repeat(image, 2), np.repeat(r.labels, 2), 5)

@@ -284,6 +284,17 @@ def changed(**fields):
         (changed(dtype="<U3"), r"must be a boolean, integer or float dtype"),
         (changed(seed="0"), r"'seed' must be an integer, got '0'"),
         (changed(seed=1.5), r"'seed' must be an integer"),
+        # lenient acceptance, tightened (issue 8)
+        (changed(seed=-1), r"'seed' must be an integer >= 0, got -1"),
+        (changed(version=0), r"'version' must be 1 or more, got 0"),
+        (changed(version=-1), r"'version' must be 1 or more, got -1"),
+        (changed(n_channels=True), r"'n_channels' must be a positive integer, got True"),
+        (
+            changed(centers=[["1", "2", "3"]] * 3),
+            r"'centers' and 'colors' must be lists of lists "
+            r"of numbers \(found str\)",
+        ),
+        (changed(colors=[[0, 0, 0], [1, 1, 1], [2, 2, True]]), r"lists of lists of numbers"),
     ],
 )
 def test_from_dict_rejects_malformed_models(data, match):
@@ -431,3 +442,151 @@ def test_predict_validates_chunk_size_like_segment(kind, chunk_size, error, matc
     with pytest.raises(error, match=match):
         segment(image, 3, chunk_size=chunk_size, **KINDS[kind])
     np.testing.assert_array_equal(res.model.predict(image, chunk_size=7), res.labels)
+
+
+# -- hostile but valid model files (issue 8, item 18) ---------------------------------------------
+
+
+def chain_dict(depth, k=2):
+    """A gray model whose label k is refined by a chain of ``depth`` single sub-centres."""
+    centers = [[float(10 * i)] for i in range(k)] + [[10.0 * (k - 1)]] * depth
+    parent = [-1] * k + [k - 1 + i for i in range(depth)]
+    labels = list(range(1, k + 1)) + [k] * depth
+    return {
+        "format": FORMAT, "version": FORMAT_VERSION, "centers": centers,
+        "colors": [[float(10 * i)] for i in range(k)], "channel_axis": None, "rgb": False,
+        "color_space": "rgb", "n_channels": 1, "dtype": "uint8", "seed": 0,
+        "center_labels": labels, "parent": parent,
+    }  # fmt: skip
+
+
+def test_model_files_with_too_deep_a_split_chain_are_refused():
+    """A 34 kB file with a chain of 2,000 split levels made predict take 27 s on 1 MP."""
+    with pytest.raises(ValueError, match=r"split depth of 2000, more than the 32 allowed"):
+        KMeansModel.from_dict(chain_dict(2000))
+    with pytest.raises(ValueError, match=r"split depth of 33, more than the 32 allowed"):
+        KMeansModel.from_dict(chain_dict(33))
+    model = KMeansModel.from_dict(chain_dict(32))
+    image = np.array([[0, 4, 6, 200]], np.uint8)
+    np.testing.assert_array_equal(model.predict(image), [[1, 1, 2, 2]])
+
+
+def test_model_files_with_too_many_labels_or_centres_are_refused():
+    with pytest.raises(ValueError, match=r"20000 labels, more than the 1000 allowed"):
+        KMeansModel.from_dict(chain_dict(0, k=20000))
+    data = chain_dict(0, k=3)  # 3 labels, 4098 centres: label 3 is served by 4096 top centres
+    data["centers"] += [[30.0]] * 4095
+    data["center_labels"] += [3] * 4095
+    data["parent"] += [-1] * 4095
+    with pytest.raises(ValueError, match=r"4098 centres, more than the 4096 allowed"):
+        KMeansModel.from_dict(data)
+    assert KMeansModel.from_dict(chain_dict(0, k=1000)).n_clusters == 1000
+
+
+def test_deep_models_predict_like_the_flat_search():
+    """The level-by-level descent gives each pixel its nearest leaf along its own chain."""
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 256, (30, 40, 3)).astype(np.uint8)
+    from napari_kmeans.edit import split
+
+    res = segment(image, 3)
+    model, labels = res.model, res.labels
+    for target in (1, 2, 1, 3):
+        model, labels = split(model, image, labels, target, 2)
+    np.testing.assert_array_equal(model.predict(image), labels)
+    np.testing.assert_array_equal(KMeansModel.from_json(model.to_json()).predict(image), labels)
+
+
+# -- reading JSON text and files (issue 8, unclear errors and item 14) -----------------------------
+
+
+def test_from_json_of_none_is_a_type_error():
+    with pytest.raises(TypeError, match=r"from_json takes the JSON text \(str\), got NoneType"):
+        KMeansModel.from_json(None)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["[" * 100_000 + "]" * 100_000, '{"version": ' + "9" * 5000 + "}"],
+    ids=["nested-100000", "integer-5000-digits"],
+)
+def test_from_json_of_deep_or_huge_numbers_is_a_value_error(text):
+    with pytest.raises(ValueError, match=r"nested too deeply or holds numbers too long"):
+        KMeansModel.from_json(text)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    image, res = fitted("uint8_rgba")
+    res.model.save(tmp_path / "m_model.json")
+    loaded = KMeansModel.load(tmp_path / "m_model.json")
+    np.testing.assert_array_equal(loaded.predict(image), res.labels)
+    np.testing.assert_array_equal(loaded.recolor(image, res.labels), res.recolored)
+    assert loaded.to_dict() == res.model.to_dict()
+
+
+def test_load_refuses_files_larger_than_max_bytes(tmp_path):
+    _, res = fitted("uint8_gray")
+    res.model.save(tmp_path / "m.json")
+    size = (tmp_path / "m.json").stat().st_size
+    with pytest.raises(ValueError, match=r"'m\.json' is larger than .* not a model file"):
+        KMeansModel.load(tmp_path / "m.json", max_bytes=size - 1)
+    assert KMeansModel.load(tmp_path / "m.json", max_bytes=size).n_clusters == 4
+
+
+def test_load_reads_dev_zero_without_bound():
+    import os
+
+    if not os.path.exists("/dev/zero"):
+        pytest.skip("no /dev/zero")
+    with pytest.raises(ValueError, match=r"'zero' is larger than"):
+        KMeansModel.load("/dev/zero", max_bytes=1 << 16)
+
+
+def test_load_refuses_an_endless_fifo(tmp_path):
+    """A FIFO has st_size 0: the read must stop at max_bytes, not wait for the writer's end."""
+    import os
+    import threading
+
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs here")
+    fifo = tmp_path / "pipe.json"
+    os.mkfifo(fifo)
+    stop = threading.Event()
+
+    def write():
+        try:
+            with open(fifo, "wb") as fh:
+                while not stop.is_set():
+                    fh.write(b" " * 4096)
+        except BrokenPipeError:  # the reader stopped reading: what the test expects
+            pass
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    try:
+        with pytest.raises(ValueError, match=r"'pipe\.json' is larger than"):
+            KMeansModel.load(fifo, max_bytes=1 << 16)
+    finally:
+        stop.set()
+        writer.join(5)
+    assert not writer.is_alive()
+
+
+def test_load_gives_value_errors_for_bad_content(tmp_path):
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match=r"nested too deeply"):
+        KMeansModel.load(deep)
+    big = tmp_path / "big.json"
+    big.write_text('{"format": "napari-kmeans-model", "version": ' + "1" * 5000 + "}")
+    with pytest.raises(ValueError, match=r"numbers too long"):
+        KMeansModel.load(big)
+    latin = tmp_path / "latin.json"
+    latin.write_bytes(b'{"format": "caf\xe9"}')
+    with pytest.raises(ValueError, match=r"'latin\.json' is not a text \(UTF-8\) file"):
+        KMeansModel.load(latin)
+
+
+def test_load_of_a_missing_file_is_an_os_error(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        KMeansModel.load(tmp_path / "nowhere.json")

@@ -14,7 +14,7 @@ from numbers import Integral
 import numpy as np
 
 from . import features as ft
-from .model import KMeansModel, label_dtype
+from .model import KMeansModel, center_depths, check_size, label_dtype
 
 DENSE_MAX = 1 << 20  # label values up to this are handled with a table indexed by value
 
@@ -248,6 +248,16 @@ def split(model: KMeansModel, image, labels, target, n=2, *, seed=0, n_init=4):
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 2:
         raise ValueError(f"a cluster is split into at least 2 sub-clusters, got n={n!r}.")
     labels = _check_label_array(labels)
+    parents = model.parents
+    leaves = ~np.isin(np.arange(parents.size), parents)
+    under = np.flatnonzero(leaves & (model.labels_of_centers == target))
+    depths = center_depths(parents)
+    check_size(
+        k + n - 1,
+        parents.size + under.size * n,
+        max(int(depths.max()), int(depths[under].max()) + 1),
+        what=f"splitting cluster {target} into {n} would give a model with",
+    )
     inside = labels == target
     if not inside.any():
         raise ValueError(f"cluster {target} has no pixels to split.")
@@ -269,9 +279,6 @@ def split(model: KMeansModel, image, labels, target, n=2, *, seed=0, n_init=4):
     for w in caught:
         warnings.warn(w.message, w.category, stacklevel=2)
     m = sub.n_clusters
-    parents = model.parents
-    leaves = ~np.isin(np.arange(parents.size), parents)
-    under = np.flatnonzero(leaves & (model.labels_of_centers == target))
     centers = np.concatenate([model.centers, np.tile(sub.model.centers, (under.size, 1))])
     parent = np.concatenate([parents, np.repeat(under, m)])
     # Sub-cluster j gets provisional label k + j; the target's number is then vacated.

@@ -18,6 +18,10 @@ from .lloyd import assign
 FORMAT = "napari-kmeans-model"
 FORMAT_VERSION = 1
 MAX_FILE_BYTES = 50 * 1024 * 1024  # a model of 64 clusters is a few kB; refuse anything huge
+# Bounds on a model's size, so that a model file costs bounded time to load and apply.
+MAX_LABELS = ft.MAX_CLUSTERS
+MAX_CENTERS = 4096  # merges pool centres, splits add sub-centres under each of the target's
+MAX_DEPTH = 32  # levels of sub-centres (splits of splits): predict descends level by level
 
 
 def label_dtype(k: int) -> np.dtype:
@@ -189,15 +193,26 @@ class KMeansModel:
         return idx, d2
 
     def _descend(self, feats):
-        """Nearest top-level centre, then nearest sub-centre while the centre has any."""
+        """Nearest top-level centre, then nearest sub-centre while the centre has any.
+
+        Level by level: each level groups the pixels still at a centre with sub-centres by that
+        centre (one sort), so the work is bounded by the depth, not by the number of parents.
+        """
         parent = self.parents
         top = np.flatnonzero(parent < 0)
         idx = top[_nearest(feats, self.centers[top])]
-        for p in np.unique(parent[parent >= 0]):  # parents come before their sub-centres
-            sel = np.flatnonzero(idx == p)
-            if sel.size:
-                kids = np.flatnonzero(parent == p)
-                idx[sel] = kids[_nearest(feats[sel], self.centers[kids])]
+        kids_of = {int(p): np.flatnonzero(parent == p) for p in np.unique(parent[parent >= 0])}
+        has_kids = np.zeros(parent.size, bool)
+        has_kids[list(kids_of)] = True
+        for _ in range(parent.size):  # at most the depth of the tree
+            sel = np.flatnonzero(has_kids[idx])
+            if not sel.size:
+                break
+            sel = sel[np.argsort(idx[sel], kind="stable")]
+            at, starts = np.unique(idx[sel], return_index=True)
+            for p, rows in zip(at, np.split(sel, starts[1:]), strict=True):
+                kids = kids_of[int(p)]
+                idx[rows] = kids[_nearest(feats[rows], self.centers[kids])]
         return idx
 
     def label_prepared(self, prep: ft.Prepared, compressed=None, chunk_size=None, distinct=None):
@@ -462,7 +477,50 @@ def _check_tree(centers, colors, center_labels, parent, bad):
     leaves = ~np.isin(np.arange(m), parent)
     if labels.min() < 1 or labels.max() > k or set(labels[leaves]) != set(range(1, k + 1)):
         raise bad(f"'center_labels' must map the leaf centres onto every label 1..{k}.")
+    check_size(k, m, split_depth(parent), bad)
     return labels.astype(np.int64), parent.astype(np.int64)
+
+
+def center_depths(parent) -> np.ndarray:
+    """Each centre's level: 0 for top-level centres, 1 + its parent's for sub-centres."""
+    parent = np.asarray(parent)
+    depth = np.zeros(parent.size, np.int64)
+    for i in np.flatnonzero(parent >= 0):  # parents come before their sub-centres
+        depth[i] = depth[parent[i]] + 1
+    return depth
+
+
+def split_depth(parent) -> int:
+    """Levels of sub-centres below the top-level centres (0 for a flat or merged model)."""
+    return int(center_depths(parent).max(initial=0))
+
+
+def check_size(n_labels, n_centers, depth, error=ValueError, what="this model has"):
+    """Raise ``error(message)`` when a model exceeds ``MAX_LABELS``, ``MAX_CENTERS`` or
+    ``MAX_DEPTH``: beyond them loading and applying it would take unbounded time."""
+    for found, limit, name in (
+        (n_labels, MAX_LABELS, "labels"),
+        (n_centers, MAX_CENTERS, "centres"),
+    ):
+        if found > limit:
+            raise error(f"{what} {found} {name}, more than the {limit} allowed.")
+    if depth > MAX_DEPTH:
+        raise error(
+            f"{what} a split depth of {depth}, more than the {MAX_DEPTH} allowed (splits of "
+            "splits); merge sub-clusters back or fit again with more clusters."
+        )
+
+
+def _numbers(value) -> np.ndarray:
+    """A (nested) list of JSON numbers as float64; strings, booleans and nulls are refused."""
+    arr = np.array(value)
+    rows = value if isinstance(value, list) else []
+    if any(isinstance(x, bool) for row in rows for x in (row if isinstance(row, list) else [row])):
+        arr = np.array(True)
+    if arr.dtype.kind not in "iuf":
+        found = {"b": "true/false", "U": "str", "S": "str", "O": "mixed or ragged lists"}
+        raise TypeError(f"found {found.get(arr.dtype.kind, arr.dtype)}")
+    return arr.astype(np.float64)
 
 
 def _model_from_dict(cls, data):
@@ -476,6 +534,8 @@ def _model_from_dict(cls, data):
     version = data.get("version")
     if not isinstance(version, int) or isinstance(version, bool):
         raise bad(f"'version' must be an integer, got {version!r}.")
+    if version < 1:
+        raise bad(f"'version' must be 1 or more, got {version}.")
     if version > FORMAT_VERSION:
         raise ValueError(
             f"this model file has format version {version}, newer than the {FORMAT_VERSION} this "
@@ -497,14 +557,14 @@ def _model_from_dict(cls, data):
     if missing:
         raise bad(f"missing field(s) {', '.join(missing)}.")
     try:
-        centers = np.array(data["centers"], dtype=np.float64)
-        colors = np.array(data["colors"], dtype=np.float64)
+        centers, colors = _numbers(data["centers"]), _numbers(data["colors"])
     except (TypeError, ValueError) as err:
         raise bad(f"'centers' and 'colors' must be lists of lists of numbers ({err}).") from None
     if centers.ndim != 2 or centers.shape[0] < 1 or colors.ndim != 2:
         raise bad(f"'centers' must be a non-empty k x d table, got shape {centers.shape}.")
     if not (np.isfinite(centers).all() and np.isfinite(colors).all()):
         raise bad("'centers' and 'colors' must be finite numbers.")
+    check_size(colors.shape[0], centers.shape[0], 0, bad, "the model has")
     if "n_clusters" in data and data["n_clusters"] != colors.shape[0]:
         raise bad(f"'n_clusters' is {data['n_clusters']} but there are {colors.shape[0]} colors.")
     center_labels, parent = _check_tree(
@@ -518,7 +578,9 @@ def _model_from_dict(cls, data):
         raise bad(f"'rgb' must be true or false, got {rgb!r}.")
     if axis is not None and (not isinstance(axis, int) or isinstance(axis, bool) or axis >= 0):
         raise bad(f"'channel_axis' must be null or a negative integer, got {axis!r}.")
-    if not isinstance(n_channels, int) or n_channels < 1 or colors.shape[1] != n_channels:
+    if not isinstance(n_channels, int) or isinstance(n_channels, bool) or n_channels < 1:
+        raise bad(f"'n_channels' must be a positive integer, got {n_channels!r}.")
+    if colors.shape[1] != n_channels:
         raise bad(f"'n_channels' {n_channels!r} does not match colors of width {colors.shape[1]}.")
     n_features = 3 if color_space == "lab" else n_channels
     if centers.shape[1] != n_features:
@@ -536,6 +598,8 @@ def _model_from_dict(cls, data):
     seed = data.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise bad(f"'seed' must be an integer, got {seed!r}.")
+    if seed < 0:
+        raise bad(f"'seed' must be an integer >= 0, got {seed!r}.")
     spec = ft.FeatureSpec(axis, rgb, color_space, n_channels)
     flat = center_labels is None or (
         np.array_equal(center_labels, np.arange(1, centers.shape[0] + 1)) and np.all(parent < 0)
