@@ -304,3 +304,26 @@ def test_split_refuses_more_labels_than_a_model_file_may():
     with pytest.raises(ValueError, match=r"would give a model with 1001 labels, more than the "
                        r"1000 allowed"):  # fmt: skip
         split(r.model, np.repeat(image, 2), np.repeat(r.labels, 2), 5)
+
+
+def test_split_reports_progress_and_can_be_cancelled(rgb_image):
+    r = segment(rgb_image, 2)
+    calls = []
+    _model, labels = split(
+        r.model, rgb_image, r.labels, 1, 2, progress=lambda f, s: calls.append((f, s))
+    )
+    fractions = [f for f, _ in calls]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    same = split(r.model, rgb_image, r.labels, 1, 2)
+    np.testing.assert_array_equal(labels, same[1])
+
+    class Stop(Exception):
+        pass
+
+    def stop(fraction, step):
+        raise Stop(step)
+
+    with pytest.raises(Stop):
+        split(r.model, rgb_image, r.labels, 1, 2, progress=stop)
+    with pytest.raises(ValueError, match=r"n_init must be at most 1000"):
+        split(r.model, rgb_image, r.labels, 1, 2, n_init=10**9)

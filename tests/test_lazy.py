@@ -340,3 +340,24 @@ def test_lazy_refuses_values_whose_squares_overflow():
     image = da.from_array(np.random.default_rng(0).random((20, 20)) * 1e200, chunks=8)
     with pytest.raises(ValueError, match=r"squared distances overflow"):
         segment_lazy(image, 3)
+
+
+def test_segment_lazy_reports_progress_and_can_be_cancelled():
+    image = da.from_array(np.random.default_rng(0).random((60, 70, 2)), chunks=(30, 35, 2))
+    calls = []
+    res = segment_lazy(image, 3, channel_axis=-1, progress=lambda f, s: calls.append((f, s)))
+    fractions = [f for f, _ in calls]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and len(calls) > 3
+    np.testing.assert_array_equal(
+        res.labels.compute(), segment_lazy(image, 3, channel_axis=-1).labels.compute()
+    )
+
+    class Stop(Exception):
+        pass
+
+    def stop(fraction, step):
+        if fraction >= 0.5:
+            raise Stop(step)
+
+    with pytest.raises(Stop):
+        segment(image, 3, channel_axis=-1, progress=stop)

@@ -967,3 +967,109 @@ def test_predict_refuses_values_far_beyond_the_centres():
     model = segment(np.random.default_rng(2).random((10, 10, 2)), 3, channel_axis=-1).model
     with pytest.raises(ValueError, match=r"span .* squared distances overflow"):
         model.predict(np.full((4, 4, 2), 1e200))
+
+
+# -- bounded parameters and cooperative progress / cancel (issue 8, item 19) ----------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"n_init": 10**9}, r"n_init must be at most 1000, got 1000000000; restarts"),
+        ({"max_iter": 10**6}, r"max_iter must be at most 100000, got 1000000"),
+        ({"n_clusters": 1001}, r"n_clusters must be at most 1000, got 1001.*edit\.instances"),
+    ],
+)
+def test_unbounded_parameters_are_refused(kwargs, match):
+    """n_init=10**9 used to hang."""
+    from napari_kmeans import fit
+
+    kwargs = {"n_clusters": 2, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        segment(GRAY, **kwargs)
+    with pytest.raises(ValueError, match=match):
+        fit(GRAY, **kwargs)
+
+
+class Cancelled(Exception):
+    """What a widget's Cancel raises from the progress callback."""
+
+
+def _recorder(stop_after=None):
+    calls = []
+
+    def progress(fraction, step):
+        calls.append((fraction, step))
+        if stop_after is not None and len(calls) >= stop_after:
+            raise Cancelled(f"stopped after {len(calls)} calls")
+
+    return calls, progress
+
+
+def _check_calls(calls):
+    fractions = [f for f, _ in calls]
+    assert all(isinstance(f, float) and 0.0 <= f <= 1.0 for f in fractions)
+    assert fractions == sorted(fractions), "fractions must never decrease"
+    assert all(isinstance(step, str) and step for _, step in calls)
+
+
+@pytest.mark.parametrize(
+    ("image", "kwargs"),
+    [
+        (np.random.default_rng(0).random((300, 400, 3)).astype(np.float32), {"n_init": 6}),
+        (np.random.default_rng(1).integers(0, 60000, (200, 300)).astype(np.uint16), {}),
+        (np.random.default_rng(2).integers(0, 256, (200, 300, 3)).astype(np.uint8), {}),
+    ],
+    ids=["float-rgb-sampled", "uint16-gray-exact", "uint8-rgb-compressed"],
+)
+def test_fit_and_segment_report_progress_without_changing_results(image, kwargs):
+    from napari_kmeans import fit
+
+    calls, progress = _recorder()
+    plain = segment(image, 12, **kwargs)
+    reported = segment(image, 12, progress=progress, **kwargs)
+    _check_calls(calls)
+    assert len(calls) >= 10 and calls[-1][0] == 1.0
+    np.testing.assert_array_equal(reported.labels, plain.labels)
+    np.testing.assert_array_equal(reported.centers, plain.centers)
+    assert reported.inertia == plain.inertia and reported.n_iter == plain.n_iter
+    calls, progress = _recorder()
+    model = fit(image, 12, progress=progress, **kwargs).model
+    _check_calls(calls)
+    np.testing.assert_array_equal(model.centers, plain.model.centers)
+
+
+def test_a_raising_progress_callback_stops_the_fit_promptly():
+    """How the widget's Cancel stops a fit in its helper thread."""
+    from napari_kmeans import fit
+
+    image = np.random.default_rng(3).random((400, 500, 3))
+    calls, progress = _recorder(stop_after=5)
+    with pytest.raises(Cancelled, match="stopped after 5 calls"):
+        fit(image, 16, n_init=50, progress=progress)
+    assert len(calls) == 5  # nothing ran on after the exception
+    _check_calls(calls)
+    assert calls[-1][0] < 0.5
+
+
+def test_labelling_reports_progress_by_chunk():
+    image = np.random.default_rng(4).random((100, 120, 2))
+    calls, progress = _recorder()
+    res = segment(image, 3, channel_axis=-1, chunk_size=1000, progress=progress)
+    labelling = [c for c in calls if c[1] == "labelling pixels"]
+    assert len(labelling) == 12
+    np.testing.assert_array_equal(res.labels, segment(image, 3, channel_axis=-1).labels)
+
+
+def test_progress_must_be_callable():
+    with pytest.raises(TypeError, match=r"progress must be a callable progress\(fraction, step\)"):
+        segment(GRAY, 2, progress="bar")
+
+
+@pytest.mark.parametrize("dtype", [">u2", ">i4", ">f8"])
+def test_big_endian_input_gives_recolored_in_its_own_dtype(dtype):
+    """The docstring promises the input's dtype, byte order included."""
+    image = np.array([[1, 2, 3, 1000], [1001, 1002, 2, 5000]]).astype(dtype)
+    res = segment(image, 3)
+    assert res.recolored.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(res.recolored, segment(image.astype(dtype[1:]), 3).recolored)

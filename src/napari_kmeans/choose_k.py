@@ -21,11 +21,31 @@ def inertia_curve(
     mask=None,
     seed=0,
     n_init=2,
+    progress=None,
 ):
     """Inertia of k-means for every k in ``k_min..k_max``.
 
     The image is compressed (or sampled) once; each k is then fitted on the weighted distinct
     values, exactly for single-channel data. Inertias of sampled images are scaled estimates.
+
+    Parameters
+    ----------
+    image, channel_axis, rgb, color_space, mask, seed, n_init
+        As for :func:`napari_kmeans.segment` (``n_init`` restarts for each k).
+    k_max : int
+        Largest k of the curve (at most 1000).
+    k_min : int, optional
+        Smallest k of the curve.
+    progress : callable, optional
+        ``progress(fraction, step)``, called before each k and during each fit, with the
+        fraction done (in [0, 1], never decreasing) and the step; raise from it to cancel (the
+        exception propagates unchanged). Results are the same with or without it.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For arguments out of range (each error names the parameter), or an image with fewer
+        distinct values than ``k_min``.
 
     Returns
     -------
@@ -43,12 +63,16 @@ def inertia_curve(
     >>> elbow(ks, inertias)
     3
     """
+    progress = ft.checked_progress(progress)
+    ft.tick(progress, 0.0, "reading pixels")
     image = ft.as_image(image)
     k_min = ft.check_int("k_min", k_min, 1, ft.MAX_CLUSTERS)
     k_max = ft.check_int("k_max", k_max, k_min, ft.MAX_CLUSTERS)
+    n_init = ft.check_int("n_init", n_init, 1, ft.MAX_N_INIT)
+    seed = ft.check_int("seed", seed, 0)
     spec = ft.make_spec(image, channel_axis=channel_axis, rgb=rgb, color_space=color_space)
     prep = ft.prepare(image, spec, mask)
-    values, weights, _, _ = _support(prep, seed)
+    values, weights, _, _ = _support(prep, seed, ft.part(progress, 0.0, 0.1))
     feats = ft.to_features(values, spec, prep.dtype)
     k_max = min(k_max, values.shape[0])
     if k_max < k_min:
@@ -59,9 +83,18 @@ def inertia_curve(
     ks = np.arange(k_min, k_max + 1)
     if feats.shape[1] == 1:
         order = np.argsort(feats[:, 0], kind="stable")
-        inertias = inertia_curve_1d(feats[order, 0], weights[order], k_max)[k_min - 1 :]
+        inertias = inertia_curve_1d(
+            feats[order, 0], weights[order], k_max, ft.part(progress, 0.1, 1.0)
+        )[k_min - 1 :]
     else:
-        inertias = [kmeans(feats, weights, int(k), n_init=n_init, seed=seed).inertia for k in ks]
+        inertias = []
+        for i, k in enumerate(ks):
+            each = ft.part(progress, 0.1 + 0.9 * i / ks.size, 0.1 + 0.9 * (i + 1) / ks.size)
+            ft.tick(each, 0.0, f"k-means for k = {k}")
+            inertias.append(
+                kmeans(feats, weights, int(k), n_init=n_init, seed=seed, progress=each).inertia
+            )
+    ft.tick(progress, 1.0, "done")
     return ks, np.array(inertias, dtype=np.float64)
 
 
@@ -73,6 +106,11 @@ def elbow(ks, inertias) -> int:
     """
     ks = np.asarray(ks, dtype=np.float64)
     y = np.asarray(inertias, dtype=np.float64)
+    if ks.ndim != 1 or ks.size == 0 or y.shape != ks.shape:
+        raise ValueError(
+            f"elbow needs ks and inertias of the same length, at least one point each, got "
+            f"shapes {ks.shape} and {y.shape}; pass the two arrays inertia_curve returns."
+        )
     if ks.size < 3 or y[0] == y[-1]:
         return int(ks[0])
     x = (ks - ks[0]) / (ks[-1] - ks[0])

@@ -220,11 +220,16 @@ def merge(model: KMeansModel, labels, targets):
     return _relabel(model, labels, mapping, colors)
 
 
-def split(model: KMeansModel, image, labels, target, n=2, *, seed=0, n_init=4):
+def split(model: KMeansModel, image, labels, target, n=2, *, seed=0, n_init=4, progress=None):
     """Split cluster ``target`` into ``n`` sub-clusters by k-means on its pixels only.
 
-    Returns the new model and labels. Only the target cluster's pixels change label; the model
-    gains sub-centres under the target's centres, so it reproduces the new labels.
+    Returns the new model and labels. Only the target cluster's pixels get new sub-cluster
+    labels; clusters brighter than the target are renumbered up to make room. The model gains
+    sub-centres under the target's centres, so it reproduces the new labels. The result may
+    have at most 1000 labels, 4096 centres and 32 levels of splits (the limits of a model file).
+
+    ``progress(fraction, step)``, if given, is called regularly during the k-means of the
+    target's pixels (see :func:`napari_kmeans.segment`); raise from it to cancel.
 
     Examples
     --------
@@ -273,6 +278,7 @@ def split(model: KMeansModel, image, labels, target, n=2, *, seed=0, n_init=4):
             mask=inside,
             seed=seed,
             n_init=n_init,
+            progress=progress,
         )
     if sub.n_clusters < 2:
         raise ValueError(f"cluster {target} has a single distinct value; it cannot be split.")

@@ -131,6 +131,42 @@ def check_real_dtype(dtype, name="image") -> None:
     )
 
 
+class _Reporter:
+    """A caller's ``progress(fraction, step)``, fed fractions clipped to [0, 1], never going back."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.last = 0.0
+
+    def __call__(self, fraction, step):
+        self.last = min(max(float(fraction), self.last), 1.0)
+        self.fn(self.last, step)
+
+
+def checked_progress(progress):
+    """``progress`` ready to call (None stays None); TypeError if it is not callable."""
+    if progress is None or isinstance(progress, _Reporter):
+        return progress
+    if not callable(progress):
+        raise TypeError(
+            f"progress must be a callable progress(fraction, step) or None, got {progress!r}."
+        )
+    return _Reporter(progress)
+
+
+def part(progress, start, stop):
+    """``progress`` for a sub-task whose fractions 0..1 map onto ``start..stop`` (None: None)."""
+    if progress is None:
+        return None
+    return lambda fraction, step: progress(start + (stop - start) * fraction, step)
+
+
+def tick(progress, fraction, step):
+    """Report to ``progress`` if there is one: the engine's cooperative progress and cancel."""
+    if progress is not None:
+        progress(fraction, step)
+
+
 def as_image(image, name="image") -> np.ndarray:
     """Return ``image`` as an ndarray with a supported dtype, or raise a helpful error."""
     if hasattr(image, "__array_function__") and type(image).__module__.startswith("dask"):

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .features import part, tick
+
 EXACT_MAX_DISTINCT = 1 << 20  # beyond this many distinct values: quantile groups + 1-D Lloyd
 _GROUPS = 1 << 16
 
@@ -134,7 +136,7 @@ def _solve_row(prev, pre, jlo, jhi, ilo):
     return D, opt
 
 
-def kmeans_1d_exact(x, w, k) -> Result1D:
+def kmeans_1d_exact(x, w, k, progress=None) -> Result1D:
     """Globally optimal weighted k-means of sorted distinct values ``x`` with weights ``w``.
 
     Parameters
@@ -145,6 +147,8 @@ def kmeans_1d_exact(x, w, k) -> Result1D:
         Positive weights (pixel counts).
     k : int
         Number of clusters, ``1 <= k <= n``.
+    progress : callable, optional
+        ``progress(fraction, step)``, called before each level of the dynamic programme.
 
     Returns
     -------
@@ -171,6 +175,7 @@ def kmeans_1d_exact(x, w, k) -> Result1D:
         prev[j] = pre.cost(np.zeros_like(j), j)
         opts = []
         for m in range(2, k):
+            tick(progress, (m - 1) / k, f"exact 1-D k-means, level {m} of {k}")
             prev, opt = _solve_row(prev, pre, m, n - (k - m), m - 1)
             opts.append(opt)
         i = np.arange(k - 1, n)
@@ -190,13 +195,14 @@ def _segment_ss(x, w, bounds, centers):
     return np.bincount(lab, weights=w * (x - centers[lab]) ** 2, minlength=centers.size)
 
 
-def _lloyd_1d(x, w, centers, max_iter):
+def _lloyd_1d(x, w, centers, max_iter, progress=None):
     """Lloyd iterations on sorted values; each costs O(k log n) through prefix sums."""
     cw = np.concatenate([[0.0], np.cumsum(w)])
     cwx = np.concatenate([[0.0], np.cumsum(w * (x - x[0]))])
     n_iter = 0
     bounds = None
-    for n_iter in range(1, max_iter + 1):  # noqa: B007
+    for n_iter in range(1, max_iter + 1):
+        tick(progress, (n_iter - 1) / max_iter, f"1-D Lloyd iteration {n_iter}")
         inner = np.searchsorted(x, thresholds(centers), side="right")
         new_bounds = np.concatenate([[0], inner, [x.size]])
         if bounds is not None and np.array_equal(new_bounds, bounds):
@@ -209,21 +215,22 @@ def _lloyd_1d(x, w, centers, max_iter):
     return centers, bounds, n_iter
 
 
-def kmeans_1d(x, w, k, *, max_iter=300) -> Result1D:
+def kmeans_1d(x, w, k, *, max_iter=300, progress=None) -> Result1D:
     """Weighted 1-D k-means: exact when ``x`` has at most ``EXACT_MAX_DISTINCT`` values.
 
     Beyond that, the exact solution on ``2**16`` consecutive quantile groups seeds Lloyd
-    iterations on every value; the result has ``exact=False``.
+    iterations on every value; the result has ``exact=False``. ``progress(fraction, step)`` is
+    called between levels and iterations.
     """
     x = np.asarray(x, np.float64)
     w = np.asarray(w, np.float64)
     if x.size <= EXACT_MAX_DISTINCT:
-        return kmeans_1d_exact(x, w, k)
+        return kmeans_1d_exact(x, w, k, progress)
     edges = np.linspace(0, x.size, _GROUPS + 1).astype(np.int64)[:-1]
     gw = np.add.reduceat(w, edges)
     gx = np.add.reduceat(w * x, edges) / gw
-    seed = kmeans_1d_exact(gx, gw, k)
-    centers, bounds, n_iter = _lloyd_1d(x, w, seed.centers, max_iter)
+    seed = kmeans_1d_exact(gx, gw, k, part(progress, 0.0, 0.5))
+    centers, bounds, n_iter = _lloyd_1d(x, w, seed.centers, max_iter, part(progress, 0.5, 1.0))
     keep = np.diff(bounds) > 0
     centers = centers[keep]
     bounds = np.concatenate([[0], bounds[1:][keep]])
@@ -231,7 +238,7 @@ def kmeans_1d(x, w, k, *, max_iter=300) -> Result1D:
     return Result1D(centers, bounds, inertia, False, n_iter)
 
 
-def inertia_curve_1d(x, w, k_max) -> np.ndarray:
+def inertia_curve_1d(x, w, k_max, progress=None) -> np.ndarray:
     """Optimal inertia for every k in ``1..min(k_max, n)``, from one dynamic programme.
 
     Row m of the programme holds the best cost of the first j values in m clusters, so computing
@@ -250,7 +257,9 @@ def inertia_curve_1d(x, w, k_max) -> np.ndarray:
     j = np.arange(1, n + 1)
     prev = np.concatenate([[np.inf], pre.cost(np.zeros_like(j), j)])
     out = [prev[n]]
-    for m in range(2, min(k_max, n) + 1):
+    top = min(k_max, n)
+    for m in range(2, top + 1):
+        tick(progress, (m - 2) / max(top - 1, 1), f"inertia for k = {m}")
         prev, _ = _solve_row(prev, pre, m, n, m - 1)
         out.append(max(prev[n], 0.0))
     return np.array(out)

@@ -555,6 +555,7 @@ def segment_lazy(
     max_iter=300,
     tol=1e-4,
     chunk_size=None,
+    progress=None,
 ):
     """:func:`napari_kmeans.segment` for dask arrays: fit by reductions, label lazily.
 
@@ -562,7 +563,8 @@ def segment_lazy(
     arrays (numpy arrays are wrapped). The model is fitted now, reading the image block by block
     (one pass for data that compress; up to three passes for others, plus one for ``counts`` and
     ``inertia`` when the fit used a sample). Labels and the recoloured image are returned as dask
-    arrays that are computed only when asked for.
+    arrays that are computed only when asked for. ``progress(fraction, step)`` is called between
+    the reductions and during the fit (not inside a ``dask.compute``); raising from it cancels.
 
     Returns
     -------
@@ -598,14 +600,19 @@ def segment_lazy(
         n_clusters, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed
     )
     chunk_size = ft.check_chunk_size(chunk_size)
+    progress = ft.checked_progress(progress)
     spec = ft.make_spec(image, channel_axis=channel_axis, rgb=rgb, color_space=color_space)
     lazy = lay_out(image, spec, mask)
+    ft.tick(progress, 0.0, "reading blocks")
     found = support(lazy, seed)
     model, _, _, n_iter, exact = fit_weighted(
         found.values, found.weights, spec, lazy.dtype, k,
         n_init=n_init, max_iter=max_iter, tol=tol, seed=seed, covers_all=found.covers_all,
+        progress=ft.part(progress, 0.5, 0.8),
     )  # fmt: skip
+    ft.tick(progress, 0.8, "counting pixels per cluster")
     counts, inertia = _stats(model, lazy, found, chunk_size)
+    ft.tick(progress, 1.0, "done")
     labels = _labels(model, lazy, chunk_size)
     return Segmentation(
         labels=labels,

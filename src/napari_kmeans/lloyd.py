@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .features import part, tick
+
 
 @dataclass(frozen=True)
 class LloydResult:
@@ -33,15 +35,29 @@ class LloydResult:
     dist: np.ndarray  # (n,) squared distance of each point to its centre
 
 
-def assign(points: np.ndarray, centers: np.ndarray):
+PROGRESS_ROWS = 1 << 20  # with a progress callback, assignment reports every this many points
+
+
+def assign(points: np.ndarray, centers: np.ndarray, progress=None):
     """Nearest centre of each point (first one on ties) and the squared distance to it.
 
     Rows are independent, so the result does not depend on how points are chunked. Up to four
     features, :func:`scipy.cluster.vq.vq` computes the differences directly in compiled code;
     from five on it switches to the ``|x|^2 - 2 x.c + |c|^2`` expansion, which cancels badly for
     data far from the origin and needs an ``(n, k)`` matrix, so there the distances are computed
-    directly, one centre at a time.
+    directly, one centre at a time. With ``progress``, many points are assigned in slices with
+    a report after each (the same result).
     """
+    n = points.shape[0]
+    if progress is not None and n > PROGRESS_ROWS:
+        labels, dist = np.empty(n, np.intp), np.empty(n)
+        for s in range(0, n, PROGRESS_ROWS):
+            tick(progress, s / n, "assigning points to centres")
+            part_labels, dist[s : s + PROGRESS_ROWS] = assign(
+                points[s : s + PROGRESS_ROWS], centers
+            )
+            labels[s : s + PROGRESS_ROWS] = part_labels
+        return labels, dist
     if points.shape[1] < 5:
         from scipy.cluster.vq import vq  # imported here: scipy.cluster takes ~0.5 s to import
 
@@ -118,7 +134,9 @@ def _cluster_sums(wpoints, weights, labels, k):
     return sums, mass, np.bincount(labels, minlength=k)
 
 
-def lloyd(points, weights, centers, *, max_iter=300, tol_abs=0.0, wpoints=None) -> LloydResult:
+def lloyd(
+    points, weights, centers, *, max_iter=300, tol_abs=0.0, wpoints=None, progress=None
+) -> LloydResult:
     """Weighted Lloyd iterations from ``centers`` until no label changes or the shift is tiny.
 
     ``tol_abs`` bounds the squared centre shift (summed over centres) below which iterations stop;
@@ -134,6 +152,7 @@ def lloyd(points, weights, centers, *, max_iter=300, tol_abs=0.0, wpoints=None) 
     sums = mass = npts = None
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
+        tick(progress, (n_iter - 1) / max_iter, f"Lloyd iteration {n_iter}")
         new_labels, dist = assign(points, centers)
         if labels is None:
             sums, mass, npts = _cluster_sums(wpoints, weights, new_labels, k)
@@ -196,7 +215,9 @@ SWAPS = (24, 4)  # swap trials on the restart sample, then on the next (8x large
 SWAP_ITER = 30  # Lloyd iterations per swap trial
 
 
-def improve_by_swaps(points, weights, res, trials, rng, *, max_iter=300, tol_abs=0.0):
+def improve_by_swaps(
+    points, weights, res, trials, rng, *, max_iter=300, tol_abs=0.0, progress=None
+):
     """Local search over centre swaps: move the least useful centre to a new place, keep if better.
 
     Lloyd stops at a local optimum where a centre can be stuck between clusters, or two centres
@@ -209,7 +230,8 @@ def improve_by_swaps(points, weights, res, trials, rng, *, max_iter=300, tol_abs
     if k < 2:
         return res
     best = res
-    for _ in range(trials):
+    for t in range(trials):
+        tick(progress, t / trials, f"swap search, trial {t + 1} of {trials}")
         first, second, _ = _two_nearest(points, best.centers)
         loss = np.bincount(best.labels, weights=weights * (second - first), minlength=k)
         cdf = np.cumsum(weights * first)
@@ -239,7 +261,9 @@ def _with_rare_points(points, weights, sub_p, sub_w, m, rng):
     return both[first], np.concatenate([sub_w, weights[extra]])[first]
 
 
-def kmeans(points, weights, k, *, n_init=4, max_iter=300, tol=1e-4, seed=0) -> LloydResult:
+def kmeans(
+    points, weights, k, *, n_init=4, max_iter=300, tol=1e-4, seed=0, progress=None
+) -> LloydResult:
     """Best of ``n_init`` k-means++ / Lloyd runs on a small sample, refined coarse to fine.
 
     The restarts run on a weighted subsample of ``clip(256 k, 4096, 32768)`` points, where they
@@ -249,6 +273,9 @@ def kmeans(points, weights, k, *, n_init=4, max_iter=300, tol=1e-4, seed=0) -> L
     stage's centres. When the stage before the last had at least ``2**17`` distinct points, the
     last stage only assigns all points to its centres: their sampling error then costs about
     ``d k / 2**17`` of the inertia (0.02 % for RGB and k = 8), less than a full pass would gain.
+
+    ``progress(fraction, step)``, if given, is called between restarts, Lloyd iterations, swap
+    trials and stages; an exception raised by it stops the computation and propagates.
     """
     rng = np.random.default_rng(seed)
     n = points.shape[0]
@@ -259,9 +286,11 @@ def kmeans(points, weights, k, *, n_init=4, max_iter=300, tol=1e-4, seed=0) -> L
         sub_p, sub_w = _with_rare_points(points, weights, sub_p, sub_w, 4 * k, rng)
     tol_abs = tol * _mean_variance(sub_p, sub_w)  # the sample's variance is close enough
     best = None
-    for _ in range(n_init):
+    for i in range(n_init):
+        run = part(progress, 0.4 * i / n_init, 0.4 * (i + 1) / n_init)
+        tick(run, 0.0, f"k-means++ seeding, restart {i + 1} of {n_init}")
         start = kmeans_plusplus(sub_p, sub_w, k, rng)
-        res = lloyd(sub_p, sub_w, start, max_iter=max_iter, tol_abs=tol_abs)
+        res = lloyd(sub_p, sub_w, start, max_iter=max_iter, tol_abs=tol_abs, progress=run)
         if best is None or res.inertia < best.inertia:
             best = res
     # Many clusters have many more poor local optima than restarts can avoid: search swaps on the
@@ -271,24 +300,29 @@ def kmeans(points, weights, k, *, n_init=4, max_iter=300, tol=1e-4, seed=0) -> L
     trial_iter = min(max_iter, SWAP_ITER)
     if swaps[0]:
         best = improve_by_swaps(
-            sub_p, sub_w, best, swaps[0], rng, max_iter=trial_iter, tol_abs=tol_abs
-        )
+            sub_p, sub_w, best, swaps[0], rng, max_iter=trial_iter, tol_abs=tol_abs,
+            progress=part(progress, 0.4, 0.5),
+        )  # fmt: skip
     res, n_iter = best, best.n_iter
     stage = 0
     while sub_p is not points:
         size *= 8
+        # stage j (0-based) reports in [1 - 2**-(j+1), 1 - 2**-(j+2)]: later stages are larger
+        this = part(progress, 1 - 0.5 ** (stage + 1), 1 - 0.5 ** (stage + 2))
+        tick(this, 0.0, f"refining on {min(size, n)} points")
         if size * 2 < n:
             sub_p, sub_w = weighted_subsample(points, weights, size, rng, cdf)
         elif sub_p.shape[0] >= 1 << 17:  # centres from so large a sample are final: assign
-            labels, dist = assign(points, res.centers)
+            labels, dist = assign(points, res.centers, progress=this)
             return LloydResult(res.centers, labels, float(weights @ dist), n_iter, dist)
         else:
             sub_p, sub_w = points, weights
-        res = lloyd(sub_p, sub_w, res.centers, max_iter=max_iter, tol_abs=tol_abs)
+        res = lloyd(sub_p, sub_w, res.centers, max_iter=max_iter, tol_abs=tol_abs, progress=this)
         stage += 1
         if swaps[1] and stage == 1:
             res = improve_by_swaps(
-                sub_p, sub_w, res, swaps[1], rng, max_iter=trial_iter, tol_abs=tol_abs
-            )
+                sub_p, sub_w, res, swaps[1], rng, max_iter=trial_iter, tol_abs=tol_abs,
+                progress=this,
+            )  # fmt: skip
         n_iter += res.n_iter
     return LloydResult(res.centers, res.labels, res.inertia, n_iter, res.dist)

@@ -215,7 +215,9 @@ class KMeansModel:
                 idx[rows] = kids[_nearest(feats[rows], self.centers[kids])]
         return idx
 
-    def label_prepared(self, prep: ft.Prepared, compressed=None, chunk_size=None, distinct=None):
+    def label_prepared(
+        self, prep: ft.Prepared, compressed=None, chunk_size=None, distinct=None, progress=None
+    ):
         """Label a prepared image: ``(labels, inertia, counts)``.
 
         Labels are flat (0 for invalid pixels); ``inertia`` sums squared feature distances over
@@ -223,12 +225,14 @@ class KMeansModel:
         through a look-up table over their codes; others in chunks of ``chunk_size`` pixels.
         ``distinct`` may give ``(idx, d2)``, the nearest centre of each of ``compressed.values``
         and the squared distance to it, when the caller has just computed them (:func:`segment`
-        does), saving one assignment pass.
+        does), saving one assignment pass. ``progress(fraction, step)`` is called before each
+        chunk.
         """
         chunk = ft.check_chunk_size(chunk_size) or CHUNK
         k = self.n_clusters
         ldtype = label_dtype(k)
         if compressed is None:
+            ft.tick(progress, 0.0, "compressing pixels")
             compressed = compress(prep.pixels, prep.valid)
         if compressed is not None:
             if distinct is None:
@@ -245,6 +249,7 @@ class KMeansModel:
         inertia = 0.0
         counts = np.zeros(k, np.int64)
         for s in range(0, n, chunk):
+            ft.tick(progress, s / n, "labelling pixels")
             part = prep.pixels[s : s + chunk]
             ok = None if prep.valid is None else prep.valid[s : s + chunk]
             if ok is not None:

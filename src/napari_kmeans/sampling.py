@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from .compress import CHUNK
+from .features import tick
 
 SAMPLE_SIZE = 1 << 17  # expected number of sampled pixels for images that do not compress
 _BUCKET_BITS = 20
@@ -77,11 +78,12 @@ def _heavy_values(pixels, valid, seed, hot, shift, heavy_min):
     return np.concatenate(vals)[first[big]], total[big], uh[big]
 
 
-def hash_sample(pixels, valid, n_valid, seed, size=SAMPLE_SIZE):
+def hash_sample(pixels, valid, n_valid, seed, size=SAMPLE_SIZE, progress=None):
     """A weighted sample ``(values, weights)`` of the valid pixels; weights sum to about n_valid.
 
     When there are at most ``size`` valid pixels, all of them are returned, grouped, with exact
     counts, and the third return value is True (the sample is the whole image).
+    ``progress(fraction, step)`` is called after each chunk of pixels.
     """
     if n_valid <= size:
         vals = np.concatenate(list(_chunks(pixels, valid)))
@@ -95,7 +97,8 @@ def hash_sample(pixels, valid, n_valid, seed, size=SAMPLE_SIZE):
 
     kept, kept_h = [], []
     buckets = np.zeros(n_buckets, np.int64)
-    for part in _chunks(pixels, valid):
+    for i, part in enumerate(_chunks(pixels, valid)):
+        tick(progress, 0.8 * i * CHUNK / pixels.shape[0], "sampling pixels")
         h = hash_values(part, seed)
         buckets += np.bincount((h >> shift).astype(np.intp), minlength=n_buckets)
         sel = h < threshold
@@ -108,6 +111,7 @@ def hash_sample(pixels, valid, n_valid, seed, size=SAMPLE_SIZE):
     heavy_vals = np.zeros((0, pixels.shape[1]), pixels.dtype)
     heavy_counts = np.zeros(0, np.float64)
     if hot.any():
+        tick(progress, 0.8, "counting frequent values")
         heavy_vals, heavy_counts, heavy_h = _heavy_values(
             pixels, valid, seed, hot, shift, heavy_min
         )

@@ -57,29 +57,35 @@ class Segmentation:
         return int(self.centers.shape[0])
 
 
-def _support(prep: ft.Prepared, seed: int):
+def _support(prep: ft.Prepared, seed: int, progress=None):
     """Weighted points to fit on: ``(values, weights, compressed, covers_all)``."""
+    ft.tick(progress, 0.0, "compressing pixels")
     comp = compress(prep.pixels, prep.valid)
     if comp is not None:
         return comp.values, comp.counts.astype(np.float64), comp, True
     if prep.spec.n_channels == 1:
+        ft.tick(progress, 0.1, "finding distinct values")
         vals = prep.pixels[:, 0] if prep.valid is None else prep.pixels[prep.valid, 0]
         uniq, counts = np.unique(vals, return_counts=True)
         return uniq[:, None], counts.astype(np.float64), None, True
-    values, weights, whole = hash_sample(prep.pixels, prep.valid, prep.n_valid, seed)
+    values, weights, whole = hash_sample(
+        prep.pixels, prep.valid, prep.n_valid, seed, progress=progress
+    )
     return values, weights, None, whole
 
 
-def _fit(feats, weights, k, *, n_init, max_iter, tol, seed):
+def _fit(feats, weights, k, *, n_init, max_iter, tol, seed, progress=None):
     """Centres in feature space, each point's centre and squared distance to it, iterations,
     and whether the result is the proven optimum."""
     if feats.shape[1] == 1:
         order = np.argsort(feats[:, 0], kind="stable")
-        res = kmeans_1d(feats[order, 0], weights[order], k, max_iter=max_iter)
+        res = kmeans_1d(feats[order, 0], weights[order], k, max_iter=max_iter, progress=progress)
         centers = res.centers.astype(feats.dtype)[:, None]
         idx = assign_1d(feats[:, 0], thresholds(centers[:, 0]))
         return centers, idx, (feats[:, 0] - centers[idx, 0]) ** 2, res.n_iter, res.exact
-    res = kmeans(feats, weights, k, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed)
+    res = kmeans(
+        feats, weights, k, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed, progress=progress
+    )
     return res.centers.astype(feats.dtype), res.labels, res.dist, res.n_iter, False
 
 
@@ -96,6 +102,7 @@ def segment(
     max_iter=300,
     tol=1e-4,
     chunk_size=None,
+    progress=None,
 ) -> Segmentation:
     """Segment an image by k-means clustering of its pixel values.
 
@@ -130,6 +137,12 @@ def segment(
         Convergence tolerance on the centre shift, relative to the data's mean variance.
     chunk_size : int, optional
         Pixels per chunk when labelling images that do not compress (bounds temporary memory).
+    progress : callable, optional
+        ``progress(fraction, step)``, called regularly during the work (between restarts, Lloyd
+        iterations, coarse-to-fine stages, levels of the exact 1-D solver and chunks of pixels)
+        with the fraction done (a float in [0, 1] that never decreases) and a short description
+        of the step. To cancel, raise an exception from it: the computation stops there and the
+        exception propagates unchanged. Results are the same with or without it.
 
     Returns
     -------
@@ -191,23 +204,32 @@ def segment(
         return lazy.segment_lazy(
             image, n_clusters, channel_axis=channel_axis, rgb=rgb, color_space=color_space,
             mask=mask, seed=seed, n_init=n_init, max_iter=max_iter, tol=tol,
-            chunk_size=chunk_size,
+            chunk_size=chunk_size, progress=progress,
         )  # fmt: skip
     chunk_size = ft.check_chunk_size(chunk_size)
+    progress = ft.checked_progress(progress)
+    source_dtype = np.asarray(image).dtype if isinstance(image, np.ndarray) else None
     fitted = _fit_image(
         image, n_clusters, channel_axis=channel_axis, rgb=rgb, color_space=color_space,
         mask=mask, seed=seed, n_init=n_init, max_iter=max_iter, tol=tol,
+        progress=ft.part(progress, 0.0, 0.8),
     )  # fmt: skip
     model, prep, comp = fitted.model, fitted.prep, fitted.compressed
     image = fitted.image
     labels, inertia, counts = model.label_prepared(
-        prep, comp, chunk_size, distinct=(fitted.idx, fitted.d2) if comp is not None else None
-    )
+        prep, comp, chunk_size, distinct=(fitted.idx, fitted.d2) if comp is not None else None,
+        progress=ft.part(progress, 0.8, 0.95),
+    )  # fmt: skip
     labels = labels.reshape(prep.spatial_shape)
+    ft.tick(progress, 0.95, "recolouring")
+    recolored = model.recolor(image, labels)
+    if source_dtype is not None and recolored.dtype != source_dtype:  # big-endian input
+        recolored = recolored.astype(source_dtype)
+    ft.tick(progress, 1.0, "done")
     return Segmentation(
         labels=labels,
         centers=model.colors.copy(),
-        recolored=model.recolor(image, labels),
+        recolored=recolored,
         inertia=inertia,
         n_iter=fitted.n_iter,
         counts=counts,
@@ -236,12 +258,25 @@ def fit(
     n_init=4,
     max_iter=300,
     tol=1e-4,
+    progress=None,
 ) -> Fit:
     """Fit a :class:`KMeansModel` to an image without labelling it.
 
     Takes the same arguments as :func:`segment` and fits exactly as it does; use
     ``model.predict`` and ``model.recolor`` to apply the model, for instance slab by slab or to a
     higher-resolution version of the image.
+
+    Parameters
+    ----------
+    image, n_clusters, channel_axis, rgb, color_space, mask, seed, n_init, max_iter, tol
+        As for :func:`segment`.
+    progress : callable, optional
+        ``progress(fraction, step)``, called regularly during the work (between restarts, Lloyd
+        iterations, coarse-to-fine stages, levels of the exact 1-D solver and chunks of pixels)
+        with the fraction done (a float in [0, 1] that never decreases) and a short description
+        of the step. To cancel, raise an exception from it: the computation stops there and the
+        exception propagates unchanged. Results are the same with or without it.
+
 
     Returns
     -------
@@ -255,10 +290,12 @@ def fit(
     >>> model.predict(np.array([[3, 250]], dtype=np.uint8)), exact
     (array([[1, 2]], dtype=uint8), True)
     """
+    progress = ft.checked_progress(progress)
     fitted = _fit_image(
         image, n_clusters, channel_axis=channel_axis, rgb=rgb, color_space=color_space,
-        mask=mask, seed=seed, n_init=n_init, max_iter=max_iter, tol=tol,
+        mask=mask, seed=seed, n_init=n_init, max_iter=max_iter, tol=tol, progress=progress,
     )  # fmt: skip
+    ft.tick(progress, 1.0, "done")
     return Fit(fitted.model, fitted.n_iter, fitted.exact)
 
 
@@ -274,19 +311,23 @@ class _Fitted(NamedTuple):
 
 
 def _fit_image(
-    image, n_clusters, *, channel_axis, rgb, color_space, mask, seed, n_init, max_iter, tol
-) -> _Fitted:
+    image, n_clusters, *, channel_axis, rgb, color_space, mask, seed, n_init, max_iter, tol,
+    progress=None,
+) -> _Fitted:  # fmt: skip
     """Validate the arguments, lay the image out, compress or sample it, and fit."""
+    progress = ft.checked_progress(progress)
+    ft.tick(progress, 0.0, "reading pixels")
     image = ft.as_image(image)
     k, n_init, max_iter, tol, seed = ft.check_fit_args(
         n_clusters, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed
     )
     spec = ft.make_spec(image, channel_axis=channel_axis, rgb=rgb, color_space=color_space)
     prep = ft.prepare(image, spec, mask)
-    values, weights, comp, covers_all = _support(prep, seed)
+    values, weights, comp, covers_all = _support(prep, seed, ft.part(progress, 0.02, 0.2))
     res = fit_weighted(
         values, weights, spec, prep.dtype, k,
         n_init=n_init, max_iter=max_iter, tol=tol, seed=seed, covers_all=covers_all,
+        progress=ft.part(progress, 0.2, 1.0),
     )  # fmt: skip
     return _Fitted(image, prep, comp, res.model, res.idx, res.d2, res.n_iter, res.exact)
 
@@ -303,6 +344,7 @@ def fit_weighted(
     tol=1e-4,
     seed=0,
     covers_all=True,
+    progress=None,
 ):
     """Fit a :class:`KMeansModel` to weighted pixel values.
 
@@ -320,6 +362,12 @@ def fit_weighted(
         Requested k; fewer (with a warning) when there are fewer distinct values.
     covers_all : bool
         Whether ``values`` are all of the image's distinct values (needed for ``exact``).
+    progress : callable, optional
+        ``progress(fraction, step)``, called regularly during the work (between restarts, Lloyd
+        iterations, coarse-to-fine stages, levels of the exact 1-D solver and chunks of pixels)
+        with the fraction done (a float in [0, 1] that never decreases) and a short description
+        of the step. To cancel, raise an exception from it: the computation stops there and the
+        exception propagates unchanged. Results are the same with or without it.
 
     Returns
     -------
@@ -340,8 +388,9 @@ def fit_weighted(
         k = n_distinct
     feats = ft.to_features(values, spec, dtype)
     centers, idx, d2, n_iter, exact = _fit(
-        feats, weights, k, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed
-    )
+        feats, weights, k, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed,
+        progress=ft.checked_progress(progress),
+    )  # fmt: skip
     model, idx = _ordered_model(centers, idx, values, weights, spec, dtype, seed)
     if model.n_clusters < k:
         warnings.warn(
