@@ -271,3 +271,14 @@ def test_cast_colors(dtype, colors, expected):
 
 def test_color_spaces_constant():
     assert ft.COLOR_SPACES == ("rgb", "lab")
+
+
+def test_integer_masks_count_only_positive_values_as_inside():
+    """A Labels layer used as mask: label > 0 is inside, as the docs say; negatives are outside."""
+    image = np.arange(6, dtype=np.uint8).reshape(2, 3)
+    spec = make_spec(image)
+    mask = np.array([[1, -1, 0], [7, -5, 2]], np.int32)
+    prep = ft.prepare(image, spec, mask)
+    np.testing.assert_array_equal(prep.valid, [True, False, False, True, False, True])
+    assert prep.n_valid == 3
+    assert ft.prepare(image, spec, mask > 0).valid.tolist() == prep.valid.tolist()

@@ -361,3 +361,17 @@ def test_segment_lazy_reports_progress_and_can_be_cancelled():
 
     with pytest.raises(Stop):
         segment(image, 3, channel_axis=-1, progress=stop)
+
+
+def test_lazy_negative_mask_values_are_outside():
+    image = np.array([[0, 10, 200], [210, 0, 10]], np.uint8)
+    mask = np.array([[1, -1, 3], [-2, 1, 1]], np.int16)
+    expected = segment(image, 2, mask=mask).labels
+    assert expected.tolist() == [[1, 0, 2], [0, 1, 1]]
+    res = segment_lazy(da.from_array(image, chunks=2), 2, mask=da.from_array(mask, chunks=2))
+    np.testing.assert_array_equal(res.labels.compute(), expected)
+    model = segment(image, 2).model
+    np.testing.assert_array_equal(model.predict(image, mask=mask), expected)
+    np.testing.assert_array_equal(
+        predict_lazy(model, da.from_array(image, chunks=2), mask=mask).compute(), expected
+    )

@@ -1073,3 +1073,9 @@ def test_big_endian_input_gives_recolored_in_its_own_dtype(dtype):
     res = segment(image, 3)
     assert res.recolored.dtype == np.dtype(dtype)
     np.testing.assert_array_equal(res.recolored, segment(image.astype(dtype[1:]), 3).recolored)
+
+
+def test_negative_mask_values_are_outside():
+    image = np.array([[0, 10, 200], [210, 0, 10]], np.uint8)
+    res = segment(image, 2, mask=np.array([[1, -1, 3], [-2, 1, 1]], np.int16))
+    np.testing.assert_array_equal(res.labels, [[1, 0, 2], [0, 1, 1]])

@@ -252,6 +252,23 @@ def make_spec(image: np.ndarray, *, channel_axis=None, rgb=None, color_space="rg
     return FeatureSpec(channel_axis, bool(rgb), color_space, int(n_channels))
 
 
+def check_mask_dtype(dtype) -> None:
+    """Raise a TypeError unless masks of this dtype can be read (bool, or integer labels)."""
+    if np.dtype(dtype).kind not in "biu":
+        raise TypeError(
+            f"mask must be boolean or integer (True or a label > 0 = use the pixel), got dtype "
+            f"{dtype}; convert it first, e.g. mask > 0.5."
+        )
+
+
+def mask_inside(mask):
+    """Pixels a mask selects (a new boolean array): bool masks as they are; integer masks
+    (a labels layer) where the value is > 0, so negative values are outside."""
+    if mask.dtype.kind == "b":
+        return mask.astype(bool, copy=True)
+    return mask > 0
+
+
 def prepare(image: np.ndarray, spec: FeatureSpec, mask=None) -> Prepared:
     """Lay ``image`` out as ``(n_pixels, n_channels)`` and find the valid pixels.
 
@@ -289,11 +306,8 @@ def prepare(image: np.ndarray, spec: FeatureSpec, mask=None) -> Prepared:
                 f"{tuple(spatial_shape)} (image shape {image.shape}, channel axis "
                 f"{spec.channel_axis}); give a mask with the image's shape without its channel axis."
             )
-        if mask.dtype.kind not in "biu":
-            raise TypeError(
-                f"mask must be boolean or integer (nonzero = use the pixel), got dtype {mask.dtype}."
-            )
-        valid = mask.reshape(-1).astype(bool, copy=True)
+        check_mask_dtype(mask.dtype)
+        valid = mask_inside(mask).reshape(-1)
     if dtype.kind == "f":
         finite = _finite_rows(pixels)
         if not finite.all():

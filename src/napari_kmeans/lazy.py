@@ -129,13 +129,10 @@ def lay_out(image, spec: ft.FeatureSpec, mask=None) -> LazyImage:
             f"(image shape {tuple(image.shape)}, channel axis {spec.channel_axis}); give a mask "
             "with the image's shape without its channel axis."
         )
-    if np.dtype(mask.dtype).kind not in "biu":
-        raise TypeError(
-            f"mask must be boolean or integer (nonzero = use the pixel), got dtype {mask.dtype}."
-        )
+    ft.check_mask_dtype(mask.dtype)
     chunks = lazy.spatial_chunks
     mask = mask.rechunk(chunks) if is_dask(mask) else da.from_array(mask, chunks)
-    return LazyImage(spec, image, mask.astype(bool), lazy.dtype)
+    return LazyImage(spec, image, ft.mask_inside(mask), lazy.dtype)
 
 
 def _layout_block(block, mask_block, spec):

@@ -123,8 +123,9 @@ def segment(
     color_space : {'rgb', 'lab'}, optional
         Cluster RGB colours as they are, or in CIELAB (perceptual distances). Centres and the
         recoloured image are in the input's RGB units either way.
-    mask : ndarray of bool, optional
-        Pixels to cluster (the image's shape without its channel axis); others get label 0.
+    mask : ndarray of bool or int, optional
+        Pixels to cluster (the image's shape without its channel axis): True, or for an integer
+        mask (a labels image) a value > 0; others, negative values included, get label 0.
     seed : int, optional
         Seed for k-means++ and sampling. The same data, parameters and seed give the same labels,
         whatever the pixel order or ``chunk_size``.
