@@ -141,7 +141,7 @@ def test_merge_split_and_undo(click, viewer, widget, run_and_wait, patches):
     np.testing.assert_array_equal(model.predict(patches), labels.data)
     lum = model.colors @ [0.2126, 0.7152, 0.0722]
     assert np.all(np.diff(lum) > 0)  # still dark to bright
-    unchanged = merged[0] != 3  # only the split cluster's pixels change label
+    unchanged = merged[0] != 3  # cluster 3 is the brightest: no other label is renumbered
     assert (labels.data[unchanged] == merged[0][unchanged]).all()
     np.testing.assert_allclose(colours(labels, 4), model.colors / 255, atol=1e-6)
     np.testing.assert_array_equal(recolored.data, model.recolor(patches, labels.data))
@@ -616,3 +616,33 @@ def test_suggest_k_cancel_and_close(make_napari_viewer, qtbot, monkeypatch):
     viewer, _, _ = start()
     viewer.close()  # used to raise "wrapped C/C++ object has been deleted"
     qtbot.waitUntil(lambda: not threads[-1].is_alive(), timeout=10_000)
+
+
+def test_painting_during_an_edit_is_kept(
+    viewer, widget, run_and_wait, patches, qtbot, monkeypatch, notes
+):
+    """Item 2/21: an edit computed in a worker is not written over strokes made meanwhile."""
+    import threading
+
+    from napari_kmeans._napari import editing
+
+    _, labels, _ = segmented(viewer, widget, run_and_wait, patches, 4, rgb=True)
+    release, started = threading.Event(), threading.Event()
+    real = editing._compute
+
+    def held(job, progress=None):
+        started.set()
+        release.wait(30)
+        return real(job, progress)
+
+    monkeypatch.setattr(editing, "_compute", held)
+    widget.edit.controls.clusters.value = "2, 3"
+    widget.edit.controls.merge.native.click()
+    qtbot.waitUntil(started.is_set, timeout=10_000)
+    labels.paint((2, 2), 4)  # a stroke while the merge is computed
+    painted = labels.data.copy()
+    release.set()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
+    assert "changed while the edit was computed" in errors(notes)[-1]
+    np.testing.assert_array_equal(labels.data, painted)
+    assert not widget.edit.controls.undo.enabled

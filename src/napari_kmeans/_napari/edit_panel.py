@@ -46,7 +46,8 @@ TIPS = {
     "merge": "Merge the clusters typed in 'clusters' (two or more) into one. Labels stay 1..k, "
     "dark to bright; the model keeps reproducing the labels.",
     "split": "Split the one cluster typed in 'clusters' into 'split into' sub-clusters, by "
-    "k-means on its own pixels (with the seed above). Other pixels keep their cluster.",
+    "k-means on its own pixels (with the seed and restarts above). Other pixels keep their "
+    "cluster, but brighter clusters are renumbered so that labels stay 1..k, dark to bright.",
     "split_n": "Number of sub-clusters Split makes.",
     "min_size": "Instances: connected pieces with fewer pixels (voxels in 3-D) are dropped.",
     "instances": "Connected pieces of the clusters in 'clusters' (all clusters when empty) as "

@@ -200,7 +200,9 @@ def _metadata(layer, counts_known: bool) -> dict:
     meta = copy.deepcopy(dict(layer.metadata))
     entry = meta.setdefault(KEY, {})
     entry.update(mode="in memory", computed_into_memory=True)
-    if counts_known:
+    if counts_known and entry.get("inertia") is None:
+        entry["note"] = "computed into memory: pixel counts are known; the inertia stays unknown"
+    elif counts_known:
         entry.pop("note", None)
     return meta
 

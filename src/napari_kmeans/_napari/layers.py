@@ -143,8 +143,8 @@ def metadata(outcome: Outcome, info: RunInfo, role: str, run_id: str | None = No
 
 
 LAZY_NOTE = (
-    "lazy output: computed as you browse; pixel counts, fractions and inertia are unknown "
-    "(NaN in the features table) until 'Compute into memory'"
+    "lazy output: computed as you browse; pixel counts and fractions are unknown (NaN in the "
+    "features table) until 'Compute into memory'; the inertia stays unknown"
 )
 
 
