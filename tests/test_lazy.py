@@ -375,3 +375,35 @@ def test_lazy_negative_mask_values_are_outside():
     np.testing.assert_array_equal(
         predict_lazy(model, da.from_array(image, chunks=2), mask=mask).compute(), expected
     )
+
+
+def _many_distinct_int32(rows, cols, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(-(2**31), 2**31 - 1, (rows, cols), dtype=np.int64).astype(np.int32)
+
+
+def _assert_same(lazy_res, eager):
+    np.testing.assert_array_equal(lazy_res.labels.compute(), eager.labels)
+    np.testing.assert_array_equal(lazy_res.centers, eager.centers)
+    np.testing.assert_array_equal(lazy_res.counts, eager.counts)
+    assert lazy_res.exact == eager.exact
+    assert lazy_res.inertia == pytest.approx(eager.inertia, rel=1e-12)
+
+
+def test_integer_gray_beyond_the_distinct_cap_equals_in_memory(monkeypatch):
+    """Beyond DISTINCT_CAP distinct values both paths fit on the same seeded sample."""
+    from napari_kmeans import sampling
+
+    monkeypatch.setattr(sampling, "DISTINCT_CAP", 50_000)
+    image = _many_distinct_int32(400, 420)
+    eager = segment(image, 5)
+    assert not eager.exact
+    _assert_same(segment_lazy(da.from_array(image, chunks=(150, 200)), 5), eager)
+
+
+def test_int32_gray_with_more_than_4194304_distinct_values_equals_in_memory():
+    """The reported case: 4,750 pixels were labelled differently (lazy sampled, eager exact)."""
+    image = _many_distinct_int32(2100, 2100, seed=1)
+    assert np.unique(image).size > 4_194_304
+    eager = segment(image, 4)
+    _assert_same(segment_lazy(da.from_array(image, chunks=(1050, 1050)), 4), eager)

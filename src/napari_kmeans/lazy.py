@@ -24,10 +24,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import features as ft
+from . import sampling
 from .compress import CHUNK, codec_for, lookup
 from .sampling import _BUCKET_BITS, SAMPLE_SIZE, hash_values
 
-DISTINCT_CAP = 1 << 22  # most distinct values kept for an exact single-channel fit
+DISTINCT_CAP = sampling.DISTINCT_CAP  # most distinct values kept (the in-memory engine's rule)
 FLOAT_DISTINCT_MAX_PIXELS = 1 << 24  # float gray data larger than this are sampled at once
 _N_BUCKETS = 1 << _BUCKET_BITS
 _SHIFT = np.uint64(64 - _BUCKET_BITS)
@@ -360,14 +361,19 @@ def _sample_support(lazy: LazyImage, seed: int, size=SAMPLE_SIZE) -> Support:
     return Support(values, weights, False, n)
 
 
-def support(lazy: LazyImage, seed: int = 0, *, distinct_cap: int = DISTINCT_CAP) -> Support:
+def support(lazy: LazyImage, seed: int = 0, *, distinct_cap: int | None = None) -> Support:
     """Weighted values to fit ``lazy`` on: a histogram, distinct values, or a seeded sample.
+
+    ``distinct_cap`` defaults to :data:`napari_kmeans.sampling.DISTINCT_CAP`, the rule of the
+    in-memory engine: up to that many distinct values are all kept, beyond the sample is used.
 
     Raises
     ------
     ValueError
         When no pixel is valid.
     """
+    if distinct_cap is None:
+        distinct_cap = sampling.DISTINCT_CAP
     codec = codec_for(np.uint8 if lazy.dtype.kind == "b" else lazy.dtype, lazy.spec.n_channels)
     if codec is not None:
         found = _hist_support(lazy, codec)

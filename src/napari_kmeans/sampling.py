@@ -18,6 +18,9 @@ from .compress import CHUNK
 from .features import tick
 
 SAMPLE_SIZE = 1 << 17  # expected number of sampled pixels for images that do not compress
+# Single-channel images are fitted on all their distinct values up to this many, beyond on the
+# sample (in memory and on dask alike, so that both give the same result).
+DISTINCT_CAP = 1 << 22
 _BUCKET_BITS = 20
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 _MIX2 = np.uint64(0xBF58476D1CE4E5B9)

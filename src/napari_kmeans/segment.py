@@ -9,7 +9,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import features as ft
-from . import lazy
+from . import lazy, sampling
 from .compress import compress
 from .kmeans1d import assign_1d, kmeans_1d, thresholds
 from .lloyd import kmeans
@@ -67,7 +67,9 @@ def _support(prep: ft.Prepared, seed: int, progress=None):
         ft.tick(progress, 0.1, "finding distinct values")
         vals = prep.pixels[:, 0] if prep.valid is None else prep.pixels[prep.valid, 0]
         uniq, counts = np.unique(vals, return_counts=True)
-        return uniq[:, None], counts.astype(np.float64), None, True
+        if uniq.size <= sampling.DISTINCT_CAP:  # else the sample, as the dask path does
+            return uniq[:, None], counts.astype(np.float64), None, True
+        del uniq, counts
     values, weights, whole = hash_sample(
         prep.pixels, prep.valid, prep.n_valid, seed, progress=progress
     )
@@ -172,8 +174,9 @@ def segment(
     -----
     Integer images with at most 24 bits per pixel (8-bit gray, RGB, up to three 8-bit channels;
     16-bit gray) and float16 gray images are first reduced to their distinct values with pixel
-    counts; other single-channel images to their distinct values by sorting; other multichannel
-    images are fitted on an order-independent sample of about 131072 pixels. Single-channel data
+    counts; other single-channel images to their distinct values by sorting (when there are at
+    most 4194304 of them); other images are fitted on an order-independent sample of about
+    131072 pixels. Single-channel data
     are clustered exactly, by dynamic programming [2]_ [3]_; multichannel data by weighted Lloyd
     [1]_ with greedy k-means++ seeding [4]_. See ``docs/algorithm.md``.
 
