@@ -327,3 +327,34 @@ def test_split_reports_progress_and_can_be_cancelled(rgb_image):
         split(r.model, rgb_image, r.labels, 1, 2, progress=stop)
     with pytest.raises(ValueError, match=r"n_init must be at most 1000"):
         split(r.model, rgb_image, r.labels, 1, 2, n_init=10**9)
+
+
+@pytest.mark.parametrize(
+    ("labels", "kwargs", "error", "match"),
+    [
+        (np.array(3), {}, ValueError, r"labels must have at least one axis, got a scalar"),
+        (
+            np.ones((3, 3), int),
+            {"connectivity": 5},
+            ValueError,
+            r"connectivity must be 1\.\.2 for 2-D labels \(or None, full connectivity\), got 5",
+        ),
+        (np.ones((3, 3), int), {"connectivity": 0}, ValueError, r"connectivity must be 1\.\.2"),
+        (
+            np.ones((3, 3), int),
+            {"connectivity": 1.5},
+            TypeError,
+            r"connectivity must be an integer or None, got 1\.5",
+        ),
+        (
+            np.ones((3, 3), int),
+            {"connectivity": "x"},
+            TypeError,
+            r"connectivity must be an integer",
+        ),
+        (np.ones((3, 3), int), {"clusters": [1.5]}, TypeError, r"clusters must be integers"),
+    ],
+)
+def test_instances_errors_name_the_parameter(labels, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        instances(labels, **kwargs)

@@ -53,7 +53,7 @@ def test_make_spec(shape, kwargs, expected):
         ((5, 6), {"channel_axis": False}, TypeError, r"channel_axis must be an integer"),
         ((5, 6, 2), {"rgb": True}, ValueError, r"rgb=True needs 3 \(RGB\) or 4 \(RGBA\).* 2"),
         ((5, 6, 5), {"rgb": True}, ValueError, r"found 5 in an image of shape \(5, 6, 5\)"),
-        ((5,), {"rgb": True}, ValueError, r"rgb=True needs 3"),
+        ((5,), {"rgb": True}, ValueError, r"the image is 1-D \(shape \(5,\)\), but rgb=True"),
         ((5, 6), {"color_space": "lab"}, ValueError, r"color_space='lab' needs an RGB image"),
         ((5, 6, 3), {"color_space": "xyz"}, ValueError, r"color_space must be one of"),
         (

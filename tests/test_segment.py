@@ -869,6 +869,21 @@ def test_bad_arguments_gray(kwargs, error, match):
             ValueError,
             r"rgb=True needs 3",
         ),
+        # the cause is the dimensionality, not the channel count (issue 8, unclear errors)
+        (
+            np.arange(3, dtype=np.uint8),
+            {"rgb": True},
+            ValueError,
+            r"image is 1-D \(shape \(3,\)\).*rgb=True needs .* spatial ax.*rgb=False",
+        ),
+        (
+            np.arange(3, dtype=np.uint8),
+            {"channel_axis": 0},
+            ValueError,
+            r"channel_axis=0 leaves no spatial axis: the image is 1-D \(shape \(3,\)\).*"
+            r"channel_axis=None.*image\[None\]",
+        ),
+        ([[1, 2], [3]], {}, ValueError, r"image is a ragged nested list.*rectangular"),
     ],
 )
 def test_bad_images(image, kwargs, error, match):

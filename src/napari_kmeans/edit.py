@@ -347,10 +347,23 @@ def instances(labels, clusters=None, *, min_size=1, connectivity=None):
     labels = np.asarray(labels)
     if labels.dtype.kind not in "iub":
         raise TypeError(f"labels must be integers, got dtype {labels.dtype}.")
+    if labels.ndim == 0:
+        raise ValueError("labels must have at least one axis, got a scalar; give a label image.")
     if isinstance(min_size, bool) or not isinstance(min_size, int | np.integer) or min_size < 1:
         raise ValueError(f"min_size must be a positive integer, got {min_size!r}.")
+    if connectivity is not None:
+        if isinstance(connectivity, bool) or not isinstance(connectivity, Integral):
+            raise TypeError(f"connectivity must be an integer or None, got {connectivity!r}.")
+        if not 1 <= connectivity <= labels.ndim:
+            raise ValueError(
+                f"connectivity must be 1..{labels.ndim} for {labels.ndim}-D labels (or None, "
+                f"full connectivity), got {connectivity}."
+            )
     present = np.unique(labels[labels > 0])
-    clusters = present if clusters is None else np.array(sorted({int(c) for c in clusters}))
+    if clusters is None:
+        clusters = present
+    else:
+        clusters = np.array(_check_labels(clusters, np.inf, "clusters"), np.int64)
     out = np.zeros(labels.shape, np.uint32)
     cluster_of = []
     for c in clusters:

@@ -179,7 +179,13 @@ def as_image(image, name="image") -> np.ndarray:
             f"{name} is a numpy masked array; pass its data and its mask separately, e.g. "
             "segment(image.data, mask=~np.ma.getmaskarray(image))."
         )
-    arr = np.asarray(image)
+    try:
+        arr = np.asarray(image)
+    except ValueError as err:  # numpy >= 1.24 refuses ragged nested sequences
+        raise ValueError(
+            f"{name} is a ragged nested list (rows of different lengths: {err}); give a "
+            "rectangular array, e.g. pad the rows to one length."
+        ) from None
     check_real_dtype(arr.dtype, name)
     if arr.size == 0:
         raise ValueError(
@@ -227,9 +233,21 @@ def make_spec(image: np.ndarray, *, channel_axis=None, rgb=None, color_space="rg
                 f"(shape {image.shape}); use an axis in [{-ndim}, {ndim - 1}] or None for grayscale."
             )
         channel_axis = int(channel_axis) % ndim - ndim
+        if ndim < 2:
+            raise ValueError(
+                f"channel_axis={channel_axis + ndim} leaves no spatial axis: the image is 1-D "
+                f"(shape {image.shape}); pass channel_axis=None for a 1-D grayscale signal, or "
+                "add an axis (image[None]) for one pixel with these channels."
+            )
     if rgb is None:
         rgb = channel_axis is None and ndim >= 3 and image.shape[-1] in (3, 4)
     if rgb:
+        if ndim < 2:
+            raise ValueError(
+                f"the image is 1-D (shape {image.shape}), but rgb=True needs an image with "
+                "spatial axes and 3 or 4 channels along one more axis (e.g. shape (M, N, 3)); "
+                "pass rgb=False (or None) for a 1-D grayscale signal."
+            )
         if channel_axis is None:
             channel_axis = -1
         n = image.shape[channel_axis]
