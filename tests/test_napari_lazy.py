@@ -279,10 +279,10 @@ def test_cancel_leaves_layers_unchanged(viewer, widget, qtbot, volume, monkeypat
     release, started = threading.Event(), threading.Event()
     real = lazy_outputs.fit_lazy
 
-    def held(*args):
+    def held(*args, **kwargs):
         started.set()
         release.wait(30)
-        return real(*args)
+        return real(*args, **kwargs)
 
     monkeypatch.setattr(lazy_outputs, "fit_lazy", held)
     source = viewer.add_image(da.from_array(volume, chunks=(1, 15, 15)), name="vol")

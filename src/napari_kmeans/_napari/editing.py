@@ -259,17 +259,10 @@ def split_job(target: Target, clusters: list[int], n: int, seed: int, n_init: in
     def change(model, labels, planes, progress):
         return edit.split(
             model, planes.assembled(), labels, clusters[0], n, seed=seed, n_init=n_init,
-            **_progress_kw(edit.split, progress),
+            progress=progress,
         )  # fmt: skip
 
     return plan(target, f"split {clusters[0]} into {n} (seed {seed})", change)
-
-
-def _progress_kw(func, progress) -> dict:
-    """``{'progress': progress}`` when the engine function takes it."""
-    import inspect
-
-    return {"progress": progress} if "progress" in inspect.signature(func).parameters else {}
 
 
 @dataclass(frozen=True)

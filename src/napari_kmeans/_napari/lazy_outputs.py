@@ -163,7 +163,7 @@ class LazyFit(NamedTuple):
     inertia: float | None
 
 
-def _fit_blockwise(planes: Planes, params: Params) -> LazyFit:
+def _fit_blockwise(planes: Planes, params: Params, progress=None) -> LazyFit:
     image = lazy.as_dask_image(assembled(planes))
     spec = ft.make_spec(image, color_space=params.color_space, **planes.layout())
     laid = lazy.lay_out(image, spec, planes.mask)
@@ -171,6 +171,7 @@ def _fit_blockwise(planes: Planes, params: Params) -> LazyFit:
     res = fit_weighted(
         found.values, found.weights, spec, laid.dtype, params.n_clusters, n_init=params.n_init,
         max_iter=params.max_iter, tol=params.tol, seed=params.seed, covers_all=found.covers_all,
+        progress=progress,
     )  # fmt: skip
     counts = inertia = None
     if found.covers_all:  # every distinct value with its count: no further pass over the data
@@ -178,12 +179,13 @@ def _fit_blockwise(planes: Planes, params: Params) -> LazyFit:
     return LazyFit(res.model, res.n_iter, res.exact, counts, inertia)
 
 
-def fit_lazy(planes: Planes, params: Params):
+def fit_lazy(planes: Planes, params: Params, progress=None):
     """Fit a model to dask ``planes`` from block-wise reductions, as ``segment`` does on dask.
 
-    Returns ``(LazyFit, notes)``; ``notes`` are the engine's warnings as text.
+    Returns ``(LazyFit, notes)``; ``notes`` are the engine's warnings as text. ``progress`` is
+    the engine's callback (a :func:`~.runner.stopper` stops the fit).
     """
-    return runner._with_notes(_fit_blockwise, planes, params)
+    return runner._with_notes(_fit_blockwise, planes, params, progress)
 
 
 def _fit_in_memory(planes: Planes, params: Params, progress=None):
@@ -225,12 +227,14 @@ def run(job: LazyJob, stop=None):
             tick = Progress(0.05, "fitting")
             yield tick
             model, n_iter, _, notes = yield from runner._in_thread(
-                tick, _fit_in_memory, job.fit, job.params, progress=runner.stopper(stop)
+                tick, _fit_in_memory, job.fit, job.params, progress=runner.stopper(stop, 0.05, 0.9)
             )
         else:
             tick = Progress(0.05, "fitting (reading the data block by block)")
             yield tick
-            fitted, notes = yield from runner._in_thread(tick, fit_lazy, job.full, job.params)
+            fitted, notes = yield from runner._in_thread(
+                tick, fit_lazy, job.full, job.params, progress=runner.stopper(stop, 0.05, 0.9)
+            )
             model, n_iter, exact, counts, inertia = fitted
         yield Progress(0.95, "building lazy outputs")
         labels, recolored = lazy_levels(model, job.levels)

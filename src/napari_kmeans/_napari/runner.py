@@ -220,7 +220,7 @@ def fit_model(planes: Planes, params: Params, progress=None):
     """
     image = ft.as_image(planes.assembled())
     args = _engine_args(planes, params)
-    fitted, notes = _with_notes(fit, image, params.n_clusters, **args)
+    fitted, notes = _with_notes(fit, image, params.n_clusters, progress=progress, **args)
     return fitted.model, fitted.n_iter, fitted.exact, notes
 
 
@@ -232,7 +232,7 @@ def fit_planes(planes: Planes, params: Params, progress=None):
     """
     image = ft.as_image(planes.assembled())
     args = _engine_args(planes, params)
-    return _with_notes(_fit_image, image, params.n_clusters, **args)
+    return _with_notes(_fit_image, image, params.n_clusters, progress=progress, **args)
 
 
 def label_fitted(fitted):

@@ -75,15 +75,8 @@ def compute(planes: Planes, params: Params, k_max: int, stop=None):
 def _curve(full: Planes, params: Params, k_max: int, progress=None):
     return inertia_curve(
         full.assembled(), k_max, **full.layout(), color_space=params.color_space,
-        mask=full.mask, seed=params.seed, **_progress_kw(progress),
+        mask=full.mask, seed=params.seed, progress=progress,
     )  # fmt: skip
-
-
-def _progress_kw(progress) -> dict:
-    import inspect
-
-    takes = "progress" in inspect.signature(inertia_curve).parameters
-    return {"progress": progress} if takes else {}
 
 
 def subsample(planes: Planes, target: int = CURVE_PIXELS) -> Planes:
