@@ -390,8 +390,10 @@ class KMeansModel:
     def load(cls, path, *, max_bytes: int = MAX_FILE_BYTES) -> KMeansModel:
         """Read and validate a model file written by :meth:`save` (or ``to_json``).
 
-        At most ``max_bytes`` are read, whatever the file is (a FIFO or ``/dev/zero`` included),
-        and nothing in the file is ever executed.
+        At most ``max_bytes`` are read, whatever the file is (``/dev/zero``, or a FIFO whose
+        writer never stops), and nothing in the file is ever executed. Opening a FIFO waits for a
+        writer, as ``open`` does: the CLI and the widget refuse files that are not regular files
+        before calling this.
 
         Raises
         ------
