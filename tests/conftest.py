@@ -40,7 +40,7 @@ def notes():
 def held_fit(monkeypatch):
     """Make the engine step (fit, or the whole in-memory segment) block until the returned Event
     is set (set again at teardown)."""
-    from napari_kmeans._napari import runner
+    from napari_kmeans._napari import workers
 
     release = threading.Event()
     started = threading.Event()
@@ -53,8 +53,8 @@ def held_fit(monkeypatch):
 
         return held
 
-    monkeypatch.setattr(runner, "fit_model", holding(runner.fit_model))
-    monkeypatch.setattr(runner, "fit_planes", holding(runner.fit_planes))
+    monkeypatch.setattr(workers, "fit_model", holding(workers.fit_model))
+    monkeypatch.setattr(workers, "fit_planes", holding(workers.fit_planes))
     release.started = started
     yield release
     release.set()

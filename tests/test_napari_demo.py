@@ -5,7 +5,7 @@ import numpy as np
 
 def test_demo_opens_the_coffee_sample_with_the_widget_docked(qtbot):
     from napari_kmeans._napari import demo
-    from napari_kmeans._napari.widget import KMeansWidget
+    from napari_kmeans._napari._qt.widget import KMeansWidget
 
     viewer = demo.main()
     try:

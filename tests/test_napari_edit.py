@@ -522,12 +522,12 @@ def test_edits_run_in_a_worker_and_cancel_changes_nothing(
     """Item 21: Split, Merge, Update and Instances ran on the GUI thread and froze napari."""
     import threading
 
-    from napari_kmeans._napari import editing
+    from napari_kmeans._napari import workers
 
     _, labels, recolored = segmented(viewer, widget, run_and_wait, patches, 4, rgb=True)
     before = state(labels, recolored)
     release, threads = threading.Event(), []
-    real = editing._compute
+    real = workers._edit
 
     def held(job, progress=None):
         threads.append(threading.current_thread())
@@ -535,7 +535,7 @@ def test_edits_run_in_a_worker_and_cancel_changes_nothing(
             progress(0.5, "held")  # raises once the edit is cancelled
         return real(job, progress)
 
-    monkeypatch.setattr(editing, "_compute", held)
+    monkeypatch.setattr(workers, "_edit", held)
     widget.edit.controls.clusters.value = "3"
     widget.edit.controls.split.native.click()
     qtbot.waitUntil(lambda: bool(threads), timeout=10_000)
@@ -558,23 +558,23 @@ def test_suggest_k_on_a_lazy_layer_reads_a_subsample(viewer, widget, qtbot, monk
     """Item 12: Suggest k read a whole dask array into memory."""
     import dask.array as da
 
-    from napari_kmeans._napari import suggest_k
+    from napari_kmeans._napari import inputs, workers
 
     seen = []
-    real = suggest_k._curve
+    real = workers._curve
 
     def recording(full, params, k_max, progress=None):
         seen.append(full.spatial_shape)
         return real(full, params, k_max, progress)
 
-    monkeypatch.setattr(suggest_k, "_curve", recording)
+    monkeypatch.setattr(workers, "_curve", recording)
     big = da.random.default_rng(0).integers(0, 200, (4, 2048, 2048), chunks=(1, 512, 512))
     widget.controls.image.value = viewer.add_image(big.astype(np.uint8), name="big")
     panel = widget.suggest
     panel.k_max.value = 4
     panel.suggest.native.click()
     qtbot.waitUntil(lambda: panel.worker is None, timeout=60_000)
-    assert len(seen) == 1 and np.prod(seen[0]) <= suggest_k.CURVE_PIXELS
+    assert len(seen) == 1 and np.prod(seen[0]) <= inputs.CURVE_PIXELS
     np.testing.assert_array_equal(panel.plot.curve.get_xdata(), [2, 3, 4])
 
 
@@ -582,10 +582,10 @@ def test_suggest_k_cancel_and_close(make_napari_viewer, qtbot, monkeypatch):
     """Items 12 and 19: Suggest k had no Cancel, and closing the viewer raised."""
     import threading
 
-    from napari_kmeans._napari import suggest_k
+    from napari_kmeans._napari import workers
 
     release, threads = threading.Event(), []
-    real = suggest_k._curve
+    real = workers._curve
 
     def held(full, params, k_max, progress=None):
         threads.append(threading.current_thread())
@@ -593,7 +593,7 @@ def test_suggest_k_cancel_and_close(make_napari_viewer, qtbot, monkeypatch):
             progress(0.5, "held")
         return real(full, params, k_max, progress)
 
-    monkeypatch.setattr(suggest_k, "_curve", held)
+    monkeypatch.setattr(workers, "_curve", held)
 
     def start():
         viewer = make_napari_viewer()
@@ -624,18 +624,18 @@ def test_painting_during_an_edit_is_kept(
     """Item 2/21: an edit computed in a worker is not written over strokes made meanwhile."""
     import threading
 
-    from napari_kmeans._napari import editing
+    from napari_kmeans._napari import workers
 
     _, labels, _ = segmented(viewer, widget, run_and_wait, patches, 4, rgb=True)
     release, started = threading.Event(), threading.Event()
-    real = editing._compute
+    real = workers._edit
 
     def held(job, progress=None):
         started.set()
         release.wait(30)
         return real(job, progress)
 
-    monkeypatch.setattr(editing, "_compute", held)
+    monkeypatch.setattr(workers, "_edit", held)
     widget.edit.controls.clusters.value = "2, 3"
     widget.edit.controls.merge.native.click()
     qtbot.waitUntil(started.is_set, timeout=10_000)

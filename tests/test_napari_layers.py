@@ -8,9 +8,8 @@ from napari.components import ViewerModel
 from napari.layers import Image
 
 from napari_kmeans import __version__, segment
-from napari_kmeans._napari import layers as out
-from napari_kmeans._napari.inputs import RunInfo
-from napari_kmeans._napari.runner import Outcome, Params
+from napari_kmeans._napari import outputs as out
+from napari_kmeans._napari.jobs import Outcome, Params, RunInfo
 
 
 def outcome_of(image, k, **kwargs):
@@ -54,7 +53,7 @@ def test_label_colors_rgb_gray_and_channels():
 def test_features_table_and_metadata():
     image = np.array([[0, 0, 10, 10, 10, 200]], np.uint8)
     result = outcome_of(image, 3)
-    table = out.features(result, ["value"])
+    table = out.outcome_table(result, ["value"])
     np.testing.assert_array_equal(table["index"], [1, 2, 3])
     np.testing.assert_array_equal(table["label"], [1, 2, 3])
     np.testing.assert_allclose(table["center_value"], [0, 10, 200], rtol=1e-12)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from napari_kmeans import KMeansModel, segment
-from napari_kmeans._napari import form, inputs, into_memory, lazy_outputs, runner
+from napari_kmeans._napari import inputs, workers
+from napari_kmeans._napari._qt import form
 from napari_kmeans.segment import fit
 
 LABELS, RECOLORED = "{} k-means labels", "{} k-means recolored"
@@ -69,7 +70,7 @@ def test_dask_layer_gives_lazy_outputs_equal_to_segment(viewer, widget, run_and_
         translate=(1.0, 2.0, -4.0), units=("um", "um", "um"), axis_labels=("z", "y", "x"),
     )  # fmt: skip
     choose(widget, source, k=3)
-    assert widget.controls.mode.value == f"mode: lazy (dask) — {lazy_outputs.LAZY_TEXT}"
+    assert widget.controls.mode.value == f"mode: lazy (dask) — {inputs.LAZY_TEXT}"
     run_and_wait(widget)
     labels, recolored = outputs(viewer, "vol")
     assert isinstance(labels.data, da.Array) and isinstance(recolored.data, da.Array)
@@ -124,7 +125,7 @@ def test_multiscale_gives_pyramids(viewer, widget, run_and_wait, monkeypatch, py
 
     # the full-resolution level equals the in-memory path (fit on level 1, label level 0)
     job, _ = inputs.build_job(viewer, source, widget.params())
-    steps = runner.run(job)
+    steps = workers.run_segment(job)
     with pytest.raises(StopIteration) as stop:
         while True:
             next(steps)
@@ -138,12 +139,12 @@ def test_mode_line(viewer, widget, pyramid):
     numpy_layer = viewer.add_image(np.zeros((3, 10, 10), np.uint8), name="np")
     assert mode.value == "mode: in memory"
     dask_layer = viewer.add_image(da.zeros((3, 10, 10), np.uint8, chunks=5), name="dask")
-    assert mode.value == f"mode: lazy (dask) — {lazy_outputs.LAZY_TEXT}"
+    assert mode.value == f"mode: lazy (dask) — {inputs.LAZY_TEXT}"
     widget.controls.scope.value = form.SLICE
     assert mode.value == "mode: in memory (the current slice is read into memory)"
     widget.controls.scope.value = form.WHOLE
     viewer.add_image(pyramid[:2], name="pyr", rgb=True, multiscale=True)
-    assert mode.value == f"mode: lazy (multiscale, 2 levels) — {lazy_outputs.LAZY_TEXT}"
+    assert mode.value == f"mode: lazy (multiscale, 2 levels) — {inputs.LAZY_TEXT}"
     widget.controls.image.value = numpy_layer  # follows the chosen image
     assert mode.value == "mode: in memory"
     widget.controls.image.value = dask_layer
@@ -238,7 +239,7 @@ def test_too_large_is_refused_and_changes_nothing(
     run_and_wait(widget)
     labels, recolored = outputs(viewer, "vol")
     before = (labels.data, recolored.data, labels.metadata["kmeans"].copy())
-    monkeypatch.setattr(into_memory, "available_bytes", lambda: 10_000)
+    monkeypatch.setattr(inputs, "available_bytes", lambda: 10_000)
     widget.edit.controls.labels.value = labels
     widget.edit.controls.compute.native.click()
     assert widget.worker is None  # nothing started
@@ -277,14 +278,14 @@ def test_edits_of_lazy_labels_are_refused(viewer, widget, run_and_wait, volume, 
 
 def test_cancel_leaves_layers_unchanged(viewer, widget, qtbot, volume, monkeypatch):
     release, started = threading.Event(), threading.Event()
-    real = lazy_outputs.fit_lazy
+    real = workers.fit_lazy
 
     def held(*args, **kwargs):
         started.set()
         release.wait(30)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(lazy_outputs, "fit_lazy", held)
+    monkeypatch.setattr(workers, "fit_lazy", held)
     source = viewer.add_image(da.from_array(volume, chunks=(1, 15, 15)), name="vol")
     choose(widget, source, k=3)
     names = [layer.name for layer in viewer.layers]
@@ -344,14 +345,14 @@ def test_cancel_compute_into_memory_changes_nothing(
     labels, recolored = outputs(viewer, "vol")
     data = (labels.data, recolored.data)
     release, started = threading.Event(), threading.Event()
-    real = into_memory._compute_batch
+    real = workers._compute_batch
 
     def held(*args):
         started.set()
         release.wait(30)
         return real(*args)
 
-    monkeypatch.setattr(into_memory, "_compute_batch", held)
+    monkeypatch.setattr(workers, "_compute_batch", held)
     widget.edit.controls.labels.value = labels
     try:
         widget.edit.controls.compute.native.click()

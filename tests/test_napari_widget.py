@@ -8,7 +8,8 @@ import pytest
 from qtpy.QtCore import QTimer
 
 from napari_kmeans import __version__, segment
-from napari_kmeans._napari import form, inputs
+from napari_kmeans._napari import inputs, jobs
+from napari_kmeans._napari._qt import form
 
 LABELS, RECOLORED = "{} k-means labels", "{} k-means recolored"
 
@@ -448,12 +449,12 @@ def test_every_failure_in_a_run_is_reported(
     viewer, widget, run_and_wait, monkeypatch, notes, error, said
 ):
     """Item 13: only ValueError/TypeError were caught; others left 'Running…' and a traceback."""
-    from napari_kmeans._napari import runner
+    from napari_kmeans._napari import workers
 
     def failing(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr(runner, "fit_planes", failing)
+    monkeypatch.setattr(workers, "fit_planes", failing)
     source = viewer.add_image(np.arange(400, dtype=np.uint16).reshape(20, 20), name="img")
     choose(widget, source)
     names = [layer.name for layer in viewer.layers]
@@ -462,7 +463,7 @@ def test_every_failure_in_a_run_is_reported(
     assert result.startswith("Not run: ") and said in result
     assert any(said in message for message, severity in notes if severity == "error")
     if isinstance(error, IndexError):
-        assert runner.BUG_URL in result
+        assert jobs.BUG_URL in result
     assert [layer.name for layer in viewer.layers] == names
     assert widget.controls.run.enabled and not widget.controls.cancel.enabled
 
@@ -471,7 +472,7 @@ def test_cancel_stops_the_fit_itself(viewer, widget, qtbot, monkeypatch):
     """Item 19: Cancel stopped the worker, but the fit kept burning a core in its thread."""
     import threading
 
-    from napari_kmeans._napari import runner
+    from napari_kmeans._napari import workers
 
     threads = []
 
@@ -481,7 +482,7 @@ def test_cancel_stops_the_fit_itself(viewer, widget, qtbot, monkeypatch):
             progress(0.5, "fitting")
             threading.Event().wait(0.01)
 
-    monkeypatch.setattr(runner, "fit_planes", endless)
+    monkeypatch.setattr(workers, "fit_planes", endless)
     choose(widget, viewer.add_image(np.arange(400, dtype=np.uint16).reshape(20, 20), name="i"))
     for _ in range(2):  # Run, Cancel, Run, Cancel: no fits left competing
         widget.controls.run.native.click()

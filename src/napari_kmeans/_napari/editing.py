@@ -1,10 +1,14 @@
-"""Edits of a k-means labels layer: update after painting, merge, split, and undo.
+"""Editing a k-means labels layer: its target layers, edits with undo, and model files.
 
-An edit is planned on the main thread (:func:`plan` copies what it reads), computed in a worker
-(:func:`compute`, which never touches a layer), then written by :func:`commit`, the one place that
-writes the labels, the model (in the labels' metadata), the colormap, the features table and the
-recolored layer together, after checking that nothing changed meanwhile. :func:`commit` returns a
-:class:`Snapshot` that :func:`restore` puts back, only while the labels are as the edit left them.
+:func:`resolve` finds a labels layer's source, extra channels and recolored layer (the widget's
+own record of its runs first, else by name, checked by fingerprint). An edit is planned on the
+main thread (:func:`plan_edit` copies what it reads), computed in a worker
+(:func:`~.workers.run_edit`, which never touches a layer), then written by :func:`commit`, the one
+place that writes the labels, the model (in the labels' metadata), the colormap, the features
+table and the recolored layer together, after checking that nothing changed meanwhile.
+:func:`commit` returns a :class:`Snapshot` that :func:`restore` puts back, only while the labels
+are as the edit left them. Model files are read only as JSON, with a bound, and validated: nothing
+in them is ever executed.
 """
 
 from __future__ import annotations
@@ -12,19 +16,170 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
-import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+from napari.layers import Image, Labels
 
 from .. import edit
-from .. import features as ft
 from ..model import KMeansModel
-from . import runner
-from .edit_target import Target
-from .inputs import InputError
-from .layers import KEY, colormap, digest, display_colors, feature_table
-from .runner import Progress
+from .jobs import Edited, EditJob, InputError, InstancesJob, Planes, is_lazy, levels
+from .outputs import (
+    KEY,
+    colormap,
+    digest,
+    display_colors,
+    edit_metadata,
+    feature_table,
+    fingerprint,
+    set_labels,
+)
+
+
+def is_kmeans_labels(layer) -> bool:
+    """True for a Labels layer made by a k-means run (or by applying a model)."""
+    meta = getattr(layer, "metadata", {}).get(KEY)
+    return isinstance(layer, Labels) and isinstance(meta, dict) and meta.get("role") == "labels"
+
+
+def kmeans_labels(viewer) -> list[Labels]:
+    """The k-means labels layers of the viewer, in layer-list order."""
+    return [layer for layer in viewer.layers if is_kmeans_labels(layer)]
+
+
+@dataclass(frozen=True)
+class Target:
+    """A k-means labels layer with its source layers, recolored layer and model."""
+
+    labels: Labels
+    recolored: Image | None
+    source: Image
+    extras: tuple
+    index: dict  # {axis: i} of the slice the labels were made from (length-1 axes); {} if none
+
+    @property
+    def meta(self) -> dict:
+        return self.labels.metadata[KEY]
+
+    def model(self) -> KMeansModel:
+        """The model stored in the labels layer's metadata."""
+        try:
+            return KMeansModel.from_dict(self.meta.get("model"))
+        except ValueError as err:
+            raise InputError(f"'{self.labels.name}' holds no usable model: {err}") from None
+
+    def key(self, ndim: int) -> tuple:
+        return tuple(self.index.get(a, slice(None)) for a in range(ndim))
+
+    def label_data(self) -> np.ndarray:
+        """The labels as the engine sees them (the slice axes dropped)."""
+        data = np.asarray(self.labels.data)
+        return data[tuple(0 if a in self.index else slice(None) for a in range(data.ndim))]
+
+    def expand(self, array: np.ndarray) -> np.ndarray:
+        """Put back the slice axes (length 1) that :meth:`label_data` dropped."""
+        return np.expand_dims(array, tuple(sorted(self.index))) if self.index else array
+
+    def planes(self) -> Planes:
+        """The source pixels (with the extra channels) that the labels label, in memory."""
+        ndim = self.source.ndim
+        key = self.key(ndim)
+        image = levels(self.source)[0][key]
+        extras = tuple(levels(e)[0][key] for e in self.extras)
+        return Planes(image, self.source.rgb, extras).materialized()
+
+    def names(self) -> list[str]:
+        """The channel names of the features table's ``center_*`` columns."""
+        if self.source.rgb:
+            return ["red", "green", "blue"]
+        if not self.extras:
+            return ["value"]
+        return [layer.name for layer in (self.source, *self.extras)]
+
+
+def _by_name(viewer, name, what, owner, fingerprints):
+    """The image layer called ``name``, when it holds the pixels ``owner`` was made from."""
+    if not (name in viewer.layers and isinstance(viewer.layers[name], Image)):
+        raise InputError(
+            f"the {what} '{name}' that '{owner}' was made from is not in the viewer (removed or "
+            "renamed): add it back (or rename it back) to edit these labels."
+        )
+    layer = viewer.layers[name]
+    want = (fingerprints or {}).get(name)
+    if want is not None and fingerprint(layer) != want:
+        raise InputError(
+            f"the {what} '{name}' in the viewer is not the image '{owner}' was made from (its "
+            "pixels differ; the original was removed): edits would take the colours from the "
+            "wrong image. Add the original image back, or run k-means on this one."
+        )
+    return layer
+
+
+def _recolored_layer(viewer, meta, tracked):
+    if tracked is not None and tracked.recolored in viewer.layers:
+        return tracked.recolored
+    run = meta.get("run")
+    for layer in viewer.layers:
+        other = layer.metadata.get(KEY) if isinstance(layer, Image) else None
+        if (
+            run
+            and isinstance(other, dict)
+            and other.get("role") == "recolored"
+            and (other.get("run") == run)
+        ):
+            return layer
+    return None
+
+
+def lazy_refusal(layer) -> InputError:
+    """The error of an edit asked of lazy labels (dask-backed or multiscale)."""
+    return InputError(
+        f"'{layer.name}' is lazy: its labels are computed as you browse and are not in memory. "
+        "Click 'Compute into memory' (Edit, export and reuse) first, then edit them."
+    )
+
+
+def resolve(viewer, layer, outputs=(), *, allow_lazy=False) -> Target:
+    """The :class:`Target` of k-means labels ``layer``; ``outputs`` are the widget's runs.
+
+    Raises
+    ------
+    InputError
+        When ``layer`` is not a k-means labels layer of the viewer, is lazy (dask-backed or
+        multiscale) unless ``allow_lazy``, or its source is gone or no longer has the labels'
+        shape.
+    """
+    if layer is None or layer not in viewer.layers or not is_kmeans_labels(layer):
+        raise InputError(
+            "No k-means labels layer chosen: run k-means (or apply a model), then choose its "
+            "labels layer under 'k-means labels'."
+        )
+    if is_lazy(layer) and not allow_lazy:
+        raise lazy_refusal(layer)
+    meta = layer.metadata[KEY]
+    params = meta.get("parameters") or {}
+    tracked = next((o for o in outputs if o.labels is layer), None)
+    source = tracked.source() if tracked is not None else None
+    prints = meta.get("fingerprints")
+    if source is None or source not in viewer.layers:
+        source = _by_name(viewer, meta.get("source"), "image", layer.name, prints)
+    extras = tuple(
+        _by_name(viewer, name, "extra channel", layer.name, prints)
+        for name in params.get("extra_channels") or ()
+    )
+    index = {int(a): int(i) for a, i in (params.get("slice") or {}).items()}
+    target = Target(layer, _recolored_layer(viewer, meta, tracked), source, extras, index)
+    shape = tuple(n for a, n in enumerate(layer.data.shape) if a not in index)  # not computed
+    want = levels(source)[0].shape
+    want = tuple(want[:-1]) if source.rgb else tuple(want)
+    want = tuple(n for a, n in enumerate(want) if a not in index)
+    if shape != want:
+        raise InputError(
+            f"'{layer.name}' has shape {shape} but its image '{source.name}' has {want}: the "
+            "image changed since the run. Re-run k-means on it."
+        )
+    return target
 
 
 def parse_clusters(text: str, highest: int | None = None) -> list[int]:
@@ -79,105 +234,13 @@ def labels_bound(layer) -> int:
     return max(k, int(data.max(initial=0)))
 
 
-def _recolored(planes, model: KMeansModel, colors, labels) -> np.ndarray:
-    """The source recoloured with ``colors`` (one per label 1..n), extra channels dropped."""
-    palette = dataclasses.replace(model, colors=colors)  # recolor only reads the colours
-    out = palette.recolor(planes.assembled(), labels)
-    if not planes.extras:
-        return out
-    source = np.asarray(planes.image)
-    return ft.cast_colors(out[..., 0], source.dtype) if out.dtype != source.dtype else out[..., 0]
-
-
-def _metadata(layer, model: KMeansModel, what: str) -> dict:
-    meta = copy.deepcopy(dict(layer.metadata))
-    entry = meta.setdefault(KEY, {})
-    entry["model"] = model.to_dict()
-    entry["n_clusters"] = model.n_clusters
-    entry["edits"] = [*entry.get("edits", []), what]
-    return meta
-
-
-# -- an edit: planned on the main thread, computed in a worker, written on the main thread -------
-
-
-@dataclass(frozen=True)
-class EditJob:
-    """What an edit computes from: the labels, model and source pixels, as they were asked."""
-
-    target: Target
-    what: str  # recorded in metadata['kmeans']['edits'], e.g. "merge [2, 3]"
-    labels: np.ndarray  # a copy of the labels (slice axes dropped) when the edit was asked
-    model: KMeansModel
-    planes: object  # the source pixels (Planes, in memory)
-    written: bytes  # digest of the labels layer's data when the edit was asked
-    change: object  # (model, labels, progress) -> (model, labels, notes); None for Update
-    recount: bool = False
-
-    @property
-    def source(self):
-        return self.target.labels  # the progress bar names the labels layer
-
-    @property
-    def layers(self) -> tuple:
-        t = self.target
-        return (t.labels, *([t.recolored] if t.recolored is not None else []), t.source, *t.extras)
-
-
-@dataclass(frozen=True)
-class Edited:
-    """An edit's result, ready to write to the layers; or an error message."""
-
-    labels: np.ndarray | None = None
-    model: KMeansModel | None = None
-    colors: np.ndarray | None = None
-    counts: np.ndarray | None = None
-    recolored: np.ndarray | None = None
-    notes: tuple[str, ...] = ()
-    error: str | None = None
-
-
-def plan(target: Target, what: str, change=None, *, recount=False) -> EditJob:
+def plan_edit(target: Target, what: str, change=None, *, recount=False) -> EditJob:
     """An :class:`EditJob` for ``target`` (main thread: reads the layers, copies the labels)."""
     labels = np.array(target.label_data(), copy=True)
     return EditJob(
         target, what, labels, target.model(), target.planes(), digest(target.labels.data),
         change, recount,
     )  # fmt: skip
-
-
-def compute(job: EditJob, stop=None):
-    """Compute ``job`` (a worker generator yielding :class:`Progress`); returns :class:`Edited`.
-
-    Nothing is written to a layer here; every failure becomes ``Edited(error=...)``.
-    """
-    try:
-        tick = Progress(0.05, job.what)
-        yield tick
-        return (yield from runner._in_thread(tick, _compute, job, progress=runner.stopper(stop)))
-    except Exception as err:  # every failure is reported, never a raw traceback
-        return Edited(error=runner.failure(err))
-
-
-def _compute(job: EditJob, progress=None) -> Edited:
-    model, labels, notes = job.model, job.labels, ()
-    if job.change is not None:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", UserWarning)
-            model, labels = job.change(model, labels, job.planes, progress)
-        notes = tuple(str(w.message) for w in caught)
-    progress(0.7, "colours")
-    colors, counts = edit.label_stats(job.planes.assembled(), labels, model)
-    k = model.n_clusters
-    if job.recount:
-        model = dataclasses.replace(model, colors=colors[:k].copy())
-    else:
-        colors[:k] = model.colors
-    recolored = None
-    if job.target.recolored is not None:
-        progress(0.85, "recolouring")
-        recolored = _recolored(job.planes, model, colors, labels)
-    return Edited(labels, model, colors, counts, recolored, notes)
 
 
 def commit(job: EditJob, edited: Edited, viewer) -> Snapshot:
@@ -200,36 +263,18 @@ def commit(job: EditJob, edited: Edited, viewer) -> Snapshot:
         )
     before = snapshot(target)
     layer.colormap = colormap(display_colors(edited.colors, target.source, target.extras))
-    _set_labels(layer, target.expand(edited.labels))
+    set_labels(layer, target.expand(edited.labels))
     layer.features = feature_table(edited.colors, edited.counts, target.names())
-    layer.metadata = _metadata(layer, edited.model, job.what)
+    layer.metadata = edit_metadata(layer, edited.model, job.what)
     if target.recolored is not None and edited.recolored is not None:
         target.recolored.data = target.expand(edited.recolored)
-        target.recolored.metadata = _metadata(target.recolored, edited.model, job.what)
+        target.recolored.metadata = edit_metadata(target.recolored, edited.model, job.what)
     return dataclasses.replace(before, after=digest(layer.data), run=layer.metadata[KEY].get("run"))
-
-
-def _set_labels(layer, data: np.ndarray) -> None:
-    """Replace the layer's labels when they change (Update leaves them, and napari's undo).
-
-    napari's labels undo would replay old paint strokes onto relabelled data: they are dropped.
-    """
-    current = layer.data
-    if (
-        current.shape == data.shape
-        and current.dtype == data.dtype
-        and np.array_equal(current, data)
-    ):
-        return
-    layer.data = data
-    reset = getattr(layer, "_reset_history", None)
-    if reset is not None:
-        reset()
 
 
 def update_job(target: Target) -> EditJob:
     """Recount after painting: counts, fractions and mean colour of every label."""
-    return plan(target, "update from labels", recount=True)
+    return plan_edit(target, "update from labels", recount=True)
 
 
 def update_message(edited: Edited, k: int) -> str:
@@ -248,7 +293,7 @@ def merge_job(target: Target, clusters: list[int]) -> EditJob:
     def change(model, labels, planes, progress):
         return edit.merge(model, labels, clusters)
 
-    return plan(target, f"merge {clusters}", change)
+    return plan_edit(target, f"merge {clusters}", change)
 
 
 def split_job(target: Target, clusters: list[int], n: int, seed: int, n_init: int) -> EditJob:
@@ -262,7 +307,7 @@ def split_job(target: Target, clusters: list[int], n: int, seed: int, n_init: in
             progress=progress,
         )  # fmt: skip
 
-    return plan(target, f"split {clusters[0]} into {n} (seed {seed})", change)
+    return plan_edit(target, f"split {clusters[0]} into {n} (seed {seed})", change)
 
 
 @dataclass(frozen=True)
@@ -318,9 +363,56 @@ def restore(snap: Snapshot, viewer) -> None:
             "(Ctrl/Cmd-Z on the labels layer) first."
         )
     layer.colormap = DirectLabelColormap(color_dict=snap.colors)
-    _set_labels(layer, snap.label_data.copy())
+    set_labels(layer, snap.label_data.copy())
     layer.features = snap.features.copy()
     layer.metadata = copy.deepcopy(snap.metadata)
     if snap.recolored is not None and snap.recolored in viewer.layers:
         snap.recolored.data = snap.recolored_data.copy()
         snap.recolored.metadata = copy.deepcopy(snap.recolored_metadata)
+
+
+def layer_model(layer) -> KMeansModel:
+    """The model stored in a k-means labels layer's metadata."""
+    if not is_kmeans_labels(layer):
+        raise InputError(
+            "No k-means labels layer chosen: run k-means first, then choose its labels layer "
+            "under 'k-means labels'."
+        )
+    try:
+        return KMeansModel.from_dict(layer.metadata[KEY].get("model"))
+    except ValueError as err:
+        raise InputError(f"'{layer.name}' holds no usable model: {err}") from None
+
+
+def save_model(layer, path) -> Path:
+    """Write the model of k-means labels ``layer`` to ``path`` as JSON."""
+    model = layer_model(layer)
+    path = Path(path)
+    try:
+        model.save(path)
+    except OSError as err:
+        raise InputError(f"could not write '{path}': {err.strerror or err}.") from None
+    return path
+
+
+def read_model(path) -> KMeansModel:
+    """Read and validate a model file (JSON written by :func:`save_model` or ``to_json``).
+
+    At most :data:`napari_kmeans.model.MAX_FILE_BYTES` are read, whatever the file is.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_file():  # a folder, a FIFO (would block), a device
+        raise InputError(
+            f"'{path}' is not a regular file: choose a *_model.json written by napari-kmeans."
+        )
+    try:
+        return KMeansModel.load(path)
+    except OSError as err:
+        raise InputError(f"cannot read model file '{path}': {err.strerror or err}.") from None
+    except ValueError as err:
+        raise InputError(f"'{path.name}' was not loaded: {err}") from None
+
+
+def instances_job(layer, clusters=(), min_size=1) -> InstancesJob:
+    """What :func:`run_instances` needs, read on the main thread."""
+    return InstancesJob(layer, np.array(layer.data, copy=True), tuple(clusters), int(min_size))

@@ -1,55 +1,41 @@
-"""From the widget's choices (layers) to a :class:`~.runner.Job` of plain arrays, checking them.
+"""From the widget's choices (layers) to jobs of plain arrays, checking everything first.
 
-Everything that can be wrong with the chosen layers is found here, on the main thread and before a
-worker starts, and raised as :class:`InputError` with a message for a notification.
+Everything that can be wrong with the chosen layers is found here, on the main thread and before
+a worker starts, and raised as :class:`~.jobs.InputError` with a message for a notification.
+:func:`for_run` and :func:`for_apply` choose the computation a click starts: in memory, or lazy
+(dask-backed and multiscale layers, whose outputs are computed as you browse).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
-from dataclasses import dataclass
+import os
 
 import numpy as np
 from napari.layers import Image, Labels, Shapes
 
-from ..lazy import is_dask
-from .runner import Job, Params, Planes
+from .. import lazy
+from ..model import KMeansModel
+from .editing import Target, resolve
+from .jobs import (
+    ComputeInfo,
+    ComputeJob,
+    InputError,
+    Job,
+    LazyJob,
+    Params,
+    Planes,
+    RunInfo,
+    extend_info,
+    is_lazy,
+    levels,
+    size_text,
+    spatial,
+)
+from .workers import run_apply, run_lazy, run_segment
 
 FIT_PIXELS = 1 << 18  # multiscale data are fitted on the coarsest level with at least this many
-
-
-class InputError(ValueError):
-    """The chosen layers or settings cannot be segmented; the message says why and what to do."""
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """What a run was made from, for the output layers and their metadata."""
-
-    source: Image
-    extras: tuple
-    mask: Labels | Shapes | None
-    params: Params
-    slice_index: dict | None  # {layer axis: index} for the current-slice scope, else None
-    fit_level: int | None  # pyramid level fitted on (multiscale data), else None
-
-    @property
-    def layers(self) -> tuple:
-        return (self.source, *self.extras, *([self.mask] if self.mask is not None else []))
-
-
-def levels(layer) -> list:
-    """The layer's data as a list of resolution levels (one level unless multiscale)."""
-    return list(layer.data) if layer.multiscale else [layer.data]
-
-
-def is_lazy(layer) -> bool:
-    """Whether ``layer`` holds a multiscale pyramid or a dask array (read only on demand)."""
-    return bool(getattr(layer, "multiscale", False)) or is_dask(getattr(layer, "data", None))
-
-
-def _spatial(shape, rgb) -> tuple[int, ...]:
-    return tuple(shape[:-1]) if rgb else tuple(shape)
 
 
 def check_source(viewer, source) -> None:
@@ -88,7 +74,7 @@ def slice_index(viewer, source) -> dict:
     offset = viewer.dims.ndim - source.ndim
     shown = {a - offset for a in viewer.dims.displayed}
     point = source.world_to_data(viewer.dims.point)
-    shape = _spatial(levels(source)[0].shape, source.rgb)
+    shape = spatial(levels(source)[0].shape, source.rgb)
     index = {}
     for axis in range(source.ndim):
         if axis in shown:
@@ -222,15 +208,15 @@ def _downsample(mask, shape: tuple[int, ...]):
 
 def _planes(source, extras, level, index, mask) -> Planes:
     """One level of the inputs, restricted to the slice ``index`` (level-0 indices)."""
-    base = _spatial(levels(source)[0].shape, source.rgb)
-    here = _spatial(levels(source)[level].shape, source.rgb)
+    base = spatial(levels(source)[0].shape, source.rgb)
+    here = spatial(levels(source)[level].shape, source.rgb)
     key = tuple(
         index[a] * here[a] // base[a] if index and a in index else slice(None)
         for a in range(len(here))
     )
     image = levels(source)[level][key]
     extra = tuple(levels(e)[level][key] for e in extras)
-    shape = _spatial(image.shape, source.rgb)
+    shape = spatial(image.shape, source.rgb)
     return Planes(image, source.rgb, extra, _downsample(mask, shape))
 
 
@@ -240,7 +226,7 @@ def _fit_level(source, index) -> int | None:
         return None
     best = None
     for level, data in enumerate(levels(source)[1:], start=1):
-        shape = _spatial(data.shape, source.rgb)
+        shape = spatial(data.shape, source.rgb)
         n = math.prod(n for a, n in enumerate(shape) if not index or a not in index)
         if n >= FIT_PIXELS:
             best = level
@@ -255,7 +241,7 @@ def checked_layers(viewer, source, extras, mask, *, lazy=False):
     """
     check_source(viewer, source)
     extras = check_extras(source, extras)
-    shape0 = _spatial(levels(source)[0].shape, source.rgb)
+    shape0 = spatial(levels(source)[0].shape, source.rgb)
     mask_full = None if mask is None else mask_array(viewer, mask, source, shape0, lazy=lazy)
     return extras, shape0, mask_full
 
@@ -278,3 +264,277 @@ def build_job(viewer, source, params: Params, *, extras=(), mask=None, current_s
     fit = None if level is None else _planes(source, extras, level, index, mask_full)
     info = RunInfo(source, extras, mask, params, index, level)
     return Job(full, params, fit), info
+
+
+def fit_on_slice_job(viewer, source, params: Params, *, extras=(), mask=None):
+    """Fit on the slice on screen, label the whole data with that model.
+
+    For a timelapse or a stack: every frame is labelled by one model fitted on the current frame.
+    """
+    whole, info = build_job(viewer, source, params, extras=extras, mask=mask)
+    part, part_info = build_job(
+        viewer, source, params, extras=extras, mask=mask, current_slice=True
+    )
+    fit = part.fit if part.fit is not None else part.full
+    return Job(whole.full, params, fit), extend_info(info, fit_slice=part_info.slice_index)
+
+
+def params_of(model: KMeansModel) -> Params:
+    """Settings recorded for a run that applies ``model``."""
+    return Params(n_clusters=model.n_clusters, color_space=model.spec.color_space, seed=model.seed)
+
+
+def apply_job(viewer, source, model: KMeansModel, origin: str, **kwargs):
+    """A job labelling ``source`` (with ``extras``/``mask``/``current_slice``) by ``model``."""
+    job, info = build_job(viewer, source, params_of(model), **kwargs)
+    return Job(job.full, job.params), extend_info(info, model_from=origin)
+
+
+TILE = 1024  # chunk side (last two spatial axes) when a numpy pyramid level is wrapped in dask
+
+
+LAZY_TEXT = "outputs are computed as you browse; Compute into memory to edit"
+
+
+def lazy_mode(source, current_slice: bool = False) -> bool:
+    """Whether a run on ``source`` gives lazy output layers.
+
+    True for dask-backed and multiscale image layers (when dask is installed) segmented whole;
+    the current-slice scope reads the slice into memory.
+    """
+    return (
+        source is not None and is_lazy(source) and not current_slice
+        and importlib.util.find_spec("dask") is not None
+    )  # fmt: skip
+
+
+def mode_text(source, current_slice: bool = False) -> str:
+    """The widget's line saying how a run on ``source`` will be computed."""
+    if source is None:
+        return "mode: no image chosen"
+    if lazy_mode(source, current_slice):
+        kind = f"multiscale, {len(levels(source))} levels" if source.multiscale else "dask"
+        return f"mode: lazy ({kind}) — {LAZY_TEXT}"
+    if is_lazy(source) and current_slice:
+        return "mode: in memory (the current slice is read into memory)"
+    if is_lazy(source):
+        return "mode: in memory (install dask for lazy outputs)"
+    return "mode: in memory"
+
+
+def _as_dask(array, rgb: bool):
+    """``array`` as a dask array; numpy levels are wrapped (nothing is copied or hashed)."""
+    if lazy.is_dask(array):
+        return array
+    import dask.array as da
+
+    spatial = array.ndim - 1 if rgb else array.ndim
+    chunks = [1] * max(spatial - 2, 0) + [min(n, TILE) for n in array.shape[:spatial][-2:]]
+    chunks += [-1] if rgb else []
+    return da.from_array(array, chunks=tuple(chunks), name=False)
+
+
+def _level_planes(source, extras, level: int, mask) -> Planes:
+    image = _as_dask(levels(source)[level], source.rgb)
+    extra = tuple(_as_dask(levels(e)[level], False) for e in extras)
+    return Planes(image, source.rgb, extra, _downsample(mask, spatial(image.shape, source.rgb)))
+
+
+def build_lazy_job(
+    viewer, source, params: Params, *, extras=(), mask=None, fit_slice=False, model=None,
+    origin=None,
+):  # fmt: skip
+    """Check the chosen layers and gather a :class:`LazyJob`; returns ``(job, info)``.
+
+    ``fit_slice`` fits on the slice on screen; ``model`` (applied from ``origin``) skips the fit.
+
+    Raises
+    ------
+    InputError
+        With a message for the user when the layers cannot be segmented together.
+    """
+    extras, _, mask_full = checked_layers(viewer, source, extras, mask, lazy=True)
+    n_levels = len(levels(source))
+    planes = tuple(_level_planes(source, extras, i, mask_full) for i in range(n_levels))
+    fit = level = sliced = None
+    if model is None and fit_slice:
+        part, part_info = build_job(
+            viewer, source, params, extras=extras, mask=mask, current_slice=True
+        )
+        fit = part.fit if part.fit is not None else part.full
+        level, sliced = part_info.fit_level, part_info.slice_index
+    elif model is None:
+        level = _fit_level(source, None)
+        fit = None if level is None else _planes(source, extras, level, None, mask_full)
+    info = RunInfo(source, extras, mask, params, None, level)
+    if model is not None:
+        info = extend_info(info, model_from=origin)
+    elif fit_slice:
+        info = extend_info(info, fit_slice=sliced)
+    return LazyJob(planes, params, fit, model, source.multiscale), info
+
+
+SAFE_FRACTION = 0.5  # at most this share of the available memory is used
+
+
+def available_bytes() -> int | None:
+    """Memory available to this process now (psutil, /proc/meminfo or sysconf), or None."""
+    try:
+        import psutil
+    except ImportError:
+        pass
+    else:
+        return int(psutil.virtual_memory().available)
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _nbytes(array) -> int:
+    return math.prod(array.shape) * np.dtype(array.dtype).itemsize
+
+
+def needed_bytes(target: Target) -> dict:
+    """Bytes by part: full-resolution labels, recoloured image, and source pixels not in memory.
+
+    Edits read the source (and extra channels) at full resolution: a dask-backed source is
+    counted too.
+    """
+    parts = {"labels": _nbytes(levels(target.labels)[0])}
+    if target.recolored is not None and is_lazy(target.recolored):
+        parts["recolored image"] = _nbytes(levels(target.recolored)[0])
+    lazy_sources = [layer for layer in (target.source, *target.extras) if is_lazy(layer)]
+    if lazy_sources:
+        parts["source pixels"] = sum(_nbytes(levels(layer)[0]) for layer in lazy_sources)
+    return parts
+
+
+def compute_plan(viewer, layer, outputs=()) -> tuple[ComputeJob, ComputeInfo]:
+    """Check that lazy labels ``layer`` can be computed into memory; ``(job, info)``.
+
+    Raises
+    ------
+    InputError
+        When ``layer`` is not lazy k-means labels, its source is gone, or the result would take
+        more than ``SAFE_FRACTION`` of the available memory.
+    """
+    target = resolve(viewer, layer, outputs, allow_lazy=True)
+    if not is_lazy(layer):
+        raise InputError(f"'{layer.name}' is already in memory: it can be edited as it is.")
+    parts = needed_bytes(target)
+    need, have = sum(parts.values()), available_bytes()
+    if have is not None and need > SAFE_FRACTION * have:
+        detail = ", ".join(f"{name} {size_text(n)}" for name, n in parts.items())
+        raise InputError(
+            f"'{layer.name}' does not fit in memory: computing it needs about {size_text(need)} "
+            f"({detail}), more than {SAFE_FRACTION:.0%} of the {size_text(have)} available. Nothing "
+            "was changed; keep browsing it lazily, or segment a smaller region or the current "
+            "slice (scope) to edit."
+        )
+    rec = target.recolored
+    recolored = levels(rec)[0] if rec is not None and is_lazy(rec) else None
+    return ComputeJob(levels(layer)[0], recolored), ComputeInfo(target)
+
+
+CURVE_PIXELS = 1 << 20  # lazy data: the curve is computed on about this many pixels
+
+
+def subsample(planes: Planes, target: int = CURVE_PIXELS) -> Planes:
+    """Every s-th pixel along each spatial axis, so that about ``target`` pixels are left.
+
+    Lazy (dask) planes stay lazy: only the kept pixels are read, in the worker.
+    """
+    shape = planes.spatial_shape
+    n = int(np.prod(shape))
+    if n <= target:
+        return planes
+    step = int(np.ceil((n / target) ** (1 / len(shape))))
+    index = tuple(slice(None, None, step) for _ in shape)
+    mask = None if planes.mask is None else planes.mask[index]
+    return Planes(planes.image[index], planes.rgb, tuple(e[index] for e in planes.extras), mask)
+
+
+def curve_planes(viewer, source, params, *, extras, mask, current_slice) -> Planes:
+    """The pixels the curve is computed on (main thread): in memory, or a lazy subsample.
+
+    Lazy (dask or multiscale) sources are never read whole: the curve uses the level Run fits
+    on, or every s-th pixel of the data.
+    """
+    if lazy_mode(source, current_slice):
+        job, _ = build_lazy_job(viewer, source, params, extras=extras, mask=mask)
+        return subsample(job.fit if job.fit is not None else job.full)
+    job, _ = build_job(
+        viewer, source, params, extras=extras, mask=mask, current_slice=current_slice
+    )
+    return job.fit if job.fit is not None else job.full
+
+
+def _layout(spec) -> str:
+    if spec.rgb:
+        return "RGB(A) colour"
+    if spec.channel_axis is None:
+        return "single-channel"
+    return f"{spec.n_channels}-channel (image + {spec.n_channels - 1} extra channels)"
+
+
+def check_fits(model: KMeansModel, planes: Planes, name: str) -> None:
+    """Raise :class:`InputError` unless ``model`` can label ``planes`` (layout and dtype)."""
+    n_channels = 3 if planes.rgb else 1 + len(planes.extras)
+    spec = model.spec
+    same = spec.rgb == planes.rgb and (spec.rgb or spec.n_channels == n_channels)
+    if not same:
+        got = "RGB(A) colour" if planes.rgb else (
+            "single-channel" if n_channels == 1 else f"{n_channels}-channel"
+        )  # fmt: skip
+        raise InputError(
+            f"the model was fitted on {_layout(spec)} data, but '{name}' is {got}: choose an "
+            "image (and extra channels) with the same channel layout."
+        )
+    corner = tuple(slice(0, 1) for _ in planes.spatial_shape)
+    block = planes.block(corner)
+    try:  # recolor checks the dtype and channel count without needing a valid pixel
+        model.recolor(block.assembled(), np.zeros(block.spatial_shape, np.uint8))
+    except ValueError as err:
+        raise InputError(f"the model does not fit '{name}': {err}") from None
+
+
+def for_run(
+    viewer, source, params: Params, *, extras=(), mask=None, current_slice=False, fit_slice=False
+) -> tuple:
+    """A k-means run on ``source`` (fitting on the slice on screen when ``fit_slice``)."""
+    if lazy_mode(source, current_slice):
+        job, info = build_lazy_job(
+            viewer, source, params, extras=extras, mask=mask, fit_slice=fit_slice
+        )
+        return run_lazy, job, info
+    if fit_slice:
+        job, info = fit_on_slice_job(viewer, source, params, extras=extras, mask=mask)
+    else:
+        job, info = build_job(
+            viewer, source, params, extras=extras, mask=mask, current_slice=current_slice
+        )
+    return run_segment, job, info
+
+
+def for_apply(viewer, source, model, origin: str, *, extras=(), mask=None, current_slice=False):
+    """Label ``source`` with ``model`` (from ``origin``), after checking that it fits."""
+    if lazy_mode(source, current_slice):
+        job, info = build_lazy_job(
+            viewer, source, params_of(model), extras=extras, mask=mask, model=model,
+            origin=origin,
+        )  # fmt: skip
+        check_fits(model, job.full, info.source.name)
+        return run_lazy, job, info
+    job, info = apply_job(
+        viewer, source, model, origin, extras=extras, mask=mask, current_slice=current_slice
+    )
+    check_fits(model, job.full, info.source.name)
+    return run_apply, job, info, model

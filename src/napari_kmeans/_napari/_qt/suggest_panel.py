@@ -1,6 +1,6 @@
 """The "Suggest k" group: the inertia curve for k = 2..K, plotted with its elbow.
 
-The curve is computed in a worker thread (:func:`napari_kmeans.choose_k.inertia_curve`, on the
+The curve is computed in a worker (:func:`~napari_kmeans._napari.workers.run_curve`, on the
 compressed pixels; for lazy data on the level Run fits on, or on a regular subsample) with
 progress and Cancel, and drawn with matplotlib's Qt canvas. Clicking a point of the curve, or
 choosing a k in the list next to it, sets the widget's number of clusters.
@@ -9,7 +9,6 @@ choosing a k in the list next to it, sets the widget's number of clusters.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 
 import numpy as np
 from magicgui import widgets
@@ -20,12 +19,9 @@ from napari.utils.notifications import show_error
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 from superqt import QCollapsible
 
-from ..choose_k import elbow, inertia_curve
-from . import lazy_outputs, runner
-from .inputs import InputError, build_job
-from .runner import Params, Planes, Progress
-
-CURVE_PIXELS = 1 << 20  # lazy data: the curve is computed on about this many pixels
+from ..inputs import curve_planes
+from ..jobs import Curve, InputError
+from ..workers import run_curve
 
 TIPS = {
     "group": "Plot the k-means inertia for k = 2 up to a maximum and suggest the k at the elbow, "
@@ -38,75 +34,6 @@ TIPS = {
     "plot": "Inertia (sum of squared distances to the centres) against k; the ring marks the "
     "elbow, the filled dot the k chosen. Click a point to set k.",
 }
-
-
-@dataclass(frozen=True)
-class Curve:
-    """Inertia for each k, and the elbow; or an error message."""
-
-    ks: np.ndarray | None = None
-    inertias: np.ndarray | None = None
-    elbow: int | None = None
-    error: str | None = None
-
-
-def compute(planes: Planes, params: Params, k_max: int, stop=None):
-    """The inertia curve of ``planes`` for k = 2..k_max (a worker generator).
-
-    Yields :class:`~.runner.Progress`; setting ``stop`` stops the computation itself. Returns a
-    :class:`Curve`, with every failure as its ``error``.
-    """
-    try:
-        tick = Progress(0.0, "reading data")
-        yield tick
-        full = planes.materialized()
-        tick = Progress(0.05, "inertia curve")
-        yield tick
-        ks, inertias = yield from runner._in_thread(
-            tick, _curve, full, params, k_max, progress=runner.stopper(stop, 0.05, 1.0)
-        )
-    except Exception as err:  # every failure is reported, never a raw traceback
-        return Curve(error=runner.failure(err))
-    if ks.size == 0:
-        return Curve(error="the image has a single distinct value: there is no k to suggest.")
-    return Curve(ks, inertias, elbow(ks, inertias))
-
-
-def _curve(full: Planes, params: Params, k_max: int, progress=None):
-    return inertia_curve(
-        full.assembled(), k_max, **full.layout(), color_space=params.color_space,
-        mask=full.mask, seed=params.seed, progress=progress,
-    )  # fmt: skip
-
-
-def subsample(planes: Planes, target: int = CURVE_PIXELS) -> Planes:
-    """Every s-th pixel along each spatial axis, so that about ``target`` pixels are left.
-
-    Lazy (dask) planes stay lazy: only the kept pixels are read, in the worker.
-    """
-    shape = planes.spatial_shape
-    n = int(np.prod(shape))
-    if n <= target:
-        return planes
-    step = int(np.ceil((n / target) ** (1 / len(shape))))
-    index = tuple(slice(None, None, step) for _ in shape)
-    mask = None if planes.mask is None else planes.mask[index]
-    return Planes(planes.image[index], planes.rgb, tuple(e[index] for e in planes.extras), mask)
-
-
-def curve_planes(viewer, source, params, *, extras, mask, current_slice) -> Planes:
-    """The pixels the curve is computed on (main thread): in memory, or a lazy subsample.
-
-    Lazy (dask or multiscale) sources are never read whole: the curve uses the level Run fits
-    on, or every s-th pixel of the data.
-    """
-    if lazy_outputs.lazy_mode(source, current_slice):
-        job, _ = lazy_outputs.build_lazy_job(viewer, source, params, extras=extras, mask=mask)
-        return subsample(job.fit if job.fit is not None else job.full)
-    job, _ = build_job(
-        viewer, source, params, extras=extras, mask=mask, current_slice=current_slice
-    )
-    return job.fit if job.fit is not None else job.full
 
 
 class ElbowPlot(QWidget):
@@ -213,7 +140,7 @@ class SuggestPanel:
             return
         self._stop = threading.Event()
         worker = create_worker(
-            compute, planes, host.params(), int(self.k_max.value), stop=self._stop,
+            run_curve, planes, host.params(), int(self.k_max.value), stop=self._stop,
             _start_thread=False,
         )  # fmt: skip
         worker.yielded.connect(self._progressed)

@@ -11,12 +11,13 @@ from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QWidget
 
-from . import form, into_memory, lazy_outputs, plans
+from .. import inputs, outputs, workers
+from ..jobs import InputError, Params, failure, levels
+from ..outputs import KEY, Outputs, publish
+from ..session import Session
+from . import form
 from .edit_panel import EditPanel
-from .inputs import InputError, levels
-from .layers import KEY, Outputs, publish
-from .runner import Params, failure
-from .suggest_k import SuggestPanel
+from .suggest_panel import SuggestPanel
 
 
 @dataclass
@@ -46,7 +47,7 @@ class KMeansWidget(QWidget):
         self._run: _Flight | None = None  # the run (or edit) in flight
         self._stop = threading.Event()  # set to stop the computation of the run in flight
         self._stopped = None  # why the run in flight was stopped, when not by Cancel
-        self._outputs: list[Outputs] = []
+        self.session = Session()
         self.controls = c = form.make_controls()
         self.suggest = SuggestPanel(self)
         self.edit = EditPanel(self)
@@ -72,7 +73,7 @@ class KMeansWidget(QWidget):
     @property
     def outputs(self) -> list[Outputs]:
         """The output layers of each source's last run."""
-        return list(self._outputs)
+        return list(self.session.runs)
 
     def current_slice(self) -> bool:
         """Whether the scope is the slice on screen."""
@@ -111,7 +112,7 @@ class KMeansWidget(QWidget):
         c.fit_on.enabled = c.scope.enabled and c.scope.value == form.WHOLE
         if not c.fit_on.enabled:
             c.fit_on.value = form.FIT_ALL
-        c.mode.value = lazy_outputs.mode_text(source, self.current_slice())
+        c.mode.value = inputs.mode_text(source, self.current_slice())
 
     def _follow_active(self, *_) -> None:
         active = self._viewer.layers.selection.active
@@ -140,7 +141,7 @@ class KMeansWidget(QWidget):
             return
         c = self.controls
         try:
-            plan = plans.for_run(
+            plan = inputs.for_run(
                 self._viewer, c.image.value, self.params(), **self._inputs(),
                 current_slice=self.current_slice(),
                 fit_slice=c.fit_on.enabled and c.fit_on.value == form.FIT_SLICE,
@@ -162,7 +163,7 @@ class KMeansWidget(QWidget):
         if self._worker is not None:
             raise InputError("a run is in flight: wait for it (or cancel it), then apply again.")
         self._start(
-            *plans.for_apply(
+            *inputs.for_apply(
                 self._viewer, self.controls.image.value, model, origin, **self._inputs(),
                 current_slice=self.current_slice(),
             )
@@ -179,16 +180,14 @@ class KMeansWidget(QWidget):
         """
         if self._worker is not None:
             raise InputError("a run is in flight: wait for it (or cancel it), then try again.")
-        job, info = into_memory.plan(self._viewer, layer, self._outputs)
-        self._start(into_memory.compute, job, info, done=self._computed)
+        job, info = inputs.compute_plan(self._viewer, layer, self.session.runs)
+        self._start(workers.run_compute, job, info, done=self._computed)
 
     def _computed(self, done, info) -> None:
-        tracked = [o for o in self._outputs if o.labels is info.labels]
-        labels, recolored = into_memory.install(self._viewer, done, info)  # may drop them
-        for outputs in tracked:
-            into_memory.retarget(outputs, labels, recolored)
-        self._outputs = [o for o in self._outputs if all(o is not t for t in tracked)] + tracked
-        line = into_memory.summary(done, labels)
+        kept = self.session.runs_of(info.labels)
+        labels, recolored = outputs.install_computed(self._viewer, done, info)  # may swap them
+        self.session.computed(kept, labels, recolored)
+        line = outputs.computed_summary(done, labels)
         self._say(line)
         self.edit.follow(labels)
         self.edit.say(line)
@@ -234,11 +233,7 @@ class KMeansWidget(QWidget):
 
     def _layer_removed(self, event) -> None:
         gone = event.value
-        self._outputs = [
-            o for o in self._outputs
-            if o.source() is not None and o.source() is not gone
-            and gone is not o.labels and gone is not o.recolored
-        ]  # fmt: skip
+        self.session.forget(gone)
         if self._run is not None and any(gone is layer for layer in self._run.info.layers):
             self._stop.set()
             self._worker.quit()
@@ -294,10 +289,9 @@ class KMeansWidget(QWidget):
         flight.done(outcome, flight.info)
 
     def _show(self, outcome, info) -> None:
-        previous = next((o for o in self._outputs if o.source() is info.source), None)
-        outputs, how = publish(self._viewer, outcome, info, previous)
-        self._outputs = [o for o in self._outputs if o is not previous and o.source() is not None]
-        self._outputs.append(outputs)
+        previous = self.session.previous(info.source)
+        made, how = publish(self._viewer, outcome, info, previous)
+        self.session.record(made, replaces=previous)
         line = summary(outcome, info)
         if how == "updated":
             line += " · output layers updated in place"
@@ -305,7 +299,7 @@ class KMeansWidget(QWidget):
             line += " · the labels had been edited: kept them and added new layers"
             show_info(f"'{info.source.name}' k-means labels were edited; added new layers.")
         self._say(line)
-        self.edit.follow(outputs.labels)
+        self.edit.follow(made.labels)
         if getattr(info, "model_from", None):
             self.edit.say(line)
 
@@ -317,7 +311,7 @@ def summary(outcome, info) -> str:
     """The result line of a finished run (or of applying a model)."""
     origin = getattr(info, "model_from", None)
     inertia = "unknown" if outcome.inertia is None else f"{outcome.inertia:.6g}"
-    lazy = f" · lazy: {lazy_outputs.LAZY_TEXT}" if outcome.lazy else ""
+    lazy = f" · lazy: {inputs.LAZY_TEXT}" if outcome.lazy else ""
     if origin:
         return (
             f"Applied the model of {origin}: {outcome.n_clusters} clusters · "

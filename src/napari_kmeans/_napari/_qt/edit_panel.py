@@ -17,13 +17,10 @@ from napari.utils.notifications import show_error, show_warning
 from qtpy.QtWidgets import QFileDialog
 from superqt import QCollapsible
 
-from . import derived, editing, model_io
-from .edit_target import is_kmeans_labels, kmeans_labels, resolve
-from .features_view import FeaturesView
-from .inputs import InputError, is_lazy
-from .runner import failure
-
-UNDO_DEPTH = 5  # edits kept for Undo (each keeps a copy of the labels and recolored data)
+from .. import editing, outputs, workers
+from ..editing import is_kmeans_labels, kmeans_labels, resolve
+from ..jobs import InputError, failure, is_lazy
+from .table_view import FeaturesView
 
 TIPS = {
     "group": "Fix and reuse a result: update after painting, merge, split, undo, instances, "
@@ -120,7 +117,6 @@ class EditPanel:
         self.table = FeaturesView(self._rows_selected)
         self.status = widgets.Label(value="")
         self.status.native.setWordWrap(True)
-        self._undo: list[editing.Snapshot] = []
         self._watched = None
         parts = [
             widgets.Container(widgets=[c.labels, c.clusters]), self.table, _row(c.compute),
@@ -231,14 +227,14 @@ class EditPanel:
                 self._say(f"Not done: {err}")
                 show_error(str(err))
                 return
-            self._undo = [*self._undo, before][-UNDO_DEPTH:]
+            self.host.session.push(before)
             self.controls.undo.enabled = True
             for note in edited.notes:
                 show_warning(note)
             self._show_table()
             self._say(message(edited, job) if message else job.what)
 
-        self.host.start_task(editing.compute, job, job, done=done, say=self._say)
+        self.host.start_task(workers.run_edit, job, job, done=done, say=self._say)
         return f"{job.what}…"
 
     def compute(self, *_) -> None:
@@ -282,12 +278,8 @@ class EditPanel:
         """Put back the state before the last edit made here."""
 
         def go():
-            if not self._undo:
-                raise InputError("there is no edit to undo.")
-            snap = self._undo[-1]
-            editing.restore(snap, self.viewer)  # refuses, changing nothing, if it would lose work
-            self._undo = self._undo[:-1]
-            self.controls.undo.enabled = bool(self._undo)
+            snap = self.host.session.undo(self.viewer)  # refuses if it would lose work
+            self.controls.undo.enabled = self.host.session.can_undo
             self._show_table()
             return f"undid the last edit of '{snap.labels.name}'"
 
@@ -304,13 +296,13 @@ class EditPanel:
             if job.layer not in self.viewer.layers:
                 self._say(f"Not done: '{job.layer.name}' left the viewer.")
                 return
-            new = derived.add_instances_layer(self.viewer, job, found)
+            new = outputs.add_instances_layer(self.viewer, job, found)
             self._say(f"'{new.name}': {new.features.shape[0]} instances")
 
         def go():
             layer = self._target().labels
-            job = derived.instances_job(layer, self._clusters(), self.controls.min_size.value)
-            self.host.start_task(derived.compute_instances, job, job, done=done, say=self._say)
+            job = editing.instances_job(layer, self._clusters(), self.controls.min_size.value)
+            self.host.start_task(workers.run_instances, job, job, done=done, say=self._say)
             return "finding instances…"
 
         self._do(go)
@@ -320,7 +312,7 @@ class EditPanel:
         self._do(lambda: f"added '{self._mask_layer().name}'")
 
     def _mask_layer(self):
-        return derived.add_mask(self.viewer, self._target().labels, self._clusters())
+        return outputs.add_mask(self.viewer, self._target().labels, self._clusters())
 
     def csv(self, *_) -> None:
         self.export_csv()
@@ -332,7 +324,7 @@ class EditPanel:
             path = self._ask(save=True, title="Save the features table", name=layer, ext="csv")
             if not path:
                 return None
-        out = self._do(lambda: f"saved the table to {derived.write_features_csv(layer, path)}")
+        out = self._do(lambda: f"saved the table to {outputs.write_features_csv(layer, path)}")
         return Path(path) if out else None
 
     def apply(self, *_) -> None:
@@ -340,7 +332,7 @@ class EditPanel:
         layer = self.controls.labels.value
 
         def go():
-            model = model_io.layer_model(layer)
+            model = editing.layer_model(layer)
             self.host.apply_model(model, f"layer '{layer.name}'")
             return f"applying the model of '{layer.name}' to the image chosen above…"
 
@@ -353,7 +345,7 @@ class EditPanel:
             path = self._ask(save=True, title="Save the model", name=layer, ext="json")
             if not path:
                 return None
-        out = self._do(lambda: f"saved the model to {model_io.save_model(layer, path)}")
+        out = self._do(lambda: f"saved the model to {editing.save_model(layer, path)}")
         return Path(path) if out else None
 
     def load_model(self, path=None) -> bool:
@@ -365,7 +357,7 @@ class EditPanel:
                 return False
 
         def go():
-            model = model_io.read_model(path)
+            model = editing.read_model(path)
             self.host.apply_model(model, f"file '{Path(path).name}'")
             return f"applying the model of '{Path(path).name}' to the image chosen above…"
 

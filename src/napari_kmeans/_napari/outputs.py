@@ -1,0 +1,527 @@
+"""Every creation or rewrite of a k-means layer, in one place.
+
+``"<source> k-means labels"`` is a Labels layer coloured with the cluster colours
+(``DirectLabelColormap``, 0 transparent) with one ``features`` row per cluster and every setting
+in ``metadata['kmeans']``; ``"<source> k-means recolored"`` is the source with each pixel painted
+with its cluster's colour. Both sit exactly on the source (same scale, translate, rotate, shear,
+affine, units and axis labels). A re-run updates them in place only while they are untouched
+(:class:`Outputs`). Lazy runs give layers holding dask arrays, multiscale for a multiscale
+source, with unknown counts (NaN) until computed into memory (:func:`install_computed`). Derived
+layers (instances, cluster masks) and the CSV export of the features table are made here too.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import uuid
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from napari.layers import Image, Labels
+from napari.utils.colormaps import DirectLabelColormap
+from napari.utils.transforms import Affine
+
+from .._version import __version__
+from ..lazy import is_dask
+from ..model import KMeansModel
+from .jobs import (
+    Computed,
+    ComputeInfo,
+    InputError,
+    Instances,
+    InstancesJob,
+    Outcome,
+    RunInfo,
+    levels,
+    present_labels,
+    size_text,
+)
+
+KEY = "kmeans"  # metadata key of the output layers
+
+
+LAZY_NOTE = (
+    "lazy output: computed as you browse; pixel counts and fractions are unknown (NaN in the "
+    "features table) until 'Compute into memory'; the inertia stays unknown"
+)
+
+
+@dataclass
+class Outputs:
+    """The output layers of a source's last run, the hash of the labels written to them and
+    the names they were given.
+
+    A re-run updates them in place only while they are untouched: the labels hold what the run
+    wrote and neither layer was renamed (a renamed result is one the person chose to keep).
+    """
+
+    source: weakref.ref
+    labels: Labels
+    recolored: Image
+    written: bytes
+    names: tuple[str, str] = ("", "")
+
+    def __post_init__(self):
+        if self.names == ("", ""):
+            self.names = (self.labels.name, self.recolored.name)
+
+    def unedited(self, viewer) -> bool:
+        """Both layers are still in the viewer, unrenamed, and the labels hold what was written."""
+        present = self.labels in viewer.layers and self.recolored in viewer.layers
+        renamed = (self.labels.name, self.recolored.name) != self.names
+        return present and not renamed and digest(self.labels.data) == self.written
+
+    def edited(self, viewer) -> bool:
+        """The labels layer is in the viewer but was changed (values or name) since the run."""
+        renamed = (self.labels.name, self.recolored.name) != self.names
+        changed = renamed or digest(self.labels.data) != self.written
+        return self.labels in viewer.layers and changed
+
+
+def _expanded(array: np.ndarray, info: RunInfo) -> np.ndarray:
+    """Put back the sliced axes (length 1) so the layer keeps the source's dimensionality."""
+    if not info.slice_index:
+        return array
+    return np.expand_dims(array, axis=tuple(sorted(info.slice_index)))
+
+
+def _layer_kwargs(outcome: Outcome, info: RunInfo, role: str, run_id: str) -> dict:
+    src = info.source
+    kwargs = {**placement(info), "metadata": metadata(outcome, info, role, run_id)}
+    if role == "labels":
+        names = channel_names(info)
+        kwargs["colormap"] = colormap(label_colors(outcome.model.colors, info))
+        kwargs["features"] = outcome_table(outcome, names)
+    elif not src.rgb:
+        kwargs.update(colormap=src.colormap, contrast_limits=src.contrast_limits, gamma=src.gamma)
+    elif outcome.lazy:  # napari would compute the data to find contrast limits
+        kwargs.update(contrast_limits=src.contrast_limits)
+    return kwargs
+
+
+def _lock(layer) -> None:
+    """Lazy labels cannot be painted (the paint would go into a dask graph): not editable."""
+    if is_dask(layer.data):
+        layer.editable = False
+
+
+def _new_layers(outcome: Outcome, info: RunInfo, labels, recolored, kw: tuple):
+    multiscale = isinstance(labels, list)
+    name = info.source.name
+    image = Image(
+        recolored, name=f"{name} k-means recolored", rgb=info.source.rgb,
+        multiscale=multiscale, **kw[1],
+    )  # fmt: skip
+    layer = Labels(labels, name=f"{name} k-means labels", multiscale=multiscale, **kw[0])
+    return layer, image
+
+
+def _normalized(values, layer) -> np.ndarray:
+    """``values`` as the layer displays them: 0..1 through its contrast limits and gamma."""
+    lo, hi = layer.contrast_limits
+    scaled = (np.asarray(values, dtype=float) - lo) / ((hi - lo) or 1.0)
+    return np.clip(scaled, 0.0, 1.0) ** layer.gamma
+
+
+def _update(layer, data, kwargs: dict) -> None:
+    """Set a layer's data and every attribute in ``kwargs`` (transforms first)."""
+    layer.data = data
+    for name, value in kwargs.items():
+        setattr(layer, name, value)
+
+
+def channel_names(info: RunInfo) -> list[str]:
+    """A name per clustered channel, for the features table's ``center_*`` columns."""
+    if info.source.rgb:
+        return ["red", "green", "blue"]
+    if not info.extras:
+        return ["value"]
+    return [layer.name for layer in (info.source, *info.extras)]
+
+
+def colormap(rgb: np.ndarray) -> DirectLabelColormap:
+    """Label i (1..k) in colour ``rgb[i - 1]``; 0 transparent."""
+    colors = {0: "transparent", None: "black"}
+    colors.update({i + 1: (*map(float, c), 1.0) for i, c in enumerate(rgb)})
+    return DirectLabelColormap(color_dict=colors)
+
+
+def digest(data) -> bytes:
+    """A hash of the labels' values, to notice edits (painting, filling, erasing).
+
+    Lazy data (a dask array, or a list of pyramid levels) are not computed: a dask array is
+    hashed by its name, which any change of its values (``__setitem__``) replaces.
+    """
+    h = hashlib.blake2b(digest_size=16)
+    for level in data if isinstance(data, Sequence) else [data]:
+        if is_dask(level):
+            h.update(f"dask {level.name} {level.shape} {level.dtype.str}".encode())
+            continue
+        array = np.ascontiguousarray(level)
+        h.update(str((array.shape, array.dtype.str)).encode())
+        h.update(memoryview(array).cast("B"))
+    return h.digest()
+
+
+def display_colors(colors: np.ndarray, source: Image, extras=()) -> np.ndarray:
+    """(n, 3) display colours in 0..1 of colours ``colors`` of ``source`` (+ ``extras``) pixels."""
+    colors = np.asarray(colors, dtype=float)
+    if source.rgb:
+        return _normalized(colors, source)
+    layers = (source, *extras)
+    rgb = sum(
+        layer.colormap.map(_normalized(colors[:, c], layer))[:, :3]
+        for c, layer in enumerate(layers)
+    )
+    return np.clip(rgb, 0.0, 1.0)
+
+
+def feature_table(colors: np.ndarray, counts: np.ndarray | None, names: list[str]) -> dict:
+    """Row i for label i + 1: label, colour per channel (``center_*``), count, fraction.
+
+    ``counts`` None (lazy outputs, not counted yet) gives NaN counts and fractions.
+    """
+    n = len(colors)
+    table = {"index": np.arange(1, n + 1), "label": np.arange(1, n + 1)}
+    for c, name in enumerate(names):
+        table[f"center_{name}"] = np.asarray(colors)[:, c].astype(float)
+    if counts is None:
+        table["count"] = table["fraction"] = np.full(n, np.nan)
+        return table
+    counts = np.asarray(counts, dtype=np.int64)
+    table["count"] = counts
+    table["fraction"] = counts / max(int(counts.sum()), 1)
+    return table
+
+
+def outcome_table(outcome: Outcome, names: list[str]) -> dict:
+    """One row per cluster: label, centre per channel, pixel count, fraction of labelled pixels."""
+    return feature_table(outcome.model.colors, outcome.counts, names)
+
+
+def fingerprint(layer) -> str:
+    """A short hash of an image layer's full-resolution shape, dtype and a sample of its values.
+
+    Edits look a removed source up by name; the fingerprint tells whether a layer of that name
+    holds the same pixels. Lazy (dask) data are fingerprinted by shape and dtype only, so that
+    nothing is computed.
+    """
+    data = levels(layer)[0]
+    h = hashlib.blake2b(digest_size=8)
+    h.update(str((tuple(data.shape), np.dtype(data.dtype).str)).encode())
+    if isinstance(data, np.ndarray) and data.size:
+        where = np.linspace(0, data.size - 1, min(data.size, 4096)).astype(np.intp)
+        h.update(np.ascontiguousarray(data.flat[where]).tobytes())
+    return h.hexdigest()
+
+
+def label_colors(colors: np.ndarray, info: RunInfo) -> np.ndarray:
+    """(k, 3) display colours in 0..1 of the clusters' colours ``colors`` (input units).
+
+    RGB: the colour itself through the source's contrast limits (``colors / 255`` for uint8 with
+    the default limits). Other data: each channel through its layer's colormap, summed as additive
+    blending shows them.
+    """
+    return display_colors(colors, info.source, info.extras)
+
+
+def metadata(outcome: Outcome, info: RunInfo, role: str, run_id: str | None = None) -> dict:
+    """Everything needed to know (and redo) how the layer was made.
+
+    ``run_id`` is shared by the two layers of one run (it links the labels to their recolored
+    layer for edits). A model fitted on one slice and applied to all (``info.fit_slice``) or
+    applied from another layer or file (``info.model_from``) is recorded too.
+    """
+    params = info.params.as_dict()
+    params.update(
+        scope="current slice" if info.slice_index else "whole data",
+        slice={str(a): i for a, i in (info.slice_index or {}).items()} or None,
+        extra_channels=[layer.name for layer in info.extras],
+        mask=None if info.mask is None else info.mask.name,
+        fit_level=info.fit_level,
+    )
+    fit_slice = getattr(info, "fit_slice", None)
+    if fit_slice:
+        params["fit_slice"] = {str(a): i for a, i in fit_slice.items()}
+    extra = {}
+    if getattr(info, "model_from", None):
+        extra["model_from"] = info.model_from
+    extra.update(mode_entries(outcome))
+    return {
+        KEY: {
+            **extra,
+            "run": run_id,
+            "role": role,
+            "source": info.source.name,
+            "fingerprints": {
+                layer.name: fingerprint(layer) for layer in (info.source, *info.extras)
+            },
+            "parameters": params,
+            "seed": info.params.seed,
+            "n_clusters": outcome.n_clusters,
+            "inertia": outcome.inertia,
+            "n_iter": outcome.n_iter,
+            "exact": outcome.exact,
+            "seconds": outcome.seconds,
+            "model": outcome.model.to_dict(),
+            "version": __version__,
+        }
+    }
+
+
+def mode_entries(outcome: Outcome) -> dict:
+    """``mode`` ('lazy' or 'in memory'), and for lazy outputs their levels and what is unknown."""
+    if not outcome.lazy:
+        return {"mode": "in memory"}
+    n = len(outcome.labels) if isinstance(outcome.labels, list) else 1
+    entries = {"mode": "lazy", "levels": n}
+    if outcome.counts is None:
+        entries["note"] = LAZY_NOTE
+    return entries
+
+
+def placement(info: RunInfo) -> dict:
+    """The source's spatial transform, shifted onto the slice for the current-slice scope."""
+    src = info.source
+    translate = np.asarray(src.translate, dtype=float)
+    if info.slice_index:
+        offset = np.zeros(src.ndim)
+        for axis, i in info.slice_index.items():
+            offset[axis] = i
+        data2physical = Affine(
+            scale=src.scale, translate=src.translate, rotate=src.rotate, shear=src.shear
+        )
+        translate = np.asarray(data2physical(offset), dtype=float)
+    return {
+        "scale": np.asarray(src.scale),
+        "translate": translate,
+        "rotate": np.asarray(src.rotate),
+        "shear": np.asarray(src.shear),
+        "affine": src.affine.affine_matrix,
+        "units": src.units,
+        "axis_labels": src.axis_labels,
+    }
+
+
+def publish(viewer, outcome: Outcome, info: RunInfo, previous: Outputs | None):
+    """Show a run's result: update ``previous`` in place while unedited, else add new layers.
+
+    Lazy outcomes (dask arrays, or lists of levels for a multiscale source) give lazy layers.
+    Unedited ``previous`` layers of the other kind (multiscale or not) are replaced, in place.
+
+    Returns
+    -------
+    outputs : Outputs
+        The layers now holding the result.
+    how : {'added', 'updated', 'edited'}
+        'edited' when ``previous`` labels had been edited, so new layers were added instead.
+    """
+    labels = _expanded(outcome.labels, info)
+    recolored = _expanded(outcome.recolored, info)
+    multiscale = isinstance(labels, list)
+    run_id = uuid.uuid4().hex
+    kw = (
+        _layer_kwargs(outcome, info, "labels", run_id),
+        _layer_kwargs(outcome, info, "recolored", run_id),
+    )
+    source = weakref.ref(info.source)
+    if previous is not None and previous.unedited(viewer):
+        if previous.labels.multiscale == multiscale == previous.recolored.multiscale:
+            _update(previous.recolored, recolored, kw[1])
+            _update(previous.labels, labels, kw[0])
+            _lock(previous.labels)
+            previous.written = digest(labels)
+            return previous, "updated"
+        layer, image = _new_layers(outcome, info, labels, recolored, kw)
+        swap(viewer, previous.recolored, image)
+        swap(viewer, previous.labels, layer)
+        _lock(layer)
+        return Outputs(source, layer, image, digest(labels)), "updated"
+    how = "edited" if previous is not None and previous.edited(viewer) else "added"
+    layer, image = _new_layers(outcome, info, labels, recolored, kw)
+    viewer.add_layer(image)
+    viewer.add_layer(layer)
+    _lock(layer)
+    return Outputs(source, layer, image, digest(labels)), how
+
+
+def swap(viewer, old, new) -> None:
+    """Put layer ``new`` where ``old`` is in the layer list, under its name; ``old`` leaves.
+
+    napari cannot turn a layer from multiscale to single-scale (or back) by setting its data.
+    """
+    index = list(viewer.layers).index(old)
+    name = old.name
+    viewer.layers.remove(old)
+    new.name = name
+    viewer.layers.insert(index, new)
+
+
+def placement_of(layer) -> dict:
+    """The spatial transform of ``layer``, for a new layer on top of it."""
+    return {
+        "scale": np.asarray(layer.scale),
+        "translate": np.asarray(layer.translate),
+        "rotate": np.asarray(layer.rotate),
+        "shear": np.asarray(layer.shear),
+        "affine": layer.affine.affine_matrix,
+        "units": layer.units,
+        "axis_labels": layer.axis_labels,
+    }
+
+
+def add_instances_layer(viewer, job: InstancesJob, found: Instances):
+    """The instances as a new Labels layer on top of the labels layer."""
+    n = found.cluster_of.size
+    layer = job.layer
+    what = "all clusters" if found.chosen is None else f"cluster(s) {found.chosen}"
+    return viewer.add_labels(
+        found.labels, name=f"{layer.name} instances", **placement_of(layer),
+        features={"index": np.arange(1, n + 1), "instance": np.arange(1, n + 1),
+                  "cluster": found.cluster_of, "size": found.sizes},
+        metadata={KEY: {"role": "instances", "labels": layer.name, "clusters": found.chosen,
+                        "min_size": job.min_size, "n_instances": n, "of": what}},
+    )  # fmt: skip
+
+
+def add_mask(viewer, layer, clusters):
+    """A binary Labels layer, 1 where ``layer`` has one of ``clusters``."""
+    if not clusters:
+        raise InputError("Mask layer: type the cluster label(s) to export, e.g. '2'.")
+    labels = np.asarray(layer.data)
+    chosen = present_labels(labels, clusters, layer.name)
+    mask = np.isin(labels, chosen).astype(np.uint8)
+    text = ", ".join(map(str, chosen))
+    return viewer.add_labels(
+        mask, name=f"{layer.name} mask {text}", **placement_of(layer),
+        metadata={KEY: {"role": "mask", "labels": layer.name, "clusters": chosen}},
+    )  # fmt: skip
+
+
+def write_features_csv(layer, path) -> Path:
+    """Write ``layer.features`` to ``path`` as CSV (one row per label, a header row)."""
+    path = Path(path)
+    if layer is None:
+        raise InputError("No labels layer chosen: choose one under 'k-means labels'.")
+    if layer.features.empty:
+        raise InputError(f"'{layer.name}' has no features table to export.")
+    try:
+        layer.features.to_csv(path, index=False)
+    except OSError as err:
+        raise InputError(f"could not write '{path}': {err.strerror or err}.") from None
+    return path
+
+
+def _counted_table(layer, counts: np.ndarray):
+    """The layer's features table with the pixel count and fraction of each label filled in."""
+    table = layer.features.copy()
+    if "label" not in table or table.empty:
+        return table
+    labels = table["label"].to_numpy(dtype=np.int64)
+    found = np.zeros(labels.size, np.int64)
+    inside = labels < counts.size
+    found[inside] = counts[labels[inside]]
+    table["count"] = found
+    table["fraction"] = found / max(int(counts[1:].sum()), 1)
+    return table
+
+
+def _image_layer(old, data, meta):
+    return Image(
+        data, name=old.name, rgb=old.rgb, colormap=old.colormap,
+        contrast_limits=old.contrast_limits, gamma=old.gamma, opacity=old.opacity,
+        blending=old.blending, visible=old.visible, metadata=meta, **placement_of(old),
+    )  # fmt: skip
+
+
+def _labels_layer(old, data, meta, features):
+    return Labels(
+        data, name=old.name, colormap=old.colormap, features=features, metadata=meta,
+        opacity=old.opacity, blending=old.blending, visible=old.visible, **placement_of(old),
+    )  # fmt: skip
+
+
+def _memory_metadata(layer, counts_known: bool) -> dict:
+    meta = copy.deepcopy(dict(layer.metadata))
+    entry = meta.setdefault(KEY, {})
+    entry.update(mode="in memory", computed_into_memory=True)
+    if counts_known and entry.get("inertia") is None:
+        entry["note"] = "computed into memory: pixel counts are known; the inertia stays unknown"
+    elif counts_known:
+        entry.pop("note", None)
+    return meta
+
+
+def install_computed(viewer, done: Computed, info: ComputeInfo):
+    """Put the computed arrays in the layers (new single-scale layers for a pyramid).
+
+    Returns the labels layer and the recoloured layer (None when it was not computed).
+    """
+    target = info.target
+    old = target.labels
+    features = _counted_table(old, done.counts)
+    meta = _memory_metadata(old, counts_known=True)
+    if old.multiscale:
+        labels = _labels_layer(old, done.labels, meta, features)
+        swap(viewer, old, labels)
+    else:
+        labels = old
+        labels.data = done.labels
+        labels.features, labels.metadata = features, meta
+    rec = target.recolored if done.recolored is not None else None
+    if rec is not None:
+        rec_meta = _memory_metadata(rec, counts_known=True)
+        if rec.multiscale:
+            new = _image_layer(rec, done.recolored, rec_meta)
+            swap(viewer, rec, new)
+            rec = new
+        else:
+            rec.data, rec.metadata = done.recolored, rec_meta
+    return labels, rec
+
+
+def retarget(outputs, labels, recolored) -> None:
+    """Point the widget's record of a run at the layers :func:`install_computed` left."""
+    outputs.labels, outputs.written = labels, digest(labels.data)
+    if recolored is not None:
+        outputs.recolored = recolored
+
+
+def computed_summary(done: Computed, labels) -> str:
+    """The result line after computing ``labels`` into memory."""
+    size = done.labels.nbytes + (0 if done.recolored is None else done.recolored.nbytes)
+    return (
+        f"computed '{labels.name}' into memory ({size_text(size)}, {done.seconds:.2f} s): "
+        "its labels can now be edited"
+    )
+
+
+def edit_metadata(layer, model: KMeansModel, what: str) -> dict:
+    meta = copy.deepcopy(dict(layer.metadata))
+    entry = meta.setdefault(KEY, {})
+    entry["model"] = model.to_dict()
+    entry["n_clusters"] = model.n_clusters
+    entry["edits"] = [*entry.get("edits", []), what]
+    return meta
+
+
+def set_labels(layer, data: np.ndarray) -> None:
+    """Replace the layer's labels when they change (Update leaves them, and napari's undo).
+
+    napari's labels undo would replay old paint strokes onto relabelled data: they are dropped.
+    """
+    current = layer.data
+    if (
+        current.shape == data.shape
+        and current.dtype == data.dtype
+        and np.array_equal(current, data)
+    ):
+        return
+    layer.data = data
+    reset = getattr(layer, "_reset_history", None)
+    if reset is not None:
+        reset()

@@ -1,0 +1,477 @@
+"""The computations of the widget, as generators a ``napari`` worker thread runs.
+
+Each ``run_*`` generator takes a job from :mod:`.jobs` (and a ``stop`` event that Cancel sets),
+yields :class:`~.jobs.Progress` and returns a result object; every failure is returned as the
+result's ``error`` (see :func:`~.jobs.failure`), never raised. Long engine steps run in a helper
+thread (:func:`_in_thread`) given a :class:`~.jobs.Stopper` as their ``progress`` callback, so
+that Cancel stops the computation itself. Nothing here imports napari or Qt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+
+import numpy as np
+
+from .. import edit, lazy
+from .. import features as ft
+from ..choose_k import elbow, inertia_curve
+from ..model import KMeansModel, label_dtype
+from ..segment import _fit_image, fit, fit_weighted
+from .jobs import (
+    POLL_SECONDS,
+    SLAB_PIXELS,
+    Computed,
+    ComputeJob,
+    Curve,
+    Edited,
+    EditJob,
+    InputError,
+    Instances,
+    InstancesJob,
+    Job,
+    LazyFit,
+    LazyJob,
+    Outcome,
+    Params,
+    Planes,
+    Progress,
+    Stopper,
+    blocks,
+    failure,
+    present_labels,
+    stopper,
+)
+
+
+def _engine_args(planes: Planes, params: Params) -> dict:
+    return dict(
+        color_space=params.color_space, mask=planes.mask, seed=params.seed,
+        n_init=params.n_init, max_iter=params.max_iter, tol=params.tol, **planes.layout(),
+    )  # fmt: skip
+
+
+def _with_notes(func, *args, **kwargs):
+    """``(func(*args, **kwargs), notes)``; notes are the engine's UserWarnings as text."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        value = func(*args, **kwargs)
+    notes = tuple(str(w.message) for w in caught if issubclass(w.category, UserWarning))
+    return value, notes
+
+
+def fit_model(planes: Planes, params: Params, progress=None):
+    """Fit a model to ``planes`` as :func:`napari_kmeans.segment` does.
+
+    Returns ``(model, n_iter, exact, notes)``; ``notes`` are the engine's warnings as text.
+    ``progress`` is the engine's callback (a :func:`stopper` stops the fit).
+    """
+    image = ft.as_image(planes.assembled())
+    args = _engine_args(planes, params)
+    fitted, notes = _with_notes(fit, image, params.n_clusters, progress=progress, **args)
+    return fitted.model, fitted.n_iter, fitted.exact, notes
+
+
+def fit_planes(planes: Planes, params: Params, progress=None):
+    """The first half of :func:`napari_kmeans.segment` on in-memory planes.
+
+    Returns the fitted state (image, prepared pixels, compressed codes, model, ...) and notes;
+    :func:`label_fitted` finishes the job exactly as ``segment`` does.
+    """
+    image = ft.as_image(planes.assembled())
+    args = _engine_args(planes, params)
+    return _with_notes(_fit_image, image, params.n_clusters, progress=progress, **args)
+
+
+def label_fitted(fitted):
+    """Labels (spatial shape), inertia and counts of a :func:`fit_planes` result."""
+    labels, inertia, counts = fitted.model.label_prepared(
+        fitted.prep,
+        fitted.compressed,
+        distinct=(fitted.idx, fitted.d2) if fitted.compressed else None,
+    )
+    return labels.reshape(fitted.prep.spatial_shape), inertia, counts
+
+
+def _in_thread(tick: Progress, func, *args, **kwargs) -> Iterator[Progress]:
+    """Run ``func(*args, **kwargs)`` in a helper thread, yielding ``tick`` every POLL_SECONDS.
+
+    A worker stopped at one of these yields no longer waits; the helper stops too when ``func``
+    was given a :func:`stopper` as its ``progress`` (its result is dropped either way). Returns
+    the function's result, or raises its exception.
+    """
+    box: dict = {}
+
+    def target():
+        try:
+            box["value"] = func(*args, **kwargs)
+        except BaseException as err:  # handed back to the caller below
+            box["error"] = err
+
+    thread = threading.Thread(target=target, name="napari-kmeans fit", daemon=True)
+    thread.start()
+    reporter = kwargs.get("progress")
+    while thread.is_alive():
+        thread.join(POLL_SECONDS)
+        if thread.is_alive():
+            if isinstance(reporter, Stopper) and reporter.fraction > tick.fraction:
+                tick = Progress(reporter.fraction, tick.text)
+            yield tick
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _label_slab(model: KMeansModel, planes: Planes):
+    """Labels (spatial shape) and inertia of one block."""
+    image = planes.assembled()
+    if planes.mask is not None and not planes.mask.any():
+        return np.zeros(planes.spatial_shape, label_dtype(model.n_clusters)), 0.0
+    try:
+        prep = ft.prepare(image, model.spec, planes.mask)
+    except ValueError:  # no valid pixel in this block (all masked, NaN or transparent)
+        return np.zeros(planes.spatial_shape, label_dtype(model.n_clusters)), 0.0
+    labelled = model.label_prepared(prep)  # (labels, inertia[, counts])
+    return labelled[0].reshape(prep.spatial_shape), float(labelled[1])
+
+
+def _recolor_slab(model: KMeansModel, planes: Planes, labels: np.ndarray) -> np.ndarray:
+    """The source image of one block recoloured (extra channels dropped again)."""
+    image = planes.assembled()
+    out = model.recolor(image, labels)
+    if not planes.extras:
+        return out
+    source = np.asarray(planes.image)
+    return ft.cast_colors(out[..., 0], source.dtype) if out.dtype != source.dtype else out[..., 0]
+
+
+def run_segment(job: Job, stop: threading.Event | None = None) -> Iterator[Progress]:
+    """Fit, label and recolour ``job``, yielding :class:`Progress`; returns an :class:`Outcome`.
+
+    Every failure (bad input such as all pixels NaN, running out of memory, a bug) is returned as
+    ``Outcome(error=...)`` with a message from :func:`failure` rather than raised, so that the
+    widget can show it. Setting ``stop`` stops the fit in its helper thread too.
+    """
+    start = time.perf_counter()
+    try:
+        yield Progress(0.0, "reading data")
+        if job.fit is None:
+            return (yield from _run_in_memory(job, start, stop))
+        fit_planes = job.fit.materialized()
+        tick = Progress(0.05, "fitting")
+        yield tick
+        model, n_iter, _, notes = yield from _in_thread(
+            tick, fit_model, fit_planes, job.params, progress=stopper(stop, 0.05, 0.3)
+        )
+        labels, recolored, inertia = yield from label_by_blocks(job.full, model)
+    except Exception as err:  # every failure is reported, never a raw traceback
+        return Outcome(error=failure(err), seconds=time.perf_counter() - start)
+    counts = np.bincount(labels.ravel(), minlength=model.n_clusters + 1)[1:]
+    return Outcome(
+        labels=labels, recolored=recolored, model=model, inertia=inertia, n_iter=n_iter,
+        exact=False, counts=counts, seconds=time.perf_counter() - start, notes=notes,
+    )  # fmt: skip
+
+
+def _run_in_memory(job: Job, start: float, stop=None):
+    """Fit, label, recolour the whole image as :func:`segment` does (compressing it once)."""
+    full = job.full.materialized()
+    tick = Progress(0.05, "fitting")
+    yield tick
+    fitted, notes = yield from _in_thread(
+        tick, fit_planes, full, job.params, progress=stopper(stop, 0.05, 0.6)
+    )
+    tick = Progress(0.6, "labelling")
+    yield tick
+    labels, inertia, counts = yield from _in_thread(tick, label_fitted, fitted)
+    tick = Progress(0.85, "recolouring")
+    yield tick
+    recolored = yield from _in_thread(tick, fitted.model.recolor, fitted.image, labels)
+    if full.extras:  # drop the extra channels again: the recoloured layer is the source's shape
+        source = np.asarray(full.image)
+        recolored = recolored[..., 0]
+        if recolored.dtype != source.dtype:
+            recolored = ft.cast_colors(recolored, source.dtype)
+    return Outcome(
+        labels=labels, recolored=recolored, model=fitted.model, inertia=inertia,
+        n_iter=fitted.n_iter, exact=fitted.exact, counts=counts,
+        seconds=time.perf_counter() - start, notes=notes,
+    )  # fmt: skip
+
+
+def label_by_blocks(full: Planes, model: KMeansModel):
+    """Label and recolour ``full`` slab by slab (a multiscale level may not fit in memory)."""
+    labels = np.zeros(full.spatial_shape, label_dtype(model.n_clusters))
+    recolored = None
+    inertia = 0.0
+    index = list(blocks(full.spatial_shape))
+    for i, where in enumerate(index):
+        yield Progress(0.3 + 0.7 * i / len(index), "labelling")
+        block = full.block(where)  # read once (a dask block is computed here)
+        labels[where], part = _label_slab(model, block)
+        inertia += part
+        painted = _recolor_slab(model, block, labels[where])
+        if recolored is None:
+            recolored = np.empty(tuple(full.image.shape), painted.dtype)
+        recolored[where] = painted
+    return labels, recolored, inertia
+
+
+def run_apply(job: Job, model: KMeansModel, stop=None):
+    """Label and recolour ``job.full`` with ``model`` (a generator, as :func:`run_segment`)."""
+    start = time.perf_counter()
+    try:
+        yield Progress(0.0, "reading data")
+        labels, recolored, inertia = yield from label_by_blocks(job.full, model)
+    except Exception as err:  # every failure is reported, never a raw traceback
+        return Outcome(error=failure(err), seconds=time.perf_counter() - start)
+    counts = np.bincount(labels.ravel(), minlength=model.n_clusters + 1)[1:]
+    return Outcome(
+        labels=labels, recolored=recolored, model=model, inertia=inertia, n_iter=0,
+        exact=False, counts=counts, seconds=time.perf_counter() - start,
+    )  # fmt: skip
+
+
+def assembled_lazy(planes: Planes):
+    """The dask array the engine clusters: the image, with extra channels stacked last."""
+    if not planes.extras:
+        return planes.image
+    import dask.array as da
+
+    return da.stack([planes.image, *planes.extras], axis=-1)
+
+
+def _fit_blockwise(planes: Planes, params: Params, progress=None) -> LazyFit:
+    image = lazy.as_dask_image(assembled_lazy(planes))
+    spec = ft.make_spec(image, color_space=params.color_space, **planes.layout())
+    laid = lazy.lay_out(image, spec, planes.mask)
+    found = lazy.support(laid, params.seed)
+    res = fit_weighted(
+        found.values, found.weights, spec, laid.dtype, params.n_clusters, n_init=params.n_init,
+        max_iter=params.max_iter, tol=params.tol, seed=params.seed, covers_all=found.covers_all,
+        progress=progress,
+    )  # fmt: skip
+    counts = inertia = None
+    if found.covers_all:  # every distinct value with its count: no further pass over the data
+        counts, inertia = lazy._stats(res.model, laid, found, None)
+    return LazyFit(res.model, res.n_iter, res.exact, counts, inertia)
+
+
+def fit_lazy(planes: Planes, params: Params, progress=None):
+    """Fit a model to dask ``planes`` from block-wise reductions, as ``segment`` does on dask.
+
+    Returns ``(LazyFit, notes)``; ``notes`` are the engine's warnings as text. ``progress`` is
+    the engine's callback (a :func:`~.runner.stopper` stops the fit).
+    """
+    return _with_notes(_fit_blockwise, planes, params, progress)
+
+
+def _fit_in_memory(planes: Planes, params: Params, progress=None):
+    return fit_model(planes.materialized(), params, progress)
+
+
+def lazy_levels(model: KMeansModel, planes: tuple[Planes, ...]):
+    """``(labels, recolored)``: a list of dask arrays each, one per level; nothing is computed."""
+    labels, recolored = [], []
+    for level in planes:
+        image = assembled_lazy(level)
+        found = model.predict(image, mask=level.mask)
+        painted = model.recolor(image, found)
+        if level.extras:  # drop the extra channels again: the recolored layer is the source's
+            painted = painted[..., 0]
+            dtype = level.image.dtype
+            if painted.dtype != dtype:
+                painted = painted.map_blocks(ft.cast_colors, dtype, dtype=dtype)
+        labels.append(found)
+        recolored.append(painted)
+    return labels, recolored
+
+
+def run_lazy(job: LazyJob, stop=None):
+    """Fit (unless a model is given) and build the lazy outputs, yielding :class:`Progress`.
+
+    Returns an :class:`Outcome` with ``lazy=True`` whose ``labels`` and ``recolored`` are dask
+    arrays (lists of them, one per level, for a multiscale source); ``counts`` and ``inertia``
+    are None when knowing them would need a pass over the full-resolution data.
+    """
+    start = time.perf_counter()
+    counts = inertia = None
+    n_iter, exact, notes = 0, False, ()
+    try:
+        yield Progress(0.0, "reading data")
+        if job.model is not None:
+            model = job.model
+        elif job.fit is not None:
+            tick = Progress(0.05, "fitting")
+            yield tick
+            model, n_iter, _, notes = yield from _in_thread(
+                tick, _fit_in_memory, job.fit, job.params, progress=stopper(stop, 0.05, 0.9)
+            )
+        else:
+            tick = Progress(0.05, "fitting (reading the data block by block)")
+            yield tick
+            fitted, notes = yield from _in_thread(
+                tick, fit_lazy, job.full, job.params, progress=stopper(stop, 0.05, 0.9)
+            )
+            model, n_iter, exact, counts, inertia = fitted
+        yield Progress(0.95, "building lazy outputs")
+        labels, recolored = lazy_levels(model, job.levels)
+    except Exception as err:  # every failure is reported, never a raw traceback
+        return Outcome(error=failure(err), seconds=time.perf_counter() - start)
+    if not job.multiscale:
+        labels, recolored = labels[0], recolored[0]
+    return Outcome(
+        labels=labels, recolored=recolored, model=model, inertia=inertia, n_iter=int(n_iter),
+        exact=bool(exact), counts=counts, seconds=time.perf_counter() - start, notes=notes,
+        lazy=True,
+    )  # fmt: skip
+
+
+def regions(chunks: tuple[tuple[int, ...], ...], target: int = SLAB_PIXELS):
+    """Batches of chunk-aligned regions (tuples of slices) of about ``target`` pixels each.
+
+    >>> [[r[0] for r in batch] for batch in regions(((2, 2, 1),), 4)]
+    [[slice(0, 2, None), slice(2, 4, None)], [slice(4, 5, None)]]
+    """
+    starts = [np.concatenate([[0], np.cumsum(c)]) for c in chunks]
+    batch, size = [], 0
+    for index in np.ndindex(*(len(c) for c in chunks)):
+        region = tuple(slice(int(s[i]), int(s[i + 1])) for s, i in zip(starts, index, strict=True))
+        batch.append(region)
+        size += math.prod(r.stop - r.start for r in region)
+        if size >= target:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def _compute_batch(job: ComputeJob, batch):
+    import dask
+
+    parts = [job.labels[r] for r in batch]
+    if job.recolored is not None:
+        parts += [job.recolored[r] for r in batch]
+    return dask.compute(*parts)
+
+
+def run_compute(job: ComputeJob, stop=None):
+    """Compute the arrays block by block, yielding :class:`Progress`; returns :class:`Computed`.
+
+    Labels and recoloured image are computed together, so each source block is read once.
+    """
+    start = time.perf_counter()
+    labels = np.zeros(job.labels.shape, job.labels.dtype)
+    recolored = None
+    if job.recolored is not None:
+        recolored = np.empty(job.recolored.shape, job.recolored.dtype)
+    batches = list(regions(job.labels.chunks))
+    try:
+        for i, batch in enumerate(batches):
+            yield Progress(i / len(batches), "computing into memory")
+            values = _compute_batch(job, batch)
+            for region, value in zip(batch, values[: len(batch)], strict=True):
+                labels[region] = value
+            for region, value in zip(batch, values[len(batch) :], strict=True):
+                recolored[region] = value
+    except Exception as err:  # every failure is reported, never a raw traceback
+        return Computed(error=f"computing into memory failed: {failure(err)}")
+    counts = np.bincount(labels.ravel(), minlength=1)
+    return Computed(labels, recolored, counts, time.perf_counter() - start)
+
+
+def run_curve(planes: Planes, params: Params, k_max: int, stop=None):
+    """The inertia curve of ``planes`` for k = 2..k_max (a worker generator).
+
+    Yields :class:`~.runner.Progress`; setting ``stop`` stops the computation itself. Returns a
+    :class:`Curve`, with every failure as its ``error``.
+    """
+    try:
+        tick = Progress(0.0, "reading data")
+        yield tick
+        full = planes.materialized()
+        tick = Progress(0.05, "inertia curve")
+        yield tick
+        ks, inertias = yield from _in_thread(
+            tick, _curve, full, params, k_max, progress=stopper(stop, 0.05, 1.0)
+        )
+    except Exception as err:  # every failure is reported, never a raw traceback
+        return Curve(error=failure(err))
+    if ks.size == 0:
+        return Curve(error="the image has a single distinct value: there is no k to suggest.")
+    return Curve(ks, inertias, elbow(ks, inertias))
+
+
+def _curve(full: Planes, params: Params, k_max: int, progress=None):
+    return inertia_curve(
+        full.assembled(), k_max, **full.layout(), color_space=params.color_space,
+        mask=full.mask, seed=params.seed, progress=progress,
+    )  # fmt: skip
+
+
+def run_edit(job: EditJob, stop=None):
+    """Compute ``job`` (a worker generator yielding :class:`Progress`); returns :class:`Edited`.
+
+    Nothing is written to a layer here; every failure becomes ``Edited(error=...)``.
+    """
+    try:
+        tick = Progress(0.05, job.what)
+        yield tick
+        return (yield from _in_thread(tick, _edit, job, progress=stopper(stop)))
+    except Exception as err:  # every failure is reported, never a raw traceback
+        return Edited(error=failure(err))
+
+
+def _edit(job: EditJob, progress=None) -> Edited:
+    model, labels, notes = job.model, job.labels, ()
+    if job.change is not None:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            model, labels = job.change(model, labels, job.planes, progress)
+        notes = tuple(str(w.message) for w in caught)
+    progress(0.7, "colours")
+    colors, counts = edit.label_stats(job.planes.assembled(), labels, model)
+    k = model.n_clusters
+    if job.recount:
+        model = dataclasses.replace(model, colors=colors[:k].copy())
+    else:
+        colors[:k] = model.colors
+    recolored = None
+    if job.target.recolored is not None:
+        progress(0.85, "recolouring")
+        recolored = recolor_source(job.planes, model, colors, labels)
+    return Edited(labels, model, colors, counts, recolored, notes)
+
+
+def recolor_source(planes, model: KMeansModel, colors, labels) -> np.ndarray:
+    """The source recoloured with ``colors`` (one per label 1..n), extra channels dropped."""
+    palette = dataclasses.replace(model, colors=colors)  # recolor only reads the colours
+    out = palette.recolor(planes.assembled(), labels)
+    if not planes.extras:
+        return out
+    source = np.asarray(planes.image)
+    return ft.cast_colors(out[..., 0], source.dtype) if out.dtype != source.dtype else out[..., 0]
+
+
+def run_instances(job: InstancesJob, stop=None):
+    """Connected components (a worker generator); returns :class:`Instances`."""
+    try:
+        tick = Progress(0.05, "instances")
+        yield tick
+        return (yield from _in_thread(tick, _instances, job))
+    except InputError as err:
+        return Instances(error=str(err))
+    except Exception as err:  # every failure is reported, never a raw traceback
+        return Instances(error=failure(err))
+
+
+def _instances(job: InstancesJob) -> Instances:
+    chosen = present_labels(job.labels, job.clusters, job.layer.name) if job.clusters else None
+    inst, cluster_of = edit.instances(job.labels, chosen, min_size=job.min_size)
+    sizes = np.bincount(inst.ravel(), minlength=cluster_of.size + 1)[1:]
+    return Instances(inst, cluster_of, sizes, chosen)
