@@ -34,8 +34,10 @@ test: $(VENV)/.test-installed
 	@command -v xvfb-run >/dev/null || { echo "xvfb-run not found: apt-get install xvfb xauth (or run bash .ci/run)"; exit 1; }
 	xvfb-run -a -s "-screen 0 1600x1200x24" $(PY) -m pytest $(PYTEST_ARGS)
 
+## Lint and formatting (ruff; also the Python blocks of the Markdown pages).
 lint: $(VENV)/.test-installed
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 ## Engine benchmarks against scikit-learn, OpenCV and scikit-image; writes docs/performance.md.
 bench: $(VENV)/.bench-installed
