@@ -902,12 +902,27 @@ def test_dask_array_goes_out_of_core_and_matches_in_memory():
     np.testing.assert_array_equal(lazy.recolored.compute(), eager.recolored)
 
 
-def test_fit_refuses_dask_with_a_pointer():
+def test_in_memory_only_functions_refuse_dask_with_a_pointer():
+    """Issue 9: ``fit`` now accepts dask; functions that need the image in memory still point
+    to those that do not (the former ``fit`` refusal, kept for ``inertia_curve``)."""
+    da = pytest.importorskip("dask.array")
+    from napari_kmeans.choose_k import inertia_curve
+
+    with pytest.raises(TypeError, match=r"dask array.*segment\(\).*accept dask"):
+        inertia_curve(da.zeros((4, 4), chunks=2), 2)
+
+
+def test_fit_accepts_dask_and_fits_as_in_memory():
+    """Issue 9: fit takes numpy or dask input and gives the same model."""
     da = pytest.importorskip("dask.array")
     from napari_kmeans import fit
 
-    with pytest.raises(TypeError, match=r"dask array.*segment\(\).*accept dask"):
-        fit(da.zeros((4, 4), chunks=2), 2)
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    lazy = fit(da.from_array(image, chunks=(16, 16, 3)), 4)
+    eager = fit(image, 4)
+    np.testing.assert_array_equal(lazy.model.centers, eager.model.centers)
+    assert (lazy.n_iter, lazy.exact) == (eager.n_iter, eager.exact)
 
 
 def test_list_input_works_like_an_array():

@@ -6,6 +6,17 @@ The engine needs only numpy, scipy and scikit-image; the napari plugin lives in
 
 from ._version import __version__
 from .model import KMeansModel
-from .segment import Fit, Segmentation, fit, segment
+from .params import Params
+from .segment import Fit, Segmentation, fit, fit_many, prepare_image, segment
 
-__all__ = ["Fit", "KMeansModel", "Segmentation", "__version__", "fit", "segment"]
+__all__ = [
+    "Fit",
+    "KMeansModel",
+    "Params",
+    "Segmentation",
+    "__version__",
+    "fit",
+    "fit_many",
+    "prepare_image",
+    "segment",
+]

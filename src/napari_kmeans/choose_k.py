@@ -7,22 +7,14 @@ import numpy as np
 from . import features as ft
 from .kmeans1d import inertia_curve_1d
 from .lloyd import kmeans
-from .segment import _support
+from .params import check_k_range, make_params
+from .segment import prepare_image
 
 
 def inertia_curve(
-    image,
-    k_max=10,
-    *,
-    k_min=2,
-    channel_axis=None,
-    rgb=None,
-    color_space="rgb",
-    mask=None,
-    seed=0,
-    n_init=2,
-    progress=None,
-):
+    image, k_max=10, *, k_min=2, channel_axis=None, rgb=None, color_space="rgb", mask=None,
+    seed=0, n_init=2, progress=None, params=None,
+):  # fmt: skip
     """Inertia of k-means for every k in ``k_min..k_max``.
 
     The image is compressed (or sampled) once; each k is then fitted on the weighted distinct
@@ -32,6 +24,9 @@ def inertia_curve(
     ----------
     image, channel_axis, rgb, color_space, mask, seed, n_init
         As for :func:`napari_kmeans.segment` (``n_init`` restarts for each k).
+    params : Params, optional
+        ``color_space``, ``seed`` and ``n_init`` as one validated object (its ``n_clusters``
+        is not used: the curve runs over ``k_min..k_max``).
     k_max : int
         Largest k of the curve (at most 1000).
     k_min : int, optional
@@ -66,13 +61,15 @@ def inertia_curve(
     progress = ft.checked_progress(progress)
     ft.tick(progress, 0.0, "reading pixels")
     image = ft.as_image(image)
-    k_min = ft.check_int("k_min", k_min, 1, ft.MAX_CLUSTERS)
-    k_max = ft.check_int("k_max", k_max, k_min, ft.MAX_CLUSTERS)
-    n_init = ft.check_int("n_init", n_init, 1, ft.MAX_N_INIT)
-    seed = ft.check_int("seed", seed, 0)
-    spec = ft.make_spec(image, channel_axis=channel_axis, rgb=rgb, color_space=color_space)
-    prep = ft.prepare(image, spec, mask)
-    values, weights, _, _ = _support(prep, seed, ft.part(progress, 0.0, 0.1))
+    k_min, k_max = check_k_range(k_min, k_max)
+    params = make_params(params, color_space=color_space, seed=seed, n_init=n_init)
+    n_init, seed = params.n_init, params.seed
+    prepared = prepare_image(
+        image, channel_axis=channel_axis, rgb=rgb, mask=mask, params=params,
+        progress=ft.part(progress, 0.0, 0.1),
+    )  # fmt: skip
+    spec, prep = prepared.spec, prepared.pixels
+    values, weights = prepared.support.values, prepared.support.weights
     feats = ft.to_features(values, spec, prep.dtype)
     k_max = min(k_max, values.shape[0])
     if k_max < k_min:

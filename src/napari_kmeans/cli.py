@@ -282,11 +282,9 @@ def _check_inputs(paths):
         )
 
 
-def _check_modules(jobs, fit_on):
+def _check_modules(jobs):
     """Exit 8, naming the pip extra, when a reader or writer the inputs need is missing."""
     needs = {need for job in jobs for need in NEEDS[job.kind]}
-    if fit_on == "all":  # pools the pixels with the lazy (dask) engine
-        needs.add(("dask.array", "dask"))
     missing = []
     for name, extra in sorted(needs):
         try:
@@ -381,7 +379,7 @@ def _plan(args) -> list[Job]:
     _check_out_dir(args.out)
     _check_inputs(args.inputs)
     jobs = [_job(p, args.out) for p in args.inputs]
-    _check_modules(jobs, args.fit_on)
+    _check_modules(jobs)
     seen: dict[Path, Path] = {}
     for job in jobs:
         if job.model in seen:
@@ -592,13 +590,23 @@ def write_outputs(job: Job, labels, recolored, model, *, rgb: bool):
 # -- fitting and labelling --------------------------------------------------------------------
 
 
-def _params(args) -> dict:
-    return {
-        "channel_axis": args.channel_axis,
-        "rgb": args.rgb,
-        "color_space": args.color_space or "rgb",
-        "seed": args.seed or 0,
-    }
+def _params(args):
+    """The clustering settings of the command line, validated once (exit 2 if out of range)."""
+    from .params import Params
+
+    try:
+        return Params(
+            n_clusters=args.n_clusters or 5,
+            color_space=args.color_space or "rgb",
+            seed=args.seed or 0,
+        )
+    except (TypeError, ValueError) as err:
+        args.parser.error(str(err))
+
+
+def _layout(args) -> dict:
+    """The image layout options (they are not clustering settings: they describe the files)."""
+    return {"channel_axis": args.channel_axis, "rgb": args.rgb}
 
 
 def _load_model(path: Path):
@@ -620,13 +628,11 @@ def _load_model(path: Path):
         raise CliError(EXIT_UNREADABLE, f"cannot use --model {path}: {_first_line(err)}") from None
 
 
-def segment_image(image, k, params, mask=None):
+def segment_image(image, params, layout, mask=None):
     """``(labels, recolored, model)`` of one image; lazy (dask) for zarr inputs."""
-    from . import lazy
     from .segment import segment
 
-    run = lazy.segment_lazy if lazy.is_dask(image) else segment
-    result = run(image, k, mask=mask, **params)
+    result = segment(image, mask=mask, params=params, **layout)
     return result.labels, result.recolored, result.model
 
 
@@ -635,60 +641,35 @@ def apply_model(model, image, *, rgb=None, mask=None):
 
     ``rgb`` says what the file told of the image's layout (see ``KMeansModel.check_image``).
     """
-    from . import lazy
-
-    if lazy.is_dask(image):
-        labels = lazy.predict_lazy(model, image, mask=mask, rgb=rgb)
-        return labels, lazy.recolor_lazy(model, image, labels, rgb=rgb)
     labels = model.predict(image, mask=mask, rgb=rgb)
     return labels, model.recolor(image, labels, rgb=rgb)
 
 
-def _pool(supports, codec, seed):
-    """One weighted support from several: equal values merged, in the single-image order."""
-    from .sampling import hash_values
-
-    values = np.concatenate([s.values for s in supports])
-    weights = np.concatenate([s.weights for s in supports])
-    keys = codec.encode(values) if codec is not None else hash_values(values, seed)
-    uniq, first, inv = np.unique(keys, return_index=True, return_inverse=True)
-    return values[first], np.bincount(inv.reshape(-1), weights=weights, minlength=uniq.size)
+def _gray(layout) -> bool:
+    return layout["channel_axis"] is None and layout["rgb"] is not True
 
 
-def _gray_params(params) -> bool:
-    return params["channel_axis"] is None and params["rgb"] is not True
+def fit_all(jobs, params, layout, quiet=False):
+    """One model fitted on the pixels of every input together (``--fit-on all``).
 
+    The inputs are read one at a time (:func:`napari_kmeans.segment.fit_many` keeps only each
+    one's support), a gray + alpha PNG with its alpha as mask.
+    """
+    from .segment import fit_many
 
-def fit_all(jobs, k, params, quiet=False):
-    """One model fitted on the pixels of every input together (``--fit-on all``)."""
-    from . import features as ft
-    from .compress import codec_for
-    from .lazy import as_dask_image, lay_out, support
-    from .segment import fit_weighted
+    masks = []
 
-    supports, layout = [], None
-    for job in _progress(jobs, "fit on all", quiet):
-        image, _, alpha = _split_alpha(job, *read_image(job), _gray_params(params))
-        spec = ft.make_spec(image, channel_axis=params["channel_axis"], rgb=params["rgb"],
-                            color_space=params["color_space"])  # fmt: skip
-        here = (spec, np.dtype(image.dtype))
-        if layout is not None and here != layout:
-            raise CliError(
-                EXIT_FAILED,
-                f"--fit-on all needs images of one dtype and channel layout: {jobs[0].path} is "
-                f"{layout[1]} with {layout[0].n_channels} channel(s), {job.path} is {here[1]} "
-                f"with {spec.n_channels}; segment them separately.",
-            )
-        layout = here
-        mask = None if alpha is None else alpha > 0
-        supports.append(support(lay_out(as_dask_image(image), spec, mask), params["seed"]))
-    spec, dtype = layout
-    codec = codec_for(np.uint8 if dtype.kind == "b" else dtype, spec.n_channels)
-    values, weights = _pool(supports, codec, params["seed"])
-    covers_all = all(s.covers_all for s in supports)
-    return fit_weighted(
-        values, weights, spec, dtype, k, seed=params["seed"], covers_all=covers_all
-    )[0]
+    def images():
+        for job in _progress(jobs, "fit on all", quiet):
+            image, _, alpha = _split_alpha(job, *read_image(job), _gray(layout))
+            masks.append(None if alpha is None else alpha > 0)
+            yield image
+
+    def mask_of_each():  # fit_many takes each mask right after its image
+        while True:
+            yield masks[-1]
+
+    return fit_many(images(), masks=mask_of_each(), params=params, **layout).model
 
 
 # -- progress ---------------------------------------------------------------------------------
@@ -726,11 +707,11 @@ def _progress(jobs, desc, quiet):
 # -- the command ------------------------------------------------------------------------------
 
 
-def _compute(job, image, rgb, alpha, k, params, model):
+def _compute(job, image, rgb, alpha, params, layout, model):
     mask = None if alpha is None else alpha > 0
     try:
         if model is None:
-            return segment_image(image, k, params, mask=mask)
+            return segment_image(image, params, layout, mask=mask)
         return (*apply_model(model, image, rgb=rgb, mask=mask), model)
     except (ValueError, TypeError) as err:
         raise CliError(EXIT_FAILED, f"cannot segment {job.path}: {err}") from None
@@ -760,13 +741,13 @@ def _write(job, labels, recolored, model, alpha):
         ) from None
 
 
-def _process(job, k, params, model):
+def _process(job, params, layout, model):
     """Segment one input and write its outputs; returns the model it used or fitted."""
-    single_channel = _gray_params(params) if model is None else model.spec.channel_axis is None
+    single_channel = _gray(layout) if model is None else model.spec.channel_axis is None
     image, rgb, alpha = _split_alpha(job, *read_image(job), single_channel)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        labels, recolored, model = _compute(job, image, rgb, alpha, k, params, model)
+        labels, recolored, model = _compute(job, image, rgb, alpha, params, layout, model)
         _write(job, labels, recolored, model, alpha)
     return model, [f"napari-kmeans: warning: {job.path}: {w.message}" for w in caught]
 
@@ -781,12 +762,12 @@ def _exit_code(failures) -> int:
 def run_segment(args) -> int:
     jobs = _plan(args)
     model = _load_model(args.model) if args.model is not None else None
-    k, params = args.n_clusters or 5, _params(args)
+    params, layout = _params(args), _layout(args)
     if args.fit_on == "all":
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                model = fit_all(jobs, k, params, args.quiet)
+                model = fit_all(jobs, params, layout, args.quiet)
             except (ValueError, TypeError) as err:
                 raise CliError(EXIT_FAILED, f"cannot fit one model on all inputs: {err}") from None
             except MemoryError:
@@ -798,7 +779,7 @@ def run_segment(args) -> int:
     try:
         for job in bar:
             try:
-                used, notes = _process(job, k, params, model)
+                used, notes = _process(job, params, layout, model)
             except Exception as exc:
                 if isinstance(exc, CliError):
                     err = exc

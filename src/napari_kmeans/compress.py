@@ -97,47 +97,149 @@ def codec_for(dtype, n_channels: int) -> Codec | None:
     return None
 
 
-@dataclass(frozen=True)
-class Compressed:
-    """The distinct valid pixel values of an image, with counts and per-pixel codes.
+@dataclass(frozen=True, eq=False)
+class Support:
+    """Weighted pixel values to fit a model on, from the in-memory path or the dask path alike.
 
-    ``codes[i]`` is pixel i's code; ``distinct`` holds the codes present among valid pixels (sorted),
-    ``values`` their decoded pixel values ``(m, n_channels)`` and ``counts`` their pixel counts.
+    Attributes
+    ----------
+    values : (m, n_channels) ndarray
+        Pixel values in the pixels' dtype (bool viewed as uint8): every distinct valid value, or
+        a sample.
+    weights : (m,) ndarray of float64
+        Pixels each value stands for (exact counts unless sampled).
+    covers_all : bool
+        True when ``values`` are all the distinct valid values with exact counts.
+    n_valid : int
+        Valid pixels.
+    codec : Codec or None
+        Set when the values were found through codes: ``distinct`` are then their codes.
+    distinct : (m,) ndarray or None
+        Code of each value (sorted), when ``codec`` is set.
+    codes : (n_pixels,) ndarray or None
+        Every pixel's code, kept by the in-memory path to label through one look-up table;
+        None on dask (each block encodes its own pixels).
     """
 
-    codec: Codec
-    codes: np.ndarray
-    distinct: np.ndarray
     values: np.ndarray
-    counts: np.ndarray
+    weights: np.ndarray
+    covers_all: bool
+    n_valid: int
+    codec: Codec | None = None
+    distinct: np.ndarray | None = None
+    codes: np.ndarray | None = None
+
+    @property
+    def counts(self) -> np.ndarray:
+        """Pixel counts as int64 (meaningful when ``covers_all``)."""
+        return self.weights.astype(np.int64)
 
 
-def compress(pixels: np.ndarray, valid: np.ndarray | None) -> Compressed | None:
-    """Compress ``(n, n_channels)`` pixels, or return None if their dtype does not compress."""
-    codec = codec_for(pixels.dtype, pixels.shape[1])
-    if codec is None:
+Compressed = Support  # the in-memory name of a support found through codes
+
+
+# -- per-chunk steps, merges and finishes (the in-memory path runs them on its chunks, the dask
+#    path on its blocks; both merge with the same functions) ------------------------------------
+
+
+def count_codes(codes: np.ndarray, valid: np.ndarray | None, n_codes: int):
+    """Step: ``(distinct codes, counts)`` of the valid pixels of one chunk.
+
+    A histogram (``np.bincount`` over ``HIST_CHUNK`` codes at a time) when there are enough
+    pixels for the ``n_codes`` counters; sorting (``np.unique``) otherwise.
+    """
+    if codes.size * 4 < n_codes:  # few pixels for many possible codes: sorting is cheaper
+        return np.unique(codes if valid is None else codes[valid], return_counts=True)
+    hist = None
+    for s in range(0, codes.size, HIST_CHUNK):
+        part = codes[s : s + HIST_CHUNK]
+        if valid is not None:
+            part = part[valid[s : s + HIST_CHUNK]]
+        counts = np.bincount(part, minlength=n_codes)
+        if hist is None:
+            hist = counts
+        else:
+            hist += counts
+    distinct = np.flatnonzero(hist.astype(bool))
+    return distinct, hist[distinct]
+
+
+def distinct_values(values: np.ndarray, cap: int):
+    """Step: ``(distinct values, counts)`` of one chunk of single-channel valid values, or None
+    when there are more than ``cap``. Integers of a small range are counted by a histogram."""
+    if values.dtype.kind in "iu" and values.size:
+        lo, hi = values.min(), values.max()
+        if int(hi) - int(lo) < max(values.size, 1 << 16):  # small range: a histogram is cheaper
+            hist = np.bincount(np.subtract(values, lo, dtype=values.dtype).astype(np.intp))
+            offsets = np.flatnonzero(hist)
+            found = offsets.astype(values.dtype) + lo, hist[offsets]
+            return found if offsets.size <= cap else None
+    uniq, counts = np.unique(values, return_counts=True)
+    return (uniq, counts) if uniq.size <= cap else None
+
+
+def count_values(values: np.ndarray, codec: Codec):
+    """Step: ``(distinct codes, counts)`` of one chunk of valid pixel values."""
+    return count_codes(codec.encode(values), None, codec.n_codes)
+
+
+def present_codes(codes: np.ndarray, valid: np.ndarray | None, n_codes: int) -> np.ndarray:
+    """The distinct codes among the valid pixels (sorted), without counting them."""
+    present = np.zeros(n_codes, bool)
+    for s in range(0, codes.size, CHUNK):
+        part = codes[s : s + CHUNK]
+        present[part if valid is None else part[valid[s : s + CHUNK]]] = True
+    return np.flatnonzero(present)
+
+
+def merge_counts(a, b):
+    """Merge two ``(distinct keys, counts)`` groupings (keys 1-D, or rows of a 2-D array)."""
+    keys = np.concatenate([a[0], b[0]])
+    counts = np.concatenate([a[1], b[1]])
+    uniq, inv = np.unique(keys, axis=0 if keys.ndim == 2 else None, return_inverse=True)
+    summed = np.bincount(inv.reshape(-1), weights=counts, minlength=uniq.shape[0])
+    return uniq, summed.astype(np.int64)
+
+
+def merge_distinct(a, b, *, cap):
+    """Merge two :func:`distinct_values` results (None: more than ``cap`` values)."""
+    if a is None or b is None:
         return None
-    codes = codec.encode(pixels)
-    if codes.size * 4 < codec.n_codes:  # few pixels for many possible codes: sorting is cheaper
-        distinct, counts = np.unique(codes if valid is None else codes[valid], return_counts=True)
-    else:
-        hist = None
-        for s in range(0, codes.size, HIST_CHUNK):
-            part = codes[s : s + HIST_CHUNK]
-            if valid is not None:
-                part = part[valid[s : s + HIST_CHUNK]]
-            counts = np.bincount(part, minlength=codec.n_codes)
-            if hist is None:
-                hist = counts
-            else:
-                hist += counts
-        distinct = np.flatnonzero(hist.astype(bool))
-        counts = hist[distinct]
+    merged = merge_counts(a, b)
+    return merged if merged[0].size <= cap else None
+
+
+def codes_support(codec: Codec, distinct, counts, codes=None) -> Support:
+    """Finish: the support of merged :func:`count_codes` results (non-finite float16 dropped)."""
     values = codec.decode(distinct)
     if values.dtype.kind == "f":  # float16: drop NaN/inf codes (they are masked already)
         keep = np.isfinite(values).all(axis=1)
         distinct, values, counts = distinct[keep], values[keep], counts[keep]
-    return Compressed(codec, codes, distinct, values, counts)
+    counts = np.asarray(counts)
+    return Support(
+        values, counts.astype(np.float64), True, int(counts.sum()), codec, distinct, codes
+    )
+
+
+def distinct_support(found) -> Support | None:
+    """Finish: the support of merged :func:`distinct_values` results (None stays None)."""
+    if found is None:
+        return None
+    values, counts = found
+    return Support(values[:, None], counts.astype(np.float64), True, int(counts.sum()))
+
+
+def compress(pixels: np.ndarray, valid: np.ndarray | None) -> Support | None:
+    """Compress ``(n, n_channels)`` pixels, or return None if their dtype does not compress.
+
+    The support keeps every pixel's code (``codes``) to label through a look-up table.
+    """
+    codec = codec_for(pixels.dtype, pixels.shape[1])
+    if codec is None:
+        return None
+    codes = codec.encode(pixels)
+    distinct, counts = count_codes(codes, valid, codec.n_codes)
+    return codes_support(codec, distinct, counts, codes)
 
 
 def lookup(lut: np.ndarray, codes: np.ndarray, valid: np.ndarray | None, fill=0) -> np.ndarray:

@@ -15,6 +15,8 @@ import numpy as np
 
 from . import features as ft
 from .model import KMeansModel, center_depths, check_size, label_dtype
+from .params import make_params
+from .segment import segment
 
 DENSE_MAX = 1 << 20  # label values up to this are handled with a table indexed by value
 
@@ -246,9 +248,8 @@ def split(model: KMeansModel, image, labels, target, n=2, *, seed=0, n_init=4, p
     >>> bool(np.array_equal(model.predict(image), labels))
     True
     """
-    from .segment import segment  # segment imports this package's model; keep the cycle lazy
-
     k = model.n_clusters
+    params = make_params(seed=seed, n_init=n_init, color_space=model.spec.color_space)
     (target,) = _check_labels([target], k, "cluster to split")
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 2:
         raise ValueError(f"a cluster is split into at least 2 sub-clusters, got n={n!r}.")
@@ -271,13 +272,10 @@ def split(model: KMeansModel, image, labels, target, n=2, *, seed=0, n_init=4, p
         warnings.simplefilter("always")
         sub = segment(
             image,
-            n,
             channel_axis=spec.channel_axis,
             rgb=spec.rgb,
-            color_space=spec.color_space,
             mask=inside,
-            seed=seed,
-            n_init=n_init,
+            params=params.replace(n_clusters=n),
             progress=progress,
         )
     if sub.n_clusters < 2:

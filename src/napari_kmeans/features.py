@@ -171,8 +171,9 @@ def as_image(image, name="image") -> np.ndarray:
     """Return ``image`` as an ndarray with a supported dtype, or raise a helpful error."""
     if hasattr(image, "__array_function__") and type(image).__module__.startswith("dask"):
         raise TypeError(
-            f"{name} is a dask array, which this function needs in memory; segment() and "
-            "KMeansModel.predict() accept dask arrays (out of core), or call .compute() first."
+            f"{name} is a dask array, which this function needs in memory; segment(), fit() "
+            "and KMeansModel.predict() accept dask arrays (out of core), or call .compute() "
+            "first."
         )
     if isinstance(image, np.ma.MaskedArray):
         raise TypeError(
@@ -218,11 +219,17 @@ def check_rgb(rgb):
     )
 
 
+def check_color_space(color_space) -> str:
+    """``color_space`` if it is one of :data:`COLOR_SPACES`, else a ValueError naming them."""
+    if color_space not in COLOR_SPACES:
+        raise ValueError(f"color_space must be one of {COLOR_SPACES}, got {color_space!r}.")
+    return color_space
+
+
 def make_spec(image: np.ndarray, *, channel_axis=None, rgb=None, color_space="rgb") -> FeatureSpec:
     """Work out the channel layout of ``image`` and check the settings against it."""
     rgb = check_rgb(rgb)
-    if color_space not in COLOR_SPACES:
-        raise ValueError(f"color_space must be one of {COLOR_SPACES}, got {color_space!r}.")
+    color_space = check_color_space(color_space)
     ndim = image.ndim
     if channel_axis is not None:
         if isinstance(channel_axis, bool) or not isinstance(channel_axis, int | np.integer):
@@ -291,42 +298,69 @@ def prepare(image: np.ndarray, spec: FeatureSpec, mask=None) -> Prepared:
     """Lay ``image`` out as ``(n_pixels, n_channels)`` and find the valid pixels.
 
     Invalid pixels are those outside ``mask``, those with any non-finite value and, for RGBA,
-    those with alpha equal to 0. ``image`` itself is never modified.
+    those with alpha equal to 0 (the rule of :func:`layout`). ``image`` itself is never modified.
+    Raises ValueError for a mask of the wrong shape or when no pixel is valid.
     """
+    inside = None
+    if mask is not None:
+        mask = np.asarray(mask)
+        spatial_shape = spatial_shape_of(image.shape, spec)
+        if mask.shape != spatial_shape:
+            raise ValueError(
+                f"mask has shape {mask.shape} but the image's pixels are laid out as "
+                f"{spatial_shape} (image shape {image.shape}, channel axis "
+                f"{spec.channel_axis}); give a mask with the image's shape without its channel axis."
+            )
+        check_mask_dtype(mask.dtype)
+        inside = mask_inside(mask)
+    pixels, valid = layout(image, spec, inside)
+    n_valid = pixels.shape[0] if valid is None else int(np.count_nonzero(valid))
+    if n_valid == 0:
+        raise ValueError(
+            f"no pixel is left to cluster: all {pixels.shape[0]} pixels are masked, non-finite "
+            "(NaN or inf) or fully transparent; check the mask and the image's values."
+        )
+    return Prepared(
+        spec, pixels, valid, spatial_shape_of(image.shape, spec), n_valid, np.dtype(image.dtype)
+    )
+
+
+def spatial_shape_of(shape, spec: FeatureSpec) -> tuple[int, ...]:
+    """An image's shape without its channel axis."""
     if spec.channel_axis is None:
-        spatial_shape = image.shape
+        return tuple(shape)
+    ax = spec.channel_axis % len(shape)
+    return tuple(shape[:ax]) + tuple(shape[ax + 1 :])
+
+
+def layout(image: np.ndarray, spec: FeatureSpec, inside=None):
+    """``(pixels, valid)`` of an image or of one block of it: the one pixel-layout rule.
+
+    ``pixels`` is ``(n, n_channels)`` in the image's dtype (bool viewed as uint8, alpha removed),
+    a view where the layout allows; ``valid`` a boolean vector, or None when every pixel is
+    valid. A pixel is invalid outside ``inside`` (a boolean mask of the spatial shape, already
+    selected by :func:`mask_inside`), when any of its values is not finite, or for RGBA when its
+    alpha is 0 or not finite. Both :func:`prepare` (a whole image) and the dask path (each block)
+    use it; unlike ``prepare`` it accepts a block in which no pixel is valid.
+    """
+    alpha = None
+    if spec.channel_axis is None:
         pixels = image.reshape(-1, 1)
-        alpha = None
     else:
         moved = np.moveaxis(image, spec.channel_axis, -1)
-        spatial_shape = moved.shape[:-1]
         if spec.rgb and moved.shape[-1] == 4:
             alpha = moved[..., 3].reshape(-1)
             moved = moved[..., :3]
-        else:
-            alpha = None
         if moved.shape[-1] != spec.n_channels:
             raise ValueError(
                 f"expected {spec.n_channels} channels along axis {spec.channel_axis}, "
                 f"found {moved.shape[-1]} (image shape {image.shape})."
             )
         pixels = moved.reshape(-1, spec.n_channels)
-    dtype = image.dtype
-    if dtype.kind == "b":
+    if pixels.dtype.kind == "b":
         pixels = pixels.view(np.uint8)
-
-    valid = None
-    if mask is not None:
-        mask = np.asarray(mask)
-        if mask.shape != tuple(spatial_shape):
-            raise ValueError(
-                f"mask has shape {mask.shape} but the image's pixels are laid out as "
-                f"{tuple(spatial_shape)} (image shape {image.shape}, channel axis "
-                f"{spec.channel_axis}); give a mask with the image's shape without its channel axis."
-            )
-        check_mask_dtype(mask.dtype)
-        valid = mask_inside(mask).reshape(-1)
-    if dtype.kind == "f":
+    valid = None if inside is None else np.asarray(inside, dtype=bool).reshape(-1)
+    if pixels.dtype.kind == "f":
         finite = _finite_rows(pixels)
         if not finite.all():
             valid = finite if valid is None else valid & finite
@@ -334,13 +368,12 @@ def prepare(image: np.ndarray, spec: FeatureSpec, mask=None) -> Prepared:
         opaque = (alpha != 0) & (np.isfinite(alpha) if alpha.dtype.kind == "f" else True)
         if not opaque.all():
             valid = opaque if valid is None else valid & opaque
-    n_valid = pixels.shape[0] if valid is None else int(np.count_nonzero(valid))
-    if n_valid == 0:
-        raise ValueError(
-            f"no pixel is left to cluster: all {pixels.shape[0]} pixels are masked, non-finite "
-            "(NaN or inf) or fully transparent; check the mask and the image's values."
-        )
-    return Prepared(spec, pixels, valid, tuple(spatial_shape), n_valid, dtype)
+    return pixels, valid
+
+
+def valid_pixels(pixels: np.ndarray, valid) -> np.ndarray:
+    """The rows of ``pixels`` that are ``valid`` (all of them when ``valid`` is None)."""
+    return pixels if valid is None else pixels[valid]
 
 
 def _finite_rows(pixels: np.ndarray) -> np.ndarray:

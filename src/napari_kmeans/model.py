@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
+from . import blocks
 from . import features as ft
-from . import lazy
 from ._version import __version__
-from .compress import CHUNK, compress, lookup
+from .compress import CHUNK, codec_for, compress, lookup, present_codes
 from .kmeans1d import assign_1d, thresholds
 from .lloyd import assign
 
@@ -30,6 +31,14 @@ def label_dtype(k: int) -> np.dtype:
         if k <= np.iinfo(dt).max:
             return np.dtype(dt)
     return np.dtype(np.uint64)
+
+
+class Labelling(NamedTuple):
+    """Result of the labelling kernel :meth:`KMeansModel.label_pixels`."""
+
+    labels: np.ndarray  # flat (n_pixels,) labels 1..k, 0 for invalid pixels
+    inertia: float | None  # summed squared feature distance of the labelled pixels
+    counts: np.ndarray | None  # (k,) pixels per cluster
 
 
 @dataclass(frozen=True, eq=False)
@@ -83,6 +92,11 @@ class KMeansModel:
     def n_clusters(self) -> int:
         """Number of labels k."""
         return int(self.colors.shape[0])
+
+    @property
+    def label_dtype(self) -> np.dtype:
+        """dtype of this model's labels (the smallest unsigned dtype holding 0..k)."""
+        return label_dtype(self.n_clusters)
 
     @property
     def labels_of_centers(self) -> np.ndarray:
@@ -215,53 +229,105 @@ class KMeansModel:
                 idx[rows] = kids[_nearest(feats[rows], self.centers[kids])]
         return idx
 
-    def label_prepared(
-        self, prep: ft.Prepared, compressed=None, chunk_size=None, distinct=None, progress=None
-    ):
-        """Label a prepared image: ``(labels, inertia, counts)``.
+    def label_pixels(
+        self, pixels, valid, dtype, *, support=None, assignment=None, chunk_size=None,
+        stats=True, progress=None,
+    ) -> Labelling:  # fmt: skip
+        """The labelling kernel: labels of ``(n, n_channels)`` pixels, with inertia and counts.
 
-        Labels are flat (0 for invalid pixels); ``inertia`` sums squared feature distances over
-        labelled pixels; ``counts`` are pixels per cluster. Compressible images are labelled
-        through a look-up table over their codes; others in chunks of ``chunk_size`` pixels.
-        ``distinct`` may give ``(idx, d2)``, the nearest centre of each of ``compressed.values``
-        and the squared distance to it, when the caller has just computed them (:func:`segment`
-        does), saving one assignment pass. ``progress(fraction, step)`` is called before each
-        chunk.
+        Used for whole images (:meth:`label_prepared`, :meth:`predict`) and for every block of
+        a dask image alike. Pixels that compress are labelled through a look-up table over the
+        codes present; others by nearest centre in chunks of ``chunk_size`` pixels. Either way a
+        pixel's label depends only on its value.
+
+        Parameters
+        ----------
+        pixels : (n, n_channels) ndarray
+            Pixel values (bool viewed as uint8), as :func:`napari_kmeans.features.layout` gives.
+        valid : (n,) ndarray of bool or None
+            Pixels to label; the others get 0.
+        dtype : dtype
+            The image's dtype (bool stays bool: it sets the scale of CIELAB features).
+        support : Support, optional
+            The pixels' compressed support with their codes (``compress.compress``), when the
+            caller has it; it saves encoding and counting again.
+        assignment : (idx, d2), optional
+            The nearest centre (0-based) of each of ``support.values`` and the squared distance
+            to it, when the caller has just computed them with this model.
+        chunk_size : int, optional
+            Pixels per assignment chunk for data that do not compress.
+        stats : bool, optional
+            False skips ``inertia`` and ``counts`` (None) where they cost extra work.
+        progress : callable, optional
+            ``progress(fraction, step)``, called before each chunk.
+
+        Returns
+        -------
+        Labelling
+            ``(labels, inertia, counts)``; labels flat, in :attr:`label_dtype`.
         """
         chunk = ft.check_chunk_size(chunk_size) or CHUNK
         k = self.n_clusters
-        ldtype = label_dtype(k)
-        if compressed is None:
+        ldtype = self.label_dtype
+        codec = codec_for(pixels.dtype, pixels.shape[1])
+        if support is not None and support.codes is None:  # no codes to look up: encode again
+            support = assignment = None
+        if codec is not None and support is None and stats:
             ft.tick(progress, 0.0, "compressing pixels")
-            compressed = compress(prep.pixels, prep.valid)
-        if compressed is not None:
-            if distinct is None:
-                idx, d2 = self.assign_values(compressed.values, prep.dtype)
+            support = compress(pixels, valid)
+        if codec is not None and support is not None:
+            if assignment is None:
+                idx, d2 = self.assign_values(support.values, dtype)
             else:
-                idx, d2 = distinct
-            lut = np.zeros(compressed.codec.n_codes, ldtype)
-            lut[compressed.distinct] = idx + 1
-            counts = np.bincount(idx, weights=compressed.counts, minlength=k).astype(np.int64)
-            inertia = float(compressed.counts @ d2)
-            return lookup(lut, compressed.codes, prep.valid), inertia, counts
-        n = prep.pixels.shape[0]
+                idx, d2 = assignment
+            lut = np.zeros(support.codec.n_codes, ldtype)
+            lut[support.distinct] = idx + 1
+            counts = np.bincount(idx, weights=support.weights, minlength=k).astype(np.int64)
+            inertia = float(support.weights @ d2)
+            return Labelling(lookup(lut, support.codes, valid), inertia, counts)
+        if codec is not None:  # labels only: the codes present, without counting them
+            codes = codec.encode(pixels)
+            distinct = present_codes(codes, valid, codec.n_codes)
+            lut = np.zeros(codec.n_codes, ldtype)
+            lut[distinct] = self.assign_values(codec.decode(distinct), dtype)[0] + 1
+            return Labelling(lookup(lut, codes, valid), None, None)
+        n = pixels.shape[0]
         out = np.zeros(n, ldtype)
         inertia = 0.0
         counts = np.zeros(k, np.int64)
         for s in range(0, n, chunk):
             ft.tick(progress, s / n, "labelling pixels")
-            part = prep.pixels[s : s + chunk]
-            ok = None if prep.valid is None else prep.valid[s : s + chunk]
+            part = pixels[s : s + chunk]
+            ok = None if valid is None else valid[s : s + chunk]
             if ok is not None:
                 part = part[ok]
-            idx, d2 = self.assign_values(part, prep.dtype)
+            idx, d2 = self.assign_values(part, dtype)
             inertia += float(d2.sum())
             counts += np.bincount(idx, minlength=k)
             if ok is None:
                 out[s : s + chunk] = idx + 1
             else:
                 out[s : s + chunk][ok] = idx + 1
-        return out, inertia, counts
+        return Labelling(out, inertia, counts)
+
+    def label_prepared(
+        self, prep: ft.Prepared, compressed=None, chunk_size=None, distinct=None, progress=None
+    ) -> Labelling:
+        """Label a prepared image: ``(labels, inertia, counts)``.
+
+        Labels are flat (0 for invalid pixels); ``inertia`` sums squared feature distances over
+        labelled pixels; ``counts`` are pixels per cluster. Compressible images are labelled
+        through a look-up table over their codes; others in chunks of ``chunk_size`` pixels.
+        ``compressed`` is the image's support with its codes when the caller has it;
+        ``distinct`` may give ``(idx, d2)``, the nearest centre of each of ``compressed.values``
+        and the squared distance to it, when the caller has just computed them (:func:`segment`
+        does), saving one assignment pass. ``progress(fraction, step)`` is called before each
+        chunk. See :meth:`label_pixels`, the kernel this applies.
+        """
+        return self.label_pixels(
+            prep.pixels, prep.valid, prep.dtype, support=compressed, assignment=distinct,
+            chunk_size=chunk_size, progress=progress,
+        )  # fmt: skip
 
     def predict(self, image, *, mask=None, chunk_size=None, rgb=None) -> np.ndarray:
         """Label every pixel of ``image`` with its nearest centre (1..k; 0 for invalid pixels).
@@ -291,8 +357,8 @@ class KMeansModel:
         TypeError
             For unsupported dtypes, a non-integer ``chunk_size`` or a non-bool ``rgb``.
         """
-        if lazy.is_dask(image) or lazy.is_dask(mask):
-            return lazy.predict_lazy(self, image, mask=mask, chunk_size=chunk_size, rgb=rgb)
+        if blocks.is_dask(image) or blocks.is_dask(mask):
+            return blocks.predict_blocks(self, image, mask=mask, chunk_size=chunk_size, rgb=rgb)
         chunk_size = ft.check_chunk_size(chunk_size)
         image = ft.as_image(image)
         spec = self.check_image(image, rgb=rgb)
@@ -307,8 +373,8 @@ class KMeansModel:
         result has the shape and dtype of ``image``. ``rgb`` declares the image's layout, as for
         :meth:`check_image`.
         """
-        if lazy.is_dask(image) or lazy.is_dask(labels):
-            return lazy.recolor_lazy(self, image, labels, rgb=rgb)
+        if blocks.is_dask(image) or blocks.is_dask(labels):
+            return blocks.recolor_blocks(self, image, labels, rgb=rgb)
         dtype = np.asarray(image).dtype  # the result keeps it, byte order included
         image = ft.as_image(image)
         spec = self.check_image(image, rgb=rgb)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .compress import CHUNK
+from .compress import CHUNK, Support
 from .features import tick
 
 SAMPLE_SIZE = 1 << 17  # expected number of sampled pixels for images that do not compress
@@ -22,6 +22,8 @@ SAMPLE_SIZE = 1 << 17  # expected number of sampled pixels for images that do no
 # sample (in memory and on dask alike, so that both give the same result).
 DISTINCT_CAP = 1 << 22
 _BUCKET_BITS = 20
+_N_BUCKETS = 1 << _BUCKET_BITS
+_SHIFT = np.uint64(64 - _BUCKET_BITS)
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 _MIX2 = np.uint64(0xBF58476D1CE4E5B9)
 
@@ -44,41 +46,136 @@ def hash_values(pixels: np.ndarray, seed: int) -> np.ndarray:
     return h
 
 
-def _chunks(pixels, valid):
-    for s in range(0, pixels.shape[0], CHUNK):
-        part = pixels[s : s + CHUNK]
-        yield (part if valid is None else part[valid[s : s + CHUNK]])
+def threshold(p: float) -> np.uint64:
+    """Values whose hash is below this are in a sample of rate ``p``."""
+    return np.uint64(min(int(p * 2.0**64), (1 << 64) - 1))
 
 
-def _group(values, hashes):
-    """Distinct rows of ``values`` (ordered by hash, which is canonical) and their counts.
+def heavy_min(p: float) -> int:
+    """Pixel count from which a value enters a sample of rate ``p`` with its exact count."""
+    return max(16, int(4 / p))
+
+
+def by_hash(values: np.ndarray, hashes: np.ndarray):
+    """Distinct rows of ``values`` keyed by their hashes: ``(hashes, rows, counts)``, by hash.
 
     Equal rows have equal hashes; two different rows sharing a 64-bit hash would be merged,
     which for the at most a few hundred thousand sampled rows has a probability below 1e-8.
     """
-    _, first, counts = np.unique(hashes, return_index=True, return_counts=True)
-    return values[first], counts
+    uh, first, counts = np.unique(hashes, return_index=True, return_counts=True)
+    return uh, values[first], counts
 
 
-def _heavy_values(pixels, valid, seed, hot, shift, heavy_min):
-    """Values seen at least ``heavy_min`` times among pixels in hot hash buckets.
+def merge_hashed(a, b):
+    """Merge two :func:`by_hash` groupings (None for nothing)."""
+    if a is None:
+        return b
+    h = np.concatenate([a[0], b[0]])
+    uh, first, inv = np.unique(h, return_index=True, return_inverse=True)
+    counts = np.bincount(inv.reshape(-1), weights=np.concatenate([a[2], b[2]]), minlength=uh.size)
+    return uh, np.concatenate([a[1], b[1]])[first], counts.astype(np.int64)
 
-    Counted chunk by chunk (distinct hashes per chunk, merged at the end) so that an image made
-    mostly of one value is never copied whole. Returns values, exact counts and hashes.
+
+def sample_chunk(values, seed, *, keep, buckets, hot=None):
+    """Step: one chunk's share of the sample, ``(n, bucket counts, kept, heavy candidates)``.
+
+    ``values`` are the chunk's valid pixel values. ``keep`` is "all" (every value), a hash
+    threshold, or None (no values); ``buckets`` asks for hash-bucket counts; ``hot`` (a boolean
+    per bucket) for the values in hot buckets, grouped by hash.
     """
-    vals, hashes, counts = [], [], []
-    for part in _chunks(pixels, valid):
-        h = hash_values(part, seed)
-        sel = np.flatnonzero(hot[(h >> shift).astype(np.intp)])
-        uh, first, c = np.unique(h[sel], return_index=True, return_counts=True)
-        vals.append(part[sel[first]])
-        hashes.append(uh)
-        counts.append(c)
-    hashes = np.concatenate(hashes)
-    uh, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
-    total = np.bincount(inverse, weights=np.concatenate(counts))
-    big = total >= heavy_min
-    return np.concatenate(vals)[first[big]], total[big], uh[big]
+    h = hash_values(values, seed)
+    top = (h >> _SHIFT).astype(np.intp) if buckets or hot is not None else None
+    counts = np.bincount(top, minlength=_N_BUCKETS) if buckets else None
+    kept = cand = None
+    if keep is not None:
+        sel = slice(None) if isinstance(keep, str) else h < keep
+        kept = by_hash(values[sel], h[sel])
+    if hot is not None:
+        sel = hot[top]
+        cand = by_hash(values[sel], h[sel])
+    return values.shape[0], counts, kept, cand
+
+
+def merge_samples(a, b):
+    """Merge two :func:`sample_chunk` results."""
+    buckets = None if a[1] is None else a[1] + b[1]
+    kept = None if a[2] is None else merge_hashed(a[2], b[2])
+    cand = None if a[3] is None else merge_hashed(a[3], b[3])
+    return a[0] + b[0], buckets, kept, cand
+
+
+def finish_sample(kept, cand, p, n_valid) -> Support:
+    """Finish: the weighted sample from the kept values (rate ``p``) and the heavy candidates.
+
+    Values seen at least :func:`heavy_min` times enter with their exact counts, the others with
+    weight ``1 / p``; kept values first, then heavy ones, each in hash order.
+    """
+    uh, values, counts = kept
+    heavy_vals = np.zeros((0, values.shape[1]), values.dtype)
+    heavy_counts = np.zeros(0, np.float64)
+    if cand is not None:
+        big = cand[2] >= heavy_min(p)
+        heavy_vals, heavy_counts = cand[1][big], cand[2][big].astype(np.float64)
+        drop = np.isin(uh, cand[0][big])
+        values, counts = values[~drop], counts[~drop]
+    values = np.concatenate([values, heavy_vals])
+    weights = np.concatenate([counts / p, heavy_counts])
+    return Support(values, weights, False, n_valid)
+
+
+def draw_sample(reduce, n_total, seed, size=SAMPLE_SIZE, progress=None) -> Support:
+    """The seeded, order-independent sample, drawn through ``reduce``.
+
+    ``reduce(step, merge, **kwargs)`` runs ``step(values, **kwargs)`` on every chunk of valid
+    pixel values (in memory: slices of the image; on dask: blocks) and merges the results with
+    ``merge``. ``n_total`` bounds the valid pixels (exact when known): one pass when it is exact
+    and no value is very frequent; up to three otherwise. Returns a :class:`Support` with
+    ``covers_all`` True when there are at most ``size`` valid pixels (then all of them, grouped).
+    """
+    opts = {"seed": seed}
+    keep = "all" if n_total <= size else threshold(size / n_total)
+    n, buckets, kept, _ = reduce(
+        sample_chunk, merge_samples, keep=keep, buckets=n_total > size, **opts
+    )
+    if n == 0:
+        return Support(np.zeros((0, 1)), np.zeros(0), True, 0)
+    if n <= size:
+        if not isinstance(keep, str):
+            kept = reduce(sample_chunk, merge_samples, keep="all", buckets=False, **opts)[2]
+        return Support(kept[1], kept[2].astype(np.float64), True, n)
+    p = size / n
+    hot = buckets >= heavy_min(p)
+    cand = None
+    if n != n_total or hot.any():  # masked pixels changed the rate, or some values are frequent
+        tick(progress, 0.8, "counting frequent values")
+        again = threshold(p) if n != n_total else None
+        _, _, kept2, cand = reduce(
+            sample_chunk, merge_samples, keep=again, buckets=False,
+            hot=hot if hot.any() else None, **opts,
+        )  # fmt: skip
+        kept = kept if again is None else kept2
+    return finish_sample(kept, cand, p, n)
+
+
+def chunks(pixels, valid, progress=None, step="sampling pixels", stop=1.0):
+    """The valid rows of ``pixels``, ``CHUNK`` rows at a time (``progress`` ticks each)."""
+    for s in range(0, pixels.shape[0], CHUNK):
+        tick(progress, stop * s / pixels.shape[0], step)
+        part = pixels[s : s + CHUNK]
+        yield (part if valid is None else part[valid[s : s + CHUNK]])
+
+
+def reduce_chunks(pixels, valid, progress=None, stop=0.8):
+    """A ``reduce`` for :func:`draw_sample` over an in-memory image, chunk by chunk."""
+
+    def reduce(step, merge, **kwargs):
+        found = None
+        for part in chunks(pixels, valid, progress, stop=stop):
+            one = step(part, **kwargs)
+            found = one if found is None else merge(found, one)
+        return found
+
+    return reduce
 
 
 def hash_sample(pixels, valid, n_valid, seed, size=SAMPLE_SIZE, progress=None):
@@ -88,40 +185,24 @@ def hash_sample(pixels, valid, n_valid, seed, size=SAMPLE_SIZE, progress=None):
     counts, and the third return value is True (the sample is the whole image).
     ``progress(fraction, step)`` is called after each chunk of pixels.
     """
-    if n_valid <= size:
-        vals = np.concatenate(list(_chunks(pixels, valid)))
-        vals, counts = _group(vals, hash_values(vals, seed))
-        return vals, counts.astype(np.float64), True
-    p = size / n_valid
-    threshold = np.uint64(min(int(p * 2.0**64), (1 << 64) - 1))
-    n_buckets = 1 << _BUCKET_BITS
-    heavy_min = max(16, int(4 / p))
-    shift = np.uint64(64 - _BUCKET_BITS)
+    found = draw_sample(reduce_chunks(pixels, valid, progress), n_valid, seed, size, progress)
+    return found.values, found.weights, found.covers_all
 
-    kept, kept_h = [], []
-    buckets = np.zeros(n_buckets, np.int64)
-    for i, part in enumerate(_chunks(pixels, valid)):
-        tick(progress, 0.8 * i * CHUNK / pixels.shape[0], "sampling pixels")
-        h = hash_values(part, seed)
-        buckets += np.bincount((h >> shift).astype(np.intp), minlength=n_buckets)
-        sel = h < threshold
-        kept.append(part[sel])
-        kept_h.append(h[sel])
-    kept = np.concatenate(kept)
-    kept_h = np.concatenate(kept_h)
 
-    hot = buckets >= heavy_min
-    heavy_vals = np.zeros((0, pixels.shape[1]), pixels.dtype)
-    heavy_counts = np.zeros(0, np.float64)
-    if hot.any():
-        tick(progress, 0.8, "counting frequent values")
-        heavy_vals, heavy_counts, heavy_h = _heavy_values(
-            pixels, valid, seed, hot, shift, heavy_min
-        )
-        drop = np.isin(kept_h, heavy_h)
-        kept = kept[~drop]
-        kept_h = kept_h[~drop]
-    vals, counts = _group(kept, kept_h)
-    values = np.concatenate([vals, heavy_vals])
-    weights = np.concatenate([counts / p, heavy_counts])
-    return values, weights, False
+def pool_supports(supports, codec, seed) -> Support:
+    """One support from the supports of several images: equal values merged.
+
+    Values are keyed by their code (``codec``, for data that compress) or by their hash, so that
+    the pooled values come in the order a single image's support would have.
+    """
+    values = np.concatenate([s.values for s in supports])
+    weights = np.concatenate([s.weights for s in supports])
+    keys = codec.encode(values) if codec is not None else hash_values(values, seed)
+    uniq, first, inv = np.unique(keys, return_index=True, return_inverse=True)
+    pooled = np.bincount(inv.reshape(-1), weights=weights, minlength=uniq.size)
+    return Support(
+        values[first],
+        pooled,
+        all(s.covers_all for s in supports),
+        sum(s.n_valid for s in supports),
+    )

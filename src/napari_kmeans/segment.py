@@ -1,111 +1,181 @@
-"""``segment``: k-means segmentation of an image's pixels, the engine's front door."""
+"""``segment``: k-means segmentation of an image's pixels, the engine's front door.
+
+Its stages are public, so that the widget, the command line and scripts compose them instead of
+re-implementing them:
+
+- :func:`prepare_image`: lay the pixels out (channels, mask, non-finite, alpha) and find the
+  weighted values to fit on (its :class:`~napari_kmeans.compress.Support`);
+- :func:`fit_prepared` (or :func:`fit`, for any image, numpy or dask, and :func:`fit_many`, for
+  several images together): the model;
+- :meth:`FittedImage.label` (or ``model.predict``): labels, inertia and counts;
+- ``model.recolor``: the recoloured image.
+
+:func:`segment` runs them in that order; :func:`napari_kmeans.lazy.segment_lazy` does the same
+on dask arrays, block by block.
+"""
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 
+from . import blocks, lazy, sampling
 from . import features as ft
-from . import lazy, sampling
-from .compress import compress
-from .kmeans1d import assign_1d, kmeans_1d, thresholds
-from .lloyd import kmeans
-from .model import KMeansModel
-from .sampling import hash_sample
+from .compress import Support, codec_for, compress, distinct_support, distinct_values
+from .fitting import Fit, Segmentation, WeightedFit, fit_support, fit_weighted
+from .model import KMeansModel, Labelling
+from .params import Params, make_params
+from .sampling import draw_sample, pool_supports, reduce_chunks
+
+__all__ = [
+    "Fit",
+    "FittedImage",
+    "PreparedImage",
+    "Segmentation",
+    "WeightedFit",
+    "fit",
+    "fit_many",
+    "fit_prepared",
+    "fit_weighted",
+    "prepare_image",
+    "segment",
+]
+
+
+# -- stage 1: the pixels and what to fit on ------------------------------------------------------
 
 
 @dataclass(frozen=True, eq=False)
-class Segmentation:
-    """Result of :func:`segment`.
+class PreparedImage:
+    """An in-memory image laid out for clustering, with the weighted values to fit on.
 
     Attributes
     ----------
-    labels : ndarray of unsigned int
-        The image's spatial shape; 1..k, 1 the darkest cluster, 0 for masked or non-finite pixels.
-    centers : (k, n_channels) ndarray of float64
-        Cluster centres in the input's units: the k-means centres for ``color_space='rgb'``
-        (means of their pixels up to the convergence tolerance), each cluster's mean RGB for
-        ``'lab'``.
-    recolored : ndarray
-        Shape and dtype of the input; every labelled pixel painted with its cluster's centre.
-    inertia : float
-        Sum over labelled pixels of the squared distance to their centre, in feature space.
-    n_iter : int
-        Lloyd iterations run (0 for the exact one-dimensional solver).
-    counts : (k,) ndarray of int64
-        Pixels per cluster.
-    exact : bool
-        True when the clustering is the proven global optimum of the k-means objective.
-    model : KMeansModel
-        The fitted model, to label other images the same way.
+    image : ndarray
+        The image (native byte order; the caller's array when it already was).
+    pixels : napari_kmeans.features.Prepared
+        The pixel layout: ``(n_pixels, n_channels)`` values, valid pixels, spatial shape, spec.
+    support : napari_kmeans.compress.Support
+        Weighted distinct values (with every pixel's code for data that compress), or a sample.
     """
 
-    labels: np.ndarray
-    centers: np.ndarray
-    recolored: np.ndarray
-    inertia: float
-    n_iter: int
-    counts: np.ndarray
-    exact: bool
-    model: KMeansModel
+    image: np.ndarray
+    pixels: ft.Prepared
+    support: Support
 
     @property
-    def n_clusters(self) -> int:
-        return int(self.centers.shape[0])
+    def spec(self) -> ft.FeatureSpec:
+        return self.pixels.spec
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        return self.pixels.spatial_shape
 
 
-def _support(prep: ft.Prepared, seed: int, progress=None):
-    """Weighted points to fit on: ``(values, weights, compressed, covers_all)``."""
+def image_support(pixels: ft.Prepared, seed: int, progress=None) -> Support:
+    """The weighted values to fit a laid-out image on, by the rules the dask path shares.
+
+    Codes counted (``compress.compress``, keeping every pixel's code) for data that compress;
+    else, for single-channel data, all distinct values while there are at most
+    ``sampling.DISTINCT_CAP``; else the seeded sample of ``sampling.draw_sample``.
+    """
     ft.tick(progress, 0.0, "compressing pixels")
-    comp = compress(prep.pixels, prep.valid)
-    if comp is not None:
-        return comp.values, comp.counts.astype(np.float64), comp, True
-    if prep.spec.n_channels == 1:
+    found = compress(pixels.pixels, pixels.valid)
+    if found is None and pixels.spec.n_channels == 1:
         ft.tick(progress, 0.1, "finding distinct values")
-        vals = prep.pixels[:, 0] if prep.valid is None else prep.pixels[prep.valid, 0]
-        uniq, counts = np.unique(vals, return_counts=True)
-        if uniq.size <= sampling.DISTINCT_CAP:  # else the sample, as the dask path does
-            return uniq[:, None], counts.astype(np.float64), None, True
-        del uniq, counts
-    values, weights, whole = hash_sample(
-        prep.pixels, prep.valid, prep.n_valid, seed, progress=progress
-    )
-    return values, weights, None, whole
+        values = ft.valid_pixels(pixels.pixels, pixels.valid)[:, 0]
+        found = distinct_support(distinct_values(values, sampling.DISTINCT_CAP))
+    if found is None:  # beyond the cap, the sample, as the dask path does
+        reduce = reduce_chunks(pixels.pixels, pixels.valid, progress)
+        found = draw_sample(reduce, pixels.n_valid, seed, progress=progress)
+    return found
 
 
-def _fit(feats, weights, k, *, n_init, max_iter, tol, seed, progress=None):
-    """Centres in feature space, each point's centre and squared distance to it, iterations,
-    and whether the result is the proven optimum."""
-    if feats.shape[1] == 1:
-        order = np.argsort(feats[:, 0], kind="stable")
-        res = kmeans_1d(feats[order, 0], weights[order], k, max_iter=max_iter, progress=progress)
-        centers = res.centers.astype(feats.dtype)[:, None]
-        idx = assign_1d(feats[:, 0], thresholds(centers[:, 0]))
-        return centers, idx, (feats[:, 0] - centers[idx, 0]) ** 2, res.n_iter, res.exact
-    res = kmeans(
-        feats, weights, k, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed, progress=progress
-    )
-    return res.centers.astype(feats.dtype), res.labels, res.dist, res.n_iter, False
+def prepare_image(
+    image, *, channel_axis=None, rgb=None, color_space="rgb", mask=None, seed=0, params=None,
+    progress=None,
+) -> PreparedImage:  # fmt: skip
+    """Stage 1 of :func:`segment`: lay an in-memory image out and find what to fit on.
+
+    Parameters
+    ----------
+    image, channel_axis, rgb, color_space, mask, seed, progress
+        As for :func:`segment` (``seed`` chooses the sample of images that do not compress).
+    params : Params, optional
+        Settings (only ``color_space`` and ``seed`` are used here).
+
+    Returns
+    -------
+    PreparedImage
+        To give to :func:`fit_prepared` (or :func:`fit`, :func:`segment`).
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`segment`, for the image, the layout and the mask.
+    """
+    params = make_params(params, color_space=color_space, seed=seed)
+    progress = ft.checked_progress(progress)
+    ft.tick(progress, 0.0, "reading pixels")
+    image = ft.as_image(image)
+    spec = ft.make_spec(image, channel_axis=channel_axis, rgb=rgb, color_space=params.color_space)
+    pixels = ft.prepare(image, spec, mask)
+    return PreparedImage(image, pixels, image_support(pixels, params.seed, progress))
+
+
+# -- stage 2: the model -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class FittedImage:
+    """A model fitted to a :class:`PreparedImage`, ready to label it without a second pass.
+
+    ``idx`` and ``d2`` are the cluster (0-based) of each of ``prepared.support.values`` and its
+    squared feature distance, from the fit: labelling through them saves one assignment.
+    """
+
+    model: KMeansModel
+    n_iter: int
+    exact: bool
+    prepared: PreparedImage
+    idx: np.ndarray
+    d2: np.ndarray
+
+    @property
+    def fit(self) -> Fit:
+        """``(model, n_iter, exact)``."""
+        return Fit(self.model, self.n_iter, self.exact)
+
+    def label(self, *, chunk_size=None, progress=None) -> Labelling:
+        """Stage 3: ``(labels, inertia, counts)`` of the prepared image, labels in its spatial
+        shape (0 for invalid pixels), by the model's labelling kernel."""
+        prep, support = self.prepared.pixels, self.prepared.support
+        labels, inertia, counts = self.model.label_prepared(
+            prep, support, chunk_size, distinct=(self.idx, self.d2), progress=progress
+        )
+        return Labelling(labels.reshape(prep.spatial_shape), inertia, counts)
+
+
+def fit_prepared(prepared: PreparedImage, params=None, *, progress=None) -> FittedImage:
+    """Stage 2 of :func:`segment`: fit a model to a :class:`PreparedImage`.
+
+    ``params`` is a :class:`~napari_kmeans.params.Params` (default: the defaults). Its
+    ``color_space`` and ``seed`` should be those the image was prepared with.
+    """
+    params = make_params(params)
+    res = fit_support(
+        prepared.support, prepared.spec, prepared.pixels.dtype, params,
+        ft.checked_progress(progress),
+    )  # fmt: skip
+    return FittedImage(res.model, res.n_iter, res.exact, prepared, res.idx, res.d2)
 
 
 def segment(
-    image,
-    n_clusters=5,
-    *,
-    channel_axis=None,
-    rgb=None,
-    color_space="rgb",
-    mask=None,
-    seed=0,
-    n_init=4,
-    max_iter=300,
-    tol=1e-4,
-    chunk_size=None,
-    progress=None,
-) -> Segmentation:
+    image, n_clusters=5, *, channel_axis=None, rgb=None, color_space="rgb", mask=None, seed=0,
+    n_init=4, max_iter=300, tol=1e-4, chunk_size=None, progress=None, params=None,
+) -> Segmentation:  # fmt: skip
     """Segment an image by k-means clustering of its pixel values.
 
     Parameters
@@ -114,6 +184,7 @@ def segment(
         Grayscale, RGB(A) or multichannel image of any dimensionality; bool, integer or float.
         A dask array is processed out of core and gives dask ``labels`` and ``recolored``
         (see :mod:`napari_kmeans.lazy` and ``docs/large-data.md``).
+        A :class:`PreparedImage` (from :func:`prepare_image`) is used as it is.
     n_clusters : int, optional
         Number of clusters k (labels 1..k).
     channel_axis : int or None, optional
@@ -140,6 +211,9 @@ def segment(
         Convergence tolerance on the centre shift, relative to the data's mean variance.
     chunk_size : int, optional
         Pixels per chunk when labelling images that do not compress (bounds temporary memory).
+    params : Params, optional
+        All the settings above (``n_clusters`` to ``chunk_size``) as one validated object;
+        keywords left at their defaults defer to it.
     progress : callable, optional
         ``progress(fraction, step)``, called regularly during the work (between restarts, Lloyd
         iterations, coarse-to-fine stages, levels of the exact 1-D solver and chunks of pixels)
@@ -204,29 +278,26 @@ def segment(
     array([[  5,   5, 205],
            [205,   5,   5]], dtype=uint8)
     """
-    if lazy.is_dask(image) or lazy.is_dask(mask):  # out of core: dask arrays in, dask arrays out
+    params = make_params(
+        params, n_clusters=n_clusters, color_space=color_space, seed=seed, n_init=n_init,
+        max_iter=max_iter, tol=tol, chunk_size=chunk_size,
+    )  # fmt: skip
+    if blocks.is_dask(image) or blocks.is_dask(mask):  # out of core: dask arrays in, dask out
         return lazy.segment_lazy(
-            image, n_clusters, channel_axis=channel_axis, rgb=rgb, color_space=color_space,
-            mask=mask, seed=seed, n_init=n_init, max_iter=max_iter, tol=tol,
-            chunk_size=chunk_size, progress=progress,
+            image, channel_axis=channel_axis, rgb=rgb, mask=mask, params=params,
+            progress=progress,
         )  # fmt: skip
-    chunk_size = ft.check_chunk_size(chunk_size)
     progress = ft.checked_progress(progress)
-    source_dtype = np.asarray(image).dtype if isinstance(image, np.ndarray) else None
-    fitted = _fit_image(
-        image, n_clusters, channel_axis=channel_axis, rgb=rgb, color_space=color_space,
-        mask=mask, seed=seed, n_init=n_init, max_iter=max_iter, tol=tol,
-        progress=ft.part(progress, 0.0, 0.8),
-    )  # fmt: skip
-    model, prep, comp = fitted.model, fitted.prep, fitted.compressed
-    image = fitted.image
-    labels, inertia, counts = model.label_prepared(
-        prep, comp, chunk_size, distinct=(fitted.idx, fitted.d2) if comp is not None else None,
-        progress=ft.part(progress, 0.8, 0.95),
-    )  # fmt: skip
-    labels = labels.reshape(prep.spatial_shape)
+    source_dtype = image.image.dtype if isinstance(image, PreparedImage) else None
+    if isinstance(image, np.ndarray):
+        source_dtype = image.dtype
+    fitted = _fitted(image, params, channel_axis, rgb, mask, ft.part(progress, 0.0, 0.8))
+    labels, inertia, counts = fitted.label(
+        chunk_size=params.chunk_size, progress=ft.part(progress, 0.8, 0.95)
+    )
     ft.tick(progress, 0.95, "recolouring")
-    recolored = model.recolor(image, labels)
+    model = fitted.model
+    recolored = model.recolor(fitted.prepared.image, labels)
     if source_dtype is not None and recolored.dtype != source_dtype:  # big-endian input
         recolored = recolored.astype(source_dtype)
     ft.tick(progress, 1.0, "done")
@@ -242,28 +313,22 @@ def segment(
     )
 
 
-class Fit(NamedTuple):
-    """Result of :func:`fit`: the model, Lloyd iterations, and whether it is the proven optimum."""
-
-    model: KMeansModel
-    n_iter: int
-    exact: bool
+def _fitted(image, params, channel_axis, rgb, mask, progress) -> FittedImage:
+    """Stages 1 and 2 on an in-memory image (a :class:`PreparedImage` skips stage 1)."""
+    if isinstance(image, PreparedImage):
+        prepared = image
+    else:
+        prepared = prepare_image(
+            image, channel_axis=channel_axis, rgb=rgb, mask=mask, params=params,
+            progress=ft.part(progress, 0.0, 0.2),
+        )  # fmt: skip
+    return fit_prepared(prepared, params, progress=ft.part(progress, 0.2, 1.0))
 
 
 def fit(
-    image,
-    n_clusters=5,
-    *,
-    channel_axis=None,
-    rgb=None,
-    color_space="rgb",
-    mask=None,
-    seed=0,
-    n_init=4,
-    max_iter=300,
-    tol=1e-4,
-    progress=None,
-) -> Fit:
+    image, n_clusters=5, *, channel_axis=None, rgb=None, color_space="rgb", mask=None, seed=0,
+    n_init=4, max_iter=300, tol=1e-4, progress=None, params=None,
+) -> Fit:  # fmt: skip
     """Fit a :class:`KMeansModel` to an image without labelling it.
 
     Takes the same arguments as :func:`segment` and fits exactly as it does; use
@@ -272,7 +337,11 @@ def fit(
 
     Parameters
     ----------
-    image, n_clusters, channel_axis, rgb, color_space, mask, seed, n_init, max_iter, tol
+    image : ndarray, dask array or PreparedImage
+        As for :func:`segment`. A dask array is fitted from block-wise reductions, as
+        :func:`napari_kmeans.lazy.segment_lazy` does (see :func:`napari_kmeans.lazy.fit_lazy`,
+        which also gives counts and inertia when they come for free).
+    n_clusters, channel_axis, rgb, color_space, mask, seed, n_init, max_iter, tol, params
         As for :func:`segment`.
     progress : callable, optional
         ``progress(fraction, step)``, called regularly during the work (between restarts, Lloyd
@@ -280,7 +349,6 @@ def fit(
         with the fraction done (a float in [0, 1] that never decreases) and a short description
         of the step. To cancel, raise an exception from it: the computation stops there and the
         exception propagates unchanged. Results are the same with or without it.
-
 
     Returns
     -------
@@ -294,19 +362,107 @@ def fit(
     >>> model.predict(np.array([[3, 250]], dtype=np.uint8)), exact
     (array([[1, 2]], dtype=uint8), True)
     """
-    progress = ft.checked_progress(progress)
-    fitted = _fit_image(
-        image, n_clusters, channel_axis=channel_axis, rgb=rgb, color_space=color_space,
-        mask=mask, seed=seed, n_init=n_init, max_iter=max_iter, tol=tol, progress=progress,
+    params = make_params(
+        params, n_clusters=n_clusters, color_space=color_space, seed=seed, n_init=n_init,
+        max_iter=max_iter, tol=tol,
     )  # fmt: skip
+    progress = ft.checked_progress(progress)
+    if blocks.is_dask(image) or blocks.is_dask(mask):
+        found = lazy.fit_lazy(
+            image, params, channel_axis=channel_axis, rgb=rgb, mask=mask, progress=progress
+        )
+        result = Fit(found.model, found.n_iter, found.exact)
+    else:
+        result = _fitted(image, params, channel_axis, rgb, mask, progress).fit
     ft.tick(progress, 1.0, "done")
-    return Fit(fitted.model, fitted.n_iter, fitted.exact)
+    return result
+
+
+def fit_many(
+    images, n_clusters=5, *, masks=None, channel_axis=None, rgb=None, color_space="rgb", seed=0,
+    n_init=4, max_iter=300, tol=1e-4, progress=None, params=None,
+) -> Fit:  # fmt: skip
+    """Fit one model to the pixels of several images together.
+
+    Each image is reduced to its support (distinct values with counts, or its sample), one at a
+    time, so that only one image need be in memory: ``images`` may be a generator. The supports
+    are pooled (equal values merged) and fitted as one image's would be: for images that compress
+    the pooled histogram is exact, and ``fit_many([image])`` fits as :func:`fit` does.
+
+    Parameters
+    ----------
+    images : iterable of ndarray or dask array
+        Images of one dtype and channel layout.
+    n_clusters, channel_axis, rgb, color_space, seed, n_init, max_iter, tol, params
+        As for :func:`segment`; the layout settings apply to every image.
+    masks : iterable of (ndarray or None), optional
+        One mask per image (as for :func:`segment`), or None.
+    progress : callable, optional
+        ``progress(fraction, step)``, called during the final fit; raise from it to cancel.
+
+    Returns
+    -------
+    Fit
+        ``(model, n_iter, exact)``.
+
+    Raises
+    ------
+    ValueError
+        When the images differ in dtype or channel layout, or there is no image; and as
+        :func:`segment` for each image.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> a, b = np.array([0, 10], np.uint8), np.array([200, 210, 205], np.uint8)
+    >>> fit_many([a, b], 2).model.colors.ravel()
+    array([  5., 205.])
+    """
+    params = make_params(
+        params, n_clusters=n_clusters, color_space=color_space, seed=seed, n_init=n_init,
+        max_iter=max_iter, tol=tol,
+    )  # fmt: skip
+    masks = iter(masks) if masks is not None else None
+    supports, layout = [], None
+    for i, image in enumerate(images, 1):
+        mask = next(masks, None) if masks is not None else None
+        spec, dtype, found = _support_of(image, mask, params, channel_axis, rgb)
+        if layout is not None and (spec, dtype) != layout:
+            raise ValueError(
+                f"fitting several images together needs images of one dtype and channel "
+                f"layout: image 1 is {layout[1]} with {layout[0].n_channels} channel(s), image "
+                f"{i} is {dtype} with {spec.n_channels}; segment them separately."
+            )
+        layout = spec, dtype
+        supports.append(found)
+    if layout is None:
+        raise ValueError("fit_many needs at least one image.")
+    spec, dtype = layout
+    pooled = pool_supports(supports, codec_for(dtype, spec.n_channels), params.seed)
+    res = fit_support(pooled, spec, dtype, params, ft.checked_progress(progress))
+    return Fit(res.model, res.n_iter, res.exact)
+
+
+def _support_of(image, mask, params, channel_axis, rgb):
+    """``(spec, dtype, support)`` of one image, in memory or block by block."""
+    if blocks.is_dask(image) or blocks.is_dask(mask):
+        image = blocks.as_dask_image(image)
+        spec = ft.make_spec(
+            image, channel_axis=channel_axis, rgb=rgb, color_space=params.color_space
+        )
+        laid = blocks.lay_out_blocks(image, spec, mask)
+        return spec, laid.dtype, blocks.support_of_blocks(laid, params.seed)
+    prepared = prepare_image(image, channel_axis=channel_axis, rgb=rgb, mask=mask, params=params)
+    return prepared.spec, prepared.pixels.dtype, prepared.support
+
+
+# -- issue 9: the glue's former entry point; delete once napari_kmeans._napari uses the stages ----
 
 
 class _Fitted(NamedTuple):
     image: np.ndarray
     prep: ft.Prepared
-    compressed: object
+    compressed: Support | None
     model: KMeansModel
     idx: np.ndarray
     d2: np.ndarray
@@ -318,121 +474,10 @@ def _fit_image(
     image, n_clusters, *, channel_axis, rgb, color_space, mask, seed, n_init, max_iter, tol,
     progress=None,
 ) -> _Fitted:  # fmt: skip
-    """Validate the arguments, lay the image out, compress or sample it, and fit."""
-    progress = ft.checked_progress(progress)
-    ft.tick(progress, 0.0, "reading pixels")
-    image = ft.as_image(image)
-    k, n_init, max_iter, tol, seed = ft.check_fit_args(
-        n_clusters, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed
-    )
-    spec = ft.make_spec(image, channel_axis=channel_axis, rgb=rgb, color_space=color_space)
-    prep = ft.prepare(image, spec, mask)
-    values, weights, comp, covers_all = _support(prep, seed, ft.part(progress, 0.02, 0.2))
-    res = fit_weighted(
-        values, weights, spec, prep.dtype, k,
-        n_init=n_init, max_iter=max_iter, tol=tol, seed=seed, covers_all=covers_all,
-        progress=ft.part(progress, 0.2, 1.0),
-    )  # fmt: skip
-    return _Fitted(image, prep, comp, res.model, res.idx, res.d2, res.n_iter, res.exact)
-
-
-def fit_weighted(
-    values,
-    weights,
-    spec,
-    dtype,
-    n_clusters,
-    *,
-    n_init=4,
-    max_iter=300,
-    tol=1e-4,
-    seed=0,
-    covers_all=True,
-    progress=None,
-):
-    """Fit a :class:`KMeansModel` to weighted pixel values.
-
-    Parameters
-    ----------
-    values : (m, n_channels) ndarray
-        Pixel values in the input dtype (distinct values, or a sample).
-    weights : (m,) ndarray
-        Pixel count each value stands for.
-    spec : FeatureSpec
-        Channel layout and colour space (see :func:`napari_kmeans.features.make_spec`).
-    dtype : dtype
-        The image's dtype.
-    n_clusters : int
-        Requested k; fewer (with a warning) when there are fewer distinct values.
-    covers_all : bool
-        Whether ``values`` are all of the image's distinct values (needed for ``exact``).
-    progress : callable, optional
-        ``progress(fraction, step)``, called regularly during the work (between restarts, Lloyd
-        iterations, coarse-to-fine stages, levels of the exact 1-D solver and chunks of pixels)
-        with the fraction done (a float in [0, 1] that never decreases) and a short description
-        of the step. To cancel, raise an exception from it: the computation stops there and the
-        exception propagates unchanged. Results are the same with or without it.
-
-    Returns
-    -------
-    WeightedFit
-        ``model``; ``idx``, the cluster (0-based, in the model's order) of each value by nearest
-        centre; ``d2``, its squared distance to that centre; ``n_iter``; ``exact``.
-    """
-    k = n_clusters
-    n_distinct = values.shape[0]
-    if n_distinct < k:
-        where = "distinct values" if covers_all else "distinct values in its sample"
-        warnings.warn(
-            f"the image has only {n_distinct} {where}, fewer than n_clusters={k}; "
-            f"making {n_distinct} clusters.",
-            UserWarning,
-            stacklevel=3,
-        )
-        k = n_distinct
-    feats = ft.to_features(values, spec, dtype)
-    centers, idx, d2, n_iter, exact = _fit(
-        feats, weights, k, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed,
-        progress=ft.checked_progress(progress),
-    )  # fmt: skip
-    model, idx = _ordered_model(centers, idx, values, weights, spec, dtype, seed)
-    if model.n_clusters < k:
-        warnings.warn(
-            f"{k - model.n_clusters} of the {k} clusters ended up with no pixel; "
-            f"returning {model.n_clusters} clusters.",
-            UserWarning,
-            stacklevel=3,
-        )
-    return WeightedFit(model, idx, d2, int(n_iter), bool(exact and covers_all))
-
-
-class WeightedFit(NamedTuple):
-    """Result of :func:`fit_weighted`."""
-
-    model: KMeansModel
-    idx: np.ndarray  # (m,) each value's cluster, 0-based in the model's order
-    d2: np.ndarray  # (m,) each value's squared feature distance to its centre
-    n_iter: int
-    exact: bool
-
-
-def _ordered_model(centers, idx, values, weights, spec, dtype, seed):
-    """Model with clusters ordered dark to bright, and ``idx`` renumbered to match.
-
-    ``idx`` is each value's cluster. Colours (input units) are the centres themselves, except for
-    CIELAB clustering where they are each cluster's weighted mean RGB. A cluster left with no
-    pixel (possible only after the last reassignment) is dropped.
-    """
-    k = centers.shape[0]
-    mass = np.bincount(idx, weights=weights, minlength=k)
-    if spec.color_space == "lab":
-        sums = [np.bincount(idx, weights=weights * v, minlength=k) for v in values.T.astype(float)]
-        colors = np.stack(sums, axis=1) / np.maximum(mass, 1e-300)[:, None]
-    else:
-        colors = centers.astype(np.float64)
-    keep = np.flatnonzero(mass > 0)
-    order = keep[np.lexsort((*colors[keep].T[::-1], ft.luminance(colors[keep], spec)))]
-    renumber = np.zeros(k, np.intp)
-    renumber[order] = np.arange(order.size)
-    model = KMeansModel(centers[order], colors[order], spec, np.dtype(dtype).name, seed)
-    return model, renumber[idx]
+    """Former stages 1 and 2 for the widget: use :func:`prepare_image` and :func:`fit_prepared`."""
+    params = Params(n_clusters, color_space, seed, n_init, max_iter, tol)
+    f = _fitted(image, params, channel_axis, rgb, mask, ft.checked_progress(progress))
+    support = f.prepared.support
+    compressed = support if support.codes is not None else None
+    return _Fitted(f.prepared.image, f.prepared.pixels, compressed, f.model, f.idx, f.d2,
+                   f.n_iter, f.exact)  # fmt: skip

@@ -1,0 +1,195 @@
+"""Weighted points -> an ordered model: the fit shared by the in-memory and the dask paths.
+
+Both paths reduce an image to a :class:`~napari_kmeans.compress.Support` (weighted distinct
+values, or a sample) and hand it here: :func:`fit_support` runs the exact 1-D solver or weighted
+Lloyd, orders the clusters dark to bright and returns the model with each value's cluster. The
+result types of the engine's front doors (:class:`Fit`, :class:`Segmentation`) live here too, so
+that :mod:`napari_kmeans.segment` and :mod:`napari_kmeans.lazy` both build them without
+importing each other.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from . import features as ft
+from .kmeans1d import assign_1d, kmeans_1d, thresholds
+from .lloyd import kmeans
+from .model import KMeansModel
+from .params import Params
+
+
+@dataclass(frozen=True, eq=False)
+class Segmentation:
+    """Result of :func:`napari_kmeans.segment`.
+
+    Attributes
+    ----------
+    labels : ndarray of unsigned int
+        The image's spatial shape; 1..k, 1 the darkest cluster, 0 for masked or non-finite pixels.
+    centers : (k, n_channels) ndarray of float64
+        Cluster centres in the input's units: the k-means centres for ``color_space='rgb'``
+        (means of their pixels up to the convergence tolerance), each cluster's mean RGB for
+        ``'lab'``.
+    recolored : ndarray
+        Shape and dtype of the input; every labelled pixel painted with its cluster's centre.
+    inertia : float
+        Sum over labelled pixels of the squared distance to their centre, in feature space.
+    n_iter : int
+        Lloyd iterations run (0 for the exact one-dimensional solver).
+    counts : (k,) ndarray of int64
+        Pixels per cluster.
+    exact : bool
+        True when the clustering is the proven global optimum of the k-means objective.
+    model : KMeansModel
+        The fitted model, to label other images the same way.
+    """
+
+    labels: np.ndarray
+    centers: np.ndarray
+    recolored: np.ndarray
+    inertia: float
+    n_iter: int
+    counts: np.ndarray
+    exact: bool
+    model: KMeansModel
+
+    @property
+    def n_clusters(self) -> int:
+        return int(self.centers.shape[0])
+
+
+class Fit(NamedTuple):
+    """Result of :func:`napari_kmeans.fit`: the model, Lloyd iterations, and whether it is the
+    proven optimum."""
+
+    model: KMeansModel
+    n_iter: int
+    exact: bool
+
+
+class WeightedFit(NamedTuple):
+    """Result of :func:`fit_weighted` and :func:`fit_support`."""
+
+    model: KMeansModel
+    idx: np.ndarray  # (m,) each value's cluster, 0-based in the model's order
+    d2: np.ndarray  # (m,) each value's squared feature distance to its centre
+    n_iter: int
+    exact: bool
+
+
+def fit_support(support, spec, dtype, params: Params, progress=None) -> WeightedFit:
+    """Fit a model to a :class:`~napari_kmeans.compress.Support` with the given settings."""
+    return fit_weighted(
+        support.values, support.weights, spec, dtype, params.n_clusters,
+        n_init=params.n_init, max_iter=params.max_iter, tol=params.tol, seed=params.seed,
+        covers_all=support.covers_all, progress=progress,
+    )  # fmt: skip
+
+
+def fit_weighted(
+    values, weights, spec, dtype, n_clusters, *, n_init=4, max_iter=300, tol=1e-4, seed=0,
+    covers_all=True, progress=None,
+) -> WeightedFit:  # fmt: skip
+    """Fit a :class:`KMeansModel` to weighted pixel values.
+
+    Parameters
+    ----------
+    values : (m, n_channels) ndarray
+        Pixel values in the input dtype (distinct values, or a sample).
+    weights : (m,) ndarray
+        Pixel count each value stands for.
+    spec : FeatureSpec
+        Channel layout and colour space (see :func:`napari_kmeans.features.make_spec`).
+    dtype : dtype
+        The image's dtype.
+    n_clusters : int
+        Requested k; fewer (with a warning) when there are fewer distinct values.
+    covers_all : bool
+        Whether ``values`` are all of the image's distinct values (needed for ``exact``).
+    progress : callable, optional
+        ``progress(fraction, step)``, called regularly during the work (between restarts, Lloyd
+        iterations, coarse-to-fine stages, levels of the exact 1-D solver and chunks of pixels)
+        with the fraction done (a float in [0, 1] that never decreases) and a short description
+        of the step. To cancel, raise an exception from it: the computation stops there and the
+        exception propagates unchanged. Results are the same with or without it.
+
+    Returns
+    -------
+    WeightedFit
+        ``model``; ``idx``, the cluster (0-based, in the model's order) of each value by nearest
+        centre; ``d2``, its squared distance to that centre; ``n_iter``; ``exact``.
+    """
+    k = n_clusters
+    n_distinct = values.shape[0]
+    if n_distinct < k:
+        where = "distinct values" if covers_all else "distinct values in its sample"
+        warnings.warn(
+            f"the image has only {n_distinct} {where}, fewer than n_clusters={k}; "
+            f"making {n_distinct} clusters.",
+            UserWarning,
+            stacklevel=3,
+        )
+        k = n_distinct
+    feats = ft.to_features(values, spec, dtype)
+    centers, idx, d2, n_iter, exact = _solve(
+        feats, weights, k, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed,
+        progress=ft.checked_progress(progress),
+    )  # fmt: skip
+    model, idx = _ordered_model(centers, idx, values, weights, spec, dtype, seed)
+    if model.n_clusters < k:
+        warnings.warn(
+            f"{k - model.n_clusters} of the {k} clusters ended up with no pixel; "
+            f"returning {model.n_clusters} clusters.",
+            UserWarning,
+            stacklevel=3,
+        )
+    return WeightedFit(model, idx, d2, int(n_iter), bool(exact and covers_all))
+
+
+def _solve(feats, weights, k, *, n_init, max_iter, tol, seed, progress=None):
+    """Centres in feature space, each point's centre and squared distance to it, iterations,
+    and whether the result is the proven optimum."""
+    if feats.shape[1] == 1:
+        order = np.argsort(feats[:, 0], kind="stable")
+        res = kmeans_1d(feats[order, 0], weights[order], k, max_iter=max_iter, progress=progress)
+        centers = res.centers.astype(feats.dtype)[:, None]
+        idx = assign_1d(feats[:, 0], thresholds(centers[:, 0]))
+        return centers, idx, (feats[:, 0] - centers[idx, 0]) ** 2, res.n_iter, res.exact
+    res = kmeans(
+        feats, weights, k, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed, progress=progress
+    )
+    return res.centers.astype(feats.dtype), res.labels, res.dist, res.n_iter, False
+
+
+def _ordered_model(centers, idx, values, weights, spec, dtype, seed):
+    """Model with clusters ordered dark to bright, and ``idx`` renumbered to match.
+
+    ``idx`` is each value's cluster. Colours (input units) are the centres themselves, except for
+    CIELAB clustering where they are each cluster's weighted mean RGB. A cluster left with no
+    pixel (possible only after the last reassignment) is dropped.
+    """
+    k = centers.shape[0]
+    mass = np.bincount(idx, weights=weights, minlength=k)
+    if spec.color_space == "lab":
+        sums = [np.bincount(idx, weights=weights * v, minlength=k) for v in values.T.astype(float)]
+        colors = np.stack(sums, axis=1) / np.maximum(mass, 1e-300)[:, None]
+    else:
+        colors = centers.astype(np.float64)
+    keep = np.flatnonzero(mass > 0)
+    order = keep[np.lexsort((*colors[keep].T[::-1], ft.luminance(colors[keep], spec)))]
+    renumber = np.zeros(k, np.intp)
+    renumber[order] = np.arange(order.size)
+    model = KMeansModel(centers[order], colors[order], spec, np.dtype(dtype).name, seed)
+    return model, renumber[idx]
+
+
+def support_stats(model: KMeansModel, support, dtype):
+    """``(counts, inertia)`` of an image from a support that covers all its values."""
+    idx, d2 = model.assign_values(support.values, dtype)
+    counts = np.bincount(idx, weights=support.weights, minlength=model.n_clusters)
+    return counts.astype(np.int64), float(support.weights @ d2)
