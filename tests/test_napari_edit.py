@@ -48,7 +48,10 @@ def stored_model(layer):
 
 
 def colours(layer, n):
-    return np.array([layer.colormap.color_dict[i][:3] for i in range(1, n + 1)])
+    """The clusters' own colours (the table's swatches; the labels use distinct colours)."""
+    shown = np.array(layer.metadata["kmeans"]["cluster_colors"])
+    assert len(shown) >= n
+    return shown[:n]
 
 
 def state(labels, recolored):
@@ -324,9 +327,10 @@ def test_suggest_k_plot_and_pick(click, viewer, widget, qtbot):
     click(panel.suggest)
     qtbot.waitUntil(lambda: panel.worker is None, timeout=30_000)
     ks, inertias = inertia_curve(image, 6)
+    total = inertia_curve(image, 1, k_min=1)[1][0]
     line = panel.plot.curve
     np.testing.assert_array_equal(line.get_xdata(), [2, 3, 4, 5, 6])
-    np.testing.assert_allclose(line.get_ydata(), inertias)
+    np.testing.assert_allclose(line.get_ydata(), 100 * (1 - inertias / total))  # % explained
     assert elbow(ks, inertias) == 3
     np.testing.assert_array_equal(panel.plot.elbow_marker.get_xdata(), [3])
     assert widget.controls.n_clusters.value == 3  # set to the elbow
@@ -336,7 +340,7 @@ def test_suggest_k_plot_and_pick(click, viewer, widget, qtbot):
 
     canvas = panel.plot.canvas
     canvas.draw()
-    x, y = panel.plot.axes.transData.transform((5, inertias[3]))
+    x, y = panel.plot.axes.transData.transform((5, 100 * (1 - inertias[3] / total)))
     ratio = canvas.device_pixel_ratio
     point = QPoint(round(x / ratio), round((canvas.figure.bbox.height - y) / ratio))
     qtbot.mouseClick(canvas, Qt.MouseButton.LeftButton, pos=point)

@@ -24,12 +24,20 @@ def info_for(source, params=None, **kwargs):
     return RunInfo(source, (), None, params or Params(), None, None, **kwargs)
 
 
-def test_colormap_maps_labels_to_colours_and_zero_to_transparent():
-    cmap = out.colormap(np.array([[0.0, 0.5, 1.0], [1.0, 0.25, 0.0]]))
-    rgba = cmap.map(np.array([0, 1, 2]))
-    np.testing.assert_allclose(rgba[0], [0, 0, 0, 0])
-    np.testing.assert_allclose(rgba[1], [0.0, 0.5, 1.0, 1.0])
-    np.testing.assert_allclose(rgba[2], [1.0, 0.25, 0.0, 1.0])
+def test_labels_colormap_distinct_colours_and_transparent_background():
+    counts = np.array([5, 50, 10])
+    for background, hidden in [("none", None), ("darkest", 1), ("brightest", 3), ("largest", 2)]:
+        cmap = out.labels_colormap(3, out.Style(background=background), counts)
+        rgba = cmap.map(np.arange(0, 6))
+        np.testing.assert_allclose(rgba[0], [0, 0, 0, 0])  # 0 is always transparent
+        for label in range(1, 6):  # 4 and 5: labels painted beyond k get a colour at once
+            alpha = 0.0 if label == hidden else 1.0
+            np.testing.assert_allclose(rgba[label, 3], alpha)
+            if label != hidden:
+                np.testing.assert_allclose(rgba[label, :3], out.palette(5)[label - 1], atol=1e-6)
+    colours = out.palette(40)
+    assert len({tuple(c.round(3)) for c in colours}) == 40  # distinct
+    assert out.transparent_label(out.Style(background="largest"), 3, None) is None  # unknown
 
 
 def test_label_colors_rgb_gray_and_channels():

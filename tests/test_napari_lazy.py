@@ -116,12 +116,15 @@ def test_multiscale_gives_pyramids(viewer, widget, run_and_wait, monkeypatch, py
     assert meta["model"] == model.to_dict() and meta["parameters"]["fit_level"] == 1
     assert meta["mode"] == "lazy" and meta["levels"] == 3 and meta["inertia"] is None
     assert "unknown" in meta["note"] and "Compute into memory" in meta["note"]
-    for i, colour in enumerate(model.colors, start=1):
-        np.testing.assert_allclose(labels.colormap.color_dict[i][:3], colour / 255, atol=1e-6)
+    shown = np.array(meta["cluster_colors"])
+    np.testing.assert_allclose(shown, model.colors / 255, atol=1e-6)
     assert labels.features["count"].isna().all() and labels.features["fraction"].isna().all()
     table = widget.edit.table  # the table says the counts are unknown
     assert [table.item(r, c).text() for r in range(3) for c in (5, 6)] == ["unknown"] * 6
-    assert "inertia unknown" in widget.controls.result.value
+    assert "explain" not in widget.controls.result.value  # the share is unknown: not said
+    assert "inertia (within-cluster sum of squares, in feature space): unknown" in (
+        widget.controls.result.tooltip
+    )
 
     # the full-resolution level equals the in-memory path (fit on level 1, label level 0)
     job, _ = inputs.build_job(viewer, source, widget.params())
@@ -264,14 +267,20 @@ def test_edits_of_lazy_labels_are_refused(viewer, widget, run_and_wait, volume, 
     data, n_layers = labels.data, len(viewer.layers)
     edit = widget.edit.controls
     edit.clusters.value = "1, 2"
-    for button in (edit.merge, edit.update, edit.instances, edit.mask):
+    refusal = (
+        "'vol k-means labels' is lazy: its labels are computed as you browse and are not in "
+        "memory. Click 'Compute into memory' (Edit tab) first, then edit them."
+    )
+    assert widget.edit.status.value == refusal  # said as soon as the layer is chosen
+    assert edit.compute.native.isVisibleTo(widget.edit.group) and edit.compute.enabled
+    for button in (edit.merge, edit.update, edit.instances, edit.mask, edit.split):
+        assert not button.enabled  # edits of lazy labels are not offered
         button.native.click()
-        assert widget.edit.status.value == (
-            "Not done: 'vol k-means labels' is lazy: its labels are computed as you browse and "
-            "are not in memory. Click 'Compute into memory' (Edit, export and reuse) first, "
-            "then edit them."
-        )
-    assert len(errors(notes)) == 4 and all("Compute into memory" in m for m in errors(notes))
+    assert widget.edit.status.value == refusal and errors(notes) == []
+    for name in ("update", "merge", "split"):  # and the methods refuse them too
+        getattr(widget.edit, name)()
+        assert widget.edit.status.value == f"Not done: {refusal}"
+    assert len(errors(notes)) == 3 and all("Compute into memory" in m for m in errors(notes))
     assert labels.data is data and len(viewer.layers) == n_layers
     assert not edit.undo.enabled
 

@@ -10,6 +10,7 @@ from qtpy.QtCore import QTimer
 from napari_kmeans import __version__, segment
 from napari_kmeans._napari import inputs, jobs
 from napari_kmeans._napari._qt import form
+from napari_kmeans._napari.outputs import palette
 
 LABELS, RECOLORED = "{} k-means labels", "{} k-means recolored"
 
@@ -44,9 +45,12 @@ def test_rgb_sample_run_matches_segment(viewer, widget, run_and_wait):
     np.testing.assert_array_equal(recolored.data, expected.recolored)
     assert recolored.rgb and recolored.data.dtype == np.uint8
     np.testing.assert_array_equal(source.data, before)  # the source is never modified
-    for i, center in enumerate(expected.centers, start=1):
-        np.testing.assert_allclose(labels.colormap.color_dict[i][:3], center / 255, atol=1e-6)
+    shown = np.array(labels.metadata["kmeans"]["cluster_colors"])  # the table's swatches
+    np.testing.assert_allclose(shown, expected.centers / 255, atol=1e-6)
+    got = np.array([labels.colormap.color_dict[i][:3] for i in range(1, 5)])
+    np.testing.assert_allclose(got, palette(4), atol=1e-6)  # distinct colours by default
     assert labels.colormap.color_dict[0][3] == 0  # 0 is transparent
+    assert not recolored.visible  # the recoloured image is made, hidden: the source shows
 
     table = labels.features
     np.testing.assert_array_equal(table["label"], [1, 2, 3, 4])
@@ -64,7 +68,12 @@ def test_rgb_sample_run_matches_segment(viewer, widget, run_and_wait):
     assert meta["n_iter"] == expected.n_iter and meta["exact"] is False
     assert recolored.metadata["kmeans"]["role"] == "recolored"
     result = widget.controls.result.value
-    assert result.startswith("4 clusters") and f"{expected.n_iter} iterations" in result
+    centers, n = expected.model.centers, expected.counts
+    between = n @ ((centers - n @ centers / n.sum()) ** 2).sum(axis=1)
+    share = between / (between + expected.inertia)
+    assert result.startswith("4 clusters · they explain ") and f"{share:.0%} of the" in result
+    tip = widget.controls.result.tooltip  # the numbers behind it
+    assert f"Lloyd iterations: {expected.n_iter}" in tip and f"{expected.inertia:.6g}" in tip
 
 
 def test_gray_transforms_units_and_display(viewer, widget, run_and_wait):
@@ -94,8 +103,9 @@ def test_gray_transforms_units_and_display(viewer, widget, run_and_wait):
     # grayscale labels are coloured as the source shows the centre: its colormap and limits
     norm = np.clip((expected.centers[:, 0] - 50) / 100, 0, 1) ** 0.8
     want = source.colormap.map(norm)[:, :3]
-    got = np.array([labels.colormap.color_dict[i][:3] for i in (1, 2, 3)])
+    got = np.array(labels.metadata["kmeans"]["cluster_colors"])
     np.testing.assert_allclose(got, want, atol=1e-6)
+    assert labels.colormap.color_dict[1][3] == 0  # grey data: the darkest cluster is see-through
     np.testing.assert_array_equal(labels.features["center_value"], expected.centers[:, 0])
 
 

@@ -27,13 +27,14 @@ from ..model import KMeansModel
 from .jobs import Edited, EditJob, InputError, InstancesJob, Planes, is_lazy, levels
 from .outputs import (
     KEY,
-    colormap,
     digest,
     display_colors,
     edit_metadata,
     feature_table,
     fingerprint,
+    labels_colormap,
     set_labels,
+    style_of,
 )
 
 
@@ -136,7 +137,7 @@ def lazy_refusal(layer) -> InputError:
     """The error of an edit asked of lazy labels (dask-backed or multiscale)."""
     return InputError(
         f"'{layer.name}' is lazy: its labels are computed as you browse and are not in memory. "
-        "Click 'Compute into memory' (Edit, export and reuse) first, then edit them."
+        "Click 'Compute into memory' (Edit tab) first, then edit them."
     )
 
 
@@ -262,13 +263,14 @@ def commit(job: EditJob, edited: Edited, viewer) -> Snapshot:
             "nothing was changed. Ask for the edit again."
         )
     before = snapshot(target)
-    layer.colormap = colormap(display_colors(edited.colors, target.source, target.extras))
+    k, shown = edited.model.n_clusters, display_colors(edited.colors, target.source, target.extras)
+    layer.colormap = labels_colormap(k, style_of(layer), edited.counts, len(edited.colors))
     set_labels(layer, target.expand(edited.labels))
     layer.features = feature_table(edited.colors, edited.counts, target.names())
-    layer.metadata = edit_metadata(layer, edited.model, job.what)
+    layer.metadata = edit_metadata(layer, edited.model, job.what, shown)
     if target.recolored is not None and edited.recolored is not None:
         target.recolored.data = target.expand(edited.recolored)
-        target.recolored.metadata = edit_metadata(target.recolored, edited.model, job.what)
+        target.recolored.metadata = edit_metadata(target.recolored, edited.model, job.what, shown)
     return dataclasses.replace(before, after=digest(layer.data), run=layer.metadata[KEY].get("run"))
 
 

@@ -394,12 +394,13 @@ class Instances:
 
 @dataclass(frozen=True)
 class Curve:
-    """Inertia for each k, and the elbow; or an error message."""
+    """Inertia for each k, the share of the variation it explains, and the elbow; or an error."""
 
     ks: np.ndarray | None = None
     inertias: np.ndarray | None = None
     elbow: int | None = None
     error: str | None = None
+    explained: np.ndarray | None = None  # 1 - inertia / total sum of squares, for each k
 
 
 def present_labels(labels: np.ndarray, clusters, name: str) -> list[int]:

@@ -64,6 +64,7 @@ class Outputs:
     recolored: Image
     written: bytes
     names: tuple[str, str] = ("", "")
+    sliced: bool = False  # a current-slice result (it never replaces a whole-data one)
 
     def __post_init__(self):
         if self.names == ("", ""):
@@ -89,12 +90,12 @@ def _expanded(array: np.ndarray, info: RunInfo) -> np.ndarray:
     return np.expand_dims(array, axis=tuple(sorted(info.slice_index)))
 
 
-def _layer_kwargs(outcome: Outcome, info: RunInfo, role: str, run_id: str) -> dict:
+def _layer_kwargs(outcome: Outcome, info: RunInfo, role: str, run_id: str, style: Style) -> dict:
     src = info.source
-    kwargs = {**placement(info), "metadata": metadata(outcome, info, role, run_id)}
+    kwargs = {**placement(info), "metadata": metadata(outcome, info, role, run_id, style)}
     if role == "labels":
         names = channel_names(info)
-        kwargs["colormap"] = colormap(label_colors(outcome.model.colors, info))
+        kwargs["colormap"] = labels_colormap(outcome.n_clusters, style, outcome.counts)
         kwargs["features"] = outcome_table(outcome, names)
     elif not src.rgb:
         kwargs.update(colormap=src.colormap, contrast_limits=src.contrast_limits, gamma=src.gamma)
@@ -109,12 +110,12 @@ def _lock(layer) -> None:
         layer.editable = False
 
 
-def _new_layers(outcome: Outcome, info: RunInfo, labels, recolored, kw: tuple):
+def _new_layers(outcome: Outcome, info: RunInfo, labels, recolored, kw: tuple, style: Style):
     multiscale = isinstance(labels, list)
     name = info.source.name
     image = Image(
         recolored, name=f"{name} k-means recolored", rgb=info.source.rgb,
-        multiscale=multiscale, **kw[1],
+        multiscale=multiscale, visible=style.show_recolored, **kw[1],
     )  # fmt: skip
     layer = Labels(labels, name=f"{name} k-means labels", multiscale=multiscale, **kw[0])
     return layer, image
@@ -143,10 +144,78 @@ def channel_names(info: RunInfo) -> list[str]:
     return [layer.name for layer in (info.source, *info.extras)]
 
 
-def colormap(rgb: np.ndarray) -> DirectLabelColormap:
-    """Label i (1..k) in colour ``rgb[i - 1]``; 0 transparent."""
-    colors = {0: "transparent", None: "black"}
-    colors.update({i + 1: (*map(float, c), 1.0) for i, c in enumerate(rgb)})
+# 20 colours that are easy to tell apart (after Sasha Trubetskoy's list), then golden-angle hues
+PALETTE = np.array([
+    (230, 25, 75), (60, 180, 75), (255, 225, 25), (67, 99, 216), (245, 130, 49),
+    (145, 30, 180), (70, 240, 240), (240, 50, 230), (188, 246, 12), (250, 190, 190),
+    (0, 128, 128), (230, 190, 255), (154, 99, 36), (255, 250, 200), (128, 0, 0),
+    (170, 255, 195), (128, 128, 0), (255, 216, 177), (0, 0, 117), (128, 128, 128),
+]) / 255  # fmt: skip
+SPARE_LABELS = 16  # labels painted beyond k (napari's "new label") get a colour at once
+UNNAMED = "#d9d9d9"  # any other label value
+
+
+@dataclass(frozen=True)
+class Style:
+    """How a labels layer shows its clusters (chosen in the widget, kept in its metadata)."""
+
+    background: str = "none"  # the transparent cluster: none, darkest, brightest or largest
+    show_recolored: bool = False  # the recoloured image is visible when it is made
+
+    def as_dict(self) -> dict:
+        return {"background": self.background, "show_recolored": self.show_recolored}
+
+
+def style_of(layer) -> Style:
+    """The :class:`Style` recorded in a k-means layer's metadata (the default if none)."""
+    entry = (layer.metadata.get(KEY) or {}).get("style") or {}
+    return Style(entry.get("background", "none"), bool(entry.get("show_recolored", False)))
+
+
+def palette(n: int) -> np.ndarray:
+    """(n, 3) distinct colours in 0..1 for labels 1..n.
+
+    >>> palette(22)[[0, 20]].round(2)
+    array([[0.9 , 0.1 , 0.29],
+           [0.31, 0.8 , 0.49]])
+    """
+    if n <= len(PALETTE):
+        return PALETTE[:n]
+    import colorsys
+
+    hues = (np.arange(n - len(PALETTE)) * 0.381966 + 0.4) % 1.0
+    extra = np.array([colorsys.hsv_to_rgb(h, 0.6, 0.8) for h in hues])
+    return np.concatenate([PALETTE, extra])
+
+
+def transparent_label(style: Style, k: int, counts=None) -> int | None:
+    """The label ``style`` leaves transparent among 1..k (labels go dark to bright)."""
+    if style.background == "darkest":
+        return 1
+    if style.background == "brightest":
+        return k
+    if style.background == "largest" and counts is not None and len(counts):
+        counts = np.asarray(counts, dtype=float)[:k]
+        return (
+            int(np.argmax(np.nan_to_num(counts, nan=-1.0))) + 1
+            if np.isfinite(counts).any()
+            else None
+        )
+    return None
+
+
+def labels_colormap(
+    k: int, style: Style = Style(), counts=None, n_labels=None
+) -> DirectLabelColormap:
+    """Distinct colours for labels 1..k (and painted labels up to ``n_labels``), 0 and the
+    style's background cluster transparent. The clusters' own colours stay in the recoloured
+    image and the table's swatches (``metadata['kmeans']['cluster_colors']``)."""
+    n = max(k, n_labels or 0) + SPARE_LABELS
+    colors = {0: "transparent", None: UNNAMED}
+    colors.update({i + 1: (*map(float, c), 1.0) for i, c in enumerate(palette(n))})
+    hidden = transparent_label(style, k, counts)
+    if hidden is not None:
+        colors[hidden] = "transparent"
     return DirectLabelColormap(color_dict=colors)
 
 
@@ -198,6 +267,32 @@ def feature_table(colors: np.ndarray, counts: np.ndarray | None, names: list[str
     return table
 
 
+def explained_share(outcome) -> float | None:
+    """The share of the data's variation the clusters explain: between / (between + within).
+
+    ``within`` is the inertia; ``between`` the pixel-weighted squared distance of the centres
+    (in feature space) to their mean. None when the counts or the inertia are unknown (lazy).
+
+    >>> from types import SimpleNamespace as NS
+    >>> model = NS(centers=np.array([[0.0], [10.0]]))
+    >>> explained_share(NS(model=model, counts=np.array([2, 2]), inertia=0.0))
+    1.0
+    >>> explained_share(NS(model=model, counts=np.array([2, 2]), inertia=100.0))
+    0.5
+    """
+    counts, inertia, model = outcome.counts, outcome.inertia, outcome.model
+    if counts is None or inertia is None or model is None:
+        return None
+    centers = np.asarray(model.centers, dtype=float)
+    counts = np.asarray(counts, dtype=float)
+    if centers.shape[0] != counts.size or counts.sum() <= 0:
+        return None
+    mean = counts @ centers / counts.sum()
+    between = float(counts @ ((centers - mean) ** 2).sum(axis=1))
+    total = between + float(inertia)
+    return 1.0 if total <= 0 else between / total
+
+
 def outcome_table(outcome: Outcome, names: list[str]) -> dict:
     """One row per cluster: label, centre per channel, pixel count, fraction of labelled pixels."""
     return feature_table(outcome.model.colors, outcome.counts, names)
@@ -229,7 +324,9 @@ def label_colors(colors: np.ndarray, info: RunInfo) -> np.ndarray:
     return display_colors(colors, info.source, info.extras)
 
 
-def metadata(outcome: Outcome, info: RunInfo, role: str, run_id: str | None = None) -> dict:
+def metadata(
+    outcome: Outcome, info: RunInfo, role: str, run_id: str | None = None, style: Style = Style()
+) -> dict:
     """Everything needed to know (and redo) how the layer was made.
 
     ``run_id`` is shared by the two layers of one run (it links the labels to their recolored
@@ -268,6 +365,8 @@ def metadata(outcome: Outcome, info: RunInfo, role: str, run_id: str | None = No
             "exact": outcome.exact,
             "seconds": outcome.seconds,
             "model": outcome.model.to_dict(),
+            "cluster_colors": label_colors(outcome.model.colors, info).tolist(),
+            "style": style.as_dict(),
             "version": __version__,
         }
     }
@@ -307,46 +406,60 @@ def placement(info: RunInfo) -> dict:
     }
 
 
-def publish(viewer, outcome: Outcome, info: RunInfo, previous: Outputs | None):
-    """Show a run's result: update ``previous`` in place while unedited, else add new layers.
+def publish(viewer, outcome: Outcome, info: RunInfo, previous: Outputs | None, style=Style()):
+    """Show a run's result: update ``previous`` in place while untouched, else add new layers.
 
+    ``previous`` is updated only while its layers are unedited and unrenamed and it has the
+    same scope (a current-slice run never replaces a whole-data result, nor the reverse).
     Lazy outcomes (dask arrays, or lists of levels for a multiscale source) give lazy layers.
     Unedited ``previous`` layers of the other kind (multiscale or not) are replaced, in place.
+    When new layers are added beside kept ones, the kept ones are hidden, so that one result
+    shows at a time.
 
     Returns
     -------
     outputs : Outputs
         The layers now holding the result.
-    how : {'added', 'updated', 'edited'}
-        'edited' when ``previous`` labels had been edited, so new layers were added instead.
+    how : {'added', 'updated', 'edited', 'other scope'}
+        'edited' when ``previous`` had been edited or renamed, 'other scope' when it holds a
+        result of another scope: new layers were added instead.
     """
     labels = _expanded(outcome.labels, info)
     recolored = _expanded(outcome.recolored, info)
     multiscale = isinstance(labels, list)
     run_id = uuid.uuid4().hex
     kw = (
-        _layer_kwargs(outcome, info, "labels", run_id),
-        _layer_kwargs(outcome, info, "recolored", run_id),
+        _layer_kwargs(outcome, info, "labels", run_id, style),
+        _layer_kwargs(outcome, info, "recolored", run_id, style),
     )
     source = weakref.ref(info.source)
-    if previous is not None and previous.unedited(viewer):
+    sliced = bool(info.slice_index)
+    same_scope = previous is not None and previous.sliced == sliced
+    if same_scope and previous.unedited(viewer):
         if previous.labels.multiscale == multiscale == previous.recolored.multiscale:
             _update(previous.recolored, recolored, kw[1])
             _update(previous.labels, labels, kw[0])
             _lock(previous.labels)
             previous.written = digest(labels)
             return previous, "updated"
-        layer, image = _new_layers(outcome, info, labels, recolored, kw)
+        layer, image = _new_layers(outcome, info, labels, recolored, kw, style)
         swap(viewer, previous.recolored, image)
         swap(viewer, previous.labels, layer)
         _lock(layer)
-        return Outputs(source, layer, image, digest(labels)), "updated"
-    how = "edited" if previous is not None and previous.edited(viewer) else "added"
-    layer, image = _new_layers(outcome, info, labels, recolored, kw)
+        return Outputs(source, layer, image, digest(labels), sliced=sliced), "updated"
+    how = "added"
+    if previous is not None and previous.labels in viewer.layers:
+        if not same_scope:
+            how = "other scope"
+        elif previous.edited(viewer):
+            how = "edited"
+        for kept in (previous.labels, previous.recolored):
+            kept.visible = False  # one result shows at a time; the kept one is a click away
+    layer, image = _new_layers(outcome, info, labels, recolored, kw, style)
     viewer.add_layer(image)
     viewer.add_layer(layer)
     _lock(layer)
-    return Outputs(source, layer, image, digest(labels)), how
+    return Outputs(source, layer, image, digest(labels), sliced=sliced), how
 
 
 def swap(viewer, old, new) -> None:
@@ -500,11 +613,14 @@ def computed_summary(done: Computed, labels) -> str:
     )
 
 
-def edit_metadata(layer, model: KMeansModel, what: str) -> dict:
+def edit_metadata(layer, model: KMeansModel, what: str, shown=None) -> dict:
+    """The layer's metadata after an edit: the new model, k, the edit, the clusters' colours."""
     meta = copy.deepcopy(dict(layer.metadata))
     entry = meta.setdefault(KEY, {})
     entry["model"] = model.to_dict()
     entry["n_clusters"] = model.n_clusters
+    if shown is not None:
+        entry["cluster_colors"] = np.asarray(shown, dtype=float).tolist()
     entry["edits"] = [*entry.get("edits", []), what]
     return meta
 

@@ -402,14 +402,17 @@ def run_curve(planes: Planes, params: Params, k_max: int, stop=None):
         )
     except Exception as err:  # every failure is reported, never a raw traceback
         return Curve(error=failure(err))
-    if ks.size == 0:
+    if ks.size < 2:
         return Curve(error="the image has a single distinct value: there is no k to suggest.")
-    return Curve(ks, inertias, elbow(ks, inertias))
+    total, ks, inertias = inertias[0], ks[1:], inertias[1:]  # k = 1: the total variation
+    explained = 1.0 - inertias / total if total > 0 else np.ones_like(inertias)
+    return Curve(ks, inertias, elbow(ks, inertias), explained=explained)
 
 
 def _curve(full: Planes, params: Params, k_max: int, progress=None):
+    """Inertia for k = 1..k_max (k = 1 gives the total sum of squares)."""
     return inertia_curve(
-        full.assembled(), k_max, **full.layout(), color_space=params.color_space,
+        full.assembled(), k_max, k_min=1, **full.layout(), color_space=params.color_space,
         mask=full.mask, seed=params.seed, progress=progress,
     )  # fmt: skip
 

@@ -1,4 +1,4 @@
-"""The "Edit, export and reuse" group of the widget: its controls and what each button does.
+"""The "Edit" tab of the widget: its controls and what each button does.
 
 The work is done elsewhere: :mod:`.editing` (update, merge, split, undo), :mod:`.derived`
 (instances, masks, CSV), :mod:`.model_io` (model files) and the widget's runner (applying a model).
@@ -14,11 +14,10 @@ from pathlib import Path
 
 from magicgui import widgets
 from napari.utils.notifications import show_error, show_warning
-from qtpy.QtWidgets import QFileDialog
-from superqt import QCollapsible
+from qtpy.QtWidgets import QFileDialog, QLabel, QVBoxLayout, QWidget
 
 from .. import editing, outputs, workers
-from ..editing import is_kmeans_labels, kmeans_labels, resolve
+from ..editing import is_kmeans_labels, kmeans_labels, lazy_refusal, resolve
 from ..jobs import InputError, failure, is_lazy
 from .table_view import FeaturesView
 
@@ -62,6 +61,9 @@ TIPS = {
 }
 
 
+IN_MEMORY_ONLY = ("update", "merge", "split", "instances", "mask")  # need labels in memory
+
+
 @dataclass
 class EditControls:
     labels: widgets.ComboBox
@@ -90,8 +92,8 @@ def make_controls() -> EditControls:
         "undo": widgets.PushButton(text="Undo", enabled=False),
         "merge": widgets.PushButton(text="Merge"),
         "split": widgets.PushButton(text="Split"),
-        "split_n": widgets.SpinBox(label="split into", value=2, min=2, max=16),
-        "min_size": widgets.SpinBox(label="min size", value=1, min=1, max=2**31 - 1),
+        "split_n": widgets.SpinBox(label="into", value=2, min=2, max=16),
+        "min_size": widgets.SpinBox(label="min size (px)", value=1, min=1, max=2**31 - 1),
         "instances": widgets.PushButton(text="Instances"),
         "mask": widgets.PushButton(text="Mask layer"),
         "csv": widgets.PushButton(text="Table as CSV…"),
@@ -108,6 +110,12 @@ def _row(*items):
     return widgets.Container(widgets=list(items), layout="horizontal", labels=False)
 
 
+def _heading(text: str) -> QLabel:
+    label = QLabel(f"<b>{text}</b>")
+    label.setContentsMargins(0, 6, 0, 0)
+    return label
+
+
 class EditPanel:
     """The group's controls, wired to the viewer and to the host widget (for runs)."""
 
@@ -120,16 +128,18 @@ class EditPanel:
         self._watched = None
         parts = [
             widgets.Container(widgets=[c.labels, c.clusters]), self.table, _row(c.compute),
-            _row(c.update, c.undo), _row(c.merge, c.split),
-            widgets.Container(widgets=[c.split_n, c.min_size]),
-            _row(c.instances, c.mask, c.csv), _row(c.apply, c.save_model, c.load_model),
+            _heading("Fix after painting"), _row(c.update, c.undo),
+            _heading("Merge and split clusters"), _row(c.merge, c.split, c.split_n),
+            _heading("Export"), _row(c.instances, c.min_size), _row(c.mask, c.csv),
+            _heading("Reuse the model"), _row(c.apply, c.save_model, c.load_model),
             self.status,
         ]  # fmt: skip
-        self.group = QCollapsible("Edit, export and reuse the result")
+        self.group = QWidget()
         self.group.setToolTip(TIPS["group"])
+        layout = QVBoxLayout(self.group)
+        layout.setContentsMargins(0, 0, 0, 0)
         for part in parts:
-            self.group.addWidget(getattr(part, "native", part))
-        self.group.collapse(animate=False)
+            layout.addWidget(getattr(part, "native", part))
         self._parts = parts  # keep the magicgui containers alive
         for name in ("compute", "update", "undo", "merge", "split", "instances", "mask", "csv", "apply",
                      "save_model", "load_model"):  # fmt: skip
@@ -173,7 +183,13 @@ class EditPanel:
                 layer.events.features.connect(self._show_table)
                 layer.events.colormap.connect(self._show_table)
             self._watched = layer
-        self.controls.compute.enabled = layer is not None and is_lazy(layer)
+        lazy = layer is not None and is_lazy(layer)
+        c = self.controls
+        c.compute.enabled = c.compute.visible = lazy
+        for name in IN_MEMORY_ONLY:  # refused on lazy labels: not offered
+            getattr(c, name).enabled = not lazy
+        if lazy:
+            self._say(str(lazy_refusal(layer)))
         self._show_table()
 
     def _show_table(self, *_) -> None:

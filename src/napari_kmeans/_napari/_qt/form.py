@@ -5,7 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from magicgui import widgets
-from qtpy.QtWidgets import QVBoxLayout, QWidget
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QFrame,
+    QProgressBar,
+    QScrollArea,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
 from superqt import QCollapsible
 
 WHOLE, SLICE = "whole data", "current slice"
@@ -17,7 +25,7 @@ TIPS = {
     "mode": "How a run on the chosen image is computed. In memory: the outputs are numpy arrays "
     "you can edit. Lazy (dask-backed or multiscale layers, whole data): the model is fitted in "
     "the background, and the output layers (a pyramid for a multiscale image) are computed "
-    "chunk by chunk as you browse; 'Compute into memory' (Edit, export and reuse) loads them "
+    "chunk by chunk as you browse; 'Compute into memory' (Edit tab) loads them "
     "to edit them, when they fit in memory.",
     "n_clusters": "Number of clusters k (2-64). The labels layer gets labels 1..k, 1 for the "
     "darkest cluster. An image with fewer distinct values gets fewer clusters, with a warning.",
@@ -48,7 +56,20 @@ TIPS = {
     "space; 'unknown' for lazy outputs until computed), Lloyd iterations, whether the result is "
     "the proven optimum, and the time taken.",
     "advanced": "Settings of the k-means solver.",
+    "channels": "What each pixel is clustered on: the image's colour, or its value in the image "
+    "and in every extra channel.",
+    "suggest_k": "Compute how much of the image's variation k clusters explain, for k = 2 up to "
+    "a maximum, and suggest the k where adding clusters stops paying off (Choose k tab).",
+    "background": "Which cluster the labels layer leaves transparent, so that the image shows "
+    "through around the objects (in 3-D the background no longer fills the volume): none, the "
+    "darkest, the brightest or the largest cluster. The label values stay as they are.",
+    "show_recolored": "Show the recoloured image (each pixel painted with its cluster's mean "
+    "colour) on top of the source. It is always made; this only sets whether it is visible.",
+    "progress": "What the run is doing, and how far it is.",
 }
+
+BACKGROUNDS = [("none", "none"), ("darkest cluster", "darkest"),
+               ("brightest cluster", "brightest"), ("largest cluster", "largest")]  # fmt: skip
 
 
 @dataclass
@@ -56,19 +77,24 @@ class Controls:
     """Every control of the widget, by name."""
 
     image: widgets.ComboBox
+    channels: widgets.Label
     mode: widgets.Label
     n_clusters: widgets.SpinBox
+    suggest_k: widgets.PushButton
     color_space: widgets.ComboBox
     extra_channels: widgets.Select
     mask: widgets.ComboBox
     scope: widgets.ComboBox
     fit_on: widgets.ComboBox
+    background: widgets.ComboBox
+    show_recolored: widgets.CheckBox
     seed: widgets.SpinBox
     n_init: widgets.SpinBox
     max_iter: widgets.SpinBox
     tol: widgets.FloatSpinBox
     run: widgets.PushButton
     cancel: widgets.PushButton
+    progress: QProgressBar
     result: widgets.Label
     advanced: QCollapsible
 
@@ -77,8 +103,10 @@ def make_controls() -> Controls:
     """Create the controls with their ranges, defaults and tooltips."""
     c = {
         "image": widgets.ComboBox(label="image", choices=()),
-        "mode": widgets.Label(value="mode: no image chosen", label=""),
+        "channels": widgets.Label(value="", label=""),
+        "mode": widgets.Label(value="", label=""),
         "n_clusters": widgets.SpinBox(label="clusters (k)", value=5, min=2, max=64),
+        "suggest_k": widgets.PushButton(text="Suggest…"),
         "color_space": widgets.ComboBox(
             label="colour space", choices=[("RGB", "rgb"), ("CIELAB", "lab")], value="rgb"
         ),
@@ -86,46 +114,87 @@ def make_controls() -> Controls:
         "mask": widgets.ComboBox(label="mask", choices=(), nullable=True),
         "scope": widgets.ComboBox(label="scope", choices=[WHOLE, SLICE], value=WHOLE),
         "fit_on": widgets.ComboBox(label="fit on", choices=[FIT_ALL, FIT_SLICE], value=FIT_ALL),
+        "background": widgets.ComboBox(label="transparent", choices=BACKGROUNDS, value="none"),
+        "show_recolored": widgets.CheckBox(text="show the recoloured image", value=False),
         "seed": widgets.SpinBox(label="seed", value=0, min=0, max=2**31 - 1),
-        "n_init": widgets.SpinBox(label="restarts (n_init)", value=4, min=1, max=100),
+        "n_init": widgets.SpinBox(label="restarts", value=4, min=1, max=100),
         "max_iter": widgets.SpinBox(label="max iterations", value=300, min=1, max=100_000),
         "tol": widgets.FloatSpinBox(label="tolerance", value=1e-4, min=0.0, max=1.0, step=1e-6),
         "run": widgets.PushButton(text="Run"),
         "cancel": widgets.PushButton(text="Cancel", enabled=False),
         "result": widgets.Label(value="", label=""),
     }
-    c["extra_channels"].native.setMaximumHeight(90)
+    c["extra_channels"].native.setMaximumHeight(70)
     for name, control in c.items():
         control.tooltip = TIPS[name]
-    advanced = QCollapsible("Advanced")
+    bar = QProgressBar()
+    bar.setRange(0, 100)
+    bar.setTextVisible(True)
+    bar.setFormat("")
+    bar.setToolTip(TIPS["progress"])
+    bar.setMaximumHeight(18)
+    bar.setVisible(False)
+    advanced = QCollapsible("Advanced: seed and solver")
     advanced.setToolTip(TIPS["advanced"])
-    inner = widgets.Container(widgets=[c["n_init"], c["max_iter"], c["tol"]])
+    inner = widgets.Container(widgets=[c["seed"], c["n_init"], c["max_iter"], c["tol"]])
     advanced.addWidget(inner.native)
     advanced.collapse(animate=False)
-    return Controls(**c, advanced=advanced)
+    advanced._inner = inner  # keep the magicgui container alive
+    return Controls(**c, progress=bar, advanced=advanced)
 
 
-def lay_out(controls: Controls, parent: QWidget, *, before_run=(), after_result=()) -> None:
-    """Put the controls in ``parent``: the form, the collapsed advanced group, ``before_run``
-    widgets, buttons, result, then ``after_result`` widgets (the other collapsible groups)."""
-    form = widgets.Container(
-        widgets=[
-            controls.image, controls.n_clusters, controls.color_space, controls.extra_channels,
-            controls.mask, controls.scope, controls.fit_on, controls.seed,
-        ]
-    )  # fmt: skip
-    buttons = widgets.Container(widgets=[controls.run, controls.cancel], layout="horizontal")
-    layout = QVBoxLayout(parent)
-    layout.addWidget(form.native)
-    layout.addWidget(controls.mode.native)
-    layout.addWidget(controls.advanced)
-    for widget in before_run:
-        layout.addWidget(widget)
-    layout.addWidget(buttons.native)
-    layout.addWidget(controls.result.native)
-    for widget in after_result:
-        layout.addWidget(widget)
+def _container(*items, horizontal=False, labels=True):
+    return widgets.Container(
+        widgets=list(items), layout="horizontal" if horizontal else "vertical", labels=labels
+    )
+
+
+def _tab(*parts) -> QWidget:
+    page = QWidget()
+    layout = QVBoxLayout(page)
+    for part in parts:
+        layout.addWidget(getattr(part, "native", part))
     layout.addStretch(1)
-    controls.result.native.setWordWrap(True)
-    controls.mode.native.setWordWrap(True)
-    parent._containers = (form, buttons)  # keep the magicgui containers alive
+    return page
+
+
+def lay_out(controls: Controls, parent: QWidget, *, choose_k: QWidget, edit: QWidget) -> QTabWidget:
+    """Put the controls in ``parent``, inside a scroll area (the dock fits any screen).
+
+    At the top what every run needs: the image and what is clustered, k with "Suggest…", Run and
+    Cancel with the progress bar, and the result. Below, tabs: Options (the other settings, only
+    those that apply to the chosen image are shown), Choose k (``choose_k``) and Edit (``edit``).
+    Returns the tab widget.
+    """
+    c = controls
+    top = _container(c.image, c.n_clusters)
+    k_row = _container(c.suggest_k, horizontal=True, labels=False)
+    buttons = _container(c.run, c.cancel, horizontal=True, labels=False)
+    options = _container(
+        c.color_space, c.extra_channels, c.mask, c.scope, c.fit_on, c.background,
+        c.show_recolored,
+    )  # fmt: skip
+    tabs = QTabWidget()
+    tabs.setDocumentMode(True)
+    tabs.addTab(_tab(options, c.mode, c.advanced), "Options")
+    tabs.addTab(_tab(choose_k), "Choose k")
+    tabs.addTab(_tab(edit), "Edit")
+    content = QWidget()
+    layout = QVBoxLayout(content)
+    for part in (top, c.channels, k_row, buttons, c.progress, c.result):
+        layout.addWidget(getattr(part, "native", part))
+    layout.addWidget(tabs)
+    layout.addStretch(1)
+    for label in (c.result, c.mode, c.channels):
+        label.native.setWordWrap(True)
+    scroll = QScrollArea()
+    scroll.setWidgetResizable(True)
+    scroll.setFrameShape(QFrame.Shape.NoFrame)
+    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    scroll.setWidget(content)
+    outer = QVBoxLayout(parent)
+    outer.setContentsMargins(0, 0, 0, 0)
+    outer.addWidget(scroll)
+    parent.scroll = scroll
+    parent._containers = (top, k_row, buttons, options)  # keep the magicgui containers alive
+    return tabs

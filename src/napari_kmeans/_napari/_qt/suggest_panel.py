@@ -17,23 +17,31 @@ from matplotlib.figure import Figure
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
 from qtpy.QtWidgets import QVBoxLayout, QWidget
-from superqt import QCollapsible
 
 from ..inputs import curve_planes
 from ..jobs import Curve, InputError
 from ..workers import run_curve
 
 TIPS = {
-    "group": "Plot the k-means inertia for k = 2 up to a maximum and suggest the k at the elbow, "
-    "where adding clusters stops paying off.",
+    "group": "How much of the image's variation k clusters explain, for k = 2 up to a maximum; "
+    "the suggested k is the elbow, where adding clusters stops paying off.",
     "k_max": "Largest k of the curve (the curve starts at k = 2).",
-    "suggest": "Compute the inertia curve of the image chosen above (with its extra channels, "
-    "mask, scope, colour space and seed) in the background, then set k to the elbow.",
+    "suggest": "Compute the curve for the image chosen above (with its extra channels, mask, "
+    "scope, colour space and seed) in the background, then set k to the elbow.",
     "cancel": "Stop computing the curve; k is unchanged.",
     "choice": "Set k to one of the computed points (or click a point of the curve).",
-    "plot": "Inertia (sum of squared distances to the centres) against k; the ring marks the "
-    "elbow, the filled dot the k chosen. Click a point to set k.",
+    "plot": "Share of the image's variation the clusters explain (100% minus the within-cluster "
+    "sum of squares over the total) against k; the ring marks the elbow, the filled dot the k "
+    "chosen. Click a point to set k.",
 }
+
+
+def theme_colors(viewer) -> tuple[str, str]:
+    """(text, background) colours of the viewer's napari theme, for the plot."""
+    from napari.utils.theme import get_theme
+
+    theme = get_theme(viewer.theme)
+    return theme.text.as_hex(), theme.background.as_hex()
 
 
 class ElbowPlot(QWidget):
@@ -42,43 +50,67 @@ class ElbowPlot(QWidget):
     def __init__(self, on_pick, colors=("#f0f1f2", "#262930"), parent=None):
         super().__init__(parent)
         self._on_pick = on_pick
-        self._fg, bg = colors
-        self.figure = Figure(figsize=(3.2, 2.2), layout="constrained", facecolor=bg)
+        self.figure = Figure(figsize=(3.2, 2.2), layout="constrained")
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.canvas.setToolTip(TIPS["plot"])
         self.canvas.setMinimumHeight(170)
-        self.axes = self.figure.add_subplot(facecolor=bg)
+        self.axes = self.figure.add_subplot()
         self.curve = self.elbow_marker = self.chosen_marker = None
         self.ks = np.array([], int)
         self.canvas.mpl_connect("pick_event", self._picked)
         QVBoxLayout(self).addWidget(self.canvas)
         self.layout().setContentsMargins(0, 0, 0, 0)
+        self.set_colors(colors)
 
-    def show_curve(self, ks, inertias, k_elbow: int) -> None:
+    def set_colors(self, colors) -> None:
+        """Follow a theme: ``(text, background)`` colours."""
+        self._fg, bg = colors
+        self.figure.set_facecolor(bg)
+        self.axes.set_facecolor(bg)
+        self._style()
+        self.canvas.draw_idle()
+
+    def _style(self) -> None:
         ax, fg = self.axes, self._fg
-        ax.clear()
-        self.ks = np.asarray(ks)
-        (self.curve,) = ax.plot(ks, inertias, "o-", color="#5aa0e6", ms=5, picker=True,
-                                pickradius=6)  # fmt: skip
-        i = int(np.flatnonzero(self.ks == k_elbow)[0])
-        (self.elbow_marker,) = ax.plot([k_elbow], [inertias[i]], "o", ms=13, mfc="none",
-                                       mec="#e6a23c", mew=2, label=f"elbow k = {k_elbow}")  # fmt: skip
-        (self.chosen_marker,) = ax.plot([k_elbow], [inertias[i]], "o", ms=7, color="#e6a23c")
-        ax.set_xlabel("k", color=fg)
-        ax.set_ylabel("inertia", color=fg)
-        ax.set_xticks(ks if len(ks) <= 12 else ks[:: int(np.ceil(len(ks) / 12))])
+        ax.xaxis.label.set_color(fg)
+        ax.yaxis.label.set_color(fg)
         ax.tick_params(colors=fg, labelsize=8)
         for spine in ax.spines.values():
             spine.set_color(fg)
-        ax.legend(fontsize=8, frameon=False, labelcolor=fg)
+        legend = ax.get_legend()
+        if legend is not None:
+            for text in legend.get_texts():
+                text.set_color(fg)
+
+    def show_curve(self, ks, values, k_elbow: int) -> None:
+        """Plot ``values`` (the share explained, 0..1) against ``ks``, ringing ``k_elbow``."""
+        ax = self.axes
+        ax.clear()
+        self.ks = np.asarray(ks)
+        values = 100 * np.asarray(values, dtype=float)
+        (self.curve,) = ax.plot(ks, values, "o-", color="#5aa0e6", ms=5, picker=True,
+                                pickradius=6)  # fmt: skip
+        i = int(np.flatnonzero(self.ks == k_elbow)[0])
+        (self.elbow_marker,) = ax.plot([k_elbow], [values[i]], "o", ms=13, mfc="none",
+                                       mec="#e6a23c", mew=2, label=f"elbow: k = {k_elbow}")  # fmt: skip
+        (self.chosen_marker,) = ax.plot([k_elbow], [values[i]], "o", ms=7, color="#e6a23c")
+        ax.set_xlabel("clusters (k)")
+        ax.set_ylabel("variation explained (%)")
+        ax.set_xticks(ks if len(ks) <= 12 else ks[:: int(np.ceil(len(ks) / 12))])
+        ax.legend(fontsize=8, frameon=False, loc="lower right")
+        self._style()
         self.canvas.draw_idle()
 
     def mark(self, k: int) -> None:
-        """Move the filled dot onto point ``k``."""
-        if self.curve is None or k not in self.ks:
+        """Move the filled dot onto point ``k`` (hidden when ``k`` is not on the curve)."""
+        if self.curve is None:
             return
-        i = int(np.flatnonzero(self.ks == k)[0])
-        self.chosen_marker.set_data([k], [self.curve.get_ydata()[i]])
+        if k not in self.ks:
+            self.chosen_marker.set_visible(False)
+        else:
+            i = int(np.flatnonzero(self.ks == k)[0])
+            self.chosen_marker.set_data([k], [self.curve.get_ydata()[i]])
+            self.chosen_marker.set_visible(True)
         self.canvas.draw_idle()
 
     def _picked(self, event) -> None:
@@ -91,11 +123,9 @@ class ElbowPlot(QWidget):
 
 
 class SuggestPanel:
-    """The "Suggest k" group of the widget: K, the button, the plot and the k list."""
+    """The "Choose k" tab of the widget: K, the buttons, the plot and the k list."""
 
     def __init__(self, host):
-        from napari.utils.theme import get_theme
-
         self.host = host
         self.worker = None
         self._filling = False
@@ -108,22 +138,39 @@ class SuggestPanel:
         self.status = widgets.Label(value="")
         for name in ("k_max", "suggest", "cancel", "choice"):
             getattr(self, name).tooltip = TIPS[name]
-        theme = get_theme(host._viewer.theme)
-        self.plot = ElbowPlot(self.pick, (theme.text.as_hex(), theme.background.as_hex()))
+        viewer = host._viewer
+        self.plot = ElbowPlot(self.pick, theme_colors(viewer))
         self.plot.setVisible(False)
+        viewer.events.theme.connect(self._theme_changed)
         self.suggest.changed.connect(self.start)
         self.cancel.changed.connect(self.stop)
         self.choice.changed.connect(self._chosen)
+        host.controls.n_clusters.changed.connect(self._k_typed)
         buttons = widgets.Container(widgets=[self.suggest, self.cancel], layout="horizontal")
         self._box = widgets.Container(widgets=[self.k_max, buttons])
         self._pick = widgets.Container(widgets=[self.choice, self.status])
-        self.group = QCollapsible("Suggest k")
+        self.group = QWidget()
         self.group.setToolTip(TIPS["group"])
+        layout = QVBoxLayout(self.group)
+        layout.setContentsMargins(0, 0, 0, 0)
         for part in (self._box.native, self.plot, self._pick.native):
-            self.group.addWidget(part)
-        self.group.collapse(animate=False)
+            layout.addWidget(part)
         self.group.destroyed.connect(self._closing)  # the viewer closed: drop the result
         self.status.native.setWordWrap(True)
+
+    def _theme_changed(self, *_) -> None:
+        if not self._closed:
+            self.plot.set_colors(theme_colors(self.host._viewer))
+
+    def _k_typed(self, k) -> None:
+        """k typed in the spin box: the dot and the list follow (when k is on the curve)."""
+        if self._closed or self._filling:
+            return
+        self.plot.mark(int(k))
+        if k in self.choice.choices and self.choice.value != k:
+            self._filling = True
+            self.choice.value = int(k)
+            self._filling = False
 
     def start(self, *_) -> None:
         """Compute the curve of the image chosen in the widget, in a worker."""
@@ -179,12 +226,16 @@ class SuggestPanel:
             self._say(f"Not computed: {curve.error}", error=True)
             return
         self.plot.setVisible(True)
-        self.plot.show_curve(curve.ks, curve.inertias, curve.elbow)
+        self.plot.show_curve(curve.ks, curve.explained, curve.elbow)
         self._filling = True
         self.choice.choices = [(f"{k}", int(k)) for k in curve.ks]
         self._filling = False
         self.pick(curve.elbow)
-        self._say(f"Elbow at k = {curve.elbow}; k is set to it. Click a point to choose another.")
+        i = int(np.flatnonzero(curve.ks == curve.elbow)[0])
+        self._say(
+            f"Suggested k = {curve.elbow}: {curve.explained[i]:.0%} of the variation explained. "
+            "k is set to it; click a point to choose another."
+        )
 
     def pick(self, k: int) -> None:
         """Set the widget's k (and the list and the plot's dot) to ``k``."""

@@ -7,10 +7,13 @@ from qtpy.QtCore import QItemSelectionModel, Qt
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
+MAX_ROWS = 10  # more rows than this scroll
+
 TIP = (
     "The features table of the chosen k-means labels layer: label, colour, pixel count and "
     "fraction, colour per channel ('unknown' counts for lazy labels, until computed into "
-    "memory). Select rows (Ctrl/Shift-click) to fill 'clusters'."
+    "memory). The colour square is the cluster's own colour, as in the recoloured image. Select "
+    "rows (Ctrl/Shift-click) to fill 'clusters' and to show only those labels."
 )
 
 
@@ -26,8 +29,7 @@ class FeaturesView(QTableWidget):
         self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.verticalHeader().setVisible(False)
-        self.setMinimumHeight(150)
-        self.setMaximumHeight(220)
+        self.setFixedHeight(40)
         self.itemSelectionChanged.connect(self._selected)
 
     def show_layer(self, layer) -> None:
@@ -47,7 +49,7 @@ class FeaturesView(QTableWidget):
         self.setHorizontalHeaderLabels(["label", "colour", *heads])
         self.setRowCount(len(table))
         self._labels = [int(v) for v in table["label"]]
-        colors = layer.colormap.map(np.array(self._labels))
+        colors = swatches(layer, self._labels)
         for row, (label, rgba) in enumerate(zip(self._labels, colors, strict=True)):
             self._set(row, 0, str(label))
             swatch = self._set(row, 1, "")  # a colour square, still shown when selected
@@ -55,7 +57,17 @@ class FeaturesView(QTableWidget):
             for col, name in enumerate(columns, start=2):
                 self._set(row, col, _text(table[name].iloc[row], name))
         self.resizeColumnsToContents()
+        self._fit_rows()
         self.blockSignals(False)
+
+    def _fit_rows(self) -> None:
+        """As tall as its rows (up to MAX_ROWS, then it scrolls): no scroll bar for a few rows."""
+        rows = min(self.rowCount(), MAX_ROWS)
+        height = self.horizontalHeader().height() + 2 * self.frameWidth()
+        height += sum(self.rowHeight(r) for r in range(rows))
+        if self.horizontalScrollBar().isVisible():
+            height += self.horizontalScrollBar().height()
+        self.setFixedHeight(max(height, 40))
 
     def _set(self, row, col, text) -> QTableWidgetItem:
         item = QTableWidgetItem(text)
@@ -78,6 +90,20 @@ class FeaturesView(QTableWidget):
 
     def _selected(self) -> None:
         self._on_select(self.selected_labels())
+
+
+def swatches(layer, labels) -> np.ndarray:
+    """(n, 4) colours of ``labels``: each cluster's own colour (as in the recoloured image),
+    recorded by the run in ``metadata['kmeans']['cluster_colors']``, else the layer's."""
+    known = layer.metadata.get("kmeans", {}).get("cluster_colors")
+    if known:
+        rgb = np.asarray(known, dtype=float)
+        out = layer.colormap.map(np.array(labels))
+        for row, label in enumerate(labels):
+            if 1 <= label <= len(rgb):
+                out[row, :3] = rgb[label - 1]
+        return out
+    return layer.colormap.map(np.array(labels))
 
 
 def _text(value, name: str) -> str:

@@ -12,8 +12,8 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QWidget
 
 from .. import inputs, outputs, workers
-from ..jobs import InputError, Params, failure, levels
-from ..outputs import KEY, Outputs, publish
+from ..jobs import InputError, Params, failure, is_lazy, levels
+from ..outputs import KEY, Outputs, Style, explained_share, publish
 from ..session import Session
 from . import form
 from .edit_panel import EditPanel
@@ -29,6 +29,23 @@ class _Flight:
     done: object  # done(result, info), on the main thread
     say: object  # shows status text
     task: bool = False  # an edit: ``done`` reports its own errors
+
+
+def _segmentable(layer) -> bool:
+    """An image layer the widget offers to segment (not one of its own outputs)."""
+    return isinstance(layer, Image) and KEY not in layer.metadata
+
+
+def _mask_like(layer) -> bool:
+    """A Labels or Shapes layer the widget offers as a mask (cluster masks included)."""
+    role = (getattr(layer, "metadata", {}).get(KEY) or {}).get("role")
+    return isinstance(layer, Labels | Shapes) and role in (None, "mask")
+
+
+def _show(control, applies: bool) -> None:
+    """Show ``control`` only when it applies (its ``enabled`` says the same, for the logic)."""
+    control.enabled = applies
+    control.visible = applies
 
 
 class KMeansWidget(QWidget):
@@ -51,11 +68,15 @@ class KMeansWidget(QWidget):
         self.controls = c = form.make_controls()
         self.suggest = SuggestPanel(self)
         self.edit = EditPanel(self)
-        form.lay_out(c, self, before_run=[self.suggest.group], after_result=[self.edit.group])
+        self.tabs = form.lay_out(c, self, choose_k=self.suggest.group, edit=self.edit.group)
+        self._source = None  # the image the choices were last set up for
         c.image.changed.connect(self._source_changed)
         c.scope.changed.connect(self._source_changed)
+        c.extra_channels.changed.connect(self._say_channels)
         c.run.changed.connect(self.run)
         c.cancel.changed.connect(self.cancel)
+        c.suggest_k.changed.connect(self._suggest)
+        c.show_recolored.changed.connect(self._show_recolored)
         events = napari_viewer.layers.events
         for event in (events.inserted, events.removed, events.moved):
             event.connect(self._layers_changed)
@@ -86,39 +107,83 @@ class KMeansWidget(QWidget):
         if event is not None and event.type == "inserted":
             event.value.events.name.connect(self._layers_changed)
         c = self.controls
-        c.image.choices = [(layer.name, layer) for layer in layers if isinstance(layer, Image)]
-        c.mask.choices = [
-            (layer.name, layer) for layer in layers if isinstance(layer, Labels | Shapes)
-        ]
+        c.image.choices = [(layer.name, layer) for layer in layers if _segmentable(layer)]
+        c.mask.choices = [(layer.name, layer) for layer in layers if _mask_like(layer)]
         self._source_changed()
 
     def _source_changed(self, *_) -> None:
         c = self.controls
         source = c.image.value
         rgb = source is not None and source.rgb
-        c.color_space.enabled = rgb
+        chosen = list(c.extra_channels.value)
+        kept = [e for e in chosen if e is not source]
+        if source is not self._source and self._source is not None and source in chosen:
+            kept.append(self._source)  # the source became an extra: the channel set is kept
         shapes = None if source is None else [d.shape for d in levels(source)]
-        c.extra_channels.choices = [
-            (layer.name, layer)
-            for layer in self._viewer.layers
-            if isinstance(layer, Image) and layer is not source and not rgb and not layer.rgb
-            and KEY not in layer.metadata and [d.shape for d in levels(layer)] == shapes
+        candidates = [
+            layer for layer in self._viewer.layers
+            if _segmentable(layer) and layer is not source and not rgb and not layer.rgb
+            and [d.shape for d in levels(layer)] == shapes
         ]  # fmt: skip
-        c.extra_channels.enabled = not rgb
+        c.extra_channels.choices = [(layer.name, layer) for layer in candidates]
+        if source is not self._source:
+            if not kept and source is not None and source.blending == "additive":
+                # channels of one image, as napari opens them (additive blending): all of them
+                kept = [layer for layer in candidates if layer.blending == "additive"]
+            c.background.value = "none" if rgb or source is None else "darkest"
+            self._source = source
+        c.extra_channels.value = [layer for layer in kept if layer in candidates]
+        _show(c.color_space, rgb)
+        _show(c.extra_channels, not rgb and bool(candidates))
         ndisplay = self._viewer.dims.ndisplay
-        c.scope.enabled = source is not None and source.ndim > ndisplay
+        _show(c.scope, source is not None and source.ndim > ndisplay)
         if not c.scope.enabled:
             c.scope.value = form.WHOLE
-        c.fit_on.enabled = c.scope.enabled and c.scope.value == form.WHOLE
+        _show(c.fit_on, c.scope.enabled and c.scope.value == form.WHOLE)
         if not c.fit_on.enabled:
             c.fit_on.value = form.FIT_ALL
         c.mode.value = inputs.mode_text(source, self.current_slice())
+        c.mode.visible = source is not None and is_lazy(source)
+        self._say_channels()
+
+    def _say_channels(self, *_) -> None:
+        """The line under the image: what each pixel is clustered on."""
+        c = self.controls
+        source = c.image.value
+        if source is None:
+            text = "Open an image (or File > Open Sample > napari k-means) to segment it."
+        elif source.rgb:
+            text = f"clustering the colours of {source.name}"
+        else:
+            names = [source.name, *(e.name for e in c.extra_channels.value)]
+            text = "clustering: " + " + ".join(names)
+            if len(names) == 1:
+                text += " (one channel)"
+        c.channels.value = text
 
     def _follow_active(self, *_) -> None:
         active = self._viewer.layers.selection.active
-        is_output = isinstance(active, Image) and KEY in active.metadata
-        if isinstance(active, Image) and not is_output and self.controls.image.value is not active:
-            self.controls.image.value = active
+        c = self.controls
+        if not _segmentable(active) or c.image.value is active:
+            return
+        if active in c.extra_channels.value:
+            return  # clicking a channel of the set chosen keeps the set as it is
+        c.image.value = active
+
+    def _suggest(self, *_) -> None:
+        """'Suggest…' next to k: the Choose k tab, computing the curve."""
+        self.tabs.setCurrentIndex(1)
+        self.suggest.start()
+
+    def _show_recolored(self, value) -> None:
+        made = self.session.previous(self.controls.image.value)
+        if made is not None and made.recolored in self._viewer.layers:
+            made.recolored.visible = bool(value)
+
+    def style(self) -> Style:
+        """How the labels show the clusters, as chosen in the Options tab."""
+        c = self.controls
+        return Style(background=c.background.value, show_recolored=bool(c.show_recolored.value))
 
     # -- running ------------------------------------------------------------------------------
 
@@ -209,6 +274,10 @@ class KMeansWidget(QWidget):
         self._worker, self._stopped, self._stop = worker, None, stop
         self._run = _Flight(info, bar, done or self._show, say or self._say, task)
         self.controls.run.enabled, self.controls.cancel.enabled = False, True
+        inline = self.controls.progress
+        inline.setValue(0)
+        inline.setFormat("starting…")
+        inline.setVisible(True)
         self._run.say("Running…")
         worker.start()
 
@@ -246,6 +315,9 @@ class KMeansWidget(QWidget):
         bar = self._run.bar
         bar.set_description(f"k-means: {self._run.info.source.name}: {step.text}")
         bar.update(max(0, round(step.fraction * 100) - bar.n))
+        inline = self.controls.progress
+        inline.setValue(max(inline.value(), round(step.fraction * 100)))
+        inline.setFormat(f"{step.text} · %p%")
 
     def _aborted(self) -> None:
         say = self._run.say if self._run is not None else self._say
@@ -264,6 +336,7 @@ class KMeansWidget(QWidget):
             self._aborted()  # also when stopped during its last step (no 'aborted' signal then)
         if self._run is not None:
             self._run.bar.close()
+        self.controls.progress.setVisible(False)
         self._worker = self._run = None
         self.controls.run.enabled, self.controls.cancel.enabled = True, False
 
@@ -290,15 +363,18 @@ class KMeansWidget(QWidget):
 
     def _show(self, outcome, info) -> None:
         previous = self.session.previous(info.source)
-        made, how = publish(self._viewer, outcome, info, previous)
+        made, how = publish(self._viewer, outcome, info, previous, self.style())
         self.session.record(made, replaces=previous)
-        line = summary(outcome, info)
+        line = result_line(outcome, info)
         if how == "updated":
             line += " · output layers updated in place"
         elif how == "edited":
             line += " · the labels had been edited: kept them and added new layers"
             show_info(f"'{info.source.name}' k-means labels were edited; added new layers.")
+        elif how == "other scope":
+            line += " · the result of the other scope is kept (hidden)"
         self._say(line)
+        self.controls.result.tooltip = details(outcome)
         self.edit.follow(made.labels)
         if getattr(info, "model_from", None):
             self.edit.say(line)
@@ -307,18 +383,25 @@ class KMeansWidget(QWidget):
         self.controls.result.value = text
 
 
-def summary(outcome, info) -> str:
-    """The result line of a finished run (or of applying a model)."""
+def result_line(outcome, info) -> str:
+    """The result line of a finished run (or of applying a model), in plain words."""
     origin = getattr(info, "model_from", None)
-    inertia = "unknown" if outcome.inertia is None else f"{outcome.inertia:.6g}"
+    k = outcome.n_clusters
+    what = f"{k} cluster{'s' if k != 1 else ''}"
+    share = explained_share(outcome)
+    if share is not None:
+        what += f" · they explain {share:.0%} of the variation"
     lazy = f" · lazy: {inputs.LAZY_TEXT}" if outcome.lazy else ""
     if origin:
-        return (
-            f"Applied the model of {origin}: {outcome.n_clusters} clusters · "
-            f"inertia {inertia} · {outcome.seconds:.2f} s{lazy}"
-        )
+        return f"Applied the model of {origin}: {what} · {outcome.seconds:.2f} s{lazy}"
+    return f"{what} · {outcome.seconds:.2f} s{lazy}"
+
+
+def details(outcome) -> str:
+    """The numbers behind the result line (its tooltip)."""
+    inertia = "unknown" if outcome.inertia is None else f"{outcome.inertia:.6g}"
+    exact = "the proven optimum (exact 1-D solver)" if outcome.exact else "not proven optimal"
     return (
-        f"{outcome.n_clusters} clusters · inertia {inertia} · "
-        f"{outcome.n_iter} iterations · {'exact' if outcome.exact else 'not proven optimal'} · "
-        f"{outcome.seconds:.2f} s{lazy}"
+        f"inertia (within-cluster sum of squares, in feature space): {inertia}\n"
+        f"Lloyd iterations: {outcome.n_iter}\n{exact}"
     )
