@@ -65,7 +65,7 @@ def test_undo_takes_back_an_edit_only_while_nothing_changed(scene):
     session.push(editing.commit(job, edited, viewer))
     merged = made.labels.data.copy()
     made.labels.data = np.where(merged == 1, 2, merged).astype(merged.dtype)  # painting
-    with pytest.raises(InputError, match="painted .or changed. after the last edit"):
+    with pytest.raises(InputError, match=r"painted .or changed. after the last edit"):
         session.undo(viewer)
     assert session.can_undo  # still there, and nothing changed
     made.labels.data = merged
