@@ -112,11 +112,8 @@ def fit_weighted(
     covers_all : bool
         Whether ``values`` are all of the image's distinct values (needed for ``exact``).
     progress : callable, optional
-        ``progress(fraction, step)``, called regularly during the work (between restarts, Lloyd
-        iterations, coarse-to-fine stages, levels of the exact 1-D solver and chunks of pixels)
-        with the fraction done (a float in [0, 1] that never decreases) and a short description
-        of the step. To cancel, raise an exception from it: the computation stops there and the
-        exception propagates unchanged. Results are the same with or without it.
+        As for :func:`napari_kmeans.segment`: ``progress(fraction, step)``, called regularly;
+        raise from it to cancel.
 
     Returns
     -------

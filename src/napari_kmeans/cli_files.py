@@ -1,0 +1,458 @@
+"""Files of the ``napari-kmeans segment`` command: naming, checking, reading and writing them.
+
+Promises kept here: no output is, holds or lies inside an input; ``--overwrite`` replaces only
+outputs napari-kmeans wrote; the outputs of one input appear together or not at all (written to
+a hidden folder, then moved into place). Readers and writers (tifffile, imageio, zarr, dask) are
+imported only when needed. :mod:`napari_kmeans.cli` parses the arguments and runs the batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import shutil
+import signal
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ._version import __version__
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1  # an unexpected error (a bug): one line with where to report it
+EXIT_USAGE = 2  # bad or conflicting arguments (argparse's own code too); outputs clash with inputs
+EXIT_OUT_DIR = 3  # the output folder is missing, not a folder, or not writable
+EXIT_UNREADABLE = 4  # an input or the --model file is missing, of an unknown kind, or unreadable
+EXIT_EXISTS = 5  # outputs exist (no --overwrite, or not written by napari-kmeans); nothing written
+EXIT_FAILED = 6  # an image could not be segmented (e.g. it does not match the model)
+EXIT_WRITE = 7  # an input's outputs could not be written (e.g. disk full); old outputs kept
+EXIT_MISSING = 8  # a package the command needs is not installed
+EXIT_SIGINT = 130  # interrupted by Ctrl+C (128 + SIGINT)
+EXIT_SIGTERM = 143  # terminated by SIGTERM (128 + SIGTERM)
+
+BUG_TRACKER = "https://github.com/napari-kmeans/napari-kmeans/issues"
+MARK = "napari_kmeans"  # attribute of the zarr outputs: --overwrite replaces only folders with it
+TRACEBACK_ENV = "NAPARI_KMEANS_TRACEBACK"  # set to 1 to print the traceback of unexpected errors
+
+FORMATS = {".tif": "tiff", ".tiff": "tiff", ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
+RECOLORED_EXT = {"tiff": ".tif", "png": ".png", "jpeg": ".png"}  # JPEG is lossy: write PNG
+# modules each kind of input needs (labels are TIFF files, except for zarr), and their pip extra
+NEEDS = {
+    "tiff": [("tifffile", "cli")],
+    "png": [("imageio", "cli"), ("tifffile", "cli")],
+    "jpeg": [("imageio", "cli"), ("tifffile", "cli")],
+    "zarr": [("zarr", "dask"), ("dask.array", "dask")],
+}
+
+
+class CliError(Exception):
+    """An error with a message for the user and an exit code."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl+C so that the same clean-up runs."""
+
+
+def first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+# -- inputs and outputs -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input and the outputs it gives."""
+
+    path: Path
+    kind: str  # "tiff", "png", "jpeg" or "zarr"
+    labels: Path
+    recolored: Path
+    model: Path
+
+    @property
+    def outputs(self) -> tuple[Path, Path, Path]:
+        return self.labels, self.recolored, self.model
+
+
+def zarr_root(path: Path) -> Path | None:
+    """The outermost ``.zarr`` folder that is or holds ``path``, or None."""
+    found = None
+    for p in (path, *path.parents):
+        if p.suffix.lower() == ".zarr":
+            found = p
+    return found
+
+
+def kind_of(path: Path) -> str | None:
+    suffix = path.suffix.lower()
+    if suffix in FORMATS:
+        return FORMATS[suffix]
+    return "zarr" if zarr_root(path) is not None else None
+
+
+def _stem(path: Path, kind: str) -> str:
+    root = zarr_root(path) if kind == "zarr" else None
+    base = root if root is not None else path
+    stem = base.name[: -len(base.suffix)] if base.suffix else base.name
+    if root is not None and root != path:  # an array inside a zarr group: scan.zarr/0 -> scan_0
+        stem = "_".join([stem, *path.relative_to(root).parts])
+    return stem
+
+
+def _job(path: Path, out: Path) -> Job:
+    kind = kind_of(path)
+    stem = _stem(path, kind)
+    if kind == "zarr":
+        labels, recolored = out / f"{stem}_labels.zarr", out / f"{stem}_recolored.zarr"
+    else:
+        labels, recolored = (
+            out / f"{stem}_labels.tif",
+            out / f"{stem}_recolored{RECOLORED_EXT[kind]}",
+        )
+    return Job(path, kind, labels, recolored, out / f"{stem}_model.json")
+
+
+def _check_out_dir(out: Path):
+    if not out.exists():
+        raise CliError(
+            EXIT_OUT_DIR, f"output folder {out} does not exist; create it first (mkdir -p {out})."
+        )
+    if not out.is_dir():
+        raise CliError(EXIT_OUT_DIR, f"--out {out} is not a folder; give a folder for the outputs.")
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise CliError(EXIT_OUT_DIR, f"output folder {out} is not writable.")
+
+
+def _check_inputs(paths):
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        raise CliError(EXIT_UNREADABLE, f"no such file: {', '.join(map(str, missing))}.")
+    unknown = [p for p in paths if kind_of(p) is None]
+    if unknown:
+        raise CliError(
+            EXIT_UNREADABLE,
+            f"cannot read {', '.join(map(str, unknown))}: unknown kind of file; give TIFF (.tif, "
+            ".tiff), PNG (.png), JPEG (.jpg, .jpeg) or zarr (.zarr) images.",
+        )
+    odd = [p for p in paths if not (p.is_dir() if kind_of(p) == "zarr" else p.is_file())]
+    if odd:
+        raise CliError(
+            EXIT_UNREADABLE,
+            f"cannot read {', '.join(map(str, odd))}: not a regular file (or, for zarr, not a "
+            "folder); give image files, or zarr folders.",
+        )
+
+
+def _check_modules(jobs):
+    """Exit 8, naming the pip extra, when a reader or writer the inputs need is missing."""
+    needs = {need for job in jobs for need in NEEDS[job.kind]}
+    missing = []
+    for name, extra in sorted(needs):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append((name.split(".")[0], extra))
+    if missing:
+        names = sorted({name for name, _ in missing})
+        extras = ",".join(sorted({extra for _, extra in missing}))
+        raise CliError(
+            EXIT_MISSING,
+            f"these inputs need {', '.join(names)}, which {'is' if len(names) == 1 else 'are'} "
+            f'not installed; install it with: pip install "napari-kmeans[{extras}]"',
+        )
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _check_overlap(jobs, model_path):
+    """Exit 2 when an output is, holds or lies inside an input (symbolic links followed)."""
+    protected = [(job.path, zarr_root(job.path) or job.path) for job in jobs]
+    if model_path is not None:
+        protected.append((model_path, model_path))
+    protected = [(given, p.resolve()) for given, p in protected]
+    for job in jobs:
+        for out in job.outputs:
+            real = out.resolve()
+            for given, inp in protected:
+                if real == inp or _same_file(out, inp):
+                    problem = f"would replace the input {given}"
+                elif inp in real.parents:
+                    problem = f"would be written inside the input {given}"
+                elif real in inp.parents:
+                    problem = f"would replace a folder holding the input {given}"
+                else:
+                    continue
+                raise CliError(
+                    EXIT_USAGE,
+                    f"the output {out} {problem}; nothing was written. Choose an --out folder "
+                    "where no output is, holds or lies inside an input (e.g. an empty folder).",
+                )
+
+
+def _is_our_zarr(path: Path) -> bool:
+    """True for a zarr array carrying the attribute napari-kmeans puts on its outputs."""
+    try:
+        import zarr
+
+        return isinstance(zarr.open_array(str(path), mode="r").attrs.get(MARK), dict)
+    except Exception:
+        return False
+
+
+def _not_ours(job: Job, path: Path) -> str | None:
+    """Why ``--overwrite`` must not replace the existing ``path``, or None."""
+    if path.suffix == ".zarr":
+        if not _is_our_zarr(path):
+            return f"is not a zarr array it wrote (no '{MARK}' attribute)"
+    elif path.is_dir() and not path.is_symlink():
+        return "is a folder, where it writes a file"
+    return None
+
+
+def _check_existing(jobs, overwrite):
+    existing = [p for job in jobs for p in job.outputs if os.path.lexists(p)]
+    if existing and not overwrite:
+        names = ", ".join(str(p) for p in existing[:5]) + (" ..." if len(existing) > 5 else "")
+        raise CliError(
+            EXIT_EXISTS,
+            f"{len(existing)} output(s) already exist: {names}; nothing was written. "
+            "Pass --overwrite to replace them, or choose another --out folder.",
+        )
+    for job in jobs:
+        for path in job.outputs:
+            why = _not_ours(job, path) if os.path.lexists(path) else None
+            if why:
+                raise CliError(
+                    EXIT_EXISTS,
+                    f"{path} {why}: --overwrite replaces only outputs napari-kmeans wrote, and "
+                    "it did not write this one; nothing was written. Move or delete it yourself, "
+                    "or choose another --out folder.",
+                )
+
+
+def plan(args) -> list[Job]:
+    """Check everything that can be checked before any work, and name every output."""
+    _check_out_dir(args.out)
+    _check_inputs(args.inputs)
+    jobs = [_job(p, args.out) for p in args.inputs]
+    _check_modules(jobs)
+    seen: dict[Path, Path] = {}
+    for job in jobs:
+        if job.model in seen:
+            raise CliError(
+                EXIT_USAGE,
+                f"{seen[job.model]} and {job.path} would write the same outputs "
+                f"({job.model.name}, ...); rename one or run them with different --out folders.",
+            )
+        seen[job.model] = job.path
+    _check_overlap(jobs, args.model)
+    _check_existing(jobs, args.overwrite)
+    return jobs
+
+
+# -- reading ----------------------------------------------------------------------------------
+
+
+def _open_zarr(path: Path):
+    import dask.array as da
+    import zarr
+
+    node = zarr.open(str(path), mode="r")
+    if isinstance(node, zarr.Array):
+        return da.from_zarr(node)
+    arrays = sorted(node.array_keys())
+    hint = (
+        f"give the path of one of its arrays, e.g. {path / arrays[0]}."
+        if arrays
+        else "it holds no array."
+    )
+    ome = node.attrs.get("ome")
+    multiscales = node.attrs.get("multiscales")
+    if multiscales is None and isinstance(ome, dict):
+        multiscales = ome.get("multiscales")
+    name = "0"
+    if multiscales is not None:
+        try:
+            name = multiscales[0]["datasets"][0]["path"]
+            if not isinstance(name, str):
+                raise TypeError(name)
+        except (LookupError, TypeError):
+            raise CliError(
+                EXIT_UNREADABLE,
+                f"cannot read {path}: malformed multiscale metadata (multiscales[0].datasets[0]"
+                f".path should name its full-resolution array); {hint}",
+            ) from None
+    if name not in arrays:
+        what = (
+            f"whose multiscale metadata names a missing array '{name}'"
+            if multiscales is not None
+            else "with no multiscale image and no array '0'"
+        )
+        raise CliError(
+            EXIT_UNREADABLE,
+            f"{path} is a zarr group {what} (arrays: {', '.join(arrays) or 'none'}); {hint}",
+        )
+    return da.from_zarr(node[name])
+
+
+def _read_tiff(path: Path):
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        image = tif.asarray()
+        photometric = tif.pages[0].photometric
+    colour = photometric in (tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.YCBCR)
+    return image, (True if colour and image.ndim >= 2 and image.shape[-1] in (3, 4) else None)
+
+
+def read_image(job: Job):
+    """``(image, rgb)`` of ``job``: an ndarray (a dask array for zarr), and whether it is known
+    to be RGB(A) (True), known to be single-channel (False), or unknown (None)."""
+    if job.kind != "zarr" and job.path.stat().st_size == 0:
+        raise CliError(
+            EXIT_UNREADABLE,
+            f"cannot read {job.path}: the file is empty (0 bytes); give a {job.kind.upper()} image.",
+        )
+    try:
+        if job.kind == "tiff":
+            return _read_tiff(job.path)
+        if job.kind in ("png", "jpeg"):
+            import imageio.v3 as iio
+
+            image = iio.imread(job.path)
+            rgb = {2: False, 3: image.shape[-1] in (3, 4) or None}.get(image.ndim)
+            return image, rgb
+        return _open_zarr(job.path), None
+    except (CliError, MemoryError):
+        raise
+    except Exception as err:
+        raise CliError(
+            EXIT_UNREADABLE, f"cannot read {job.path} as {job.kind.upper()}: {first_line(err)}"
+        ) from None
+
+
+def split_alpha(job, image, rgb, single_channel):
+    """``(image, rgb, alpha)``: a gray + alpha PNG becomes its gray plane and its alpha."""
+    is_gray_alpha = job.kind == "png" and image.ndim == 3 and image.shape[-1] == 2
+    if is_gray_alpha and single_channel:
+        return image[..., 0], False, image[..., 1]
+    return image, rgb, None
+
+
+# -- writing: to a hidden folder, then into place together ------------------------------------
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """Hold Ctrl+C and SIGTERM back (they arrive just after) while outputs are moved."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(
+        signal, "pthread_sigmask"
+    ):  # Windows: no signal masks
+        yield
+        return
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+def _write_tiff(path: Path, data, *, rgb: bool):
+    import tifffile
+
+    data = np.asarray(data)
+    options = {"photometric": "rgb" if rgb else "minisblack", "compression": "zlib"}
+    if data.ndim < 2:  # tifffile writes no 1-D page: one row, with the true shape in its metadata
+        tifffile.imwrite(path, data[np.newaxis], metadata={"shape": data.shape}, **options)
+    else:
+        tifffile.imwrite(path, data, **options)
+
+
+def _write_zarrs(job: Job, paths, labels, recolored):
+    """Compute labels and recoloured image of a zarr input together, block by block."""
+    import dask
+    import zarr
+
+    stores = [
+        a.to_zarr(str(p), compute=False) for a, p in zip((labels, recolored), paths, strict=True)
+    ]
+    dask.compute(*stores)
+    for path, what in zip(paths, ("labels", "recolored"), strict=True):
+        mark = {"output": what, "input": str(job.path), "version": __version__}
+        zarr.open_array(str(path), mode="r+").attrs[MARK] = mark
+
+
+def _remove(path: Path):
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+def _commit(pairs, trash: Path):
+    """Move every ``(new, dest)`` into place, the old ``dest`` into ``trash``: all or none."""
+    placed, kept = [], []
+    try:
+        for i, (new, dest) in enumerate(pairs):
+            if os.path.lexists(dest):
+                old = trash / f"old-{i}-{dest.name}"
+                os.replace(dest, old)
+                kept.append((old, dest))
+            os.replace(new, dest)
+            placed.append(dest)
+    except BaseException:
+        try:
+            for dest in placed:
+                _remove(dest)
+            for old, dest in kept:
+                os.replace(old, dest)
+        except OSError as err:
+            raise CliError(
+                EXIT_WRITE,
+                f"cannot move the outputs into place nor restore the previous ones ({err}); "
+                f"the previous outputs are in {trash}.",
+            ) from None
+        raise
+
+
+def write_outputs(job: Job, labels, recolored, model, *, rgb: bool):
+    """Write one input's labels, recoloured image and model, all moved into place together."""
+    hidden = Path(tempfile.mkdtemp(prefix=".napari-kmeans-", dir=job.model.parent))
+    keep = False
+    try:
+        staged = [hidden / p.name for p in job.outputs]
+        if job.kind == "zarr":
+            _write_zarrs(job, staged[:2], labels, recolored)
+        else:
+            _write_tiff(staged[0], labels, rgb=False)
+            if staged[1].suffix == ".png":
+                import imageio.v3 as iio
+
+                iio.imwrite(staged[1], np.asarray(recolored), extension=".png")
+            else:
+                _write_tiff(staged[1], recolored, rgb=rgb)
+        staged[2].write_text(model.to_json() + "\n", encoding="utf-8")
+        with _signals_deferred():
+            _commit(list(zip(staged, job.outputs, strict=True)), hidden)
+    except CliError:
+        keep = True  # it holds the previous outputs that could not be restored
+        raise
+    finally:
+        if not keep:
+            with _signals_deferred():
+                shutil.rmtree(hidden, ignore_errors=True)
