@@ -475,14 +475,20 @@ def test_undo_never_discards_later_painting_or_a_rerun(
     assert edit.status.value.startswith("undid the last edit"), edit.status.value
     assert len(np.unique(labels.data)) == 4
 
-    click(edit.controls.update)  # an edit, then a re-run in place with another k
+    labels.paint((1, 1), 4)
+    painted = state(labels, recolored)
+    click(edit.controls.update)  # an edit after painting, then a re-run with another k
+    assert edit.controls.undo.enabled
     widget.controls.n_clusters.value = 3
     run_and_wait(widget)
-    assert viewer.layers["img k-means labels"] is labels  # updated in place
-    rerun = state(labels, recolored)
-    click(edit.controls.undo)
-    assert "re-run since the last edit" in errors(notes)[-1]
-    assert_same_state(rerun, state(labels, recolored))
+    rerun = viewer.layers[-1]
+    assert rerun is not labels and labels in viewer.layers  # the edited result is kept
+    rerun_data = rerun.data.copy()
+    click(edit.controls.undo)  # undoes the Update of the kept layer, never the re-run
+    assert edit.status.value.startswith("undid the last edit")
+    assert_same_state(painted, state(labels, recolored))  # as before the Update, strokes kept
+    np.testing.assert_array_equal(rerun.data, rerun_data)
+    assert rerun.metadata["kmeans"]["n_clusters"] == 3
 
 
 def test_edits_refuse_another_image_with_the_source_name(
@@ -650,3 +656,44 @@ def test_painting_during_an_edit_is_kept(
     assert "changed while the edit was computed" in errors(notes)[-1]
     np.testing.assert_array_equal(labels.data, painted)
     assert not widget.edit.controls.undo.enabled
+
+
+# -- the Edit tab as a biologist meets it (issue 10) ----------------------------------------------
+
+
+def test_merge_and_split_say_which_labels_moved(viewer, widget, run_and_wait, patches, click):
+    """Item 8: Merge and Split renumbered clusters without saying so."""
+    segmented(viewer, widget, run_and_wait, patches, 4, rgb=True)
+    edit = widget.edit
+    edit.controls.clusters.value = "1"
+    click(edit.controls.split)
+    assert edit.status.value == (
+        "split cluster 1: 5 clusters; label 1 is now 1, 2; 2 is now 3; 3 is now 4; 4 is now 5"
+    )
+    edit.controls.clusters.value = "1, 2"
+    click(edit.controls.merge)
+    assert edit.status.value == (
+        "merged clusters [1, 2]: 4 clusters; label 2 is now 1; 3 is now 2; 4 is now 3; 5 is now 4"
+    )
+
+
+def test_update_without_painting_adds_no_undo_step(viewer, widget, run_and_wait, patches, click):
+    """Item 9: Update with nothing painted still added an undo step."""
+    _, labels, recolored = segmented(viewer, widget, run_and_wait, patches, 4, rgb=True)
+    before = state(labels, recolored)
+    click(widget.edit.controls.update)
+    assert widget.edit.status.value.startswith("Nothing to update")
+    assert not widget.edit.controls.undo.enabled
+    assert_same_state(before, state(labels, recolored))
+
+
+def test_choosing_a_table_row_shows_its_cluster(viewer, widget, run_and_wait, patches):
+    """Item 9: selecting a table row did not highlight the cluster."""
+    _, labels, _ = segmented(viewer, widget, run_and_wait, patches, 4, rgb=True)
+    table = widget.edit.table
+    table.select_labels([3])
+    assert labels.selected_label == 3 and labels.show_selected_label
+    table.select_labels([2, 3])
+    assert labels.selected_label == 2 and not labels.show_selected_label
+    assert widget.edit.controls.clusters.value == "2, 3"
+    assert table.height() < 300 and table.verticalScrollBar().maximum() == 0  # 4 rows, no scroll

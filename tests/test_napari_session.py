@@ -73,3 +73,23 @@ def test_undo_takes_back_an_edit_only_while_nothing_changed(scene):
     assert not session.can_undo and made.labels.metadata["kmeans"]["n_clusters"] == 3
     with pytest.raises(InputError, match="no edit to undo"):
         session.undo(viewer)
+
+
+def test_undo_refuses_after_a_rerun_in_place(scene):
+    """A re-run updates untouched labels in place: the edit Undo must not bring the old run back."""
+    import dataclasses
+
+    viewer, session, source, _ = scene
+    made, _ = run(viewer, session, source, 3)
+    target = editing.resolve(viewer, made.labels, session.runs)
+    job = editing.update_job(target)
+    edited = finish(workers.run_edit(job))
+    recoloured = dataclasses.replace(edited.model, colors=edited.model.colors + 1.0)
+    snap = editing.commit(job, dataclasses.replace(edited, model=recoloured), viewer)
+    assert snap is not None  # the colours changed, the labels did not
+    session.push(snap)
+    again, how = run(viewer, session, source, 4)
+    assert how == "updated" and again.labels is made.labels
+    with pytest.raises(InputError, match="re-run since the last edit"):
+        session.undo(viewer)
+    assert made.labels.metadata["kmeans"]["n_clusters"] == 4  # the re-run stays

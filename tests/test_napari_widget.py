@@ -516,3 +516,140 @@ def test_labels_mask_negative_values_are_outside(viewer, widget, run_and_wait):
     labels, _ = outputs(viewer, "img")
     assert (labels.data[20:] == 0).all()
     np.testing.assert_array_equal(labels.data, segment(image, 3, mask=mask > 0).labels)
+
+
+# -- the widget as a biologist meets it (issue 10) ------------------------------------------------
+
+
+def test_the_dock_fits_a_laptop_screen_and_every_button_is_reachable(viewer, widget, qtbot):
+    """Item 1: with every group open the dock needed 1,159 px and could not scroll."""
+    from qtpy.QtWidgets import QPushButton
+
+    window = viewer.window._qt_window
+    window.resize(1440, 900)
+    window.show()  # laid out as on screen
+    choose(widget, viewer.add_image(np.zeros((8, 20, 20), np.uint8), name="stack"))
+    widget.controls.advanced.expand(animate=False)
+    scroll = widget.scroll
+    for tab in range(widget.tabs.count()):
+        widget.tabs.setCurrentIndex(tab)
+        qtbot.wait(50)
+        assert widget.minimumSizeHint().height() <= 900 - 100  # the window's chrome aside
+        page = widget.tabs.widget(tab)
+        for button in page.findChildren(QPushButton):
+            if not button.isVisibleTo(page) or button.text().startswith("Advanced"):
+                continue  # 'Compute into memory' is for lazy labels; the group's own toggle
+            scroll.ensureWidgetVisible(button)
+            qtbot.wait(10)
+            top_left = button.mapTo(scroll.viewport(), button.rect().topLeft())
+            assert (
+                top_left.y() >= 0 and scroll.viewport().height() >= top_left.y() + button.height()
+            )
+
+
+def test_controls_show_only_when_they_apply(viewer, widget):
+    """Item 12: colour space, scope, fit-on and the mode line were shown (greyed) for all data."""
+    c = widget.controls
+    shown = lambda control: control.native.isVisibleTo(widget)  # noqa: E731
+    widget.tabs.setCurrentIndex(0)
+    choose(widget, viewer.add_image(np.zeros((20, 20, 3), np.uint8), name="photo", rgb=True))
+    assert shown(c.color_space) and not shown(c.scope) and not shown(c.fit_on)
+    assert not shown(c.extra_channels) and not shown(c.mode)
+    choose(widget, viewer.add_image(np.zeros((5, 20, 20), np.uint16), name="stack"))
+    assert not shown(c.color_space) and shown(c.scope) and shown(c.fit_on)
+    choose(widget, viewer.add_image(da.zeros((5, 20, 20), dtype=np.uint16), name="lazy"))
+    assert shown(c.mode) and c.mode.value.startswith("mode: lazy")
+    assert shown(c.extra_channels)  # 'stack' has the same shape
+    assert c.channels.value == "clustering: lazy (one channel)"
+
+
+def test_channel_layers_are_preselected_and_kept(viewer, widget):
+    """Item 4: the layer list's selection dropped the extra channels; none was pre-selected."""
+    viewer.open_sample("napari-kmeans", "cells_3d")
+    nuclei, cytoplasm = viewer.layers["nuclei"], viewer.layers["cytoplasm"]
+    c = widget.controls  # the sample's last layer is selected: it is the image
+    assert c.image.value is cytoplasm and c.extra_channels.value == [nuclei]
+    assert c.channels.value == "clustering: cytoplasm + nuclei"
+    viewer.layers.selection.active = nuclei  # clicking the other channel keeps the set
+    assert c.image.value is cytoplasm and c.extra_channels.value == [nuclei]
+    c.image.value = nuclei  # choosing it as the image swaps them
+    assert c.extra_channels.value == [cytoplasm]
+    assert c.channels.value == "clustering: nuclei + cytoplasm"
+
+
+def test_outputs_are_not_offered_to_segment_or_as_masks(viewer, widget, run_and_wait, click):
+    """Item 14: the plugin's own outputs were offered as the image and the mask."""
+    image = np.random.default_rng(1).integers(0, 256, (20, 24), dtype=np.uint8)
+    choose(widget, viewer.add_image(image, name="img"), k=3)
+    run_and_wait(widget)
+    labels, recolored = outputs(viewer, "img")
+    c = widget.controls
+    assert recolored not in c.image.choices and labels not in c.mask.choices
+    widget.edit.controls.clusters.value = "2"
+    click(widget.edit.controls.mask)  # an exported cluster mask is a mask like any other
+    assert viewer.layers[-1] in c.mask.choices
+
+
+def test_a_slice_run_keeps_the_whole_result(viewer, widget, run_and_wait):
+    """Item 10: a current-slice run replaced the whole-stack result in place."""
+    stack = np.random.default_rng(2).integers(0, 256, (4, 16, 16), dtype=np.uint8)
+    choose(widget, viewer.add_image(stack, name="stack"), k=3)
+    run_and_wait(widget)
+    whole, _ = outputs(viewer, "stack")
+    kept = whole.data.copy()
+    widget.controls.scope.value = form.SLICE
+    run_and_wait(widget)
+    assert whole in viewer.layers and whole.data.shape == (4, 16, 16)
+    np.testing.assert_array_equal(whole.data, kept)
+    assert not whole.visible  # hidden: one result shows at a time
+    sliced = viewer.layers[-1]
+    assert sliced is not whole and sliced.data.shape == (1, 16, 16)
+    assert "other scope is kept" in widget.controls.result.value
+
+
+def test_labels_show_distinct_colours_and_new_labels_are_not_black(viewer, widget, run_and_wait):
+    """Items 2, 3 and 9: labels took the image's greys; a newly painted label showed black."""
+    image = np.repeat(np.array([10, 120, 240], np.uint8), 100).reshape(15, 20)
+    source = viewer.add_image(image, name="img")
+    choose(widget, source, k=3)
+    widget.controls.background.value = "none"
+    widget.controls.show_recolored.value = True
+    run_and_wait(widget)
+    labels, recolored = outputs(viewer, "img")
+    rgba = labels.colormap.map(np.arange(0, 6))
+    assert len({tuple(c.round(3)) for c in rgba[1:4, :3]}) == 3 and (rgba[1:, 3] == 1).all()
+    assert rgba[4, :3].sum() > 0.5  # label 4, painted with napari's 'new label': a colour
+    assert recolored.visible  # the checkbox asked for it
+    widget.controls.show_recolored.value = False
+    assert not recolored.visible
+
+
+def test_the_suggest_button_next_to_k_opens_choose_k(viewer, widget, qtbot):
+    image = np.repeat(np.array([0, 10, 100, 110, 200, 210], dtype=np.uint8), 10).reshape(6, 10)
+    choose(widget, viewer.add_image(image, name="steps"))
+    widget.controls.suggest_k.native.click()
+    assert widget.tabs.currentIndex() == 1
+    qtbot.waitUntil(lambda: widget.suggest.worker is None, timeout=30_000)
+    assert widget.controls.n_clusters.value == 3
+    assert widget.suggest.status.value.startswith("Suggested k = 3: 100% of the variation")
+    widget.controls.n_clusters.value = 5  # typing k moves the dot and the list
+    np.testing.assert_array_equal(widget.suggest.plot.chosen_marker.get_xdata(), [5])
+    assert widget.suggest.choice.value == 5
+    before = widget.suggest.plot.figure.get_facecolor()
+    viewer.theme = "light"  # the plot follows napari's theme
+    assert widget.suggest.plot.figure.get_facecolor() != before
+
+
+def test_progress_is_shown_in_the_widget(viewer, widget, qtbot):
+    """Item 13: progress was only in napari's hidden activity dock."""
+    rng = np.random.default_rng(2)
+    image = rng.random((600, 600, 3), dtype=np.float32)
+    choose(widget, viewer.add_image(image, name="noise", rgb=True), k=6)
+    values = []
+    bar = widget.controls.progress
+    bar.valueChanged.connect(values.append)
+    widget.controls.run.native.click()
+    assert bar.isVisibleTo(widget)
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert not bar.isVisibleTo(widget)
+    assert values == sorted(values) and len(set(values)) >= 3 and values[-1] >= 85

@@ -244,8 +244,30 @@ def plan_edit(target: Target, what: str, change=None, *, recount=False) -> EditJ
     )  # fmt: skip
 
 
-def commit(job: EditJob, edited: Edited, viewer) -> Snapshot:
-    """Write an edit's result to its layers, all together; returns the :class:`Snapshot` to undo.
+def moves_text(moves: dict) -> str:
+    """Old-to-new label values after an edit, in words (empty when none moved).
+
+    >>> moves_text({1: [1, 2], 2: [3], 3: [4]})
+    'label 1 is now 1, 2; 2 is now 3; 3 is now 4'
+    """
+    parts = [f"{old} is now {', '.join(map(str, new))}" for old, new in sorted(moves.items())]
+    return ("label " + "; ".join(parts)) if parts else ""
+
+
+def _unchanged(job: EditJob, edited: Edited, layer) -> bool:
+    """An Update that changes nothing (no painting since the run): no undo step."""
+    same_labels = np.array_equal(edited.labels, job.labels)
+    same_model = edited.model.to_dict() == job.model.to_dict()
+    rows = layer.features
+    same_counts = "count" in rows and np.array_equal(
+        np.asarray(rows["count"], dtype=float), np.asarray(edited.counts, dtype=float)
+    )
+    return same_labels and same_model and same_counts
+
+
+def commit(job: EditJob, edited: Edited, viewer) -> Snapshot | None:
+    """Write an edit's result to its layers, all together; returns the :class:`Snapshot` to undo
+    (None when the edit changed nothing, so that Undo has nothing to take back).
 
     Raises
     ------
@@ -262,6 +284,8 @@ def commit(job: EditJob, edited: Edited, viewer) -> Snapshot:
             f"'{layer.name}' changed while the edit was computed (painting or a re-run); "
             "nothing was changed. Ask for the edit again."
         )
+    if _unchanged(job, edited, layer):
+        return None
     before = snapshot(target)
     k, shown = edited.model.n_clusters, display_colors(edited.colors, target.source, target.extras)
     layer.colormap = labels_colormap(k, style_of(layer), edited.counts, len(edited.colors))

@@ -361,6 +361,7 @@ class Edited:
     recolored: np.ndarray | None = None
     notes: tuple[str, ...] = ()
     error: str | None = None
+    moves: dict = field(default_factory=dict)  # {old label: [new labels]} where they changed
 
 
 @dataclass(frozen=True)

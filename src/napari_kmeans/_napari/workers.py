@@ -448,7 +448,26 @@ def _edit(job: EditJob, progress=None) -> Edited:
     if job.target.recolored is not None:
         progress(0.85, "recolouring")
         recolored = recolor_source(job.planes, model, colors, labels)
-    return Edited(labels, model, colors, counts, recolored, notes)
+    moved = label_moves(job.labels, labels) if job.change is not None else {}
+    return Edited(labels, model, colors, counts, recolored, notes, moves=moved)
+
+
+def label_moves(before: np.ndarray, after: np.ndarray) -> dict[int, list[int]]:
+    """For each label whose pixels changed value, the labels they have now: ``{old: [new...]}``.
+
+    >>> label_moves(np.array([1, 2, 2, 3]), np.array([1, 2, 3, 2]))
+    {2: [2, 3], 3: [2]}
+    """
+    before, after = np.asarray(before).ravel(), np.asarray(after).ravel()
+    n = int(max(before.max(initial=0), after.max(initial=0))) + 1
+    if n > 4096:  # label values of other tools: not worth a table
+        return {}
+    pairs = np.flatnonzero(np.bincount(before.astype(np.intp) * n + after, minlength=n * n))
+    moves: dict[int, list[int]] = {}
+    for old, new in zip(*np.divmod(pairs, n), strict=True):
+        if old > 0:
+            moves.setdefault(int(old), []).append(int(new))
+    return {old: new for old, new in moves.items() if new != [old]}
 
 
 def recolor_source(planes, model: KMeansModel, colors, labels) -> np.ndarray:

@@ -110,6 +110,12 @@ def _row(*items):
     return widgets.Container(widgets=list(items), layout="horizontal", labels=False)
 
 
+def _with_moves(text: str, edited) -> str:
+    """An edit's message and, when label values moved, which (exports made before differ)."""
+    moved = editing.moves_text(edited.moves)
+    return f"{text}; {moved}" if moved else text
+
+
 def _heading(text: str) -> QLabel:
     label = QLabel(f"<b>{text}</b>")
     label.setContentsMargins(0, 6, 0, 0)
@@ -196,7 +202,14 @@ class EditPanel:
         self.table.show_layer(self.controls.labels.value)
 
     def _rows_selected(self, labels) -> None:
+        """Rows chosen in the table: they fill 'clusters', and one row shows its label alone."""
         self.controls.clusters.value = ", ".join(map(str, labels))
+        layer = self.controls.labels.value
+        if layer is None or layer not in self.viewer.layers:
+            return
+        if labels:
+            layer.selected_label = labels[0]  # painting continues with it, too
+        layer.show_selected_label = len(labels) == 1
 
     # -- actions ---------------------------------------------------------------------------------
 
@@ -243,6 +256,9 @@ class EditPanel:
                 self._say(f"Not done: {err}")
                 show_error(str(err))
                 return
+            if before is None:
+                self._say("Nothing to update: the labels and colours are as they were.")
+                return
             self.host.session.push(before)
             self.controls.undo.enabled = True
             for note in edited.notes:
@@ -273,7 +289,9 @@ class EditPanel:
 
         def go():
             clusters = self._clusters()
-            said = lambda e, j: f"merged clusters {clusters}: {e.model.n_clusters} clusters"  # noqa: E731
+            said = lambda e, j: _with_moves(  # noqa: E731
+                f"merged clusters {clusters}: {e.model.n_clusters} clusters", e
+            )
             return self._edit(editing.merge_job, clusters, message=said)
 
         self._do(go)
@@ -285,7 +303,9 @@ class EditPanel:
 
         def go():
             clusters = self._clusters()
-            said = lambda e, j: f"split cluster {clusters[0]}: {e.model.n_clusters} clusters"  # noqa: E731
+            said = lambda e, j: _with_moves(  # noqa: E731
+                f"split cluster {clusters[0]}: {e.model.n_clusters} clusters", e
+            )
             return self._edit(editing.split_job, clusters, n, seed, n_init, message=said)
 
         self._do(go)

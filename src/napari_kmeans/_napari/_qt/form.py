@@ -10,6 +10,7 @@ from qtpy.QtWidgets import (
     QFrame,
     QProgressBar,
     QScrollArea,
+    QSizePolicy,
     QTabWidget,
     QVBoxLayout,
     QWidget,
@@ -105,7 +106,7 @@ def make_controls() -> Controls:
         "image": widgets.ComboBox(label="image", choices=()),
         "channels": widgets.Label(value="", label=""),
         "mode": widgets.Label(value="", label=""),
-        "n_clusters": widgets.SpinBox(label="clusters (k)", value=5, min=2, max=64),
+        "n_clusters": widgets.SpinBox(value=5, min=2, max=64),
         "suggest_k": widgets.PushButton(text="Suggest…"),
         "color_space": widgets.ComboBox(
             label="colour space", choices=[("RGB", "rgb"), ("CIELAB", "lab")], value="rgb"
@@ -134,7 +135,7 @@ def make_controls() -> Controls:
     bar.setToolTip(TIPS["progress"])
     bar.setMaximumHeight(18)
     bar.setVisible(False)
-    advanced = QCollapsible("Advanced: seed and solver")
+    advanced = QCollapsible("Advanced: seed and solver", expandedIcon="▼", collapsedIcon="▶")
     advanced.setToolTip(TIPS["advanced"])
     inner = widgets.Container(widgets=[c["seed"], c["n_init"], c["max_iter"], c["tol"]])
     advanced.addWidget(inner.native)
@@ -167,8 +168,12 @@ def lay_out(controls: Controls, parent: QWidget, *, choose_k: QWidget, edit: QWi
     Returns the tab widget.
     """
     c = controls
-    top = _container(c.image, c.n_clusters)
-    k_row = _container(c.suggest_k, horizontal=True, labels=False)
+    k_row = widgets.Container(
+        widgets=[c.n_clusters, c.suggest_k], layout="horizontal", labels=False,
+        label="clusters (k)",
+    )  # fmt: skip
+    k_row.margins = (0, 0, 0, 0)
+    top = _container(c.image, k_row)
     buttons = _container(c.run, c.cancel, horizontal=True, labels=False)
     options = _container(
         c.color_space, c.extra_channels, c.mask, c.scope, c.fit_on, c.background,
@@ -181,12 +186,13 @@ def lay_out(controls: Controls, parent: QWidget, *, choose_k: QWidget, edit: QWi
     tabs.addTab(_tab(edit), "Edit")
     content = QWidget()
     layout = QVBoxLayout(content)
-    for part in (top, c.channels, k_row, buttons, c.progress, c.result):
+    for part in (top, c.channels, buttons, c.progress, c.result):
         layout.addWidget(getattr(part, "native", part))
     layout.addWidget(tabs)
     layout.addStretch(1)
     for label in (c.result, c.mode, c.channels):
-        label.native.setWordWrap(True)
+        label.native.setWordWrap(True)  # and the full width of the dock, not a narrow column
+        label.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
     scroll = QScrollArea()
     scroll.setWidgetResizable(True)
     scroll.setFrameShape(QFrame.Shape.NoFrame)
