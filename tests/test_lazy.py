@@ -18,7 +18,7 @@ dask = pytest.importorskip("dask")
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from napari_kmeans import lazy, segment  # noqa: E402
+from napari_kmeans import blocks, lazy, segment  # noqa: E402
 from napari_kmeans.lazy import predict_lazy, recolor_lazy, segment_lazy  # noqa: E402
 from napari_kmeans.sampling import SAMPLE_SIZE  # noqa: E402
 
@@ -185,16 +185,18 @@ def test_float_gray_with_many_values_falls_back_to_a_deterministic_sample():
     rng = np.random.default_rng(5)
     image = da.from_array(rng.normal(size=(500, 400)).astype(np.float32), chunks=(100, 150))
     spec = lazy.ft.make_spec(image)
-    found = lazy.support(lazy.lay_out(image, spec), seed=2, distinct_cap=1000)
+    found = blocks.support_of_blocks(blocks.lay_out_blocks(image, spec), seed=2, distinct_cap=1000)
     assert not found.covers_all
     assert found.n_valid == 200_000
     assert found.weights.sum() == pytest.approx(200_000, rel=0.02)
     assert found.values.shape[0] == pytest.approx(SAMPLE_SIZE, rel=0.05)
     rechunked = image.rechunk((77, 400))
-    again = lazy.support(lazy.lay_out(rechunked, spec), seed=2, distinct_cap=1000)
+    again = blocks.support_of_blocks(
+        blocks.lay_out_blocks(rechunked, spec), seed=2, distinct_cap=1000
+    )
     np.testing.assert_array_equal(again.values, found.values)
     np.testing.assert_array_equal(again.weights, found.weights)
-    exact = lazy.support(lazy.lay_out(image, spec), seed=2)
+    exact = blocks.support_of_blocks(blocks.lay_out_blocks(image, spec), seed=2)
     assert exact.covers_all and exact.weights.sum() == 200_000
 
 

@@ -19,23 +19,8 @@ QT = ("qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "magicgui", "superqt", "na
 QT_PREFIXES = (*(q + "." for q in QT), "matplotlib.backends.backend_qt")
 QT_HOME = f"{PACKAGE}._napari._qt"
 
-# issue 9: the Qt modules of the glue before it moved under _napari/_qt/; the lead empties this.
-QT_ALLOWED = {
-    f"{PACKAGE}._napari.edit_panel",
-    f"{PACKAGE}._napari.features_view",
-    f"{PACKAGE}._napari.form",
-    f"{PACKAGE}._napari.suggest_k",
-    f"{PACKAGE}._napari.widget",
-}
-
-# issue 9: the glue switches to the public stages; then these entries go.
-PRIVATE_ALLOWED = {
-    (f"{PACKAGE}._napari.runner", f"{PACKAGE}.segment", "_fit_image"),
-    (f"{PACKAGE}._napari.workers", f"{PACKAGE}.segment", "_fit_image"),
-    (f"{PACKAGE}._napari.lazy_outputs", f"{PACKAGE}.lazy", "_stats"),
-    (f"{PACKAGE}._napari.workers", f"{PACKAGE}.lazy", "_stats"),
-    (f"{PACKAGE}._napari.lazy_outputs", f"{PACKAGE}._napari.reuse", "_extend"),
-}
+QT_ALLOWED: set[str] = set()  # every Qt import lives in _napari/_qt/
+PRIVATE_ALLOWED: set[tuple[str, str, str]] = set()  # no module uses another's private names
 
 
 def _modules() -> dict[str, Path]:

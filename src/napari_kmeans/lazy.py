@@ -57,16 +57,6 @@ __all__ = [
     "support_of_blocks",
 ]
 
-# Names the napari glue used before issue 9; delete them once it calls the public stages.
-lay_out = lay_out_blocks
-support = support_of_blocks
-
-
-def _stats(model, laid, found, chunk_size):
-    if found.covers_all:
-        return support_stats(model, found, laid.dtype)
-    return blocks.stats_of_blocks(model, laid, chunk_size)
-
 
 class LazyFit(NamedTuple):
     """Result of :func:`fit_lazy`.

@@ -17,7 +17,6 @@ on dask arrays, block by block.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 
@@ -26,7 +25,7 @@ from . import features as ft
 from .compress import Support, codec_for, compress, distinct_support, distinct_values
 from .fitting import Fit, Segmentation, WeightedFit, fit_support, fit_weighted
 from .model import KMeansModel, Labelling
-from .params import Params, make_params
+from .params import make_params
 from .sampling import draw_sample, pool_supports, reduce_chunks
 
 __all__ = [
@@ -451,30 +450,3 @@ def _support_of(image, mask, params, channel_axis, rgb):
         return spec, laid.dtype, blocks.support_of_blocks(laid, params.seed)
     prepared = prepare_image(image, channel_axis=channel_axis, rgb=rgb, mask=mask, params=params)
     return prepared.spec, prepared.pixels.dtype, prepared.support
-
-
-# -- issue 9: the glue's former entry point; delete once napari_kmeans._napari uses the stages ----
-
-
-class _Fitted(NamedTuple):
-    image: np.ndarray
-    prep: ft.Prepared
-    compressed: Support | None
-    model: KMeansModel
-    idx: np.ndarray
-    d2: np.ndarray
-    n_iter: int
-    exact: bool
-
-
-def _fit_image(
-    image, n_clusters, *, channel_axis, rgb, color_space, mask, seed, n_init, max_iter, tol,
-    progress=None,
-) -> _Fitted:  # fmt: skip
-    """Former stages 1 and 2 for the widget: use :func:`prepare_image` and :func:`fit_prepared`."""
-    params = Params(n_clusters, color_space, seed, n_init, max_iter, tol)
-    f = _fitted(image, params, channel_axis, rgb, mask, ft.checked_progress(progress))
-    support = f.prepared.support
-    compressed = support if support.codes is not None else None
-    return _Fitted(f.prepared.image, f.prepared.pixels, compressed, f.model, f.idx, f.d2,
-                   f.n_iter, f.exact)  # fmt: skip

@@ -13,12 +13,13 @@ import math
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..lazy import is_dask
 from ..model import KMeansModel
+from ..params import Params
 
 if TYPE_CHECKING:  # annotations only
     from napari.layers import Image, Labels, Shapes
@@ -118,21 +119,6 @@ def failure(err: BaseException) -> str:
         f"unexpected error ({type(err).__name__}: {err}). This is a bug in napari-kmeans; "
         f"nothing was changed. Please report it at {BUG_URL} with the steps that led to it."
     )
-
-
-@dataclass(frozen=True)
-class Params:
-    """The clustering settings chosen in the widget."""
-
-    n_clusters: int = 5
-    color_space: str = "rgb"
-    seed: int = 0
-    n_init: int = 4
-    max_iter: int = 300
-    tol: float = 1e-4
-
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
 
 
 @dataclass(frozen=True)
@@ -266,16 +252,6 @@ class LazyJob:
     def full(self) -> Planes:
         """The full-resolution planes."""
         return self.levels[0]
-
-
-class LazyFit(NamedTuple):
-    """A model fitted block by block; ``counts`` and ``inertia`` are None when unknown."""
-
-    model: KMeansModel
-    n_iter: int
-    exact: bool
-    counts: np.ndarray | None
-    inertia: float | None
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ layers (instances, cluster masks) and the CSV export of the features table are m
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import uuid
 import weakref
@@ -177,7 +178,7 @@ def palette(n: int) -> np.ndarray:
 
     >>> palette(22)[[0, 20]].round(2)
     array([[0.9 , 0.1 , 0.29],
-           [0.31, 0.8 , 0.49]])
+           [0.32, 0.8 , 0.51]])
     """
     if n <= len(PALETTE):
         return PALETTE[:n]
@@ -333,7 +334,7 @@ def metadata(
     layer for edits). A model fitted on one slice and applied to all (``info.fit_slice``) or
     applied from another layer or file (``info.model_from``) is recorded too.
     """
-    params = info.params.as_dict()
+    params = dataclasses.asdict(info.params)
     params.update(
         scope="current slice" if info.slice_index else "whole data",
         slice={str(a): i for a, i in (info.slice_index or {}).items()} or None,

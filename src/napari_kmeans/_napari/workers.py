@@ -21,8 +21,8 @@ import numpy as np
 from .. import edit, lazy
 from .. import features as ft
 from ..choose_k import elbow, inertia_curve
-from ..model import KMeansModel, label_dtype
-from ..segment import _fit_image, fit, fit_weighted
+from ..model import KMeansModel
+from ..segment import fit, fit_prepared, prepare_image
 from .jobs import (
     POLL_SECONDS,
     SLAB_PIXELS,
@@ -35,7 +35,6 @@ from .jobs import (
     Instances,
     InstancesJob,
     Job,
-    LazyFit,
     LazyJob,
     Outcome,
     Params,
@@ -47,13 +46,6 @@ from .jobs import (
     present_labels,
     stopper,
 )
-
-
-def _engine_args(planes: Planes, params: Params) -> dict:
-    return dict(
-        color_space=params.color_space, mask=planes.mask, seed=params.seed,
-        n_init=params.n_init, max_iter=params.max_iter, tol=params.tol, **planes.layout(),
-    )  # fmt: skip
 
 
 def _with_notes(func, *args, **kwargs):
@@ -72,30 +64,28 @@ def fit_model(planes: Planes, params: Params, progress=None):
     ``progress`` is the engine's callback (a :func:`stopper` stops the fit).
     """
     image = ft.as_image(planes.assembled())
-    args = _engine_args(planes, params)
-    fitted, notes = _with_notes(fit, image, params.n_clusters, progress=progress, **args)
+    layout = planes.layout()
+    fitted, notes = _with_notes(
+        fit, image, params=params, mask=planes.mask, progress=progress, **layout
+    )
     return fitted.model, fitted.n_iter, fitted.exact, notes
 
 
 def fit_planes(planes: Planes, params: Params, progress=None):
-    """The first half of :func:`napari_kmeans.segment` on in-memory planes.
+    """Stages 1 and 2 of :func:`napari_kmeans.segment` on in-memory planes.
 
-    Returns the fitted state (image, prepared pixels, compressed codes, model, ...) and notes;
-    :func:`label_fitted` finishes the job exactly as ``segment`` does.
+    Returns ``(FittedImage, notes)``: its ``label()`` finishes the job exactly as ``segment``
+    does, without laying the image out or assigning its values again.
     """
-    image = ft.as_image(planes.assembled())
-    args = _engine_args(planes, params)
-    return _with_notes(_fit_image, image, params.n_clusters, progress=progress, **args)
 
+    def stages():
+        image = ft.as_image(planes.assembled())
+        prepared = prepare_image(
+            image, mask=planes.mask, params=params, progress=progress, **planes.layout()
+        )
+        return fit_prepared(prepared, params, progress=progress)
 
-def label_fitted(fitted):
-    """Labels (spatial shape), inertia and counts of a :func:`fit_planes` result."""
-    labels, inertia, counts = fitted.model.label_prepared(
-        fitted.prep,
-        fitted.compressed,
-        distinct=(fitted.idx, fitted.d2) if fitted.compressed else None,
-    )
-    return labels.reshape(fitted.prep.spatial_shape), inertia, counts
+    return _with_notes(stages)
 
 
 def _in_thread(tick: Progress, func, *args, **kwargs) -> Iterator[Progress]:
@@ -128,16 +118,12 @@ def _in_thread(tick: Progress, func, *args, **kwargs) -> Iterator[Progress]:
 
 
 def _label_slab(model: KMeansModel, planes: Planes):
-    """Labels (spatial shape) and inertia of one block."""
-    image = planes.assembled()
-    if planes.mask is not None and not planes.mask.any():
-        return np.zeros(planes.spatial_shape, label_dtype(model.n_clusters)), 0.0
-    try:
-        prep = ft.prepare(image, model.spec, planes.mask)
-    except ValueError:  # no valid pixel in this block (all masked, NaN or transparent)
-        return np.zeros(planes.spatial_shape, label_dtype(model.n_clusters)), 0.0
-    labelled = model.label_prepared(prep)  # (labels, inertia[, counts])
-    return labelled[0].reshape(prep.spatial_shape), float(labelled[1])
+    """Labels (spatial shape) and inertia of one block (zeros where no pixel is valid)."""
+    image = np.asarray(planes.assembled())
+    inside = None if planes.mask is None else ft.mask_inside(planes.mask)
+    pixels, valid = ft.layout(image, model.spec, inside)
+    labelled = model.label_pixels(pixels, valid, image.dtype)
+    return labelled.labels.reshape(planes.spatial_shape), float(labelled.inertia or 0.0)
 
 
 def _recolor_slab(model: KMeansModel, planes: Planes, labels: np.ndarray) -> np.ndarray:
@@ -188,10 +174,10 @@ def _run_in_memory(job: Job, start: float, stop=None):
     )
     tick = Progress(0.6, "labelling")
     yield tick
-    labels, inertia, counts = yield from _in_thread(tick, label_fitted, fitted)
+    labels, inertia, counts = yield from _in_thread(tick, fitted.label)
     tick = Progress(0.85, "recolouring")
     yield tick
-    recolored = yield from _in_thread(tick, fitted.model.recolor, fitted.image, labels)
+    recolored = yield from _in_thread(tick, fitted.model.recolor, fitted.prepared.image, labels)
     if full.extras:  # drop the extra channels again: the recoloured layer is the source's shape
         source = np.asarray(full.image)
         recolored = recolored[..., 0]
@@ -206,7 +192,7 @@ def _run_in_memory(job: Job, start: float, stop=None):
 
 def label_by_blocks(full: Planes, model: KMeansModel):
     """Label and recolour ``full`` slab by slab (a multiscale level may not fit in memory)."""
-    labels = np.zeros(full.spatial_shape, label_dtype(model.n_clusters))
+    labels = np.zeros(full.spatial_shape, model.label_dtype)
     recolored = None
     inertia = 0.0
     index = list(blocks(full.spatial_shape))
@@ -246,29 +232,16 @@ def assembled_lazy(planes: Planes):
     return da.stack([planes.image, *planes.extras], axis=-1)
 
 
-def _fit_blockwise(planes: Planes, params: Params, progress=None) -> LazyFit:
-    image = lazy.as_dask_image(assembled_lazy(planes))
-    spec = ft.make_spec(image, color_space=params.color_space, **planes.layout())
-    laid = lazy.lay_out(image, spec, planes.mask)
-    found = lazy.support(laid, params.seed)
-    res = fit_weighted(
-        found.values, found.weights, spec, laid.dtype, params.n_clusters, n_init=params.n_init,
-        max_iter=params.max_iter, tol=params.tol, seed=params.seed, covers_all=found.covers_all,
-        progress=progress,
-    )  # fmt: skip
-    counts = inertia = None
-    if found.covers_all:  # every distinct value with its count: no further pass over the data
-        counts, inertia = lazy._stats(res.model, laid, found, None)
-    return LazyFit(res.model, res.n_iter, res.exact, counts, inertia)
-
-
 def fit_lazy(planes: Planes, params: Params, progress=None):
     """Fit a model to dask ``planes`` from block-wise reductions, as ``segment`` does on dask.
 
-    Returns ``(LazyFit, notes)``; ``notes`` are the engine's warnings as text. ``progress`` is
-    the engine's callback (a :func:`~.runner.stopper` stops the fit).
+    Returns ``(LazyFit, notes)`` (:func:`napari_kmeans.lazy.fit_lazy`: counts and inertia are
+    known when the fit saw every value with its count); ``notes`` are the engine's warnings as
+    text. ``progress`` is the engine's callback (a :func:`~.jobs.stopper` stops the fit).
     """
-    return _with_notes(_fit_blockwise, planes, params, progress)
+    image = assembled_lazy(planes)
+    layout = planes.layout()
+    return _with_notes(lazy.fit_lazy, image, params, mask=planes.mask, progress=progress, **layout)
 
 
 def _fit_in_memory(planes: Planes, params: Params, progress=None):
@@ -318,7 +291,7 @@ def run_lazy(job: LazyJob, stop=None):
             fitted, notes = yield from _in_thread(
                 tick, fit_lazy, job.full, job.params, progress=stopper(stop, 0.05, 0.9)
             )
-            model, n_iter, exact, counts, inertia = fitted
+            model, n_iter, exact, counts, inertia = fitted[:5]
         yield Progress(0.95, "building lazy outputs")
         labels, recolored = lazy_levels(model, job.levels)
     except Exception as err:  # every failure is reported, never a raw traceback

@@ -1,4 +1,4 @@
-"""The controls of the k-means dock widget, with their tooltips (no behaviour here)."""
+"""The controls of the k-means dock widget: their tooltips, layout, and the settings they read."""
 
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 from superqt import QCollapsible
+
+from ...params import Params
+from ..outputs import Style
 
 WHOLE, SLICE = "whole data", "current slice"
 FIT_ALL, FIT_SLICE = "all of the scope", "current slice only"
@@ -142,6 +145,20 @@ def make_controls() -> Controls:
     advanced.collapse(animate=False)
     advanced._inner = inner  # keep the magicgui container alive
     return Controls(**c, progress=bar, advanced=advanced)
+
+
+def read_params(c: Controls) -> Params:
+    """The engine's parameters from the controls (a new setting: a control and this line)."""
+    space = c.color_space.value if c.color_space.enabled else "rgb"
+    return Params(
+        n_clusters=int(c.n_clusters.value), color_space=space, seed=int(c.seed.value),
+        n_init=int(c.n_init.value), max_iter=int(c.max_iter.value), tol=float(c.tol.value),
+    )  # fmt: skip
+
+
+def read_style(c: Controls) -> Style:
+    """How the labels show the clusters, from the Options tab."""
+    return Style(background=c.background.value, show_recolored=bool(c.show_recolored.value))
 
 
 def _container(*items, horizontal=False, labels=True):

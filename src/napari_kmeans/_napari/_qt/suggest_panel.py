@@ -182,7 +182,7 @@ class SuggestPanel:
                 host._viewer, c.image.value, host.params(), extras=tuple(c.extra_channels.value),
                 mask=c.mask.value, current_slice=host.current_slice(),
             )  # fmt: skip
-        except InputError as err:
+        except (InputError, ValueError, TypeError) as err:  # a setting the engine refuses
             self._say(f"Not computed: {err}", error=True)
             return
         self._stop = threading.Event()

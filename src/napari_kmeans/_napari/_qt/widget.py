@@ -182,19 +182,13 @@ class KMeansWidget(QWidget):
 
     def style(self) -> Style:
         """How the labels show the clusters, as chosen in the Options tab."""
-        c = self.controls
-        return Style(background=c.background.value, show_recolored=bool(c.show_recolored.value))
+        return form.read_style(self.controls)
 
     # -- running ------------------------------------------------------------------------------
 
     def params(self) -> Params:
-        """The clustering settings currently chosen."""
-        c = self.controls
-        space = c.color_space.value if c.color_space.enabled else "rgb"
-        return Params(
-            n_clusters=int(c.n_clusters.value), color_space=space, seed=int(c.seed.value),
-            n_init=int(c.n_init.value), max_iter=int(c.max_iter.value), tol=float(c.tol.value),
-        )  # fmt: skip
+        """The clustering settings currently chosen (validated by the engine's Params)."""
+        return form.read_params(self.controls)
 
     def _inputs(self) -> dict:
         c = self.controls
@@ -211,7 +205,7 @@ class KMeansWidget(QWidget):
                 current_slice=self.current_slice(),
                 fit_slice=c.fit_on.enabled and c.fit_on.value == form.FIT_SLICE,
             )  # fmt: skip
-        except InputError as err:
+        except (InputError, ValueError, TypeError) as err:  # a setting the engine refuses
             self._say(f"Not run: {err}")
             show_error(str(err))
             return
