@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import napari
-from qtpy.QtCore import QRect
 from qtpy.QtWidgets import QApplication
 from skimage import data
 
@@ -34,9 +33,12 @@ def _settle(seconds=0.5, until=None, timeout=120.0):
         time.sleep(0.01)
 
 
+SCREEN = (1440, 900)  # a laptop screen: every picture is taken at this window size
+
+
 def _viewer(sample):
     viewer = napari.Viewer(title="napari k-means")
-    viewer.window._qt_window.resize(1500, 950)
+    viewer.window._qt_window.resize(*SCREEN)
     viewer.open_sample("napari-kmeans", sample)
     dock, widget = viewer.window.add_plugin_dock_widget("napari-kmeans", WIDGET)
     return viewer, dock, widget
@@ -48,59 +50,57 @@ def _run(widget):
     _settle(0.5)
 
 
+def _shot(viewer, name):
+    _settle(0.5)
+    viewer.screenshot(IMAGES / name, canvas_only=False, flash=False)
+
+
+def _grab(dock, name):
+    """Save the whole dock as it is on screen."""
+    _settle(0.3)
+    dock.grab().save(str(IMAGES / name))
+
+
 def rgb_photo():
-    """The coffee photo, k=5: labels over the photo, the widget with its result line."""
+    """The coffee photo, k=5: distinct label colours over the photo, and the dock."""
     viewer, dock, widget = _viewer("coffee")
     widget.controls.n_clusters.value = 5
     _run(widget)
-    viewer.layers["coffee k-means labels"].opacity = 0.8
-    viewer.screenshot(IMAGES / "widget_rgb.png", canvas_only=False, flash=False)
-    widget.controls.advanced.expand(animate=False)
-    _settle(0.3)
-    height = widget.mapTo(dock, widget.rect().topLeft()).y() + widget.sizeHint().height()
-    dock.grab(QRect(0, 0, dock.width(), height)).save(str(IMAGES / "widget_panel.png"))
+    _shot(viewer, "widget_rgb.png")
+    _grab(dock, "widget_panel.png")
+    viewer.close()
+
+
+def gray():
+    """The coins, k=3: the darkest cluster (the background) left transparent."""
+    viewer, _, widget = _viewer("coins")
+    widget.controls.n_clusters.value = 3
+    _run(widget)
+    _shot(viewer, "widget_gray.png")
     viewer.close()
 
 
 def fluorescence():
-    """The synthetic cells: nuclei + cytoplasm as extra channel, k=3, 3-D data."""
+    """The synthetic cells: nuclei + cytoplasm (pre-selected as channels of one image), k=3."""
     viewer, _, widget = _viewer("cells_3d")
     widget.controls.image.value = viewer.layers["nuclei"]
-    widget.controls.extra_channels.value = [viewer.layers["cytoplasm"]]
     widget.controls.n_clusters.value = 3
     _run(widget)
-    viewer.layers["nuclei k-means recolored"].visible = False
     viewer.dims.set_current_step(0, 12)
-    _settle(0.5)
-    viewer.screenshot(IMAGES / "widget_cells.png", canvas_only=False, flash=False)
+    _shot(viewer, "widget_cells.png")
     viewer.close()
 
 
-def _grab(dock, widget, name):
-    """Save the part of the dock from its top down to the bottom of ``widget``."""
-    _settle(0.3)
-    bottom = widget.mapTo(dock, widget.rect().bottomLeft()).y() + 4
-    dock.grab(QRect(0, 0, dock.width(), bottom)).save(str(IMAGES / name))
-
-
-def _only(viewer, *names):
-    for layer in viewer.layers:
-        layer.visible = layer.name in names
-
-
 def editing():
-    """docs/editing.md: coffee, k=5 -> suggest k, merge, split, instances, model on another photo."""
+    """docs/editing.md: coffee, k=5 -> Choose k, merge, split, instances, model on another photo."""
     viewer, dock, widget = _viewer("coffee")
     suggest, edit = widget.suggest, widget.edit
-    suggest.group.expand(animate=False)
-    suggest.k_max.value = 10
-    suggest.start()
+    widget.controls.suggest_k.native.click()  # the Choose k tab, computing the curve
     _settle(until=lambda: suggest.worker is None)
-    _grab(dock, suggest.group, "editing_suggest.png")
-    suggest.group.collapse(animate=False)
+    _grab(dock, "editing_suggest.png")
     widget.controls.n_clusters.value = 5
     _run(widget)
-    edit.group.expand(animate=False)
+    widget.tabs.setCurrentIndex(2)
     idle = lambda: widget.worker is None  # noqa: E731  edits run in a worker
     edit.controls.clusters.value = "4, 5"
     edit.merge()
@@ -108,34 +108,33 @@ def editing():
     edit.controls.clusters.value = "1"
     edit.split()
     _settle(until=idle)
-    _only(viewer, "coffee", "coffee k-means labels")
-    viewer.layers["coffee k-means labels"].opacity = 0.85
     edit.table.select_labels([1, 2])
-    _settle(0.5)
-    viewer.screenshot(IMAGES / "editing_merge_split.png", canvas_only=False, flash=False)
+    _shot(viewer, "editing_merge_split.png")
+    _grab(dock, "editing_panel.png")
     edit.controls.clusters.value = "1"
     edit.controls.min_size.value = 200
     edit.instances()
     _settle(until=idle)
     _only(viewer, "coffee", "coffee k-means labels instances")
-    _settle(0.5)
-    viewer.screenshot(IMAGES / "editing_instances.png", canvas_only=False, flash=False)
+    _shot(viewer, "editing_instances.png")
     with tempfile.TemporaryDirectory() as folder:
         path = edit.save_model(Path(folder) / "coffee-model.json")
         cat = viewer.add_image(data.chelsea(), name="chelsea", rgb=True, translate=(50, 620))
         widget.controls.image.value = cat
         edit.load_model(path)
-        _settle(until=lambda: widget.worker is None)
+        _settle(until=idle)
     _only(viewer, "coffee", "coffee k-means labels", "chelsea", "chelsea k-means labels")
-    viewer.layers["chelsea k-means labels"].opacity = 0.85
     viewer.reset_view()
-    _settle(0.5)
-    viewer.screenshot(IMAGES / "editing_reuse.png", canvas_only=False, flash=False)
-    _grab(dock, edit.group, "editing_panel.png")
+    _shot(viewer, "editing_reuse.png")
     viewer.close()
 
 
-PAGES = {"rgb_photo": rgb_photo, "fluorescence": fluorescence, "editing": editing}
+def _only(viewer, *names):
+    for layer in viewer.layers:
+        layer.visible = layer.name in names
+
+
+PAGES = {"rgb_photo": rgb_photo, "gray": gray, "fluorescence": fluorescence, "editing": editing}
 
 
 def main(names=()):

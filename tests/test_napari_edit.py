@@ -164,7 +164,7 @@ def test_edit_errors_change_nothing(click, viewer, widget, run_and_wait, patches
     edit = widget.edit
     for text, button, message in [
         ("2", edit.controls.merge, "at least two"),
-        ("2, 9", edit.controls.merge, "[9] are not cluster labels"),
+        ("2, 9", edit.controls.merge, "label 9 is not a cluster of this model"),
         ("1, 2", edit.controls.split, "Split takes one cluster"),
         ("two", edit.controls.merge, "'two' is not a label value"),
     ]:
@@ -507,7 +507,7 @@ def test_edits_refuse_another_image_with_the_source_name(
     viewer.layers.remove("img")
     viewer.add_image(patches.copy(), name="img", rgb=True)  # the same pixels again: accepted
     click(widget.edit.controls.merge)
-    assert widget.edit.status.value.startswith("merged clusters [1, 2]")
+    assert widget.edit.status.value.startswith("merged clusters 1, 2")
 
 
 def test_a_typo_range_of_clusters_is_refused_at_once(
@@ -673,7 +673,7 @@ def test_merge_and_split_say_which_labels_moved(viewer, widget, run_and_wait, pa
     edit.controls.clusters.value = "1, 2"
     click(edit.controls.merge)
     assert edit.status.value == (
-        "merged clusters [1, 2]: 4 clusters; label 2 is now 1; 3 is now 2; 4 is now 3; 5 is now 4"
+        "merged clusters 1, 2: 4 clusters; label 2 is now 1; 3 is now 2; 4 is now 3; 5 is now 4"
     )
 
 

@@ -209,7 +209,7 @@ def test_compute_into_memory_multiscale_then_edit(viewer, widget, run_and_wait, 
     widget.edit.controls.clusters.value = "1, 2"  # now edits work
     widget.edit.controls.merge.native.click()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
-    assert widget.edit.status.value.startswith("merged clusters [1, 2]: 2 clusters")
+    assert widget.edit.status.value.startswith("merged clusters 1, 2: 2 clusters")
     assert set(np.unique(new_labels.data)) == {1, 2}
 
     widget.controls.n_clusters.value = 4  # the merged labels are edited: a re-run adds layers

@@ -98,8 +98,11 @@ def _layer_kwargs(outcome: Outcome, info: RunInfo, role: str, run_id: str, style
         names = channel_names(info)
         kwargs["colormap"] = labels_colormap(outcome.n_clusters, style, outcome.counts)
         kwargs["features"] = outcome_table(outcome, names)
-    elif not src.rgb:
-        kwargs.update(colormap=src.colormap, contrast_limits=src.contrast_limits, gamma=src.gamma)
+    elif not src.rgb:  # shown as the source is: its colormap, limits and blending
+        kwargs.update(
+            colormap=src.colormap, contrast_limits=src.contrast_limits, gamma=src.gamma,
+            blending=src.blending,
+        )  # fmt: skip
     elif outcome.lazy:  # napari would compute the data to find contrast limits
         kwargs.update(contrast_limits=src.contrast_limits)
     return kwargs

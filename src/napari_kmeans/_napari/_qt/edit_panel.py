@@ -93,7 +93,7 @@ def make_controls() -> EditControls:
         "merge": widgets.PushButton(text="Merge"),
         "split": widgets.PushButton(text="Split"),
         "split_n": widgets.SpinBox(label="into", value=2, min=2, max=16),
-        "min_size": widgets.SpinBox(label="min size (px)", value=1, min=1, max=2**31 - 1),
+        "min_size": widgets.SpinBox(label="min size (px)", value=1, min=1, max=10**9),
         "instances": widgets.PushButton(text="Instances"),
         "mask": widgets.PushButton(text="Mask layer"),
         "csv": widgets.PushButton(text="Table as CSV…"),
@@ -133,12 +133,15 @@ class EditPanel:
         self.status.native.setWordWrap(True)
         self._watched = None
         parts = [
-            widgets.Container(widgets=[c.labels, c.clusters]), self.table, _row(c.compute),
+            widgets.Container(widgets=[c.labels, c.clusters]), self.table, self.status,
+            _row(c.compute),
             _heading("Fix after painting"), _row(c.update, c.undo),
-            _heading("Merge and split clusters"), _row(c.merge, c.split, c.split_n),
-            _heading("Export"), _row(c.instances, c.min_size), _row(c.mask, c.csv),
+            _heading("Merge and split clusters"),
+            _row(c.merge, c.split, widgets.Label(value="into"), c.split_n),
+            _heading("Export"),
+            _row(c.instances, widgets.Label(value="min size (px)"), c.min_size),
+            _row(c.mask, c.csv),
             _heading("Reuse the model"), _row(c.apply, c.save_model, c.load_model),
-            self.status,
         ]  # fmt: skip
         self.group = QWidget()
         self.group.setToolTip(TIPS["group"])
@@ -290,7 +293,7 @@ class EditPanel:
         def go():
             clusters = self._clusters()
             said = lambda e, j: _with_moves(  # noqa: E731
-                f"merged clusters {clusters}: {e.model.n_clusters} clusters", e
+                f"merged clusters {', '.join(map(str, clusters))}: {e.model.n_clusters} clusters", e
             )
             return self._edit(editing.merge_job, clusters, message=said)
 

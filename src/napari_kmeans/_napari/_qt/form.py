@@ -52,9 +52,9 @@ TIPS = {
     "Single-channel data are clustered exactly and ignore it.",
     "max_iter": "Maximum Lloyd iterations per restart.",
     "tol": "Lloyd stops when the centres move less than this, relative to the data's variance.",
-    "run": "Segment in the background (progress in the activity dock). Re-running from the same "
-    "image updates its two output layers in place while the labels are unedited; once you have "
-    "painted on them, a re-run adds new layers and keeps your edits.",
+    "run": "Segment in the background, with the progress shown below. Re-running from the same "
+    "image updates its two output layers in place while they are untouched; once you have "
+    "painted on them or renamed them, a re-run adds new layers and keeps yours.",
     "cancel": "Stop the run within about half a second; no layer is changed.",
     "result": "Clusters found, inertia (sum of squared distances to the centres, in feature "
     "space; 'unknown' for lazy outputs until computed), Lloyd iterations, whether the result is "

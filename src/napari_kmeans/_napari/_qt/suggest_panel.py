@@ -195,7 +195,7 @@ class SuggestPanel:
         worker.finished.connect(self._finished)
         self.worker = worker
         self.suggest.enabled, self.cancel.enabled = False, True
-        self._say("Computing the inertia curve…")
+        self._say("Computing how much k clusters explain…")
         worker.start()
 
     def stop(self, *_) -> None:
@@ -212,7 +212,7 @@ class SuggestPanel:
 
     def _progressed(self, step) -> None:
         if not self._closed and self.worker is not None and not self.worker.abort_requested:
-            self._say(f"Computing the inertia curve… {step.fraction:.0%}")
+            self._say(f"Computing how much k clusters explain… {step.fraction:.0%}")
 
     def _finished(self) -> None:
         self.worker = None

@@ -12,8 +12,9 @@ MAX_ROWS = 10  # more rows than this scroll
 TIP = (
     "The features table of the chosen k-means labels layer: label, colour, pixel count and "
     "fraction, colour per channel ('unknown' counts for lazy labels, until computed into "
-    "memory). The colour square is the cluster's own colour, as in the recoloured image. Select "
-    "rows (Ctrl/Shift-click) to fill 'clusters' and to show only those labels."
+    "memory). The label cell has the label's colour on the canvas; the colour square is the "
+    "cluster's own colour, as in the recoloured image. Select rows (Ctrl/Shift-click) to fill "
+    "'clusters'; one selected row shows its label alone."
 )
 
 
@@ -50,8 +51,10 @@ class FeaturesView(QTableWidget):
         self.setRowCount(len(table))
         self._labels = [int(v) for v in table["label"]]
         colors = swatches(layer, self._labels)
+        shown = layer.colormap.map(np.array(self._labels))  # the label's colour on the canvas
         for row, (label, rgba) in enumerate(zip(self._labels, colors, strict=True)):
-            self._set(row, 0, str(label))
+            cell = self._set(row, 0, str(label))
+            _paint(cell, shown[row])
             swatch = self._set(row, 1, "")  # a colour square, still shown when selected
             swatch.setData(Qt.ItemDataRole.DecorationRole, QColor.fromRgbF(*map(float, rgba[:3])))
             for col, name in enumerate(columns, start=2):
@@ -90,6 +93,15 @@ class FeaturesView(QTableWidget):
 
     def _selected(self) -> None:
         self._on_select(self.selected_labels())
+
+
+def _paint(cell: QTableWidgetItem, rgba) -> None:
+    """The label's own cell in its colour on the canvas, with readable text."""
+    if rgba[3] == 0:  # transparent (the background cluster): no colour to show
+        return
+    cell.setBackground(QColor.fromRgbF(*map(float, rgba[:3])))
+    light = 0.2126 * rgba[0] + 0.7152 * rgba[1] + 0.0722 * rgba[2] > 0.5
+    cell.setForeground(QColor("black" if light else "white"))
 
 
 def swatches(layer, labels) -> np.ndarray:

@@ -363,8 +363,10 @@ class KMeansWidget(QWidget):
         if how == "updated":
             line += " · output layers updated in place"
         elif how == "edited":
-            line += " · the labels had been edited: kept them and added new layers"
-            show_info(f"'{info.source.name}' k-means labels were edited; added new layers.")
+            line += " · the labels had been edited or renamed: kept them and added new layers"
+            show_info(
+                f"'{info.source.name}' k-means labels were edited or renamed; added new layers."
+            )
         elif how == "other scope":
             line += " · the result of the other scope is kept (hidden)"
         self._say(line)
