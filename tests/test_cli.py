@@ -235,7 +235,7 @@ def _write_bad_zarr_group(tmp_path):
 @pytest.mark.parametrize(
     ("case", "code", "message"),
     [
-        ("missing out", 3, "does not exist; create it first"),
+        ("out cannot be created", 3, "cannot create the output folder"),
         ("out is a file", 3, "is not a folder"),
         ("missing input", 4, "no such file"),
         ("unknown kind", 4, "unknown kind of file"),
@@ -251,8 +251,8 @@ def test_exit_codes(images, tmp_path, capsys, case, code, message):
     out = tmp_path / "out"
     inputs = [tmp_path / "stack.tif"]
     extra = ["-k", "2"]
-    if case == "missing out":
-        out = tmp_path / "nowhere"
+    if case == "out cannot be created":
+        out = tmp_path / "stack.tif" / "results"  # its parent is a file
     elif case == "out is a file":
         out = tmp_path / "stack.tif"
     elif case == "missing input":
@@ -310,6 +310,55 @@ def test_no_input_exits_2(tmp_path):
     done = run("segment", "--out", tmp_path, cwd=tmp_path)
     assert done.returncode == 2
     assert "INPUT" in done.stderr
+
+
+def test_missing_out_is_created_with_its_parents(images, tmp_path):
+    out = tmp_path / "new" / "deeper" / "results"
+    assert main(["segment", str(tmp_path / "stack.tif"), "-k", "2", "--out", str(out), "-q"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "stack_labels.tif", "stack_model.json", "stack_recolored.tif"
+    ]  # fmt: skip
+
+
+def test_missing_out_is_not_created_when_a_check_fails(tmp_path):
+    out = tmp_path / "results"
+    assert main(["segment", str(tmp_path / "nope.tif"), "--out", str(out), "-q"]) == 4
+    assert not out.exists()
+
+
+def test_every_help_example_works_as_written(tmp_path):
+    """Each line under 'examples:' of ``segment --help``, run by a shell on small files."""
+    help_text = run("segment", "--help", cwd=tmp_path).stdout
+    examples = [
+        line.strip() for line in help_text.split("examples:\n", 1)[1].splitlines() if line.strip()
+    ]
+    assert len(examples) >= 3 and all(e.startswith("napari-kmeans segment ") for e in examples)
+    rng = np.random.default_rng(1)
+    tifffile.imwrite(tmp_path / "cells.tif", rng.integers(0, 4000, (3, 20, 30), dtype=np.uint16))
+    for folder, n in (("plates", 3), ("new", 2)):
+        (tmp_path / folder).mkdir()
+        for i in range(1, n + 1):
+            rgb = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+            iio.imwrite(tmp_path / folder / f"plate_{i:02d}.png", rgb)
+    bindir = Path(sys.executable).parent
+    if not (bindir / "napari-kmeans").exists():  # run the module the script would run
+        (tmp_path / "bin").mkdir()
+        shim = tmp_path / "bin" / "napari-kmeans"
+        shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m napari_kmeans.cli "$@"\n')
+        shim.chmod(0o755)
+        bindir = shim.parent
+    env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}"}
+    for example in examples:
+        done = subprocess.run(["bash", "-c", f"{example} --quiet"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert done.returncode == 0, f"{example}: {done.stderr}"
+    results = tmp_path / "results"
+    for stem in ("cells", "plate_01", "plate_02", "plate_03"):
+        assert (results / f"{stem}_model.json").is_file()
+    assert read_model(results, "plate_02").to_dict() == read_model(results, "plate_01").to_dict()
+    assert sorted(p.name for p in (results / "new").glob("*_labels.tif")) == [
+        "plate_01_labels.tif", "plate_02_labels.tif"
+    ]  # fmt: skip
 
 
 def _console_blocks(text):

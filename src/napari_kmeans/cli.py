@@ -96,7 +96,7 @@ exit codes:
   0  every image was segmented
   1  unexpected error (a bug): one line, with where to report it
   2  bad or conflicting arguments, or an output that would replace, hold or lie inside an input
-  3  the output folder is missing, not a folder, or not writable
+  3  the output folder cannot be created, is not a folder, or is not writable
   4  an input or the --model file is missing, of an unknown kind, or unreadable
   5  outputs already exist and --overwrite was not given, or an existing output is not one
      napari-kmeans wrote (nothing is written)
@@ -111,7 +111,7 @@ exit codes:
 examples:
   napari-kmeans segment cells.tif -k 3 --out results
   napari-kmeans segment plates/*.png -k 4 --fit-on all --out results
-  napari-kmeans segment new/*.png --model results/plate_01_model.json --out results
+  napari-kmeans segment new/*.png --model results/plate_01_model.json --out results/new
 """
 
 
@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="TIFF (.tif, .tiff), PNG, JPEG or zarr (.zarr folder, or an array "
                      "inside one: scan.zarr/0) images")  # fmt: skip
     seg.add_argument("--out", "-o", required=True, type=Path, metavar="DIR",
-                     help="existing folder to write the outputs to")  # fmt: skip
+                     help="folder to write the outputs to (created, with its parents, when missing)")  # fmt: skip
     seg.add_argument("-k", "--n-clusters", type=int, metavar="K",
                      help="number of clusters (default 5)")  # fmt: skip
     seg.add_argument("--fit-on", choices=("each", "first", "all"),

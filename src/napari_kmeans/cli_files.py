@@ -25,7 +25,7 @@ from ._version import __version__
 EXIT_OK = 0
 EXIT_INTERNAL = 1  # an unexpected error (a bug): one line with where to report it
 EXIT_USAGE = 2  # bad or conflicting arguments (argparse's own code too); outputs clash with inputs
-EXIT_OUT_DIR = 3  # the output folder is missing, not a folder, or not writable
+EXIT_OUT_DIR = 3  # the output folder cannot be created, is not a folder, or is not writable
 EXIT_UNREADABLE = 4  # an input or the --model file is missing, of an unknown kind, or unreadable
 EXIT_EXISTS = 5  # outputs exist (no --overwrite, or not written by napari-kmeans); nothing written
 EXIT_FAILED = 6  # an image could not be segmented (e.g. it does not match the model)
@@ -123,10 +123,14 @@ def _job(path: Path, out: Path) -> Job:
 
 
 def _check_out_dir(out: Path):
-    if not out.exists():
-        raise CliError(
-            EXIT_OUT_DIR, f"output folder {out} does not exist; create it first (mkdir -p {out})."
-        )
+    if not out.exists():  # created by plan() once every other check has passed
+        base = next((p for p in out.absolute().parents if p.exists()), None)
+        if base is None or not base.is_dir() or not os.access(base, os.W_OK | os.X_OK):
+            raise CliError(
+                EXIT_OUT_DIR,
+                f"cannot create the output folder {out}: {base} is not a writable folder.",
+            )
+        return
     if not out.is_dir():
         raise CliError(EXIT_OUT_DIR, f"--out {out} is not a folder; give a folder for the outputs.")
     if not os.access(out, os.W_OK | os.X_OK):
@@ -262,6 +266,12 @@ def plan(args) -> list[Job]:
         seen[job.model] = job.path
     _check_overlap(jobs, args.model)
     _check_existing(jobs, args.overwrite)
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CliError(
+            EXIT_OUT_DIR, f"cannot create the output folder {args.out}: {err.strerror or err}."
+        ) from None
     return jobs
 
 
