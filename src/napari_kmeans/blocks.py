@@ -22,18 +22,10 @@ import numpy as np
 
 from . import features as ft
 from . import sampling
-from .compress import (
-    Support,
-    codec_for,
-    codes_support,
-    count_values,
-    distinct_support,
-    distinct_values,
-    merge_counts,
-    merge_distinct,
-)
+from .compress import GRID_MIN_PIXELS, Support, codec_for, codes_support, count_values, merge_counts
 
-FLOAT_DISTINCT_MAX_PIXELS = 1 << 24  # float gray data larger than this are sampled at once
+# Single-channel data with more valid pixels than this are summarised on a grid (as in memory).
+FLOAT_DISTINCT_MAX_PIXELS = GRID_MIN_PIXELS
 _INDEX = "abcdefghijklmnopqrstuvwxy"  # blockwise indices of the spatial axes ("z": channels)
 
 
@@ -171,32 +163,26 @@ def reduce_blocks(lazy: LazyImage, step, merge, **kwargs):
 
 
 def support_of_blocks(lazy: LazyImage, seed: int = 0, *, distinct_cap=None) -> Support:
-    """Weighted values to fit ``lazy`` on: a histogram, distinct values, or a seeded sample.
+    """Weighted values to fit ``lazy`` on: a histogram, distinct values, a grid or a sample.
 
     The steps and merges of the in-memory engine, applied to blocks: codes counted by
-    ``compress.count_values`` for data that compress; ``compress.distinct_values`` for other
-    single-channel data (integers, or floats of at most ``FLOAT_DISTINCT_MAX_PIXELS`` pixels)
-    while there are at most ``distinct_cap`` (default ``sampling.DISTINCT_CAP``); else the sample
-    of ``sampling.draw_sample``.
+    ``compress.count_values`` for data that compress; ``sampling.gray_support`` for other
+    single-channel data (distinct values while there are at most ``distinct_cap``, default
+    ``sampling.DISTINCT_CAP``, or the grid beyond ``GRID_MIN_PIXELS`` valid pixels); else the
+    sample of ``sampling.draw_sample``.
 
     Raises
     ------
     ValueError
         When no pixel is valid.
     """
-    if distinct_cap is None:
-        distinct_cap = sampling.DISTINCT_CAP
     codec = codec_for(lazy.dtype, lazy.spec.n_channels)
-    found = None
+    reduce = functools.partial(reduce_blocks, lazy)
     if codec is not None:
-        found = codes_support(codec, *reduce_blocks(lazy, count_values, merge_counts, codec=codec))
-    elif lazy.spec.n_channels == 1 and (
-        lazy.dtype.kind in "iu" or lazy.n_pixels <= FLOAT_DISTINCT_MAX_PIXELS
-    ):
-        merge = functools.partial(merge_distinct, cap=distinct_cap)
-        found = distinct_support(reduce_blocks(lazy, distinct_values, merge, cap=distinct_cap))
-    if found is None:
-        reduce = functools.partial(reduce_blocks, lazy)
+        found = codes_support(codec, *reduce(count_values, merge_counts, codec=codec))
+    elif lazy.spec.n_channels == 1:
+        found = sampling.gray_support(reduce, lazy.dtype, lazy.n_pixels, seed, cap=distinct_cap)
+    else:
         found = sampling.draw_sample(reduce, lazy.n_pixels, seed)
     if found.n_valid == 0:
         raise no_pixel_left(lazy)

@@ -119,6 +119,9 @@ class Support:
     codes : (n_pixels,) ndarray or None
         Every pixel's code, kept by the in-memory path to label through one look-up table;
         None on dask (each block encodes its own pixels).
+    grid : Grid or None
+        Set for single-channel data summarised on a grid (:func:`grid_support`): ``values``
+        are the means of the occupied bins, ``distinct`` their bin indices.
     """
 
     values: np.ndarray
@@ -128,6 +131,7 @@ class Support:
     codec: Codec | None = None
     distinct: np.ndarray | None = None
     codes: np.ndarray | None = None
+    grid: Grid | None = None
 
     @property
     def counts(self) -> np.ndarray:
@@ -167,6 +171,7 @@ def count_codes(codes: np.ndarray, valid: np.ndarray | None, n_codes: int):
 def distinct_values(values: np.ndarray, cap: int):
     """Step: ``(distinct values, counts)`` of one chunk of single-channel valid values, or None
     when there are more than ``cap``. Integers of a small range are counted by a histogram."""
+    values = values.reshape(-1)
     if values.dtype.kind in "iu" and values.size:
         lo, hi = values.min(), values.max()
         if int(hi) - int(lo) < max(values.size, 1 << 16):  # small range: a histogram is cheaper
@@ -250,3 +255,132 @@ def lookup(lut: np.ndarray, codes: np.ndarray, valid: np.ndarray | None, fill=0)
     if valid is not None:
         out[~valid] = fill
     return out
+
+
+# -- a fine grid over the value range of single-channel data that do not compress ---------------
+#
+# Sorting every pixel to find the distinct values costs O(n log n) time and several copies of
+# the image. Instead, a global min/max reduction fixes a grid of GRID_BINS equal bins over the
+# range; one pass counts the pixels of each bin and sums their fixed-point values. Sums of
+# integers are exact, so the bins' means do not depend on the pixel order or the chunking. The
+# fit (kmeans1d.refine_grid) solves the exact 1-D problem on the bins and refines it on the
+# pixels near the cuts (gathered by grid_band).
+
+GRID_MIN_PIXELS = 1 << 20  # single-channel data with more valid pixels than this use the grid
+GRID_BINS = 1 << 14  # bins of the grid (the exact DP runs on the occupied ones)
+_FIXED_BITS = 30  # fixed-point values: range / 2**30 per unit, so a chunk's sums stay < 2**53
+
+
+@dataclass(frozen=True)
+class Grid:
+    """``bins`` equal bins over ``[lo, hi]``, the valid range of the data (float64)."""
+
+    lo: float
+    hi: float
+    bins: int = GRID_BINS
+
+    @property
+    def scale(self) -> float:
+        """Fixed-point units per input unit."""
+        return float(1 << _FIXED_BITS) / (self.hi - self.lo) if self.hi > self.lo else 0.0
+
+    def fixed(self, values: np.ndarray) -> np.ndarray:
+        """Integer-valued float64 ``rint((v - lo) * scale)`` in ``[0, 2**30]``, per pixel."""
+        r = np.subtract(values.reshape(-1), self.lo, dtype=np.float64)
+        r *= self.scale
+        return np.rint(r, out=r)
+
+    def bin_of(self, fixed: np.ndarray) -> np.ndarray:
+        """The bin (intp) of fixed-point values: exact, as it shifts integer-valued floats."""
+        idx = np.empty(fixed.shape, np.intp)
+        np.multiply(fixed, self.bins / float(1 << _FIXED_BITS), out=idx, casting="unsafe")
+        return np.minimum(idx, self.bins - 1, out=idx)
+
+    def value(self, fixed) -> np.ndarray:
+        """Input values (float64) of fixed-point values (means of them, for instance)."""
+        scale = self.scale
+        return self.lo + (np.asarray(fixed, np.float64) / scale if scale else 0.0)
+
+
+def value_range(values: np.ndarray):
+    """Step: ``(n, min, max)`` of one chunk of valid single-channel values."""
+    if values.size == 0:
+        return 0, np.inf, -np.inf
+    return values.shape[0], float(values.min()), float(values.max())
+
+
+def merge_ranges(a, b):
+    """Merge two :func:`value_range` results."""
+    return a[0] + b[0], min(a[1], b[1]), max(a[2], b[2])
+
+
+def grid_counts(values: np.ndarray, grid: Grid):
+    """Step: ``(counts, fixed-point sums)`` per bin of ``grid`` (int64) for one chunk.
+
+    Sums are of integers below ``2**30`` over at most ``CHUNK`` pixels per call: exact in float64,
+    then int64, so merged sums are exact whatever the chunking.
+    """
+    counts = np.zeros(grid.bins, np.int64)
+    sums = np.zeros(grid.bins, np.int64)
+    flat = values.reshape(-1)
+    for s in range(0, flat.size, CHUNK):
+        r = grid.fixed(flat[s : s + CHUNK])
+        idx = grid.bin_of(r)
+        counts += np.bincount(idx, minlength=grid.bins)
+        sums += np.bincount(idx, weights=r, minlength=grid.bins).astype(np.int64)
+    return counts, sums
+
+
+def merge_grid(a, b):
+    """Merge two :func:`grid_counts` results."""
+    return a[0] + b[0], a[1] + b[1]
+
+
+def bin_values(values: np.ndarray, grid: Grid):
+    """Step: ``(value of each bin or NaN, whether every bin holds one value)`` for one chunk.
+
+    A bin's value is that of any of its pixels (-0.0 read as 0.0); the flag is True when all the
+    chunk's pixels of each bin share it. Used when few bins are occupied: the data then may
+    have few distinct values, which the grid then holds exactly.
+    """
+    flat = values.reshape(-1).astype(np.float64) + 0.0
+    idx = grid.bin_of(grid.fixed(flat))
+    rep = np.full(grid.bins, np.nan)
+    rep[idx] = flat
+    return rep, bool(np.array_equal(rep[idx], flat))
+
+
+def merge_bin_values(a, b):
+    """Merge two :func:`bin_values` results."""
+    both = ~np.isnan(a[0]) & ~np.isnan(b[0])
+    same = a[1] and b[1] and np.array_equal(a[0][both], b[0][both])
+    return np.where(np.isnan(a[0]), b[0], a[0]), same
+
+
+def grid_band(values: np.ndarray, grid: Grid, bins: np.ndarray):
+    """Step: ``(distinct values, counts)`` of one chunk's pixels that fall in the given bins.
+
+    ``bins`` are sorted bin indices. Pixels are preselected by value, a little wider than the
+    bins, then kept by their bin as :meth:`Grid.bin_of` computes it (the histogram's rule).
+    """
+    flat = values.reshape(-1)
+    runs = np.split(bins, np.flatnonzero(np.diff(bins) > 1) + 1)
+    width = (grid.hi - grid.lo) / grid.bins
+    pick = np.zeros(flat.size, bool)
+    for run in runs:
+        a = grid.lo + (run[0] - 0.5) * width
+        b = grid.lo + (run[-1] + 1.5) * width
+        pick |= (flat >= np.float64(a)) & (flat <= np.float64(b))
+    cand = flat[pick]
+    keep = np.isin(grid.bin_of(grid.fixed(cand)), bins)
+    return np.unique(cand[keep].astype(np.float64) + 0.0, return_counts=True)
+
+
+def grid_support(grid: Grid, counts, sums, n_valid: int) -> Support:
+    """Finish: the occupied bins as weighted points at their means (``grid`` set)."""
+    occupied = np.flatnonzero(counts)
+    mean = grid.value(sums[occupied] / counts[occupied])
+    return Support(
+        mean[:, None], counts[occupied].astype(np.float64), False, n_valid, grid=grid,
+        distinct=occupied,
+    )  # fmt: skip

@@ -17,7 +17,8 @@ from typing import NamedTuple
 import numpy as np
 
 from . import features as ft
-from .kmeans1d import assign_1d, kmeans_1d, thresholds
+from .compress import grid_band, merge_counts
+from .kmeans1d import assign_1d, kmeans_1d, lloyd_1d, thresholds
 from .lloyd import kmeans
 from .model import KMeansModel
 from .params import Params
@@ -82,8 +83,18 @@ class WeightedFit(NamedTuple):
     exact: bool
 
 
-def fit_support(support, spec, dtype, params: Params, progress=None) -> WeightedFit:
-    """Fit a model to a :class:`~napari_kmeans.compress.Support` with the given settings."""
+BAND_BINS = 2  # grid bins gathered on each side of the bin holding a cut
+BAND_MAX_PIXELS = 1 << 22  # most pixels gathered around the cuts (else fewer bins, or none)
+
+
+def fit_support(support, spec, dtype, params: Params, progress=None, reduce=None) -> WeightedFit:
+    """Fit a model to a :class:`~napari_kmeans.compress.Support` with the given settings.
+
+    A grid support (single-channel data, ``support.grid`` set) is refined on the pixels near
+    the cuts when ``reduce`` (as for :func:`napari_kmeans.sampling.draw_sample`) can read them.
+    """
+    if support.grid is not None and reduce is not None and support.values.shape[0] >= 2:
+        return _fit_grid(support, spec, dtype, params, reduce, ft.checked_progress(progress))
     return fit_weighted(
         support.values, support.weights, spec, dtype, params.n_clusters,
         n_init=params.n_init, max_iter=params.max_iter, tol=params.tol, seed=params.seed,
@@ -127,7 +138,7 @@ def fit_weighted(
         where = "distinct values" if covers_all else "distinct values in its sample"
         warnings.warn(
             f"the image has only {n_distinct} {where}, fewer than n_clusters={k}; "
-            f"making {n_distinct} clusters.",
+            f"making {n_distinct} cluster{'s' if n_distinct != 1 else ''}.",
             UserWarning,
             stacklevel=3,
         )
@@ -146,6 +157,55 @@ def fit_weighted(
             stacklevel=3,
         )
     return WeightedFit(model, idx, d2, int(n_iter), bool(exact and covers_all))
+
+
+def _fit_grid(support, spec, dtype, params, reduce, progress) -> WeightedFit:
+    """Exact 1-D k-means on the occupied bins, then 1-D Lloyd on every pixel.
+
+    The pixels of the bins around each cut (``BAND_BINS`` on each side) are gathered with their
+    exact values; the other bins, which no cut crosses, stay points at their exact means. Lloyd
+    with threshold assignment on that set is Lloyd on all pixels while the cuts stay inside
+    the gathered bins.
+    """
+    grid, x, w = support.grid, support.values[:, 0], support.weights
+    k = min(params.n_clusters, x.size)
+    seed = kmeans_1d(x, w, k, max_iter=params.max_iter, progress=ft.part(progress, 0.0, 0.5))
+    centers, n_iter = seed.centers, seed.n_iter
+    pts, wts = x, w
+    band = _band(support, centers) if k > 1 else None
+    if band is not None:
+        ft.tick(progress, 0.5, "refining on the pixels near the cuts")
+        values, found = reduce(grid_band, merge_counts, grid=grid, bins=band)
+        outside = ~np.isin(support.distinct, band)
+        pts = np.concatenate([x[outside], values])
+        order = np.argsort(pts, kind="stable")
+        pts, wts = pts[order], np.concatenate([w[outside], found.astype(np.float64)])[order]
+        res = lloyd_1d(
+            pts, wts, centers, max_iter=params.max_iter, progress=ft.part(progress, 0.6, 1.0)
+        )
+        centers, n_iter = res.centers, n_iter + res.n_iter
+    centers = centers.astype(np.float64)[:, None]
+    idx = assign_1d(pts, thresholds(centers[:, 0]))
+    model, _ = _ordered_model(centers, idx, pts[:, None], wts, spec, dtype, params.seed)
+    idx, d2 = model.assign_values(support.values, dtype)
+    return WeightedFit(model, idx, d2, int(n_iter), False)
+
+
+def _band(support, centers):
+    """The grid bins around the cuts between ``centers`` to gather pixels from, or None.
+
+    ``BAND_BINS`` bins on each side of the bin holding a cut; only that bin when they hold
+    more than ``BAND_MAX_PIXELS`` pixels; None when even those do.
+    """
+    grid = support.grid
+    counts = np.zeros(grid.bins)
+    counts[support.distinct] = support.weights
+    cut_bins = grid.bin_of(grid.fixed(thresholds(centers)))
+    for r in (BAND_BINS, 0):
+        bins = np.unique((cut_bins[:, None] + np.arange(-r, r + 1)).clip(0, grid.bins - 1))
+        if counts[bins].sum() <= BAND_MAX_PIXELS:
+            return bins
+    return None
 
 
 def _solve(feats, weights, k, *, n_init, max_iter, tol, seed, progress=None):

@@ -215,6 +215,19 @@ def _lloyd_1d(x, w, centers, max_iter, progress=None):
     return centers, bounds, n_iter
 
 
+def lloyd_1d(x, w, centers, *, max_iter=300, progress=None) -> Result1D:
+    """1-D Lloyd from ``centers`` on sorted values ``x`` with weights ``w`` (threshold
+    assignment, O(k log n) per iteration); clusters left empty are dropped. ``exact=False``."""
+    x = np.asarray(x, np.float64)
+    w = np.asarray(w, np.float64)
+    centers, bounds, n_iter = _lloyd_1d(x, w, np.sort(centers), max_iter, progress)
+    keep = np.diff(bounds) > 0
+    centers = centers[keep]
+    bounds = np.concatenate([[0], bounds[1:][keep]])
+    inertia = float(_segment_ss(x, w, bounds, centers).sum())
+    return Result1D(centers, bounds, inertia, False, n_iter)
+
+
 def kmeans_1d(x, w, k, *, max_iter=300, progress=None) -> Result1D:
     """Weighted 1-D k-means: exact when ``x`` has at most ``EXACT_MAX_DISTINCT`` values.
 
@@ -274,3 +287,28 @@ def thresholds(centers: np.ndarray) -> np.ndarray:
 def assign_1d(values: np.ndarray, thr: np.ndarray) -> np.ndarray:
     """Index of the nearest center for each value (ties go to the lower center)."""
     return np.searchsorted(thr, values, side="left")
+
+
+def label_1d(values, centers, *, stats=True):
+    """Nearest of ascending ``centers`` for finite ``values``: ``(index, counts, inertia)``.
+
+    The same rule as :func:`assign_1d` (a value on a midpoint goes to the lower centre), by one
+    comparison per threshold (faster than a binary search for a few centres); ``index`` is the
+    smallest unsigned dtype that holds it. ``counts`` and ``inertia`` (the sum of squared
+    distances, float64) are None unless ``stats``.
+    """
+    values = np.asarray(values).reshape(-1)
+    thr = thresholds(centers)
+    idx = np.zeros(values.size, np.uint8 if thr.size < 255 else np.intp)
+    above = np.empty(values.size, bool)
+    n_above = []
+    for t in thr:
+        np.greater(values, np.float64(t), out=above)  # compared in float64, like assign_1d
+        idx += above
+        if stats:
+            n_above.append(np.count_nonzero(above))
+    if not stats:
+        return idx, None, None
+    counts = -np.diff(np.array([values.size, *n_above, 0], np.int64))
+    d = np.subtract(values, np.take(np.asarray(centers, np.float64), idx), dtype=np.float64)
+    return idx, counts, float(d @ d)

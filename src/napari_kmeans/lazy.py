@@ -21,6 +21,7 @@ not import dask.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import numpy as np
@@ -101,7 +102,8 @@ def fit_lazy(
     laid = lay_out_blocks(image, spec, mask)
     ft.tick(progress, 0.0, "reading blocks")
     found = support_of_blocks(laid, params.seed)
-    res = fit_support(found, spec, laid.dtype, params, ft.part(progress, 0.6, 1.0))
+    reduce = functools.partial(blocks.reduce_blocks, laid)
+    res = fit_support(found, spec, laid.dtype, params, ft.part(progress, 0.6, 1.0), reduce)
     counts = inertia = None
     if found.covers_all:  # every distinct value with its count: no further pass over the data
         counts, inertia = support_stats(res.model, found, laid.dtype)

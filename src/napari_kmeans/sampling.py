@@ -12,15 +12,35 @@ with their exact pixel counts instead.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
-from .compress import CHUNK, Support
+from .compress import (
+    CHUNK,
+    GRID_MIN_PIXELS,
+    Grid,
+    Support,
+    bin_values,
+    distinct_support,
+    distinct_values,
+    grid_counts,
+    grid_support,
+    merge_bin_values,
+    merge_distinct,
+    merge_grid,
+    merge_ranges,
+    value_range,
+)
 from .features import tick
 
 SAMPLE_SIZE = 1 << 17  # expected number of sampled pixels for images that do not compress
 # Single-channel images are fitted on all their distinct values up to this many, beyond on the
 # sample (in memory and on dask alike, so that both give the same result).
 DISTINCT_CAP = 1 << 22
+# With fewer occupied grid bins than this (values crowded by far outliers), the grid is too
+# coarse: the distinct values are used as before (or the sample beyond DISTINCT_CAP).
+GRID_MIN_OCCUPIED = 1 << 10
 _BUCKET_BITS = 20
 _N_BUCKETS = 1 << _BUCKET_BITS
 _SHIFT = np.uint64(64 - _BUCKET_BITS)
@@ -206,3 +226,47 @@ def pool_supports(supports, codec, seed) -> Support:
         all(s.covers_all for s in supports),
         sum(s.n_valid for s in supports),
     )
+
+
+def gray_support(reduce, dtype, n_total, seed, progress=None, cap=None) -> Support:
+    """The weighted values of single-channel data that do not compress, through ``reduce``.
+
+    ``reduce`` is as for :func:`draw_sample`. A first pass finds the number of valid pixels and
+    their range. Then:
+
+    - at most ``GRID_MIN_PIXELS`` valid pixels, or integers spanning fewer than
+      ``DISTINCT_CAP`` values: every distinct value with its count (exact);
+    - else the grid of :class:`~napari_kmeans.compress.Grid` over the range: bin counts and
+      exact fixed-point sums. When at most half the bins are occupied and each holds a single
+      value, those are the distinct values with exact counts (the result is exact); else the
+      occupied bins are the support (``grid`` set), unless fewer than ``GRID_MIN_OCCUPIED``
+      are occupied (far outliers): then the distinct values, as below;
+    - beyond ``cap`` (default ``DISTINCT_CAP``) distinct values, the seeded sample of
+      :func:`draw_sample`.
+    """
+    dtype = np.dtype(dtype)
+    cap = DISTINCT_CAP if cap is None else cap
+    n, lo, hi = reduce(value_range, merge_ranges)
+    if n == 0:
+        return Support(np.zeros((0, 1)), np.zeros(0), True, 0)
+    found = None
+    if n > GRID_MIN_PIXELS and not (dtype.kind in "iu" and hi - lo < cap):
+        tick(progress, 0.2, "counting values on a grid")
+        grid = Grid(lo, hi)
+        counts, sums = reduce(grid_counts, merge_grid, grid=grid)
+        occupied = np.flatnonzero(counts)
+        exact_values = dtype.kind == "f" or dtype.itemsize <= 4  # float64 holds them exactly
+        if occupied.size <= grid.bins // 2 and exact_values:
+            rep, single = reduce(bin_values, merge_bin_values, grid=grid)
+            if single:  # one value per bin: the bins are the distinct values
+                values = rep[occupied].astype(dtype)
+                return Support(values[:, None], counts[occupied].astype(np.float64), True, n)
+        if occupied.size >= GRID_MIN_OCCUPIED:
+            return grid_support(grid, counts, sums, n)
+    if found is None:
+        tick(progress, 0.3, "finding distinct values")
+        merge = functools.partial(merge_distinct, cap=cap)
+        found = distinct_support(reduce(distinct_values, merge, cap=cap))
+    if found is None:
+        found = draw_sample(reduce, n_total, seed, progress=progress)
+    return found

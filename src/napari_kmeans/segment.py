@@ -20,13 +20,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import blocks, lazy, sampling
+from . import blocks, lazy
 from . import features as ft
-from .compress import Support, codec_for, compress, distinct_support, distinct_values
+from .compress import Support, codec_for, compress
 from .fitting import Fit, Segmentation, WeightedFit, fit_support, fit_weighted
 from .model import KMeansModel, Labelling
 from .params import make_params
-from .sampling import draw_sample, pool_supports, reduce_chunks
+from .sampling import draw_sample, gray_support, pool_supports, reduce_chunks
 
 __all__ = [
     "Fit",
@@ -77,19 +77,18 @@ def image_support(pixels: ft.Prepared, seed: int, progress=None) -> Support:
     """The weighted values to fit a laid-out image on, by the rules the dask path shares.
 
     Codes counted (``compress.compress``, keeping every pixel's code) for data that compress;
-    else, for single-channel data, all distinct values while there are at most
-    ``sampling.DISTINCT_CAP``; else the seeded sample of ``sampling.draw_sample``.
+    else, for single-channel data, :func:`napari_kmeans.sampling.gray_support` (distinct
+    values, a grid over the range, or the sample); else the seeded sample of
+    ``sampling.draw_sample``.
     """
     ft.tick(progress, 0.0, "compressing pixels")
     found = compress(pixels.pixels, pixels.valid)
-    if found is None and pixels.spec.n_channels == 1:
-        ft.tick(progress, 0.1, "finding distinct values")
-        values = ft.valid_pixels(pixels.pixels, pixels.valid)[:, 0]
-        found = distinct_support(distinct_values(values, sampling.DISTINCT_CAP))
-    if found is None:  # beyond the cap, the sample, as the dask path does
-        reduce = reduce_chunks(pixels.pixels, pixels.valid, progress)
-        found = draw_sample(reduce, pixels.n_valid, seed, progress=progress)
-    return found
+    if found is not None:
+        return found
+    reduce = reduce_chunks(pixels.pixels, pixels.valid, progress)
+    if pixels.spec.n_channels == 1:
+        return gray_support(reduce, pixels.dtype, pixels.n_valid, seed, progress)
+    return draw_sample(reduce, pixels.n_valid, seed, progress=progress)
 
 
 def prepare_image(
@@ -164,9 +163,10 @@ def fit_prepared(prepared: PreparedImage, params=None, *, progress=None) -> Fitt
     ``color_space`` and ``seed`` should be those the image was prepared with.
     """
     params = make_params(params)
+    pixels = prepared.pixels
     res = fit_support(
-        prepared.support, prepared.spec, prepared.pixels.dtype, params,
-        ft.checked_progress(progress),
+        prepared.support, prepared.spec, pixels.dtype, params, ft.checked_progress(progress),
+        reduce=reduce_chunks(pixels.pixels, pixels.valid),
     )  # fmt: skip
     return FittedImage(res.model, res.n_iter, res.exact, prepared, res.idx, res.d2)
 
