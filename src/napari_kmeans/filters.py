@@ -1,0 +1,181 @@
+"""Feature channels: what each pixel is clustered on besides (or instead of) its raw values.
+
+Smoothing, texture (Gabor filter-bank energies) and a filter bank of classic pixel features
+(Gaussian, gradient magnitude, Laplacian of Gaussian, local standard deviation, Hessian and
+structure-tensor eigenvalues), computed with scipy.ndimage and scikit-image, in float32, one
+channel after another so that memory stays about (number of features + 2) x the image's float32
+size. Texture is computed per 2-D plane (the last two axes) for volumes; the other filters work
+in 2-D or 3-D, with a sigma per spatial axis for anisotropic data.
+
+Derived features are standardised (mean 0, variance 1 per feature) with statistics that a model
+keeps (:class:`Standardiser`), so another image is described on the same scale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from numbers import Real
+
+import numpy as np
+from scipy import ndimage as ndi
+
+FILTERS = ("gaussian", "gradient", "log", "std", "hessian", "structure")
+TEXTURE_FREQUENCIES = (0.05, 0.1, 0.2, 0.35)  # cycles per pixel
+TEXTURE_ORIENTATIONS = 4
+TEXTURE_WINDOW = 3.0  # wavelengths: energies are averaged over a Gaussian this wide ...
+TEXTURE_MIN_WINDOW = 12.0  # ... and at least this many pixels (measured on texture mosaics)
+
+
+def check_sigma(sigma, n_axes: int, name: str = "smoothing") -> tuple[float, ...]:
+    """``sigma`` as one non-negative float per spatial axis (a number applies to every axis).
+
+    >>> check_sigma(2, 3)
+    (2.0, 2.0, 2.0)
+    >>> check_sigma((1, 3, 3), 3)
+    (1.0, 3.0, 3.0)
+    """
+    if isinstance(sigma, Real) and not isinstance(sigma, bool):
+        values = (float(sigma),) * n_axes
+    elif isinstance(sigma, Sequence) and not isinstance(sigma, str):
+        if len(sigma) != n_axes:
+            raise ValueError(
+                f"{name} has {len(sigma)} values but the image has {n_axes} spatial axes; give "
+                f"one number, or one per spatial axis ({n_axes})."
+            )
+        if not all(isinstance(s, Real) and not isinstance(s, bool) for s in sigma):
+            raise TypeError(f"{name} must be numbers, got {sigma!r}.")
+        values = tuple(float(s) for s in sigma)
+    else:
+        raise TypeError(f"{name} must be a number or one number per spatial axis, got {sigma!r}.")
+    if not all(np.isfinite(v) and v >= 0 for v in values):
+        raise ValueError(f"{name} must be finite and >= 0 (in pixels), got {sigma!r}.")
+    return values
+
+
+def check_filters(filters) -> tuple[tuple[str, float], ...]:
+    """A filter list as ``((name, scale), ...)``, each name one of :data:`FILTERS`.
+
+    >>> check_filters([("gaussian", 1), ("gradient", 2.0)])
+    (('gaussian', 1.0), ('gradient', 2.0))
+    """
+    if isinstance(filters, str) or not isinstance(filters, Sequence) or not filters:
+        raise TypeError(
+            f"features must be 'values', 'texture' or a non-empty list of (filter, scale) "
+            f"pairs, got {filters!r}; filters: {', '.join(FILTERS)}."
+        )
+    out = []
+    for item in filters:
+        if not (isinstance(item, Sequence) and len(item) == 2 and isinstance(item[0], str)):
+            raise TypeError(f"each filter must be a (name, scale) pair, got {item!r}.")
+        name, scale = item
+        if name not in FILTERS:
+            raise ValueError(f"unknown filter {name!r}; choose among {', '.join(FILTERS)}.")
+        if isinstance(scale, bool) or not isinstance(scale, Real) or not (0 < scale < 1000):
+            raise ValueError(
+                f"the scale of {name!r} must be a number of pixels > 0, got {scale!r}."
+            )
+        out.append((name, float(scale)))
+    return tuple(out)
+
+
+def smooth(channel: np.ndarray, sigma) -> np.ndarray:
+    """A channel (spatial axes only) smoothed with a Gaussian of ``sigma`` pixels per axis."""
+    sigma = check_sigma(sigma, channel.ndim)
+    data = np.asarray(channel, dtype=np.float32)
+    return ndi.gaussian_filter(data, sigma) if any(sigma) else data.copy()
+
+
+def filter_channel(channel: np.ndarray, name: str, scale: float, spacing=None):
+    """The feature maps of one filter at one scale (a list: eigenvalue filters give several).
+
+    ``spacing`` (one factor per axis, e.g. (3, 1, 1) for z sampled 3x coarser) divides the scale
+    along each axis, so that the filter has the same physical size on every axis.
+    """
+    data = np.asarray(channel, dtype=np.float32)
+    factors = np.ones(data.ndim) if spacing is None else np.asarray(spacing, float)
+    sigma = tuple(scale / factors)
+    if name == "gaussian":
+        return [ndi.gaussian_filter(data, sigma)]
+    if name == "gradient":
+        return [ndi.gaussian_gradient_magnitude(data, sigma)]
+    if name == "log":
+        return [ndi.gaussian_laplace(data, sigma)]
+    if name == "std":
+        mean = ndi.gaussian_filter(data, sigma)
+        square = ndi.gaussian_filter(data * data, sigma)
+        return [np.sqrt(np.maximum(square - mean * mean, 0.0))]
+    if name == "hessian":
+        from skimage.feature import hessian_matrix, hessian_matrix_eigvals
+
+        h = hessian_matrix(data, sigma=sigma, order="rc", use_gaussian_derivatives=False)
+        return [e.astype(np.float32) for e in hessian_matrix_eigvals(h)]
+    if name == "structure":
+        from skimage.feature import structure_tensor, structure_tensor_eigenvalues
+
+        st = structure_tensor(data, sigma=sigma, order="rc")
+        return [e.astype(np.float32) for e in structure_tensor_eigenvalues(st)]
+    raise ValueError(f"unknown filter {name!r}; choose among {', '.join(FILTERS)}.")
+
+
+def gabor_energies(channel: np.ndarray, frequencies=TEXTURE_FREQUENCIES,
+                   n_orientations: int = TEXTURE_ORIENTATIONS) -> list[np.ndarray]:  # fmt: skip
+    """Local energy of Gabor filters over frequencies x orientations (Jain & Farrokhnia 1991).
+
+    For each filter: the magnitude of the complex response, averaged over a Gaussian window of
+    three wavelengths (at least 12 pixels), log-compressed (``log1p``). Volumes are filtered plane by plane (the
+    last two axes). Returns one float32 map per filter.
+    """
+    from scipy.signal import fftconvolve
+    from skimage.filters import gabor_kernel
+
+    data = np.asarray(channel, dtype=np.float32)
+    planes = data.reshape(-1, *data.shape[-2:])
+    maps = []
+    for frequency in frequencies:
+        for i in range(n_orientations):
+            kernel = gabor_kernel(frequency, theta=np.pi * i / n_orientations)
+            kernel = kernel.astype(np.complex64)
+            window = max(TEXTURE_WINDOW / frequency, TEXTURE_MIN_WINDOW)
+            pad = [(s // 2, s // 2) for s in kernel.shape]
+            out = np.empty_like(planes)
+            for p, plane in enumerate(planes):  # one complex FFT convolution per filter
+                padded = np.pad(plane, pad, mode="reflect")
+                response = fftconvolve(padded, kernel, mode="valid")
+                out[p] = ndi.gaussian_filter(np.abs(response).astype(np.float32), window)
+            maps.append(np.log1p(out).reshape(data.shape))
+    return maps
+
+
+@dataclass(frozen=True)
+class Standardiser:
+    """Mean and standard deviation of each feature: features -> (features - mean) / std."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, features: np.ndarray, valid=None) -> Standardiser:
+        """Statistics of ``(n, f)`` features over the ``valid`` rows (all when None)."""
+        rows = features if valid is None else features[valid]
+        mean = rows.mean(axis=0, dtype=np.float64)
+        std = rows.std(axis=0, dtype=np.float64)
+        std[~(std > 0)] = 1.0  # a constant feature stays 0 rather than dividing by 0
+        return cls(mean, std)
+
+    def apply(self, features: np.ndarray) -> np.ndarray:
+        return ((features - self.mean) / self.std).astype(np.float32)
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    @classmethod
+    def from_dict(cls, data) -> Standardiser:
+        try:
+            mean = np.array(data["mean"], dtype=np.float64)
+            std = np.array(data["std"], dtype=np.float64)
+        except (KeyError, TypeError, ValueError):
+            raise ValueError("the standardisation must have 'mean' and 'std' lists.") from None
+        if mean.shape != std.shape or mean.ndim != 1 or not np.all(std > 0):
+            raise ValueError("the standardisation's 'mean' and 'std' must match, std > 0.")
+        return cls(mean, std)

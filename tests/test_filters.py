@@ -1,0 +1,99 @@
+"""Feature channels with known truth: smoothing separates noisy blobs, Gabor energies textures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.optimize import linear_sum_assignment
+from skimage import data
+
+from napari_kmeans import filters as fl
+from napari_kmeans import segment
+
+
+def accuracy(truth, labels) -> float:
+    """Share of pixels right under the best matching of clusters to classes."""
+    k = int(max(truth.max(), labels.max())) + 1
+    table = np.zeros((k, k))
+    np.add.at(table, (truth.ravel(), labels.ravel()), 1)
+    rows, cols = linear_sum_assignment(-table)
+    return table[rows, cols].sum() / truth.size
+
+
+def noisy_blobs(shape=(192, 192), snr=1.0, seed=0):
+    rng = np.random.default_rng(seed)
+    grid = np.indices(shape)
+    truth = np.zeros(shape, int)
+    for _ in range(10):
+        centre = rng.uniform(0.1, 0.9, len(shape)) * np.array(shape)
+        radius = rng.uniform(8, 18)
+        d2 = sum((g - c) ** 2 for g, c in zip(grid, centre, strict=True))
+        truth[d2 < radius**2] = 1
+    return truth, (truth * snr + rng.normal(0, 1, shape)).astype(np.float32)
+
+
+def test_smoothing_turns_speckle_into_regions():
+    truth, image = noisy_blobs()
+    raw = accuracy(truth, segment(image, 2).labels - 1)
+    smoothed = accuracy(truth, segment(fl.smooth(image, 2), 2).labels - 1)
+    assert raw < 0.75 and smoothed > 0.97
+
+
+def test_anisotropic_smoothing_of_a_volume():
+    truth, image = noisy_blobs((24, 96, 96), seed=1)
+    coarse_z = image[::3], truth[::3]  # z sampled 3x coarser
+    got = segment(fl.smooth(coarse_z[0], (0.7, 2, 2)), 2).labels - 1
+    assert accuracy(coarse_z[1], got) > 0.93
+
+
+def test_gabor_energies_separate_textures():
+    tiles = [data.brick(), data.grass(), data.gravel()]
+    mosaic = np.zeros((512, 512), np.float32)
+    truth = np.zeros((512, 512), int)
+    for i, part in enumerate([np.s_[:, :170], np.s_[:, 170:340], np.s_[:, 340:]]):
+        mosaic[part], truth[part] = tiles[i][part], i
+    maps = [*fl.gabor_energies(mosaic), fl.smooth(mosaic, 12)]
+    feats = np.stack(maps, -1).reshape(-1, len(maps))
+    z = fl.Standardiser.fit(feats).apply(feats).reshape(512, 512, -1)
+    assert accuracy(truth, segment(mosaic, 3).labels - 1) < 0.6  # pixel values alone fail
+    assert accuracy(truth, segment(z, 3, channel_axis=-1).labels - 1) > 0.9
+
+
+@pytest.mark.parametrize("name", fl.FILTERS)
+@pytest.mark.parametrize("shape", [(40, 50), (6, 30, 40)])
+def test_every_filter_in_2d_and_3d(name, shape):
+    image = np.random.default_rng(0).random(shape).astype(np.float32)
+    maps = fl.filter_channel(image, name, 1.5)
+    expected = {"hessian": len(shape), "structure": len(shape)}.get(name, 1)
+    assert len(maps) == expected
+    for m in maps:
+        assert m.shape == shape and m.dtype == np.float32 and np.isfinite(m).all()
+
+
+def test_standardiser_round_trip_and_constant_features():
+    feats = np.random.default_rng(1).normal(5, 3, (1000, 3))
+    feats[:, 2] = 7.0
+    st = fl.Standardiser.fit(feats)
+    z = st.apply(feats)
+    np.testing.assert_allclose(z[:, :2].mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(z[:, :2].std(axis=0), 1, atol=1e-4)
+    assert (z[:, 2] == 0).all()
+    again = fl.Standardiser.from_dict(st.to_dict())
+    np.testing.assert_array_equal(again.apply(feats), z)
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda: fl.check_sigma(-1, 2), ValueError, ">= 0"),
+        (lambda: fl.check_sigma((1, 2), 3), ValueError, "2 values but the image has 3"),
+        (lambda: fl.check_sigma("2", 2), TypeError, "a number"),
+        (lambda: fl.check_filters([("sobel", 1)]), ValueError, "unknown filter 'sobel'"),
+        (lambda: fl.check_filters([("gaussian", 0)]), ValueError, "> 0"),
+        (lambda: fl.check_filters("texture2"), TypeError, "'values', 'texture'"),
+        (lambda: fl.Standardiser.from_dict({"mean": [0]}), ValueError, "'mean' and 'std'"),
+    ],
+)
+def test_bad_recipes_say_what_and_how(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
