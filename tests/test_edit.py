@@ -52,7 +52,9 @@ def test_merge_errors(rgb_image):
     r = segment(rgb_image, 4)
     with pytest.raises(ValueError, match="at least two"):
         merge(r.model, r.labels, [2, 2])
-    with pytest.raises(ValueError, match=r"\[7\] are not cluster labels"):
+    with pytest.raises(
+        ValueError, match=r"clusters to merge: label 7 is not a cluster of this model"
+    ):
         merge(r.model, r.labels, [1, 7])
 
 

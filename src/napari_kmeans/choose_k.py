@@ -74,8 +74,9 @@ def inertia_curve(
     k_max = min(k_max, values.shape[0])
     if k_max < k_min:
         raise ValueError(
-            f"the image has only {values.shape[0]} distinct values, fewer than k_min={k_min}; "
-            "choose a smaller k_min."
+            f"the image has only {values.shape[0]} distinct value"
+            f"{'s' if values.shape[0] != 1 else ''}, fewer than the smallest k of the curve "
+            f"(k_min={k_min}): there is no curve to draw; pass a smaller k_min."
         )
     ks = np.arange(k_min, k_max + 1)
     if feats.shape[1] == 1:

@@ -152,7 +152,12 @@ def _check_labels(values, k, what):
     out = sorted(out)
     bad = [v for v in out if not 1 <= v <= k]
     if bad:
-        raise ValueError(f"{what} {bad} are not cluster labels; this model has labels 1..{k}.")
+        shown = ", ".join(map(str, bad[:8])) + (", …" if len(bad) > 8 else "")
+        noun = "label" if len(bad) == 1 else "labels"
+        raise ValueError(
+            f"{what}: {noun} {shown} {'is not a cluster' if len(bad) == 1 else 'are not clusters'}"
+            f" of this model, whose labels are 1 to {k}."
+        )
     return out
 
 
