@@ -48,10 +48,17 @@ class Config:
     photos: tuple  # case 5
     repeats: int  # runs of our segment (median reported)
     slow_repeats: int  # runs of each method that takes seconds (scikit-learn, OpenCV)
+    float_16: tuple = (16, 1024, 1024)  # case 6 (planes, rows, columns)
+    float_67: tuple = (64, 1024, 1024)  # case 7
+    mp4: tuple = (2048, 2048)  # cases 8-10 (rows, columns)
+    vol2: tuple = (16, 512, 512)  # case 11 (planes, rows, columns); 2 channels
 
 
 FULL = Config(False, (3000, 4000), (64, 1024, 1024), (2048, 2048), tuple(PHOTOS), 5, 1)
-QUICK = Config(True, (600, 800), (8, 256, 256), (512, 512), ("chelsea",), 1, 1)
+QUICK = Config(
+    True, (600, 800), (8, 256, 256), (512, 512), ("chelsea",), 1, 1,
+    (4, 512, 512), (8, 512, 512), (512, 512), (4, 256, 256),
+)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- test data
@@ -134,6 +141,25 @@ def make_multichannel(shape, n_regions=6, seed=0):
     img = fields @ signatures
     img += np.float32(0.04) * rng.standard_normal(img.shape, dtype=np.float32)
     return img
+
+
+def make_float_volume(shape, seed=0):
+    """A float32 fluorescence-like stack (deconvolved or background-subtracted): the cells and
+    background of :func:`make_volume` with shot and read noise, not rounded, offset removed."""
+    rng = np.random.default_rng(seed)
+    nz, ny, nx = shape
+    vol = np.empty(shape, np.float32)
+    vol[...] = 200 + 100 * np.linspace(0, 1, nx, dtype=np.float32)
+    for _ in range(max(8, round(1500 * nz * ny * nx / 2**26))):
+        sxy = rng.uniform(5, 20) * ny / 1024
+        sz = rng.uniform(1.5, 4) * nz / 64
+        amp = np.exp(rng.uniform(np.log(300), np.log(20000)))
+        _add_blob(vol, rng.uniform(0, 1, 3) * shape, (max(sz, 0.7), sxy, sxy), amp)
+    for z in range(nz):
+        plane = vol[z]
+        plane += np.sqrt(plane) * rng.standard_normal(plane.shape, dtype=np.float32)
+        plane += 5 * rng.standard_normal(plane.shape, dtype=np.float32)
+    return vol
 
 
 def load_photo(name):
@@ -377,7 +403,47 @@ def inputs_4(cfg):
     return make_multichannel(cfg.multi_shape), 6, {"channel_axis": -1, "rgb": False}
 
 
-CASE_INPUTS = {1: inputs_1, 2: inputs_2, 3: inputs_3, 4: inputs_4}
+def make_float_photo(shape, seed=0):
+    """Float32 RGB in [0, 1]: the stretched astronaut of :func:`make_photo`, not rounded."""
+    from skimage import data, transform
+
+    src = data.astronaut().astype(np.float32) / 255
+    big = transform.resize(src, shape, order=1, anti_aliasing=False).astype(np.float32)
+    big += (2 / 255) * np.random.default_rng(seed).standard_normal(big.shape, dtype=np.float32)
+    return big
+
+
+def inputs_6(cfg):
+    return make_float_volume(cfg.float_16), 4, {}
+
+
+def inputs_7(cfg):
+    return make_float_volume(cfg.float_67, seed=1), 4, {}
+
+
+def inputs_8(cfg):
+    return make_float_photo(cfg.mp4), 8, {}
+
+
+def inputs_9(cfg):
+    img = make_float_photo(cfg.mp4, seed=1) * 65535
+    return np.clip(np.rint(img), 0, 65535).astype(np.uint16), 6, {}
+
+
+def inputs_10(cfg):
+    img = np.clip(np.rint(make_multichannel(cfg.mp4, seed=2) * 200), 0, 255)
+    return img.astype(np.uint8), 5, {"channel_axis": -1, "rgb": False}
+
+
+def inputs_11(cfg):
+    vol = np.stack([make_volume(cfg.vol2, seed=2), make_volume(cfg.vol2, seed=3)], axis=-1)
+    return vol, 4, {"channel_axis": -1, "rgb": False}
+
+
+CASE_INPUTS = {
+    1: inputs_1, 2: inputs_2, 3: inputs_3, 4: inputs_4, 6: inputs_6, 7: inputs_7, 8: inputs_8,
+    9: inputs_9, 10: inputs_10, 11: inputs_11,
+}  # fmt: skip
 
 
 def _mp(shape):
@@ -569,7 +635,119 @@ def case_5(cfg):
     return CaseResult(5, "Real photos", data, [], targets, photos=photos)
 
 
-CASES = {1: case_1, 2: case_2, 3: case_3, 4: case_4, 5: case_5}
+def _estimated(name, fn, pixels, step, repeats):
+    """A method's row on all pixels, or fitted on every ``step``-th pixel with its time x step
+    and its centres applied to every pixel by nearest centre."""
+    from scipy.cluster.vq import vq
+
+    if step == 1:
+        (lab, _), t = timed(lambda: fn(pixels), repeats)
+        return Row(name, t, partition_inertia(pixels, lab), "fit + predict")
+    sub = pixels[::step]
+    (_, centers), t = timed(lambda: fn(sub), repeats)
+    lab = np.empty(pixels.shape[0], np.int32)
+    x = pixels.astype(np.float32, copy=False)
+    for s in range(0, x.shape[0], 1 << 22):
+        lab[s : s + (1 << 22)] = vq(x[s : s + (1 << 22)], centers.astype(np.float32))[0]
+    note = (
+        f"fit + predict on every {step}th pixel, time x {step} (estimate); "
+        "inertia of its centres applied to every pixel"
+    )
+    return Row(name, t, partition_inertia(pixels, lab), note, statistics.median(t) * step)
+
+
+def exact_check(image, k):
+    """``(ours / exact optimum, planes, distinct values)`` on the first planes of a float volume
+    (at least 2**21 voxels, so that the grid is used): the exact 1-D optimum by dynamic
+    programming over every distinct value."""
+    from napari_kmeans import segment
+    from napari_kmeans.kmeans1d import kmeans_1d_exact
+
+    planes = max(1, -(-(1 << 21) // int(np.prod(image.shape[1:]))))
+    part = image[:planes]
+    values, counts = np.unique(part, return_counts=True)
+    best = kmeans_1d_exact(values.astype(np.float64), counts.astype(np.float64), k)
+    ours = partition_inertia(part.reshape(-1, 1), segment(part, k).labels)
+    return ours / best.inertia, planes, values.size
+
+
+def compare_case(case, cfg, title, short, repeats=None, step=1):
+    """One case of issue 11: ours, scikit-learn n_init=1 and OpenCV, inertia and memory."""
+    image, k, kw = CASE_INPUTS[case](cfg)
+    n_ch = 1 if case in (6, 7) else image.shape[-1]  # the others: channels last
+    pixels = image.reshape(-1, n_ch)
+    seg, times = run_ours(image, k, repeats or cfg.repeats, **kw)
+    ours = ours_row(seg, times, pixels, "labels + recolored")
+    sk = _estimated(
+        "scikit-learn KMeans n_init=1", lambda x: sklearn_fit_predict(x, k, 1), pixels, step,
+        cfg.slow_repeats,
+    )  # fmt: skip
+    cv = _estimated(
+        "OpenCV cv2.kmeans attempts=1", lambda x: opencv_kmeans(x, k, 1), pixels, step,
+        cfg.slow_repeats,
+    )  # fmt: skip
+    mem = (*memory(case, cfg, lambda: run_ours(image, k, 1, **kw)), image.nbytes)
+    targets = [
+        ratio_target(case, ">= 10x faster than scikit-learn n_init=1", ours, sk, 10),
+        inertia_target(case, "inertia <= scikit-learn n_init=1", ours, sk),
+        memory_target(case, "peak memory above the input <= 3x the input", mem, 3 * image.nbytes),
+    ]
+    notes = []
+    if n_ch == 1 and case == 6:
+        ratio, planes, n_values = exact_check(image, k)
+        targets.append(
+            Target(case, "inertia <= 1.0001 x the exact optimum", f"{ratio:.8f}", ratio <= 1.0001)
+        )
+        notes.append(
+            f"Exact optimum: on the first {planes} planes ({image[:planes].size:,} voxels, "
+            f"{n_values:,} distinct values), segmented the same way, ours / the exact 1-D optimum "
+            f"(dynamic programming over every distinct value) = {ratio:.8f}."
+        )
+    if step > 1:
+        notes.append(
+            f"scikit-learn and OpenCV were fitted on every {step}th voxel in memory order and "
+            f"their times multiplied by {step} (a full run takes minutes and gigabytes); their "
+            "inertia is that of their centres applied to every voxel."
+        )
+    dims = " x ".join(map(str, image.shape))
+    data = (
+        f"{dims} {image.dtype} ({pixels.shape[0] / 1e6:.1f} M pixels, {n_ch} channel(s)), k = {k}"
+    )
+    res = CaseResult(case, title, data, [ours, sk, cv], targets, mem, notes)
+    res.short = short
+    return res
+
+
+def case_6(cfg):
+    return compare_case(6, cfg, "Single-channel float32, 16 MP", "gray float32\n16 MP, k=4")
+
+
+def case_7(cfg):
+    return compare_case(
+        7, cfg, "Single-channel float32, 67 MP", "gray float32\n67 MP, k=4", repeats=3, step=8
+    )
+
+
+def case_8(cfg):
+    return compare_case(8, cfg, "Float RGB, 4 MP", "RGB float32\n4 MP, k=8")
+
+
+def case_9(cfg):
+    return compare_case(9, cfg, "16-bit RGB, 4 MP", "RGB uint16\n4 MP, k=6")
+
+
+def case_10(cfg):
+    return compare_case(10, cfg, "8-bit 4-channel, 4 MP", "4-ch uint8\n4 MP, k=5")
+
+
+def case_11(cfg):
+    return compare_case(11, cfg, "16-bit 2-channel volume", "2-ch uint16 vol.\n4 M voxels, k=4")
+
+
+CASES = {
+    1: case_1, 2: case_2, 3: case_3, 4: case_4, 5: case_5, 6: case_6, 7: case_7, 8: case_8,
+    9: case_9, 10: case_10, 11: case_11,
+}  # fmt: skip
 
 
 # --------------------------------------------------------------------------- reporting
@@ -870,7 +1048,7 @@ def _plot_photos(ax, photos):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small sizes, one repeat (development)")
-    p.add_argument("--cases", default="1,2,3,4,5", help="comma-separated case numbers")
+    p.add_argument("--cases", default=",".join(map(str, CASES)), help="comma-separated cases")
     p.add_argument(
         "--write",
         action=argparse.BooleanOptionalAction,

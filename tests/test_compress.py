@@ -208,3 +208,50 @@ def test_codec_is_a_frozen_value():
     assert a == b
     with pytest.raises(AttributeError):
         a.bits = 4
+
+
+# -- the grid of single-channel data that do not compress (issue 11) ------------------------------
+
+
+def test_grid_counts_are_exact_and_independent_of_order_and_chunking():
+    rng = np.random.default_rng(11)
+    values = rng.gamma(2.0, 50.0, 300_000).astype(np.float32)
+    grid = cp.Grid(float(values.min()), float(values.max()), bins=1 << 10)
+    whole = cp.grid_counts(values, grid)
+    assert whole[0].sum() == values.size
+    shuffled = rng.permutation(values)
+    parts = [cp.grid_counts(p, grid) for p in np.array_split(shuffled, 7)]
+    merged = parts[0]
+    for p in parts[1:]:
+        merged = cp.merge_grid(merged, p)
+    np.testing.assert_array_equal(merged[0], whole[0])
+    np.testing.assert_array_equal(merged[1], whole[1])
+    # each bin's mean is that of its pixels, to the fixed-point resolution (range / 2**30)
+    support = cp.grid_support(grid, *whole, values.size)
+    idx = grid.bin_of(grid.fixed(values))
+    means = np.bincount(idx, weights=values, minlength=grid.bins)[support.distinct]
+    means /= support.weights
+    np.testing.assert_allclose(support.values[:, 0], means, rtol=0, atol=2 * 2**-30 * 600)
+
+
+def test_grid_band_gathers_exactly_the_pixels_of_the_bins():
+    rng = np.random.default_rng(12)
+    values = rng.normal(0, 1, 200_000)
+    grid = cp.Grid(float(values.min()), float(values.max()), bins=256)
+    bins = np.array([3, 100, 101, 102, 200])
+    found, counts = cp.grid_band(values, grid, bins)
+    inside = np.isin(grid.bin_of(grid.fixed(values)), bins)
+    want, want_counts = np.unique(values[inside], return_counts=True)
+    np.testing.assert_array_equal(found, want)
+    np.testing.assert_array_equal(counts, want_counts)
+
+
+def test_bin_values_tell_one_value_per_bin():
+    values = np.repeat(np.linspace(0, 1, 256, dtype=np.float32), 7)
+    grid = cp.Grid(0.0, 1.0, bins=1 << 14)
+    rep, single = cp.merge_bin_values(
+        cp.bin_values(values[::2], grid), cp.bin_values(values[1::2], grid)
+    )
+    assert single
+    np.testing.assert_array_equal(np.sort(rep[~np.isnan(rep)]), np.unique(values))
+    assert not cp.bin_values(values + np.float32(1e-3) * (np.arange(values.size) % 2), grid)[1]

@@ -409,3 +409,19 @@ def test_int32_gray_with_more_than_4194304_distinct_values_equals_in_memory():
     assert np.unique(image).size > 4_194_304
     eager = segment(image, 4)
     _assert_same(segment_lazy(da.from_array(image, chunks=(1050, 1050)), 4), eager)
+
+
+def test_float_gray_on_the_grid_equals_in_memory():
+    """Issue 11: the same grid (global min/max, then per-block histograms) on both paths."""
+    from napari_kmeans.sampling import GRID_MIN_PIXELS
+
+    rng = np.random.default_rng(31)
+    level = rng.choice([100.0, 700.0, 3000.0], 2200 * 500, p=[0.7, 0.2, 0.1])
+    assert level.size > GRID_MIN_PIXELS
+    image = (level + np.sqrt(level) * rng.standard_normal(level.size)).astype(np.float32)
+    image = image.reshape(-1, 500)
+    image[3, 7] = np.nan
+    eager = segment(image, 4)
+    assert not eager.exact
+    for chunks in ((700, 500), (333, 250)):
+        _assert_same(segment_lazy(da.from_array(image, chunks=chunks), 4), eager)

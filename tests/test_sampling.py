@@ -120,3 +120,51 @@ def test_sample_does_not_modify_pixels():
     before = px.copy()
     hash_sample(px, None, px.shape[0], seed=0, size=500)
     np.testing.assert_array_equal(px, before)
+
+
+# -- gray_support: distinct values, the grid or the sample (issue 11) ---------------------------
+
+
+def _reduce_over(values, n_parts):
+    parts = np.array_split(values.reshape(-1, 1), n_parts)
+
+    def reduce(step, merge, **kwargs):
+        found = None
+        for p in parts:
+            one = step(p, **kwargs)
+            found = one if found is None else merge(found, one)
+        return found
+
+    return reduce
+
+
+def test_gray_support_on_a_grid_is_independent_of_order_and_chunking():
+    rng = np.random.default_rng(21)
+    values = rng.gamma(3.0, 20.0, sampling.GRID_MIN_PIXELS + 5000).astype(np.float32)
+    a = sampling.gray_support(_reduce_over(values, 1), values.dtype, values.size, 0)
+    b = sampling.gray_support(
+        _reduce_over(rng.permutation(values), 9), values.dtype, values.size, 0
+    )
+    assert a.grid is not None and b.grid == a.grid and not a.covers_all
+    np.testing.assert_array_equal(a.values, b.values)
+    np.testing.assert_array_equal(a.weights, b.weights)
+    assert a.weights.sum() == values.size
+
+
+def test_gray_support_keeps_few_float_values_exact():
+    """img_as_float of 8-bit data: 256 values, one per bin, are the distinct values."""
+    rng = np.random.default_rng(22)
+    values = (rng.integers(0, 256, sampling.GRID_MIN_PIXELS + 1) / 255).astype(np.float32)
+    found = sampling.gray_support(_reduce_over(values, 3), values.dtype, values.size, 0)
+    assert found.covers_all and found.grid is None
+    want, counts = np.unique(values, return_counts=True)
+    np.testing.assert_array_equal(found.values[:, 0], want)
+    np.testing.assert_array_equal(found.weights, counts)
+
+
+def test_gray_support_with_far_outliers_uses_the_distinct_values():
+    rng = np.random.default_rng(23)
+    values = rng.normal(0, 1, sampling.GRID_MIN_PIXELS + 10).astype(np.float32)
+    values[:3] = 1e30  # one bin would hold all the ordinary data
+    found = sampling.gray_support(_reduce_over(values, 2), values.dtype, values.size, 0)
+    assert found.grid is None and found.covers_all

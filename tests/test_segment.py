@@ -1109,3 +1109,80 @@ def test_negative_mask_values_are_outside():
     image = np.array([[0, 10, 200], [210, 0, 10]], np.uint8)
     res = segment(image, 2, mask=np.array([[1, -1, 3], [-2, 1, 1]], np.int16))
     np.testing.assert_array_equal(res.labels, [[1, 0, 2], [0, 1, 1]])
+
+
+# -- single-channel data on a grid (issue 11) ----------------------------------------------------
+
+GRID_BOUND = 1.0001  # docs/algorithm.md: at most this times the exact optimum
+
+
+def _float_cells(n, seed):
+    """Float32 cells on a background with shot-like noise: many distinct values, no pattern."""
+    rng = np.random.default_rng(seed)
+    level = rng.choice([200.0, 900.0, 2500.0, 6000.0], n, p=[0.6, 0.2, 0.15, 0.05])
+    return (level + np.sqrt(level) * rng.standard_normal(n)).astype(np.float32)
+
+
+@pytest.mark.parametrize("k", [2, 4, 7])
+def test_float_gray_on_the_grid_is_within_the_bound_of_the_exact_optimum(k):
+    from napari_kmeans.kmeans1d import kmeans_1d_exact
+    from napari_kmeans.sampling import GRID_MIN_PIXELS
+
+    image = _float_cells(1100 * 1000, seed=k).reshape(1100, 1000)
+    assert image.size > GRID_MIN_PIXELS
+    result = segment(image, k)
+    values, counts = np.unique(image, return_counts=True)
+    assert values.size > 500_000
+    best = kmeans_1d_exact(values.astype(np.float64), counts.astype(np.float64), k)
+    assert not result.exact
+    assert best.inertia <= result.inertia * (1 + 1e-12)
+    assert result.inertia <= GRID_BOUND * best.inertia
+    # labels, centres and counts agree with each other
+    np.testing.assert_array_equal(np.bincount(result.labels.ravel(), minlength=k + 1)[1:],
+                                  result.counts)  # fmt: skip
+    np.testing.assert_array_equal(result.model.predict(image), result.labels)
+
+
+def test_float_gray_on_the_grid_is_independent_of_pixel_order_and_chunking():
+    from napari_kmeans.sampling import GRID_MIN_PIXELS
+
+    flat = _float_cells(1100 * 960, seed=5)
+    assert flat.size > GRID_MIN_PIXELS
+    perm = np.random.default_rng(1).permutation(flat.size)
+    a = segment(flat.reshape(-1, 300), 5)
+    b = segment(flat[perm].reshape(300, -1), 5, chunk_size=100_003)
+    np.testing.assert_array_equal(a.centers, b.centers)
+    np.testing.assert_array_equal(a.counts, b.counts)
+    np.testing.assert_array_equal(a.labels.ravel()[perm], b.labels.ravel())
+
+
+def test_float_gray_with_few_values_stays_exact_beyond_the_grid_size():
+    from napari_kmeans.kmeans1d import kmeans_1d_exact
+    from napari_kmeans.sampling import GRID_MIN_PIXELS
+
+    rng = np.random.default_rng(3)
+    image = (rng.integers(0, 256, GRID_MIN_PIXELS + 7) / 255).astype(np.float32)
+    result = segment(image, 4)
+    values, counts = np.unique(image, return_counts=True)
+    best = kmeans_1d_exact(values.astype(np.float64), counts.astype(np.float64), 4)
+    assert result.exact
+    assert result.inertia == pytest.approx(best.inertia, rel=1e-9)
+
+
+def test_float_gray_on_the_grid_keeps_memory_bounded():
+    """Peak traced memory above the input (results included) stays within 3x the input."""
+    import tracemalloc
+
+    from napari_kmeans.sampling import GRID_MIN_PIXELS
+
+    image = _float_cells(6 * GRID_MIN_PIXELS, seed=9).reshape(-1, 1024)
+    segment(image[:64], 4)  # first-call costs
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        result = segment(image, 4)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert result.labels.nbytes + result.recolored.nbytes <= 1.25 * image.nbytes
+    assert peak <= 3 * image.nbytes

@@ -268,6 +268,7 @@ def lookup(lut: np.ndarray, codes: np.ndarray, valid: np.ndarray | None, fill=0)
 
 GRID_MIN_PIXELS = 1 << 20  # single-channel data with more valid pixels than this use the grid
 GRID_BINS = 1 << 14  # bins of the grid (the exact DP runs on the occupied ones)
+GRID_CHUNK = 1 << 20  # pixels per step: float64 and intp temporaries of 8 MB each
 _FIXED_BITS = 30  # fixed-point values: range / 2**30 per unit, so a chunk's sums stay < 2**53
 
 
@@ -317,14 +318,14 @@ def merge_ranges(a, b):
 def grid_counts(values: np.ndarray, grid: Grid):
     """Step: ``(counts, fixed-point sums)`` per bin of ``grid`` (int64) for one chunk.
 
-    Sums are of integers below ``2**30`` over at most ``CHUNK`` pixels per call: exact in float64,
-    then int64, so merged sums are exact whatever the chunking.
+    Sums are of integers below ``2**30`` over at most ``GRID_CHUNK`` pixels per call: exact in
+    float64, then int64, so merged sums are exact whatever the chunking.
     """
     counts = np.zeros(grid.bins, np.int64)
     sums = np.zeros(grid.bins, np.int64)
     flat = values.reshape(-1)
-    for s in range(0, flat.size, CHUNK):
-        r = grid.fixed(flat[s : s + CHUNK])
+    for s in range(0, flat.size, GRID_CHUNK):
+        r = grid.fixed(flat[s : s + GRID_CHUNK])
         idx = grid.bin_of(r)
         counts += np.bincount(idx, minlength=grid.bins)
         sums += np.bincount(idx, weights=r, minlength=grid.bins).astype(np.int64)
@@ -343,11 +344,18 @@ def bin_values(values: np.ndarray, grid: Grid):
     chunk's pixels of each bin share it. Used when few bins are occupied: the data then may
     have few distinct values, which the grid then holds exactly.
     """
-    flat = values.reshape(-1).astype(np.float64) + 0.0
-    idx = grid.bin_of(grid.fixed(flat))
     rep = np.full(grid.bins, np.nan)
-    rep[idx] = flat
-    return rep, bool(np.array_equal(rep[idx], flat))
+    single = True
+    flat = values.reshape(-1)
+    for s in range(0, flat.size, GRID_CHUNK):
+        part = flat[s : s + GRID_CHUNK].astype(np.float64)
+        part += 0.0
+        idx = grid.bin_of(grid.fixed(part))
+        seen = rep[idx]
+        fresh = np.isnan(seen)
+        rep[idx[fresh]] = part[fresh]
+        single = single and bool(np.array_equal(rep[idx], part))
+    return rep, single
 
 
 def merge_bin_values(a, b):

@@ -310,5 +310,12 @@ def label_1d(values, centers, *, stats=True):
     if not stats:
         return idx, None, None
     counts = -np.diff(np.array([values.size, *n_above, 0], np.int64))
-    d = np.subtract(values, np.take(np.asarray(centers, np.float64), idx), dtype=np.float64)
-    return idx, counts, float(d @ d)
+    centers = np.asarray(centers, np.float64)
+    inertia = 0.0
+    for s in range(0, values.size, _STEP):  # bounded float64 and intp temporaries
+        d = np.subtract(values[s : s + _STEP], np.take(centers, idx[s : s + _STEP]))
+        inertia += float(d @ d)
+    return idx, counts, inertia
+
+
+_STEP = 1 << 20
