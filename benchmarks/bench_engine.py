@@ -1,11 +1,11 @@
 #!/usr/bin/env python
 """Engine benchmark: napari-kmeans ``segment`` against scikit-learn, OpenCV and scikit-image.
 
-Runs the five cases of the performance targets in one process on the current machine, prints
+Runs the cases of the performance targets (issues 2 and 11) in one process on the current machine, prints
 median times, speed-ups, inertia ratios and peak memory with a PASS/FAIL line per target, and
 (for a full run of every case) writes ``docs/performance.md`` and ``docs/images/performance.png``.
 
-    python benchmarks/bench_engine.py              # full run, about 5-10 minutes on 2 cores
+    python benchmarks/bench_engine.py              # full run, about 10-15 minutes on 2 cores
     python benchmarks/bench_engine.py --quick      # small sizes, one repeat, prints only
     python benchmarks/bench_engine.py --cases 1,3  # a selection (prints only unless --write)
 
@@ -894,7 +894,8 @@ HEADER = """\
 page, and rerun it.*
 
 The engine is compared, in one run on one machine, with scikit-learn `KMeans`, OpenCV
-`cv2.kmeans` and scikit-image `threshold_multiotsu` on the five cases of the performance targets.
+`cv2.kmeans` and scikit-image `threshold_multiotsu` on the five cases of the performance targets
+(issue 2) and the six cases of data that do not compress (issue 11: cases 6-11).
 
 How to read the tables:
 
@@ -911,6 +912,8 @@ How to read the tables:
   the tracemalloc peak (every numpy buffer and Python object; not raw C allocations) and the
   resident-set high-water mark of a fresh subprocess (kernel `VmHWM` after a reset through
   `/proc/self/clear_refs`, minus the resident size before the call). The target uses the larger.
+- **Repeats**: ours 5 runs (3 for the 67 MP case 7), scikit-learn and OpenCV 1 run each (they
+  take seconds); in case 7 they are fitted on every 8th voxel and their time multiplied by 8.
 - Other processes may share the cores: the average number of cores they kept busy during the
   run (from `/proc/stat`, minus this benchmark's own CPU time) is given with the machine.
 """
