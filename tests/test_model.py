@@ -205,7 +205,8 @@ def test_json_round_trip_gives_identical_predictions(kind):
     image, res = fitted(kind)
     text = res.model.to_json()
     data = json.loads(text)  # plain JSON, no pickle
-    assert data["format"] == FORMAT and data["version"] == FORMAT_VERSION
+    assert data["format"] == FORMAT and data["version"] == 1  # 2 only for models with a recipe
+    assert FORMAT_VERSION == 2
     back = KMeansModel.from_json(text)
     np.testing.assert_array_equal(back.centers, res.model.centers)
     assert back.centers.dtype == res.model.centers.dtype
@@ -303,8 +304,8 @@ def test_from_dict_rejects_malformed_models(data, match):
 
 
 def test_from_dict_refuses_a_future_version():
-    with pytest.raises(ValueError, match=r"format version 99, newer than the 1 .* upgrade"):
-        KMeansModel.from_dict(changed(version=FORMAT_VERSION + 98))
+    with pytest.raises(ValueError, match=r"format version 99, newer than the 2 .* upgrade"):
+        KMeansModel.from_dict(changed(version=FORMAT_VERSION + 97))
 
 
 @pytest.mark.parametrize(
@@ -590,3 +591,52 @@ def test_load_gives_value_errors_for_bad_content(tmp_path):
 def test_load_of_a_missing_file_is_an_os_error(tmp_path):
     with pytest.raises(FileNotFoundError):
         KMeansModel.load(tmp_path / "nowhere.json")
+
+
+# -- models with a feature recipe (issue 12) --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "recipe",
+    [
+        {"smoothing": 2},
+        {"smoothing": (1, 2), "majority": 1},
+        {"features": "texture"},
+        {"features": [("gaussian", 1), ("gradient", 2), ("hessian", 2)]},
+        {"smoothing": 1, "spatial_weight": 0.5, "min_size": 20},
+        {"majority": 2},
+    ],
+)
+def test_recipe_models_round_trip_and_reproduce_their_labels(recipe):
+    rng = np.random.default_rng(3)
+    image = (np.indices((48, 64))[1] // 16 * 60 + rng.normal(0, 25, (48, 64))).astype(np.float32)
+    result = segment(image, 3, **recipe)
+    data = json.loads(result.model.to_json())
+    assert data["version"] == 2 and data["recipe"]["features"] is not None
+    model = KMeansModel.from_json(json.dumps(data))
+    np.testing.assert_array_equal(model.predict(image), result.labels)
+    shuffled = image[::-1].copy()  # another image: the same recipe and scale are applied
+    np.testing.assert_array_equal(model.predict(shuffled), result.model.predict(shuffled))
+    lum = result.centers[:, 0]
+    assert np.all(np.diff(lum) > 0)  # labels dark to bright by the input's values
+
+
+def test_version_1_model_files_still_load():
+    model = segment(np.arange(30, dtype=np.uint8).reshape(5, 6), 2).model
+    data = model.to_dict()
+    data.pop("recipe", None)
+    data["version"] = 1
+    again = KMeansModel.from_dict(data)
+    assert again.recipe is None and not again.uses_recipe
+
+
+def test_recipe_model_files_with_bad_recipes_are_refused():
+    image = np.random.default_rng(0).random((20, 20)).astype(np.float32)
+    data = segment(image, 2, features="texture").model.to_dict()
+    data["recipe"]["features"] = "gabor"
+    with pytest.raises(ValueError, match=r"malformed napari-kmeans model.*'values', 'texture'"):
+        KMeansModel.from_dict(data)
+    data = segment(image, 2, features="texture").model.to_dict()
+    data["recipe"]["standardisation"]["mean"] = [0.0]
+    with pytest.raises(ValueError, match="malformed"):
+        KMeansModel.from_dict(data)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -15,9 +15,10 @@ from ._version import __version__
 from .compress import CHUNK, codec_for, compress, lookup, present_codes
 from .kmeans1d import assign_1d, label_1d, thresholds
 from .lloyd import assign
+from .recipe import Recipe, recipe_features
 
 FORMAT = "napari-kmeans-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2 adds the feature recipe; a model without one is still written as 1
 MAX_FILE_BYTES = 50 * 1024 * 1024  # a model of 64 clusters is a few kB; refuse anything huge
 # Bounds on a model's size, so that a model file costs bounded time to load and apply.
 MAX_LABELS = ft.MAX_CLUSTERS
@@ -87,6 +88,13 @@ class KMeansModel:
     seed: int = 0
     center_labels: np.ndarray | None = None
     parent: np.ndarray | None = None
+    recipe: Recipe | None = None  # features other than the raw values, and the clean-up
+
+    @property
+    def uses_recipe(self) -> bool:
+        """Whether pixels are described by a recipe (smoothing, texture, filters, position) or
+        the labels cleaned, rather than raw values: then :meth:`predict` applies it."""
+        return self.recipe is not None and not (self.recipe.is_plain and not self.recipe.cleans)
 
     @property
     def n_clusters(self) -> int:
@@ -375,14 +383,47 @@ class KMeansModel:
         TypeError
             For unsupported dtypes, a non-integer ``chunk_size`` or a non-bool ``rgb``.
         """
+        if self.uses_recipe and (blocks.is_dask(image) or blocks.is_dask(mask)):
+            raise ValueError(
+                "this model computes features (smoothing, texture, filters or position) or "
+                "cleans its labels, which dask arrays do not support yet; apply it to the "
+                "array in memory (np.asarray(image)) or a region of it."
+            )
         if blocks.is_dask(image) or blocks.is_dask(mask):
             return blocks.predict_blocks(self, image, mask=mask, chunk_size=chunk_size, rgb=rgb)
         chunk_size = ft.check_chunk_size(chunk_size)
         image = ft.as_image(image)
         spec = self.check_image(image, rgb=rgb)
         prep = ft.prepare(image, spec, mask)
+        if self.uses_recipe:
+            return self.label_with_recipe(prep, chunk_size=chunk_size).labels
         labels = self.label_prepared(prep, chunk_size=chunk_size)[0]
         return labels.reshape(prep.spatial_shape)
+
+    # -- models with a feature recipe -------------------------------------------------------------
+
+    def feature_model(self) -> KMeansModel:
+        """The same centres as a model of the recipe's feature channels (float32 values)."""
+        n = self.centers.shape[1]
+        spec = ft.FeatureSpec(None if n == 1 else -1, False, "rgb", n)
+        return KMeansModel(
+            self.centers, np.zeros((self.n_clusters, n)), spec, "float32", self.seed,
+            self.center_labels, self.parent,
+        )  # fmt: skip
+
+    def label_with_recipe(self, prep: ft.Prepared, *, chunk_size=None, progress=None):
+        """Labels (spatial shape) of laid-out input pixels through the recipe: features,
+        nearest centre, clean-up. Returns ``Labelling`` (inertia in feature space, before the
+        clean-up; counts after it)."""
+        inner = self.feature_model()
+        if self.recipe.is_plain:  # clean-up only: the raw values are the features
+            inner, feats = replace(self, recipe=None), prep
+        else:
+            feats, _ = recipe_features(self.recipe, prep)
+        labelled = inner.label_prepared(feats, chunk_size=chunk_size, progress=progress)
+        labels = self.recipe.clean(labelled.labels.reshape(prep.spatial_shape))
+        counts = np.bincount(labels.ravel(), minlength=self.n_clusters + 1)[1:].astype(np.int64)
+        return Labelling(labels, labelled.inertia, counts)
 
     def recolor(self, image, labels, *, rgb=None) -> np.ndarray:
         """``image`` with every labelled pixel painted with its cluster's colour.
@@ -434,7 +475,7 @@ class KMeansModel:
         """A JSON-safe dict that :meth:`from_dict` turns back into an equal model."""
         return {
             "format": FORMAT,
-            "version": FORMAT_VERSION,
+            "version": 1,
             "package_version": __version__,
             "n_clusters": self.n_clusters,
             "centers": self.centers.astype(np.float64).tolist(),
@@ -447,6 +488,7 @@ class KMeansModel:
             "seed": self.seed,
             "center_labels": self.labels_of_centers.tolist(),
             "parent": self.parents.tolist(),
+            **({"version": 2, "recipe": self.recipe.to_dict()} if self.uses_recipe else {}),
         }
 
     def to_json(self) -> str:
@@ -674,7 +716,13 @@ def _model_from_dict(cls, data):
         raise bad(f"'n_channels' must be a positive integer, got {n_channels!r}.")
     if colors.shape[1] != n_channels:
         raise bad(f"'n_channels' {n_channels!r} does not match colors of width {colors.shape[1]}.")
+    try:
+        recipe = Recipe.from_dict(data.get("recipe")) if version >= 2 else None
+    except ValueError as err:
+        raise bad(str(err)) from None
     n_features = 3 if color_space == "lab" else n_channels
+    if recipe is not None and recipe.derives:
+        n_features = recipe.standardiser.mean.size
     if centers.shape[1] != n_features:
         raise bad(f"centers have {centers.shape[1]} features, expected {n_features}.")
     if (axis is None and (rgb or n_channels != 1)) or (rgb and n_channels != 3):
@@ -698,4 +746,4 @@ def _model_from_dict(cls, data):
     )
     if flat:
         center_labels = parent = None
-    return cls(centers, colors, spec, dtype.name, seed, center_labels, parent)
+    return cls(centers, colors, spec, dtype.name, seed, center_labels, parent, recipe)

@@ -6,10 +6,9 @@ one of these; its constructor is the only place the settings are checked, with t
 :func:`napari_kmeans.features.check_fit_args`. A new setting is added here once: a field with
 its default and its check in ``__post_init__``, then the keyword of the entry points that take it.
 
-Room for the next settings: per-pixel feature settings (smoothing, texture filters,
-standardisation, spatial weight) and label clean-up settings belong here as further fields, so
-that a model can record them and every path (memory, dask, widget, command line) reads them from
-the same object.
+The per-pixel feature settings (smoothing, features, spatial weight) and the clean-up of the
+labels (majority, min_size) are fields too; :attr:`Params.recipe` turns them into the
+:class:`~napari_kmeans.recipe.Recipe` that a model keeps.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from . import features as ft
+from .recipe import Recipe
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,8 @@ class Params:
         Convergence tolerance, >= 0, relative to the data's mean variance.
     chunk_size : int or None
         Pixels per labelling chunk (None: the engine's default).
+    smoothing, features, spatial_weight, majority, min_size
+        The feature recipe and the clean-up (see :class:`napari_kmeans.recipe.Recipe`).
 
     Raises
     ------
@@ -63,6 +65,11 @@ class Params:
     max_iter: int = 300
     tol: float = 1e-4
     chunk_size: int | None = None
+    smoothing: float | tuple = 0.0
+    features: str | tuple = "values"
+    spatial_weight: float = 0.0
+    majority: int = 0
+    min_size: int = 0
 
     def __post_init__(self):
         k, n_init, max_iter, tol, seed = ft.check_fit_args(
@@ -83,6 +90,17 @@ class Params:
         }
         for name, value in checked.items():
             object.__setattr__(self, name, value)
+        recipe = self.recipe  # validates the feature and clean-up settings
+        object.__setattr__(self, "smoothing", recipe.smoothing)
+        object.__setattr__(self, "features", recipe.features)
+
+    @property
+    def recipe(self) -> Recipe:
+        """The feature recipe and clean-up of these settings (not fitted yet)."""
+        return Recipe(
+            smoothing=self.smoothing, features=self.features, spatial_weight=self.spatial_weight,
+            majority=self.majority, min_size=self.min_size,
+        )  # fmt: skip
 
     def replace(self, **changes) -> Params:
         """A copy with some settings changed (validated again)."""

@@ -29,7 +29,8 @@ class Recipe:
         and the smoothed values. A filter list: the maps of those filters (see
         :data:`napari_kmeans.filters.FILTERS`) for every channel.
     spatial_weight : float
-        Pixel coordinates (times this weight) as extra features, for compact regions; 0: none.
+        Pixel coordinates as extra features, for compact regions, weighted relative to one
+        standardised feature (all features are then standardised); 0: none.
     majority : int
         Radius of a majority filter on the labels; 0: none.
     min_size : int
@@ -61,8 +62,12 @@ class Recipe:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}.")
-        if isinstance(self.smoothing, list):
-            object.__setattr__(self, "smoothing", tuple(self.smoothing))
+        smoothing = self.smoothing
+        if isinstance(smoothing, list | tuple):
+            smoothing = tuple(fl.check_sigma(tuple(smoothing), len(smoothing)))
+        else:
+            smoothing = fl.check_sigma(smoothing, 1)[0]
+        object.__setattr__(self, "smoothing", smoothing)
 
     @property
     def derives(self) -> bool:
@@ -100,16 +105,23 @@ class Recipe:
             else:
                 for name, scale in self.features:
                     maps.extend(fl.filter_channel(smoothed, name, scale))
-        if self.spatial_weight > 0:
-            grid = np.indices(spatial, dtype=np.float32)
-            maps.extend(g * np.float32(self.spatial_weight) for g in grid)
+        if self.spatial_weight > 0:  # last: the standardisation weights them (see fitted)
+            maps.extend(np.indices(spatial, dtype=np.float32))
         return np.stack(maps, axis=-1)
 
-    def fitted(self, features: np.ndarray, valid=None) -> Recipe:
-        """This recipe with the standardisation of ``features`` ``(n, F)`` (valid rows only)."""
+    def fitted(self, features: np.ndarray, valid=None, n_positions: int = 0) -> Recipe:
+        """This recipe with the standardisation of ``features`` ``(n, F)`` (valid rows only).
+
+        The last ``n_positions`` columns are pixel coordinates: after standardisation they are
+        multiplied by ``spatial_weight``, so that the weight is the importance of position
+        relative to one standardised feature.
+        """
         if not self.derives:
             return self
-        return replace(self, standardiser=fl.Standardiser.fit(features, valid))
+        found = fl.Standardiser.fit(features, valid)
+        if self.spatial_weight > 0 and n_positions:
+            found.std[-n_positions:] /= self.spatial_weight
+        return replace(self, standardiser=found)
 
     def standardise(self, features: np.ndarray) -> np.ndarray:
         """``(n, F)`` features on the fitted scale (unchanged when values are not derived)."""
@@ -182,3 +194,31 @@ class Recipe:
             raise ValueError("malformed recipe in the model: derived features need their "
                              "'standardisation'.")  # fmt: skip
         return recipe
+
+
+def recipe_features(recipe: Recipe, prep, *, fit: bool = False):
+    """The feature pixels of a laid-out image (``features.Prepared``) by ``recipe``.
+
+    Input values become features (CIELAB when the spec says so), invalid pixels are filled with
+    the mean of the valid ones before filtering (so that a NaN or a masked pixel does not spread
+    into its neighbours) and stay invalid. With ``fit`` the standardisation is fitted on the
+    valid pixels first. Returns ``(features.Prepared of float32 features, the recipe)``.
+    """
+    from . import features as ft
+
+    base = ft.to_features(prep.pixels, prep.spec, prep.dtype).astype(np.float32)
+    if prep.valid is not None and prep.valid.any() and not prep.valid.all():
+        base[~prep.valid] = base[prep.valid].mean(axis=0)
+    maps = recipe.channels(base.reshape(*prep.spatial_shape, base.shape[1]))
+    flat = maps.reshape(-1, maps.shape[-1])
+    if fit:
+        positions = len(prep.spatial_shape) if recipe.spatial_weight > 0 else 0
+        recipe = recipe.fitted(flat, prep.valid, positions)
+    flat = recipe.standardise(flat)
+    n = flat.shape[1]
+    spec = ft.FeatureSpec(None if n == 1 else -1, False, "rgb", n)
+    feats = ft.Prepared(
+        spec=spec, pixels=flat, valid=prep.valid, spatial_shape=prep.spatial_shape,
+        n_valid=prep.n_valid, dtype=np.dtype(np.float32),
+    )  # fmt: skip
+    return feats, recipe

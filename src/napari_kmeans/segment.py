@@ -16,7 +16,7 @@ on dask arrays, block by block.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -26,6 +26,7 @@ from .compress import Support, codec_for, compress
 from .fitting import Fit, Segmentation, WeightedFit, fit_support, fit_weighted
 from .model import KMeansModel, Labelling
 from .params import make_params
+from .recipe import Recipe, recipe_features
 from .sampling import draw_sample, gray_support, pool_supports, reduce_chunks
 
 __all__ = [
@@ -41,6 +42,17 @@ __all__ = [
     "prepare_image",
     "segment",
 ]
+
+
+def _refuse_recipe_on_dask(params) -> None:
+    """Features other than the raw values, and clean-up, are computed in memory only (yet)."""
+    recipe = params.recipe
+    if not recipe.is_plain or recipe.cleans:
+        raise ValueError(
+            "smoothing, texture or filter features, a spatial weight and the clean-up "
+            "(majority, min_size) are computed on in-memory images only for now, not on dask "
+            "arrays; compute the array (np.asarray) or a region of it, or use plain values."
+        )
 
 
 # -- stage 1: the pixels and what to fit on ------------------------------------------------------
@@ -63,6 +75,8 @@ class PreparedImage:
     image: np.ndarray
     pixels: ft.Prepared
     support: Support
+    recipe: Recipe | None = None  # the fitted recipe, when the features are not the raw values
+    source: ft.Prepared | None = None  # then: the input's own layout (pixels in its units)
 
     @property
     def spec(self) -> ft.FeatureSpec:
@@ -120,7 +134,14 @@ def prepare_image(
     image = ft.as_image(image)
     spec = ft.make_spec(image, channel_axis=channel_axis, rgb=rgb, color_space=params.color_space)
     pixels = ft.prepare(image, spec, mask)
-    return PreparedImage(image, pixels, image_support(pixels, params.seed, progress))
+    recipe = params.recipe
+    if recipe.is_plain:
+        kept = recipe if recipe.cleans else None
+        return PreparedImage(image, pixels, image_support(pixels, params.seed, progress), kept)
+    ft.tick(progress, 0.05, "computing features")
+    feats, fitted = recipe_features(recipe, pixels, fit=True)
+    support = image_support(feats, params.seed, ft.part(progress, 0.3, 1.0))
+    return PreparedImage(image, feats, support, fitted, source=pixels)
 
 
 # -- stage 2: the model -------------------------------------------------------------------------
@@ -140,6 +161,7 @@ class FittedImage:
     prepared: PreparedImage
     idx: np.ndarray
     d2: np.ndarray
+    labelling: Labelling | None = None  # labels already made by the fit (recipe models)
 
     @property
     def fit(self) -> Fit:
@@ -149,11 +171,17 @@ class FittedImage:
     def label(self, *, chunk_size=None, progress=None) -> Labelling:
         """Stage 3: ``(labels, inertia, counts)`` of the prepared image, labels in its spatial
         shape (0 for invalid pixels), by the model's labelling kernel."""
+        if self.labelling is not None:
+            return self.labelling
         prep, support = self.prepared.pixels, self.prepared.support
         labels, inertia, counts = self.model.label_prepared(
             prep, support, chunk_size, distinct=(self.idx, self.d2), progress=progress
         )
-        return Labelling(labels.reshape(prep.spatial_shape), inertia, counts)
+        labels = labels.reshape(prep.spatial_shape)
+        if self.model.uses_recipe:  # clean-up of raw-value labels
+            labels = self.model.recipe.clean(labels)
+            counts = np.bincount(labels.ravel(), minlength=self.model.n_clusters + 1)[1:]
+        return Labelling(labels, inertia, counts)
 
 
 def fit_prepared(prepared: PreparedImage, params=None, *, progress=None) -> FittedImage:
@@ -168,12 +196,51 @@ def fit_prepared(prepared: PreparedImage, params=None, *, progress=None) -> Fitt
         prepared.support, prepared.spec, pixels.dtype, params, ft.checked_progress(progress),
         reduce=reduce_chunks(pixels.pixels, pixels.valid),
     )  # fmt: skip
-    return FittedImage(res.model, res.n_iter, res.exact, prepared, res.idx, res.d2)
+    recipe = prepared.recipe
+    if prepared.source is not None:
+        return _fitted_with_recipe(prepared, res, params.chunk_size)
+    model = res.model if recipe is None else replace(res.model, recipe=recipe)
+    exact = res.exact and (recipe is None or not recipe.cleans)
+    return FittedImage(model, res.n_iter, exact, prepared, res.idx, res.d2)
+
+
+def _fitted_with_recipe(prepared: PreparedImage, res, chunk_size) -> FittedImage:
+    """A fit on feature channels: the clusters ordered dark to bright by their pixels' mean
+    *input* values, which become the model's colours (the centres stay in feature space)."""
+    source, feats = prepared.source, prepared.pixels
+    labelled = res.model.label_prepared(
+        feats, prepared.support, chunk_size, distinct=(res.idx, res.d2)
+    )
+    labels, k = labelled.labels, res.model.n_clusters
+    ok = labels > 0
+    values = source.pixels.astype(np.float64)
+    counts = np.bincount(labels[ok] - 1, minlength=k).astype(np.float64)
+    sums = np.stack(
+        [np.bincount(labels[ok] - 1, weights=values[ok, c], minlength=k)
+         for c in range(values.shape[1])], axis=1,
+    )  # fmt: skip
+    mean = values[ok].mean(axis=0) if ok.any() else np.zeros(values.shape[1])
+    colors = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], mean)
+    order = np.argsort(ft.luminance(colors, source.spec), kind="stable")
+    rank = np.empty(k, np.intp)
+    rank[order] = np.arange(k)
+    lut = np.concatenate([[0], rank + 1]).astype(labels.dtype)
+    recipe = prepared.recipe
+    model = KMeansModel(
+        res.model.centers[order], colors[order], source.spec, prepared.image.dtype.name,
+        res.model.seed, recipe=recipe,
+    )  # fmt: skip
+    labels = recipe.clean(lut[labels].reshape(source.spatial_shape))
+    final = np.bincount(labels.ravel(), minlength=k + 1)[1:].astype(np.int64)
+    exact = res.exact and not recipe.cleans
+    done = Labelling(labels, labelled.inertia, final)
+    return FittedImage(model, res.n_iter, exact, prepared, res.idx, res.d2, done)
 
 
 def segment(
     image, n_clusters=5, *, channel_axis=None, rgb=None, color_space="rgb", mask=None, seed=0,
-    n_init=4, max_iter=300, tol=1e-4, chunk_size=None, progress=None, params=None,
+    n_init=4, max_iter=300, tol=1e-4, chunk_size=None, smoothing=0.0, features="values",
+    spatial_weight=0.0, majority=0, min_size=0, progress=None, params=None,
 ) -> Segmentation:  # fmt: skip
     """Segment an image by k-means clustering of its pixel values.
 
@@ -282,9 +349,11 @@ def segment(
     """
     params = make_params(
         params, n_clusters=n_clusters, color_space=color_space, seed=seed, n_init=n_init,
-        max_iter=max_iter, tol=tol, chunk_size=chunk_size,
+        max_iter=max_iter, tol=tol, chunk_size=chunk_size, smoothing=smoothing,
+        features=features, spatial_weight=spatial_weight, majority=majority, min_size=min_size,
     )  # fmt: skip
     if blocks.is_dask(image) or blocks.is_dask(mask):  # out of core: dask arrays in, dask out
+        _refuse_recipe_on_dask(params)
         return lazy.segment_lazy(
             image, channel_axis=channel_axis, rgb=rgb, mask=mask, params=params,
             progress=progress,
@@ -329,7 +398,8 @@ def _fitted(image, params, channel_axis, rgb, mask, progress) -> FittedImage:
 
 def fit(
     image, n_clusters=5, *, channel_axis=None, rgb=None, color_space="rgb", mask=None, seed=0,
-    n_init=4, max_iter=300, tol=1e-4, progress=None, params=None,
+    n_init=4, max_iter=300, tol=1e-4, smoothing=0.0, features="values", spatial_weight=0.0,
+    majority=0, min_size=0, progress=None, params=None,
 ) -> Fit:  # fmt: skip
     """Fit a :class:`KMeansModel` to an image without labelling it.
 
@@ -363,10 +433,12 @@ def fit(
     """
     params = make_params(
         params, n_clusters=n_clusters, color_space=color_space, seed=seed, n_init=n_init,
-        max_iter=max_iter, tol=tol,
+        max_iter=max_iter, tol=tol, smoothing=smoothing, features=features,
+        spatial_weight=spatial_weight, majority=majority, min_size=min_size,
     )  # fmt: skip
     progress = ft.checked_progress(progress)
     if blocks.is_dask(image) or blocks.is_dask(mask):
+        _refuse_recipe_on_dask(params)
         found = lazy.fit_lazy(
             image, params, channel_axis=channel_axis, rgb=rgb, mask=mask, progress=progress
         )
