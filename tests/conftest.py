@@ -22,6 +22,31 @@ def widget(viewer):
 
 
 @pytest.fixture
+def docked():
+    """``docked(window)``: name -> widget docked in the window. ``Window.dock_widgets`` is public
+    only in recent napari; older ones keep the dock wrappers in ``_dock_widgets``."""
+
+    def get(window):
+        if hasattr(window, "dock_widgets"):
+            return dict(window.dock_widgets)
+        return {name: dock.widget() for name, dock in window._dock_widgets.items()}
+
+    return get
+
+
+@pytest.fixture
+def napari_app(request, make_napari_viewer):
+    """napari's app-model Application (menus, commands) as make_napari_viewer sets it up: napari's
+    pytest plugin names that fixture ``mock_app_model`` (napari >= 0.6) or ``mock_app`` (0.5)."""
+    for name in ("mock_app_model", "mock_app"):
+        try:
+            return request.getfixturevalue(name)
+        except pytest.FixtureLookupError:
+            continue
+    raise LookupError("napari's pytest plugin has neither mock_app_model nor mock_app")
+
+
+@pytest.fixture
 def notes():
     """Notifications (message, severity) dispatched to napari while the test runs."""
     from napari.utils.notifications import notification_manager

@@ -3,7 +3,7 @@
 import numpy as np
 
 
-def test_demo_opens_the_coffee_sample_with_the_widget_docked(qtbot):
+def test_demo_opens_the_coffee_sample_with_the_widget_docked(qtbot, docked):
     from napari_kmeans._napari import demo
     from napari_kmeans._napari._qt.widget import KMeansWidget
 
@@ -11,8 +11,8 @@ def test_demo_opens_the_coffee_sample_with_the_widget_docked(qtbot):
     try:
         assert [layer.name for layer in viewer.layers] == ["coffee"]
         assert viewer.layers["coffee"].rgb and viewer.layers["coffee"].data.shape[-1] == 3
-        docked = dict(viewer.window.dock_widgets)
-        (widget,) = [w for w in docked.values() if isinstance(w, KMeansWidget)]
+        widgets = docked(viewer.window)
+        (widget,) = [w for w in widgets.values() if isinstance(w, KMeansWidget)]
         assert widget.controls.image.value is viewer.layers["coffee"]
         assert np.asarray(viewer.layers["coffee"].data).dtype == np.uint8
     finally:

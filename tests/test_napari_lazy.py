@@ -67,8 +67,10 @@ def pyramid():
 def test_dask_layer_gives_lazy_outputs_equal_to_segment(viewer, widget, run_and_wait, volume):
     source = viewer.add_image(
         da.from_array(volume, chunks=(1, 15, 15)), name="vol", scale=(3.0, 0.5, 0.5),
-        translate=(1.0, 2.0, -4.0), units=("um", "um", "um"), axis_labels=("z", "y", "x"),
+        translate=(1.0, 2.0, -4.0),
     )  # fmt: skip
+    # set afterwards: add_image refuses sequences for these two in napari < 0.6
+    source.units, source.axis_labels = ("um", "um", "um"), ("z", "y", "x")
     choose(widget, source, k=3)
     assert widget.controls.mode.value == f"mode: lazy (dask) — {inputs.LAZY_TEXT}"
     run_and_wait(widget)

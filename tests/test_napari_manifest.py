@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -9,9 +11,11 @@ import pytest
 import yaml
 from npe2 import PluginManifest
 
+import napari_kmeans
 from napari_kmeans._napari.sample_data import synthetic_cells
 
-TOP = Path(__file__).resolve().parents[1] / "napari.yaml"
+ROOT = Path(__file__).resolve().parents[1]
+TOP = ROOT / "napari.yaml"
 WIDGET = "K-means segmentation"
 
 
@@ -24,6 +28,22 @@ def test_installed_manifest_is_the_top_level_file():
     installed.validate_imports()  # every python_name imports
 
 
+def test_the_package_holds_a_real_copy_of_the_top_level_manifest():
+    """No symlink: a Windows checkout (symlinks off) turns one into a one-line text file. The
+    package keeps a plain copy of the top-level napari.yaml, byte for byte."""
+    packaged = Path(napari_kmeans.__file__).with_name("napari.yaml")
+    assert not packaged.is_symlink()
+    assert packaged.read_bytes() == TOP.read_bytes(), (
+        f"{packaged} differs from {TOP}: copy it (cp napari.yaml src/napari_kmeans/napari.yaml)"
+    )
+    if (ROOT / ".git").exists() and shutil.which("git"):  # in a checkout: git stores a file
+        staged = subprocess.run(
+            ["git", "ls-files", "-s", "src/napari_kmeans/napari.yaml"],
+            cwd=ROOT, capture_output=True, text=True, check=False,
+        ).stdout  # fmt: skip
+        assert not staged.startswith("120000"), "src/napari_kmeans/napari.yaml is a git symlink"
+
+
 def _qt_actions(menu):
     for action in menu.actions():
         yield menu, action
@@ -31,13 +51,13 @@ def _qt_actions(menu):
             yield from _qt_actions(action.menu())
 
 
-def test_layers_segment_menu_opens_the_widget(make_napari_viewer):
-    from napari._app_model import get_app_model
-
+def test_layers_segment_menu_opens_the_widget(make_napari_viewer, napari_app, docked):
     viewer = make_napari_viewer()
-    app = get_app_model()
+    app = napari_app
     ids = [getattr(item, "command", None) for item in app.menus.get_menu("napari/layers/segment")]
-    assert "napari-kmeans.make_widget" in [c.id for c in ids if c is not None]
+    ids = [c.id for c in ids if c is not None]
+    # napari >= 0.6 names the manifest's command; 0.5 a command of its own per widget
+    (command,) = {"napari-kmeans.make_widget", f"napari-kmeans:{WIDGET}"} & set(ids)
     bar = viewer.window._qt_window.menuBar()
     found = [
         (menu.title(), action.text())
@@ -45,8 +65,8 @@ def test_layers_segment_menu_opens_the_widget(make_napari_viewer):
         if action.text().startswith(WIDGET)
     ]
     assert ("Segment", f"{WIDGET} (napari k-means)") in found  # Layers > Segment
-    app.commands.execute_command("napari-kmeans.make_widget").result()
-    widgets = viewer.window.dock_widgets
+    app.commands.execute_command(command).result()
+    widgets = docked(viewer.window)
     assert any(name.startswith(WIDGET) for name in widgets)
     dock = next(w for name, w in widgets.items() if name.startswith(WIDGET))
     assert type(dock).__name__ == "KMeansWidget"
@@ -60,13 +80,13 @@ def test_layers_segment_menu_opens_the_widget(make_napari_viewer):
         ("cells_3d", ["nuclei", "cytoplasm"], (24, 128, 128), False),
     ],
 )
-def test_sample_data_in_the_app(make_napari_viewer, key, names, shape, rgb):
-    from napari._app_model import get_app_model
-
+def test_sample_data_in_the_app(make_napari_viewer, napari_app, key, names, shape, rgb):
     viewer = make_napari_viewer()
-    menu = get_app_model().menus.get_menu("napari/file/samples/napari-kmeans")
-    assert f"napari-kmeans.{key}" in [item.command.id for item in menu]
-    get_app_model().commands.execute_command(f"napari-kmeans.{key}").result()  # File > Open Sample
+    menu = napari_app.menus.get_menu("napari/file/samples/napari-kmeans")
+    # napari >= 0.6 names the manifest's command; 0.5 a command of its own per sample
+    ids = {item.command.id for item in menu}
+    (command,) = {f"napari-kmeans.{key}", f"napari-kmeans:{key}"} & ids
+    napari_app.commands.execute_command(command).result()  # File > Open Sample
     assert [layer.name for layer in viewer.layers] == names
     for layer in viewer.layers:
         assert layer.data.shape == shape and layer.rgb is rgb

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 
@@ -52,15 +54,28 @@ def synthetic_cells(shape=(24, 128, 128), n_cells=14, seed=0):
     return tuple(out)
 
 
+def _napari_takes_axis_labels() -> bool:
+    """Whether ``add_image`` takes a sequence of axis labels (napari >= 0.6; 0.5 raises
+    "Received sequence for argument 'axis_labels'", though its layers have them)."""
+    try:
+        from importlib.metadata import version
+
+        major, minor = (int(part) for part in re.findall(r"\d+", version("napari"))[:2])
+    except Exception:  # napari absent or an unusual version string: assume a recent one
+        return True
+    return (major, minor) >= (0, 6)
+
+
 def cells_3d():
     """A 3-D, two-channel fluorescence-like stack, one layer per channel (µm scale)."""
     nuclei, cytoplasm = synthetic_cells()
     common = {
         "scale": (0.6, 0.2, 0.2),
-        "units": ("µm", "µm", "µm"),
-        "axis_labels": ("z", "y", "x"),
+        "units": "µm",  # one unit for every axis: napari 0.5 refuses a sequence here too
         "blending": "additive",
     }
+    if _napari_takes_axis_labels():
+        common["axis_labels"] = ("z", "y", "x")
     return [
         (nuclei, {"name": "nuclei", "colormap": "magenta", **common}, "image"),
         (cytoplasm, {"name": "cytoplasm", "colormap": "green", **common}, "image"),
