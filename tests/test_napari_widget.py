@@ -654,3 +654,51 @@ def test_progress_is_shown_in_the_widget(viewer, widget, qtbot):
     qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
     assert not bar.isVisibleTo(widget)
     assert values == sorted(values) and len(set(values)) >= 3 and values[-1] >= 85
+
+
+# -- features and clean-up (issue 12) -------------------------------------------------------------
+
+
+def test_smoothed_features_in_world_units_and_clean_up(viewer, widget, run_and_wait):
+    """Smoothing typed in the layer's units becomes pixels per axis; clean-up is applied."""
+    rng = np.random.default_rng(5)
+    truth = np.zeros((96, 96), int)
+    yy, xx = np.mgrid[:96, :96]
+    for cy, cx, r in [(30, 30, 14), (65, 60, 18), (25, 75, 10)]:
+        truth[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = 1
+    image = (truth + rng.normal(0, 1, truth.shape)).astype(np.float32)
+    source = viewer.add_image(image, name="noisy", scale=(0.5, 0.5))
+    choose(widget, source, k=2)
+    c = widget.controls
+    assert not c.smoothing.enabled  # pixel values: no smoothing to set
+    c.preset.value = "smoothed"
+    assert c.smoothing.enabled and c.smoothing.value == 1.0  # about two pixels, in world units
+    c.majority.value = 1
+    run_and_wait(widget)
+    labels, _ = outputs(viewer, "noisy")
+    want = segment(image, 2, smoothing=(2.0, 2.0), majority=1)
+    np.testing.assert_array_equal(labels.data, want.labels)
+    right = max(((labels.data - 1) == truth).mean(), ((labels.data - 1) != truth).mean())
+    assert right > 0.97
+    params = labels.metadata["kmeans"]["parameters"]
+    assert params["smoothing"] == [2.0, 2.0] and params["majority"] == 1
+    model = labels.metadata["kmeans"]["model"]
+    assert model["version"] == 2 and model["recipe"]["smoothing"] == [2.0, 2.0]
+
+
+def test_custom_filters_are_parsed_and_bad_ones_refused(viewer, widget, run_and_wait, notes):
+    image = np.random.default_rng(1).random((40, 40)).astype(np.float32)
+    choose(widget, viewer.add_image(image, name="img"), k=2)
+    c = widget.controls
+    c.preset.value = "custom"
+    assert c.filters.enabled
+    c.filters.value = "gaussian 1, sobel 2"
+    run_and_wait(widget)
+    assert c.result.value.startswith("Not run: unknown filter 'sobel'")
+    c.filters.value = "gaussian 1, gradient 2"
+    run_and_wait(widget)
+    labels, _ = outputs(viewer, "img")
+    smoothing = c.smoothing.value
+    want = segment(image, 2, smoothing=(2 * smoothing,) * 2 if smoothing else 0,
+                   features=[("gaussian", 1), ("gradient", 2)])  # fmt: skip
+    np.testing.assert_array_equal(labels.data, want.labels)

@@ -74,3 +74,5 @@ def test_model_files_with_bad_recipes_are_refused():
     assert Recipe.from_dict(None) == Recipe()
     with pytest.raises(ValueError, match="2 values but the image has 3"):
         Recipe(smoothing=(1, 2)).channels(np.zeros((4, 5, 6, 1), np.float32))
+    plane = Recipe(smoothing=(3, 1, 2)).channels(np.ones((5, 6, 1), np.float32))  # a slice
+    assert plane.shape == (5, 6, 1)

@@ -39,6 +39,7 @@ from .blocks import (
 from .compress import Support
 from .fitting import Segmentation, fit_support, support_stats
 from .params import Params, make_params
+from .recipe import refuse_on_dask
 
 DISTINCT_CAP = sampling.DISTINCT_CAP  # most distinct values kept (the in-memory engine's rule)
 
@@ -96,6 +97,7 @@ def fit_lazy(
         ``(model, n_iter, exact, counts, inertia, layout)``; counts and inertia are None when
         the fit used a sample (:func:`segment_lazy` then counts in one more pass).
     """
+    refuse_on_dask(params.recipe)
     progress = ft.checked_progress(progress)
     image = as_dask_image(image)
     spec = ft.make_spec(image, channel_axis=channel_axis, rgb=rgb, color_space=params.color_space)

@@ -92,7 +92,10 @@ class Recipe:
         Not standardised: see :meth:`fitted` and :meth:`standardise`.
         """
         spatial = channels.shape[:-1]
-        sigma = fl.check_sigma(self.smoothing, len(spatial))
+        smoothing = self.smoothing
+        if isinstance(smoothing, tuple) and len(smoothing) > len(spatial):
+            smoothing = smoothing[-len(spatial) :]  # a slice of the data the model was made for
+        sigma = fl.check_sigma(smoothing, len(spatial))
         maps = []
         for c in range(channels.shape[-1]):
             plane = np.asarray(channels[..., c], dtype=np.float32)
@@ -194,6 +197,16 @@ class Recipe:
             raise ValueError("malformed recipe in the model: derived features need their "
                              "'standardisation'.")  # fmt: skip
         return recipe
+
+
+def refuse_on_dask(recipe: Recipe) -> None:
+    """Features other than the raw values, and clean-up, are computed in memory only (yet)."""
+    if not recipe.is_plain or recipe.cleans:
+        raise ValueError(
+            "smoothing, texture or filter features, a spatial weight and the clean-up "
+            "(majority, min_size) are computed on in-memory images only for now, not on dask "
+            "arrays; compute the array (np.asarray) or a region of it, or use plain values."
+        )
 
 
 def recipe_features(recipe: Recipe, prep, *, fit: bool = False):

@@ -26,7 +26,7 @@ from .compress import Support, codec_for, compress
 from .fitting import Fit, Segmentation, WeightedFit, fit_support, fit_weighted
 from .model import KMeansModel, Labelling
 from .params import make_params
-from .recipe import Recipe, recipe_features
+from .recipe import Recipe, recipe_features, refuse_on_dask
 from .sampling import draw_sample, gray_support, pool_supports, reduce_chunks
 
 __all__ = [
@@ -42,17 +42,6 @@ __all__ = [
     "prepare_image",
     "segment",
 ]
-
-
-def _refuse_recipe_on_dask(params) -> None:
-    """Features other than the raw values, and clean-up, are computed in memory only (yet)."""
-    recipe = params.recipe
-    if not recipe.is_plain or recipe.cleans:
-        raise ValueError(
-            "smoothing, texture or filter features, a spatial weight and the clean-up "
-            "(majority, min_size) are computed on in-memory images only for now, not on dask "
-            "arrays; compute the array (np.asarray) or a region of it, or use plain values."
-        )
 
 
 # -- stage 1: the pixels and what to fit on ------------------------------------------------------
@@ -353,7 +342,7 @@ def segment(
         features=features, spatial_weight=spatial_weight, majority=majority, min_size=min_size,
     )  # fmt: skip
     if blocks.is_dask(image) or blocks.is_dask(mask):  # out of core: dask arrays in, dask out
-        _refuse_recipe_on_dask(params)
+        refuse_on_dask(params.recipe)
         return lazy.segment_lazy(
             image, channel_axis=channel_axis, rgb=rgb, mask=mask, params=params,
             progress=progress,
@@ -438,7 +427,7 @@ def fit(
     )  # fmt: skip
     progress = ft.checked_progress(progress)
     if blocks.is_dask(image) or blocks.is_dask(mask):
-        _refuse_recipe_on_dask(params)
+        refuse_on_dask(params.recipe)
         found = lazy.fit_lazy(
             image, params, channel_axis=channel_axis, rgb=rgb, mask=mask, progress=progress
         )

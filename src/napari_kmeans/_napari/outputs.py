@@ -328,6 +328,11 @@ def label_colors(colors: np.ndarray, info: RunInfo) -> np.ndarray:
     return display_colors(colors, info.source, info.extras)
 
 
+def _listed(value):
+    """Tuples as lists (nested too), so that the metadata reads as JSON does."""
+    return [_listed(v) for v in value] if isinstance(value, tuple | list) else value
+
+
 def metadata(
     outcome: Outcome, info: RunInfo, role: str, run_id: str | None = None, style: Style = Style()
 ) -> dict:
@@ -337,7 +342,7 @@ def metadata(
     layer for edits). A model fitted on one slice and applied to all (``info.fit_slice``) or
     applied from another layer or file (``info.model_from``) is recorded too.
     """
-    params = dataclasses.asdict(info.params)
+    params = {name: _listed(value) for name, value in dataclasses.asdict(info.params).items()}
     params.update(
         scope="current slice" if info.slice_index else "whole data",
         slice={str(a): i for a, i in (info.slice_index or {}).items()} or None,

@@ -191,7 +191,18 @@ def _run_in_memory(job: Job, start: float, stop=None):
 
 
 def label_by_blocks(full: Planes, model: KMeansModel):
-    """Label and recolour ``full`` slab by slab (a multiscale level may not fit in memory)."""
+    """Label and recolour ``full`` slab by slab (a multiscale level may not fit in memory).
+
+    A model with a feature recipe (smoothing, filters, clean-up) labels the whole image at once:
+    its filters and clean-up look at neighbours across slab borders.
+    """
+    if model.uses_recipe:
+        planes = full.materialized()
+        tick = Progress(0.3, "labelling (features and clean-up)")
+        yield tick
+        labels = yield from _in_thread(tick, _predict_whole, model, planes)
+        recolored = _recolor_slab(model, planes, labels)
+        return labels, recolored, None  # the inertia of the features is not kept here
     labels = np.zeros(full.spatial_shape, model.label_dtype)
     recolored = None
     inertia = 0.0
@@ -206,6 +217,10 @@ def label_by_blocks(full: Planes, model: KMeansModel):
             recolored = np.empty(tuple(full.image.shape), painted.dtype)
         recolored[where] = painted
     return labels, recolored, inertia
+
+
+def _predict_whole(model: KMeansModel, planes: Planes) -> np.ndarray:
+    return model.predict(planes.assembled(), mask=planes.mask)
 
 
 def run_apply(job: Job, model: KMeansModel, stop=None):

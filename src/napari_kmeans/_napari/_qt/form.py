@@ -8,6 +8,7 @@ from magicgui import widgets
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QFrame,
+    QLabel,
     QProgressBar,
     QScrollArea,
     QSizePolicy,
@@ -70,7 +71,26 @@ TIPS = {
     "show_recolored": "Show the recoloured image (each pixel painted with its cluster's mean "
     "colour) on top of the source. It is always made; this only sets whether it is visible.",
     "progress": "What the run is doing, and how far it is.",
+    "preset": "What each pixel is clustered on. Pixel values: its values as they are (a colour "
+    "quantiser; exact for one channel). Smoothed: the values after a Gaussian blur of the "
+    "'smoothing' size, for noisy images (regions instead of speckle). Texture: Gabor "
+    "filter-bank energies and smoothed values, for tissue or surfaces that differ by pattern "
+    "rather than brightness. Custom filters: the filters listed below.",
+    "smoothing": "Size (sigma) of the Gaussian blur, in the image's units (e.g. µm), converted "
+    "to pixels on every axis with the layer's scale, so anisotropic stacks are blurred the "
+    "same physical distance in z as in x and y. 0: no blur.",
+    "filters": "Custom filters with their scales in pixels, e.g. 'gaussian 1, gradient 2, log 2, "
+    "std 3, hessian 2, structure 2' (2-D or 3-D).",
+    "spatial_weight": "Add each pixel's position (times this weight) to what is clustered: "
+    "clusters become compact regions. 0: position is ignored.",
+    "majority": "Clean-up: each pixel takes the most frequent label within this radius "
+    "(pixels), which removes isolated pixels. 0: off.",
+    "min_region": "Clean-up: regions smaller than this many pixels (voxels) join the neighbour "
+    "they share the longest border with. 0: off.",
 }
+
+PRESETS = [("pixel values", "values"), ("smoothed", "smoothed"), ("texture", "texture"),
+           ("custom filters", "custom")]  # fmt: skip
 
 BACKGROUNDS = [("none", "none"), ("darkest cluster", "darkest"),
                ("brightest cluster", "brightest"), ("largest cluster", "largest")]  # fmt: skip
@@ -92,6 +112,12 @@ class Controls:
     fit_on: widgets.ComboBox
     background: widgets.ComboBox
     show_recolored: widgets.CheckBox
+    preset: widgets.ComboBox
+    smoothing: widgets.FloatSpinBox
+    filters: widgets.LineEdit
+    spatial_weight: widgets.FloatSpinBox
+    majority: widgets.SpinBox
+    min_region: widgets.SpinBox
     seed: widgets.SpinBox
     n_init: widgets.SpinBox
     max_iter: widgets.SpinBox
@@ -120,6 +146,14 @@ def make_controls() -> Controls:
         "fit_on": widgets.ComboBox(label="fit on", choices=[FIT_ALL, FIT_SLICE], value=FIT_ALL),
         "background": widgets.ComboBox(label="transparent", choices=BACKGROUNDS, value="none"),
         "show_recolored": widgets.CheckBox(text="show the recoloured image", value=False),
+        "preset": widgets.ComboBox(label="features", choices=PRESETS, value="values"),
+        "smoothing": widgets.FloatSpinBox(label="smoothing", value=0.0, min=0.0, max=1e6, step=0.5),
+        "filters": widgets.LineEdit(label="filters", value="gaussian 1, gradient 2, log 2"),
+        "spatial_weight": widgets.FloatSpinBox(
+            label="spatial weight", value=0.0, min=0.0, max=1e6, step=0.1
+        ),
+        "majority": widgets.SpinBox(label="majority radius", value=0, min=0, max=25),
+        "min_region": widgets.SpinBox(label="min region (px)", value=0, min=0, max=10**9),
         "seed": widgets.SpinBox(label="seed", value=0, min=0, max=2**31 - 1),
         "n_init": widgets.SpinBox(label="restarts", value=4, min=1, max=100),
         "max_iter": widgets.SpinBox(label="max iterations", value=300, min=1, max=100_000),
@@ -147,13 +181,54 @@ def make_controls() -> Controls:
     return Controls(**c, progress=bar, advanced=advanced)
 
 
-def read_params(c: Controls) -> Params:
-    """The engine's parameters from the controls (a new setting: a control and this line)."""
+def read_params(c: Controls, scale=None) -> Params:
+    """The engine's parameters from the controls (a new setting: a control and one line here).
+
+    ``scale`` is the image's scale on its spatial axes, to turn the smoothing from world units
+    into pixels on every axis.
+    """
     space = c.color_space.value if c.color_space.enabled else "rgb"
     return Params(
         n_clusters=int(c.n_clusters.value), color_space=space, seed=int(c.seed.value),
         n_init=int(c.n_init.value), max_iter=int(c.max_iter.value), tol=float(c.tol.value),
+        **read_features(c, scale),
     )  # fmt: skip
+
+
+def parse_filters(text: str) -> tuple[tuple[str, float], ...]:
+    """Filters typed as 'name scale, name scale' (a colon also separates).
+
+    >>> parse_filters("gaussian 1, gradient:2, log 2.5")
+    (('gaussian', 1.0), ('gradient', 2.0), ('log', 2.5))
+    """
+    out = []
+    for part in filter(None, (p.strip() for p in text.replace(";", ",").split(","))):
+        name, _, scale = part.replace(":", " ").partition(" ")
+        try:
+            out.append((name.strip().lower(), float(scale)))
+        except ValueError:
+            raise ValueError(
+                f"filters: '{part}' is not 'name scale'; write e.g. 'gaussian 1, gradient 2'."
+            ) from None
+    return tuple(out)
+
+
+def read_features(c: Controls, scale=None) -> dict:
+    """The feature and clean-up settings, smoothing converted from world units to pixels with
+    the layer's ``scale`` (one per spatial axis)."""
+    preset = c.preset.value
+    sigma = 0.0
+    if preset != "values" and c.smoothing.value > 0:
+        world = float(c.smoothing.value)
+        sigma = world if scale is None else tuple(world / abs(float(s)) for s in scale)
+    features = {"values": "values", "smoothed": "values", "texture": "texture"}.get(preset)
+    return {
+        "smoothing": sigma,
+        "features": features if features is not None else parse_filters(c.filters.value),
+        "spatial_weight": float(c.spatial_weight.value),
+        "majority": int(c.majority.value),
+        "min_size": int(c.min_region.value),
+    }
 
 
 def read_style(c: Controls) -> Style:
@@ -165,6 +240,12 @@ def _container(*items, horizontal=False, labels=True):
     return widgets.Container(
         widgets=list(items), layout="horizontal" if horizontal else "vertical", labels=labels
     )
+
+
+def _heading(text: str) -> QLabel:
+    label = QLabel(f"<b>{text}</b>")
+    label.setContentsMargins(0, 6, 0, 0)
+    return label
 
 
 def _tab(*parts) -> QWidget:
@@ -196,9 +277,15 @@ def lay_out(controls: Controls, parent: QWidget, *, choose_k: QWidget, edit: QWi
         c.color_space, c.extra_channels, c.mask, c.scope, c.fit_on, c.background,
         c.show_recolored,
     )  # fmt: skip
+    features = _container(c.preset, c.smoothing, c.filters, c.spatial_weight)
+    clean = _container(c.majority, c.min_region)
     tabs = QTabWidget()
     tabs.setDocumentMode(True)
-    tabs.addTab(_tab(options, c.mode, c.advanced), "Options")
+    tabs.addTab(
+        _tab(options, _heading("Features"), features, _heading("Clean-up"), clean, c.mode,
+             c.advanced),
+        "Options",
+    )  # fmt: skip
     tabs.addTab(_tab(choose_k), "Choose k")
     tabs.addTab(_tab(edit), "Edit")
     content = QWidget()
@@ -219,5 +306,5 @@ def lay_out(controls: Controls, parent: QWidget, *, choose_k: QWidget, edit: QWi
     outer.setContentsMargins(0, 0, 0, 0)
     outer.addWidget(scroll)
     parent.scroll = scroll
-    parent._containers = (top, k_row, buttons, options)  # keep the magicgui containers alive
+    parent._containers = (top, k_row, buttons, options, features, clean)  # keep them alive
     return tabs

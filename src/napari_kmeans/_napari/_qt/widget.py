@@ -76,6 +76,7 @@ class KMeansWidget(QWidget):
         c.run.changed.connect(self.run)
         c.cancel.changed.connect(self.cancel)
         c.suggest_k.changed.connect(self._suggest)
+        c.preset.changed.connect(self._preset_changed)
         c.show_recolored.changed.connect(self._show_recolored)
         events = napari_viewer.layers.events
         for event in (events.inserted, events.removed, events.moved):
@@ -144,7 +145,21 @@ class KMeansWidget(QWidget):
             c.fit_on.value = form.FIT_ALL
         c.mode.value = inputs.mode_text(source, self.current_slice())
         c.mode.visible = source is not None and is_lazy(source)
+        units = [] if source is None else [str(u) for u in getattr(source, "units", ())]
+        unit = units[-1] if units and units[-1] not in ("pixel", "") else "px"
+        c.smoothing.label = f"smoothing ({unit.replace('micrometer', 'µm')})"
+        self._preset_changed()
         self._say_channels()
+
+    def _preset_changed(self, *_) -> None:
+        """Show the feature settings that apply; a blur of about two pixels to start with."""
+        c = self.controls
+        preset = c.preset.value
+        _show(c.smoothing, preset != "values")
+        _show(c.filters, preset == "custom")
+        source = c.image.value
+        if preset in ("smoothed", "texture") and c.smoothing.value == 0 and source is not None:
+            c.smoothing.value = round(2 * float(min(abs(s) for s in source.scale)), 6)
 
     def _say_channels(self, *_) -> None:
         """The line under the image: what each pixel is clustered on."""
@@ -188,7 +203,9 @@ class KMeansWidget(QWidget):
 
     def params(self) -> Params:
         """The clustering settings currently chosen (validated by the engine's Params)."""
-        return form.read_params(self.controls)
+        source = self.controls.image.value
+        scale = None if source is None else tuple(float(s) for s in source.scale)
+        return form.read_params(self.controls, scale)
 
     def _inputs(self) -> dict:
         c = self.controls
