@@ -360,3 +360,17 @@ def test_split_reports_progress_and_can_be_cancelled(rgb_image):
 def test_instances_errors_name_the_parameter(labels, kwargs, error, match):
     with pytest.raises(error, match=match):
         instances(labels, **kwargs)
+
+
+def test_split_of_a_recipe_model_fits_in_its_feature_space():
+    """Issue 12: a split fits sub-clusters on the model's own features (same recipe and scale)."""
+    rng = np.random.default_rng(0)
+    image = (np.indices((60, 60))[1] // 20 * 80 + rng.normal(0, 30, (60, 60))).astype(np.float32)
+    result = segment(image, 2, smoothing=2)
+    model, labels = split(result.model, image, result.labels, 2, 2)
+    assert model.n_clusters == 3 and set(np.unique(labels)) == {1, 2, 3}
+    np.testing.assert_array_equal(model.predict(image), labels)
+    assert np.all(np.diff(model.colors[:, 0]) > 0)  # dark to bright by the input's values
+    for label in (1, 2, 3):  # colours are the mean input values of each label's pixels
+        np.testing.assert_allclose(model.colors[label - 1, 0], image[labels == label].mean(),
+                                   rtol=1e-6)  # fmt: skip

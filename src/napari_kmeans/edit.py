@@ -16,6 +16,7 @@ import numpy as np
 from . import features as ft
 from .model import KMeansModel, center_depths, check_size, label_dtype
 from .params import make_params
+from .recipe import recipe_features
 from .segment import segment
 
 DENSE_MAX = 1 << 20  # label values up to this are handled with a table indexed by value
@@ -275,14 +276,19 @@ def split(model: KMeansModel, image, labels, target, n=2, *, seed=0, n_init=4, p
     spec = model.spec
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        sub = segment(
-            image,
-            channel_axis=spec.channel_axis,
-            rgb=spec.rgb,
-            mask=inside,
-            params=params.replace(n_clusters=n),
-            progress=progress,
-        )
+        if model.recipe is not None and not model.recipe.is_plain:
+            sub, sub_colors = _split_features(model, image, inside, params.replace(n_clusters=n),
+                                              progress)  # fmt: skip
+        else:
+            sub = segment(
+                image,
+                channel_axis=spec.channel_axis,
+                rgb=spec.rgb,
+                mask=inside,
+                params=params.replace(n_clusters=n),
+                progress=progress,
+            )
+            sub_colors = sub.centers
     if sub.n_clusters < 2:
         raise ValueError(f"cluster {target} has a single distinct value; it cannot be split.")
     for w in caught:
@@ -308,8 +314,28 @@ def split(model: KMeansModel, image, labels, target, n=2, *, seed=0, n_init=4, p
     mapping = np.zeros(k + m + 1, np.int64)
     mapping[keep] = np.arange(1, len(keep) + 1)
     mapping[target] = 0  # no pixel or leaf centre keeps it
-    colors = np.concatenate([model.colors, sub.centers])[np.array(keep) - 1]
+    colors = np.concatenate([model.colors, sub_colors])[np.array(keep) - 1]
     return _relabel(grown, provisional, mapping, colors)
+
+
+def _split_features(model: KMeansModel, image, inside, params, progress):
+    """Sub-clusters of a recipe model's cluster, fitted in the model's own feature space (its
+    recipe and standardisation); their colours are their pixels' mean input values."""
+    image = ft.as_image(image)
+    prep = ft.prepare(image, model.spec, None)
+    feats, _ = recipe_features(model.recipe, prep)
+    n = feats.spec.n_channels
+    shape = prep.spatial_shape if n == 1 else (*prep.spatial_shape, n)
+    sub = segment(
+        feats.pixels.reshape(shape), channel_axis=None if n == 1 else -1, mask=inside,
+        params=params, progress=progress,
+    )  # fmt: skip
+    flat, ok = sub.labels.ravel(), sub.labels.ravel() > 0
+    values = prep.pixels.astype(np.float64)
+    counts = np.bincount(flat[ok] - 1, minlength=sub.n_clusters)
+    sums = np.stack([np.bincount(flat[ok] - 1, weights=values[ok, c], minlength=sub.n_clusters)
+                     for c in range(values.shape[1])], axis=1)  # fmt: skip
+    return sub, sums / np.maximum(counts, 1)[:, None]
 
 
 def instances(labels, clusters=None, *, min_size=1, connectivity=None):

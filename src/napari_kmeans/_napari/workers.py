@@ -398,10 +398,11 @@ def run_curve(planes: Planes, params: Params, k_max: int, stop=None):
 
 
 def _curve(full: Planes, params: Params, k_max: int, progress=None):
-    """Inertia for k = 1..k_max (k = 1 gives the total sum of squares)."""
+    """Inertia for k = 1..k_max (k = 1 gives the total sum of squares), with the features and
+    settings of a run (the same recipe: smoothing, texture, filters, position)."""
     return inertia_curve(
-        full.assembled(), k_max, k_min=1, **full.layout(), color_space=params.color_space,
-        mask=full.mask, seed=params.seed, progress=progress,
+        full.assembled(), k_max, k_min=1, **full.layout(), mask=full.mask,
+        n_init=params.n_init, params=params, progress=progress,
     )  # fmt: skip
 
 
