@@ -781,3 +781,29 @@ def test_every_exit_code_is_documented_in_help_and_docs(tmp_path):
     for code in codes:
         assert re.search(rf"^  {code}  \w", done.stdout, re.M), f"{code} not in --help"
         assert re.search(rf"^\| {code} \| \w", table, re.M), f"{code} not in docs/cli.md"
+
+
+def test_feature_and_clean_up_options(tmp_path):
+    """Issue 12: --smoothing, --features, --spatial-weight, --majority, --min-size; the model
+    file carries the recipe and reproduces the labels."""
+    import tifffile
+
+    from napari_kmeans import KMeansModel, segment
+
+    rng = np.random.default_rng(0)
+    image = (np.indices((40, 48))[1] // 16 * 50 + rng.normal(0, 20, (40, 48))).astype(np.float32)
+    tifffile.imwrite(tmp_path / "noisy.tif", image)
+    out = tmp_path / "out"
+    code = main(["segment", str(tmp_path / "noisy.tif"), "-k", "3", "--out", str(out),
+                 "--smoothing", "1.5,2", "--majority", "1", "--min-size", "10", "-q"])  # fmt: skip
+    assert code == 0
+    labels = tifffile.imread(out / "noisy_labels.tif")
+    want = segment(image, 3, smoothing=(1.5, 2.0), majority=1, min_size=10)
+    np.testing.assert_array_equal(labels, want.labels)
+    model = KMeansModel.load(out / "noisy_model.json")
+    assert model.recipe.smoothing == (1.5, 2.0) and model.recipe.min_size == 10
+    np.testing.assert_array_equal(model.predict(image), labels)
+    with pytest.raises(SystemExit) as stop:  # an unknown filter is a usage error
+        main(["segment", str(tmp_path / "noisy.tif"), "-k", "3", "--out", str(out),
+              "--features", "gaussian:1,sobel:2", "--overwrite", "-q"])  # fmt: skip
+    assert stop.value.code == 2

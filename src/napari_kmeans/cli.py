@@ -164,12 +164,54 @@ def build_parser() -> argparse.ArgumentParser:
                      help="cluster RGB colours as they are (default) or in CIELAB")  # fmt: skip
     seg.add_argument("--seed", type=int, metavar="N",
                      help="random seed (default 0); same seed, same labels")  # fmt: skip
+    seg.add_argument("--smoothing", type=_sigma, metavar="SIGMA",
+                     help="Gaussian blur before clustering, in pixels: one number, or one per "
+                     "spatial axis as '1,2,2' (default 0: none)")  # fmt: skip
+    seg.add_argument("--features", type=_features, metavar="WHAT", default=None,
+                     help="'values' (default), 'texture' (Gabor energies), or filters with "
+                     "scales in pixels as 'gaussian:1,gradient:2,log:2' (also std, hessian, "
+                     "structure)")  # fmt: skip
+    seg.add_argument("--spatial-weight", type=float, metavar="W",
+                     help="add pixel positions with this weight, for compact regions "
+                     "(default 0)")  # fmt: skip
+    seg.add_argument("--majority", type=int, metavar="R",
+                     help="clean-up: majority filter of radius R pixels (default 0: off)")  # fmt: skip
+    seg.add_argument("--min-size", type=int, metavar="N",
+                     help="clean-up: regions under N pixels join a neighbour (default 0: off)")  # fmt: skip
     seg.add_argument("--overwrite", action="store_true",
                      help="replace existing outputs napari-kmeans wrote (default: refuse and "
                      "write nothing)")  # fmt: skip
     seg.add_argument("--quiet", "-q", action="store_true",
                      help="no progress and no summary")  # fmt: skip
     return parser
+
+
+def _sigma(text: str):
+    """``--smoothing``: '2' or '1,2,2' (one per spatial axis)."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not a number or a list of numbers such as '1,2,2'"
+        ) from None
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def _features(text: str):
+    """``--features``: 'values', 'texture' or 'name:scale,name:scale'."""
+    if text in ("values", "texture"):
+        return text
+    pairs = []
+    for part in filter(None, text.split(",")):
+        name, _, scale = part.partition(":")
+        try:
+            pairs.append((name.strip(), float(scale)))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"'{part}' is not 'filter:scale' (e.g. 'gaussian:1,gradient:2'), nor "
+                "'values' or 'texture'"
+            ) from None
+    return tuple(pairs)
 
 
 def _check_args(args):
@@ -179,6 +221,9 @@ def _check_args(args):
         fixed = {
             "-k": args.n_clusters, "--fit-on": args.fit_on, "--channel-axis": args.channel_axis,
             "--rgb/--no-rgb": args.rgb, "--color-space": args.color_space, "--seed": args.seed,
+            "--smoothing": args.smoothing, "--features": args.features,
+            "--spatial-weight": args.spatial_weight, "--majority": args.majority,
+            "--min-size": args.min_size,
         }  # fmt: skip
         given = [name for name, value in fixed.items() if value is not None]
         if given:
@@ -205,6 +250,11 @@ def _params(args):
             n_clusters=args.n_clusters or 5,
             color_space=args.color_space or "rgb",
             seed=args.seed or 0,
+            smoothing=args.smoothing or 0.0,
+            features=args.features or "values",
+            spatial_weight=args.spatial_weight or 0.0,
+            majority=args.majority or 0,
+            min_size=args.min_size or 0,
         )
     except (TypeError, ValueError) as err:
         args.parser.error(str(err))

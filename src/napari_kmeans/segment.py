@@ -482,6 +482,13 @@ def fit_many(
         params, n_clusters=n_clusters, color_space=color_space, seed=seed, n_init=n_init,
         max_iter=max_iter, tol=tol,
     )  # fmt: skip
+    recipe = params.recipe
+    if not recipe.is_plain or recipe.cleans:
+        raise ValueError(
+            "fitting several images together with features (smoothing, texture, filters, "
+            "position) or clean-up is not supported yet: each image would be standardised on "
+            "its own scale. Fit on one image (fit, or --fit-on first) and apply its model."
+        )
     masks = iter(masks) if masks is not None else None
     supports, layout = [], None
     for i, image in enumerate(images, 1):
