@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo test lint bench docs-images clean
+.PHONY: demo test lint dist matrix bench docs-images clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,13 +39,28 @@ lint: $(VENV)/.test-installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+## Build the sdist and the wheel into dist/ and check them (twine; manifest, icon and entry point
+## inside the wheel; no test, venv or cache files).
+dist: $(VENV)/.test-installed
+	rm -rf dist
+	$(PY) -m build --outdir dist .
+	$(PY) -m twine check --strict dist/*
+	$(PY) tests/test_packaging.py dist
+
+## The napari tests on the wheel of `make dist`, in fresh venvs under /tmp: napari's declared
+## minimum with PyQt5 and the latest napari with PySide6 (what CI runs after `make test`).
+matrix: dist
+	bash .ci/matrix dist/napari_kmeans-*.whl $(MATRIX)
+
 ## Engine benchmarks against scikit-learn, OpenCV and scikit-image; writes docs/performance.md.
 bench: $(VENV)/.bench-installed
 	$(PY) benchmarks/bench_engine.py
+	$(PY) benchmarks/bench_quality.py
 
 ## Re-render the screenshots in docs/images from a real viewer.
 docs-images: $(VENV)/.test-installed
 	xvfb-run -a -s "-screen 0 1600x1200x24" $(PY) docs/render_screenshots.py
+	$(PY) docs/render_icon.py
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .ruff_cache .hypothesis
