@@ -201,14 +201,13 @@ def _fitted_with_recipe(prepared: PreparedImage, res, chunk_size) -> FittedImage
         feats, prepared.support, chunk_size, distinct=(res.idx, res.d2)
     )
     labels, k = labelled.labels, res.model.n_clusters
-    ok = labels > 0
-    values = source.pixels.astype(np.float64)
-    counts = np.bincount(labels[ok] - 1, minlength=k).astype(np.float64)
+    # label 0 (invalid pixels) falls in bin 0 and is dropped: no masked copies of the pixels
+    counts = np.bincount(labels, minlength=k + 1)[1:].astype(np.float64)
     sums = np.stack(
-        [np.bincount(labels[ok] - 1, weights=values[ok, c], minlength=k)
-         for c in range(values.shape[1])], axis=1,
+        [np.bincount(labels, weights=source.pixels[:, c], minlength=k + 1)[1:]
+         for c in range(source.pixels.shape[1])], axis=1,
     )  # fmt: skip
-    mean = values[ok].mean(axis=0) if ok.any() else np.zeros(values.shape[1])
+    mean = sums.sum(axis=0) / max(counts.sum(), 1.0)
     colors = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], mean)
     order = np.argsort(ft.luminance(colors, source.spec), kind="stable")
     rank = np.empty(k, np.intp)
