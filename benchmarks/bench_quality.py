@@ -213,7 +213,7 @@ def write(rows, sp):
         f"{dt.date.today()}, {platform.machine()}, Python {platform.python_version()}; "
         "accuracy is the share of pixels right under the best matching of clusters to classes.",
         "",
-        "| case | pixel values | preset | preset | + clean-up (majority 1, min size 20) | "
+        "| case | pixel values | preset | with the preset | + clean-up (majority 1, min size 20) | "
         "by hand: multiscale_basic_features + KMeans |",
         "|---|---|---|---|---|---|",
     ]
