@@ -49,21 +49,57 @@ _MIX2 = np.uint64(0xBF58476D1CE4E5B9)
 
 
 def hash_values(pixels: np.ndarray, seed: int) -> np.ndarray:
-    """A seeded 64-bit hash of each row of ``pixels`` (of its bytes, eight at a time)."""
+    """A seeded 64-bit hash of each row of ``pixels`` (of its bytes, eight at a time).
+
+    A row's bytes, zero-padded to a multiple of 8, are read as little-endian 64-bit words. The
+    words are assembled from the channels (shifted into place), without copying the padded rows.
+    """
     n = pixels.shape[0]
-    row = np.ascontiguousarray(pixels).view(np.uint8).reshape(n, -1)
-    if row.shape[1] % 8:
-        row = np.concatenate([row, np.zeros((n, 8 - row.shape[1] % 8), np.uint8)], axis=1)
-    words = row.view(np.uint64)
     h = np.full(n, np.uint64((seed * 0x2545F4914F6CDD1D + 1) % (1 << 64)))
     with np.errstate(over="ignore"):
-        for w in range(words.shape[1]):
-            h ^= words[:, w]
+        for w in _words(pixels):
+            h ^= w
             h *= _MIX
             h ^= h >> np.uint64(31)
         h *= _MIX2
         h ^= h >> np.uint64(29)
     return h
+
+
+def _words(pixels: np.ndarray):
+    """The 64-bit words of each row's bytes (zero-padded to a multiple of 8), one at a time.
+
+    Channels of 8 bytes are words themselves; narrower channels are zero-extended and shifted
+    into place: the words ``row.view("<u8")`` of the padded bytes, without the padded copy.
+    """
+    n, c = pixels.shape
+    size = pixels.dtype.itemsize
+    unsigned = np.dtype(f"<u{size}") if size in (1, 2, 4, 8) else None
+    if unsigned is None:  # e.g. float128 or complex widths: fall back to the padded bytes
+        row = np.ascontiguousarray(pixels).view(np.uint8).reshape(n, -1)
+        if row.shape[1] % 8:
+            row = np.concatenate([row, np.zeros((n, 8 - row.shape[1] % 8), np.uint8)], axis=1)
+        yield from row.view("<u8").T
+        return
+    row_bytes = c * size
+    if (pixels.flags.c_contiguous and row_bytes in (1, 2, 4)) or row_bytes % 8 == 0:
+        whole = np.ascontiguousarray(pixels).view(f"<u{min(row_bytes, 8)}")
+        for col in range(whole.shape[1]):
+            yield whole[:, col].astype(np.uint64, copy=False)
+        return
+    per = 8 // size  # channels per word
+    raw = pixels.view(unsigned)  # the bytes as they are in memory, read little-endian
+    if per == 1:
+        for ch in range(c):
+            yield raw[:, ch].astype(np.uint64)
+        return
+    for start in range(0, c, per):
+        word = raw[:, start].astype(np.uint64)
+        for j in range(1, min(per, c - start)):
+            part = raw[:, start + j].astype(np.uint64)
+            part <<= np.uint64(8 * size * j)
+            word |= part
+        yield word
 
 
 def threshold(p: float) -> np.uint64:
