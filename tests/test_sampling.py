@@ -199,3 +199,30 @@ def test_gray_support_with_far_outliers_uses_the_distinct_values():
     values[:3] = 1e30  # one bin would hold all the ordinary data
     found = sampling.gray_support(_reduce_over(values, 2), values.dtype, values.size, 0)
     assert found.grid is None and found.covers_all
+
+
+# -- by_hash: counting through a table ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("bits", [4, 10])
+def test_by_hash_table_equals_sorting(monkeypatch, bits):
+    """Rows counted through the hash table (small tables force collisions and several rounds)
+    group exactly as sorting does, whatever the row order."""
+    monkeypatch.setattr(sampling, "_TABLE_BITS", bits)
+    monkeypatch.setattr(sampling, "_TABLE_SIZE", 1 << bits)
+    monkeypatch.setattr(sampling, "_TABLE_MIN", 64)
+    rng = np.random.default_rng(bits)
+    frequent = rng.integers(0, 1000, (8, 2)).astype(np.uint16)
+    rows = np.concatenate([frequent[rng.integers(0, 8, 5000)], rng.integers(0, 60000, (300, 2))])
+    rows = rows.astype(np.uint16)
+    h = hash_values(rows, 1)
+    uh, first, counts = np.unique(h, return_index=True, return_counts=True)
+    rounds = []
+    table_round = sampling._table_round
+    monkeypatch.setattr(sampling, "_table_round", lambda *a: rounds.append(1) or table_round(*a))
+    for perm in (np.arange(h.size), rng.permutation(h.size)):
+        got = sampling.by_hash(rows[perm], h[perm])
+        np.testing.assert_array_equal(got[0], uh)
+        np.testing.assert_array_equal(got[1], rows[first])
+        np.testing.assert_array_equal(got[2], counts)
+    assert rounds  # the table was used

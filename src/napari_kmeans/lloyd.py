@@ -62,8 +62,8 @@ def assign(points: np.ndarray, centers: np.ndarray, progress=None):
         from scipy.cluster.vq import vq  # imported here: scipy.cluster takes ~0.5 s to import
 
         labels, dist = vq(points, centers.astype(points.dtype, copy=False), check_finite=False)
-        dist = dist.astype(np.float64)
-        return labels, dist * dist
+        dist = dist.astype(np.float64, copy=False)
+        return labels, np.multiply(dist, dist, out=dist)
     best, labels = _two_nearest(points, centers)[::2]
     return labels, best
 

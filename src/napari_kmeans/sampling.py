@@ -117,9 +117,55 @@ def by_hash(values: np.ndarray, hashes: np.ndarray):
 
     Equal rows have equal hashes; two different rows sharing a 64-bit hash would be merged,
     which for the at most a few hundred thousand sampled rows has a probability below 1e-8.
+    Many rows with few distinct hashes (the frequent values) are counted through a table
+    (:func:`_table_round`, no sort of every row); the rest are sorted (``np.unique``).
     """
+    parts = []
+    shift = 0
+    # the table pays off when rows repeat a lot; a look at the first rows tells (speed only)
+    repeats = hashes.size > _TABLE_MIN and np.unique(hashes[:_TABLE_MIN]).size < _TABLE_MIN // 4
+    while repeats and hashes.size > _TABLE_MIN and shift + _TABLE_BITS <= 64:
+        found, hit = _table_round(hashes, values, shift)
+        parts.append(found)
+        hashes, values = hashes[~hit], values[~hit]
+        shift += _TABLE_BITS
+        if found[0].size > _TABLE_SIZE // 8:  # many distinct rows: sorting is cheaper now
+            break
     uh, first, counts = np.unique(hashes, return_index=True, return_counts=True)
-    return uh, values[first], counts
+    if not parts:
+        return uh, values[first], counts
+    parts.append((uh, values[first], counts))
+    keys = np.concatenate([q[0] for q in parts])
+    order = np.argsort(keys)
+    rows = np.concatenate([q[1] for q in parts])
+    return keys[order], rows[order], np.concatenate([q[2] for q in parts])[order]
+
+
+_TABLE_BITS = 18
+_TABLE_SIZE = 1 << _TABLE_BITS
+_TABLE_MIN = 1 << 16  # rows from which by_hash counts through a table before sorting the rest
+
+
+def _table_round(hashes, values, shift):
+    """One round of counting rows by hash through a table of ``_TABLE_SIZE`` slots.
+
+    Each row's slot is given by ``_TABLE_BITS`` bits of its hash from ``shift``; the table
+    keeps one hash per slot, and the rows with that very hash are counted (``hit``). Rows
+    whose slot went to another hash are left for the next round. Which hash keeps a slot may
+    depend on the row order, but every row is counted exactly once in its own hash's group,
+    so the grouping that results does not.
+    """
+    mask = np.uint64(_TABLE_SIZE - 1)
+    slot = ((hashes >> np.uint64(shift)) & mask).astype(np.intp)
+    table = np.zeros(_TABLE_SIZE, np.uint64)
+    table[slot] = hashes
+    hit = table[slot] == hashes
+    hits = np.flatnonzero(hit)
+    counts = np.bincount(slot[hits], minlength=_TABLE_SIZE)
+    used = np.flatnonzero(counts)
+    rep = np.zeros(_TABLE_SIZE, np.intp)
+    rep[slot[hits]] = hits
+    return (table[used], values[rep[used]], counts[used]), hit
 
 
 def merge_hashed(a, b):
