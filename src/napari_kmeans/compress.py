@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-CHUNK = 1 << 22  # pixels per chunk for passes over the whole image
+# pixels per chunk for passes over the whole image (labelling, look-ups): a 4-channel chunk in
+# float64 is 16 MB
+CHUNK = 1 << 19
 HIST_CHUNK = 1 << 24  # pixels per bincount call: fewer calls, each allocating n_codes counters
 
 

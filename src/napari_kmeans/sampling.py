@@ -17,7 +17,6 @@ import functools
 import numpy as np
 
 from .compress import (
-    CHUNK,
     GRID_MIN_PIXELS,
     Grid,
     Support,
@@ -35,6 +34,7 @@ from .compress import (
 from .features import tick
 
 SAMPLE_SIZE = 1 << 17  # expected number of sampled pixels for images that do not compress
+CHUNK = 1 << 19  # pixels per sampling step: 64-bit hashes and bucket indices of 4 MB each
 # Single-channel images are fitted on all their distinct values up to this many, beyond on the
 # sample (in memory and on dask alike, so that both give the same result).
 DISTINCT_CAP = 1 << 22
@@ -169,13 +169,22 @@ def _table_round(hashes, values, shift):
 
 
 def merge_hashed(a, b):
-    """Merge two :func:`by_hash` groupings (None for nothing)."""
-    if a is None:
+    """Merge two :func:`by_hash` groupings (None for nothing).
+
+    Both are sorted by hash with distinct hashes: a stable sort of the two runs (linear) puts
+    equal hashes side by side, ``a``'s first; their counts are added.
+    """
+    if a is None or b[0].size == 0:
+        return b if a is None else a
+    if a[0].size == 0:
         return b
     h = np.concatenate([a[0], b[0]])
-    uh, first, inv = np.unique(h, return_index=True, return_inverse=True)
-    counts = np.bincount(inv.reshape(-1), weights=np.concatenate([a[2], b[2]]), minlength=uh.size)
-    return uh, np.concatenate([a[1], b[1]])[first], counts.astype(np.int64)
+    order = np.argsort(h, kind="stable")
+    h = h[order]
+    start = np.flatnonzero(np.concatenate([[True], h[1:] != h[:-1]]))
+    counts = np.add.reduceat(np.concatenate([a[2], b[2]])[order], start)
+    rows = np.concatenate([a[1], b[1]])[order[start]]
+    return h[start], rows, np.asarray(counts, np.int64)
 
 
 def sample_chunk(values, seed, *, keep, buckets, hot=None):
@@ -186,7 +195,9 @@ def sample_chunk(values, seed, *, keep, buckets, hot=None):
     per bucket) for the values in hot buckets, grouped by hash.
     """
     h = hash_values(values, seed)
-    top = (h >> _SHIFT).astype(np.intp) if buckets or hot is not None else None
+    top = None
+    if buckets or hot is not None:  # the top bits, as intp in place (below 2**20: same values)
+        top = np.right_shift(h, _SHIFT).view(np.intp)
     counts = np.bincount(top, minlength=_N_BUCKETS) if buckets else None
     kept = cand = None
     if keep is not None:
