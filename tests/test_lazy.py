@@ -33,6 +33,14 @@ def _heavy_float(rng, shape):
     return x
 
 
+def _frequent_2ch(rng, side):
+    """16-bit two-channel data: a background of ~1600 frequent values (the sample's second pass
+    counts them through its table in memory, by sorting in the smaller dask blocks)."""
+    image = rng.integers(300, 340, (side, side, 2)).astype(np.uint16)
+    image[: side // 5] = rng.integers(1000, 30000, (side // 5, side, 2))
+    return image
+
+
 def _cases():
     rng = np.random.default_rng(7)
     side = int(np.sqrt(SAMPLE_SIZE)) + 40  # more pixels than the sample: the sampled path
@@ -66,6 +74,7 @@ def _cases():
             (150, 200, 1),
             {"channel_axis": -1},
         ),
+        "uint16 2ch frequent": (_frequent_2ch(rng, side), (200, 150, 2), {"channel_axis": -1}),
         "uint16 channels first": (
             rng.integers(0, 3000, (2, 40, 50), dtype=np.uint16),
             (1, 20, 20),
@@ -109,7 +118,9 @@ def test_labels_are_chunked_like_the_image():
     assert result.recolored.chunks == ((25, 25, 10), (30, 30, 10), (3,))
 
 
-@pytest.mark.parametrize("name", ["uint16 3ch sampled", "float 2ch heavy", "uint8 rgb"])
+@pytest.mark.parametrize(
+    "name", ["uint16 3ch sampled", "float 2ch heavy", "uint16 2ch frequent", "uint8 rgb"]
+)
 def test_result_does_not_depend_on_chunking(name):
     image, _, kwargs = CASES[name]
     a = segment_lazy(da.from_array(image, chunks=(97, 61, -1)), 4, **kwargs)

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from napari_kmeans import KMeansModel, Segmentation, segment
+from napari_kmeans import KMeansModel, Segmentation, sampling, segment
 from napari_kmeans.sampling import SAMPLE_SIZE
 
 DTYPES = [
@@ -487,16 +487,21 @@ def determinism_image(kind):
         image[:100] = 65535  # a heavy value: one colour on 60000 pixels
         image[100:130] = (1000, 2000, 3000)
         return image
+    if kind == "uint16_2ch_frequent":  # a background of ~1600 frequent values, like case 11
+        image = rng.integers(300, 340, (600, 600, 2)).astype(np.uint16)
+        cells = which == 0
+        image[cells] = rng.integers(1000, 30000, (int(cells.sum()), 2))
+        return image
     base = rng.normal(0, 1, (6, 4))[which] + rng.normal(0, 0.2, (600, 600, 4))
     image = base.astype(np.float32)
     image[:50, :50] = 0.5
     return image
 
 
-@pytest.mark.parametrize("kind", ["uint8_rgb", "uint16_rgb", "float32_4ch"])
-def test_deterministic_under_pixel_permutation_and_chunking(kind):
+@pytest.mark.parametrize("kind", ["uint8_rgb", "uint16_rgb", "float32_4ch", "uint16_2ch_frequent"])
+def test_deterministic_under_pixel_permutation_and_chunking(kind, monkeypatch):
     image = determinism_image(kind)
-    kwargs = {"channel_axis": -1} if kind == "float32_4ch" else {}
+    kwargs = {"channel_axis": -1} if kind in ("float32_4ch", "uint16_2ch_frequent") else {}
     h, w, c = image.shape
     if kind != "uint8_rgb":
         assert h * w > SAMPLE_SIZE, "the sampled path needs more pixels than the sample"
@@ -512,7 +517,9 @@ def test_deterministic_under_pixel_permutation_and_chunking(kind):
     np.testing.assert_array_equal(res_p.centers, res.centers)
     assert res_p.inertia == pytest.approx(res.inertia, rel=1e-9)
 
-    for chunk in (1000, 77777):
+    for chunk in (1000, 77777, None):
+        if chunk is None:  # the sample's steps instead of the labelling chunks
+            monkeypatch.setattr(sampling, "CHUNK", 50_001)
         res_c = segment(image, 5, seed=4, chunk_size=chunk, **kwargs)
         np.testing.assert_array_equal(res_c.labels, res.labels)
         np.testing.assert_array_equal(res_c.centers, res.centers)
