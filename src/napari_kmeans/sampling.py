@@ -41,7 +41,10 @@ DISTINCT_CAP = 1 << 22
 # With fewer occupied grid bins than this (values crowded by far outliers), the grid is too
 # coarse: the distinct values are used as before (or the sample beyond DISTINCT_CAP).
 GRID_MIN_OCCUPIED = 1 << 10
-_BUCKET_BITS = 20
+# hash buckets counted by the first pass: 2 MB of counters, cache-friendly; a frequent value
+# (heavy_min copies) fills its bucket to 8 times the mean load (the sample does not depend on
+# this: only how many pixels the second pass looks at)
+_BUCKET_BITS = 18
 _N_BUCKETS = 1 << _BUCKET_BITS
 _SHIFT = np.uint64(64 - _BUCKET_BITS)
 _MIX = np.uint64(0x9E3779B97F4A7C15)
