@@ -78,6 +78,8 @@ def test_layers_segment_menu_opens_the_widget(make_napari_viewer, napari_app, do
         ("coffee", ["coffee"], (400, 600, 3), True),
         ("coins", ["coins"], (303, 384), False),
         ("cells_3d", ["nuclei", "cytoplasm"], (24, 128, 128), False),
+        ("noisy", ["noisy blobs"], (256, 256), False),
+        ("textures", ["textures"], (384, 384), False),
     ],
 )
 def test_sample_data_in_the_app(make_napari_viewer, napari_app, key, names, shape, rgb):
@@ -102,3 +104,25 @@ def test_synthetic_cells_are_seeded_and_two_level():
     assert nuclei.dtype == np.uint16 and nuclei.shape == (8, 40, 40)
     assert nuclei.max() > 600 > np.median(nuclei)  # bright nuclei on a dim background
     assert cytoplasm.max() > 300 and not np.array_equal(nuclei, cytoplasm)
+
+
+def test_the_feature_samples_show_what_features_do():
+    """The two samples of issue 12: values alone fail, the matching preset works."""
+    from scipy.optimize import linear_sum_assignment
+
+    from napari_kmeans import segment
+    from napari_kmeans._napari.sample_data import noisy_blobs, texture_mosaic
+
+    def accuracy(truth, labels):
+        k = int(max(truth.max(), labels.max())) + 1
+        table = np.zeros((k, k))
+        np.add.at(table, (truth.ravel(), labels.ravel()), 1)
+        rows, cols = linear_sum_assignment(-table)
+        return table[rows, cols].sum() / truth.size
+
+    truth, image = noisy_blobs()
+    assert accuracy(truth, segment(image, 2).labels - 1) < 0.8
+    assert accuracy(truth, segment(image, 2, smoothing=2).labels - 1) > 0.95
+    truth, image = texture_mosaic()
+    assert accuracy(truth - 1, segment(image, 3).labels - 1) < 0.65
+    assert accuracy(truth - 1, segment(image, 3, features="texture").labels - 1) > 0.85

@@ -80,3 +80,50 @@ def cells_3d():
         (nuclei, {"name": "nuclei", "colormap": "magenta", **common}, "image"),
         (cytoplasm, {"name": "cytoplasm", "colormap": "green", **common}, "image"),
     ]
+
+
+def noisy_blobs(shape=(256, 256), snr=1.0, seed=0):
+    """(truth, image): bright blobs on a dark background under strong noise, uint16.
+
+    Pixel values alone give speckle here; smoothing first gives the blobs (docs/features.md).
+
+    >>> truth, image = noisy_blobs((32, 32))
+    >>> image.dtype, sorted(np.unique(truth).tolist())
+    (dtype('uint16'), [0, 1])
+    """
+    rng = np.random.default_rng(seed)
+    grid = np.indices(shape, dtype=np.float32)
+    truth = np.zeros(shape, np.uint8)
+    for _ in range(max(4, int(np.prod(shape) / 5000))):
+        centre = rng.uniform(0.1, 0.9, len(shape)) * np.array(shape)
+        radius = rng.uniform(0.04, 0.09) * min(shape)
+        d2 = sum((g - c) ** 2 for g, c in zip(grid, centre, strict=True))
+        truth[d2 < radius**2] = 1
+    image = 400 + 200 * (truth * snr + rng.normal(0, 1, shape))
+    return truth, np.clip(image, 0, 65535).astype(np.uint16)
+
+
+def noisy():
+    """A noisy fluorescence-like image: try 'pixel values', then 'smoothed' (Options tab)."""
+    _, image = noisy_blobs()
+    return [(image, {"name": "noisy blobs", "colormap": "gray"}, "image")]
+
+
+def texture_mosaic(size=384):
+    """Brick, grass and gravel (scikit-image's textures) side by side, float32, and the truth."""
+    from skimage import data
+
+    tiles = [data.brick(), data.grass(), data.gravel()]
+    image = np.zeros((size, size), np.float32)
+    truth = np.zeros((size, size), np.uint8)
+    bounds = np.linspace(0, size, 4).astype(int)
+    for i, tile in enumerate(tiles):
+        part = np.s_[:, bounds[i] : bounds[i + 1]]
+        image[part], truth[part] = tile[:size, :size][part], i + 1
+    return truth, image
+
+
+def textures():
+    """Three textures of equal brightness: try 'pixel values', then 'texture' (Options tab)."""
+    _, image = texture_mosaic()
+    return [(image, {"name": "textures", "colormap": "gray"}, "image")]
