@@ -129,12 +129,38 @@ def editing():
     viewer.close()
 
 
+def features():
+    """docs/features.md: the two samples, pixel values against the matching preset."""
+    for sample, preset, k in (("noisy", "smoothed", 2), ("textures", "texture", 3)):
+        viewer, _, widget = _viewer(sample)
+        widget.controls.n_clusters.value = k
+        _run(widget)
+        _shot_canvas(viewer, f"features_{sample}_values.png")
+        widget.controls.preset.value = preset
+        _run(widget)  # the unedited outputs are updated in place
+        _shot_canvas(viewer, f"features_{sample}_{preset}.png")
+        viewer.close()
+
+
+def _shot_canvas(viewer, name):
+    from PIL import Image
+
+    viewer.reset_view()
+    _settle(0.5)
+    shot = Image.fromarray(viewer.screenshot(canvas_only=True, flash=False))
+    shot.thumbnail((360, 360))
+    shot.save(IMAGES / name)
+
+
 def _only(viewer, *names):
     for layer in viewer.layers:
         layer.visible = layer.name in names
 
 
-PAGES = {"rgb_photo": rgb_photo, "gray": gray, "fluorescence": fluorescence, "editing": editing}
+PAGES = {
+    "rgb_photo": rgb_photo, "gray": gray, "fluorescence": fluorescence, "editing": editing,
+    "features": features,
+}  # fmt: skip
 
 
 def main(names=()):
