@@ -60,12 +60,14 @@ def split_pixels(image, channel_axis=None, rgb=None):
 
 
 def valid_pixels(px, alpha, mask):
-    """Pixels that take part: inside the mask, all channels finite, alpha not 0."""
+    """Pixels that take part: inside the mask, all channels (alpha included) finite, alpha not 0."""
     valid = np.ones(px.shape[0], bool) if mask is None else np.asarray(mask, bool).reshape(-1)
     if px.dtype.kind == "f":
         valid = valid & np.isfinite(px).all(axis=1)
     if alpha is not None:
         valid = valid & (alpha != 0)
+        if alpha.dtype.kind == "f":  # a NaN alpha is a non-finite channel
+            valid = valid & np.isfinite(alpha)
     return valid
 
 
