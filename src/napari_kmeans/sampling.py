@@ -126,7 +126,8 @@ def by_hash(values: np.ndarray, hashes: np.ndarray):
     parts = []
     shift = 0
     # the table pays off when rows repeat a lot; a look at the first rows tells (speed only)
-    repeats = hashes.size > _TABLE_MIN and np.unique(hashes[:_TABLE_MIN]).size < _TABLE_MIN // 4
+    look = _TABLE_MIN // 4
+    repeats = hashes.size > _TABLE_MIN and np.unique(hashes[:look]).size < look * 3 // 4
     while repeats and hashes.size > _TABLE_MIN and shift + _TABLE_BITS <= 64:
         found, hit = _table_round(hashes, values, shift)
         parts.append(found)
