@@ -23,6 +23,7 @@ from scipy import ndimage as ndi
 FILTERS = ("gaussian", "gradient", "log", "std", "hessian", "structure")
 TEXTURE_FREQUENCIES = (0.05, 0.1, 0.2, 0.35)  # cycles per pixel
 TEXTURE_ORIENTATIONS = 4
+CHUNK_ROWS = 1 << 18  # rows per step of the standardiser (bounded float64 temporaries)
 TEXTURE_WINDOW = 3.0  # wavelengths: energies are averaged over a Gaussian this wide ...
 TEXTURE_MIN_WINDOW = 12.0  # ... and at least this many pixels (measured on texture mosaics)
 
@@ -185,15 +186,39 @@ class Standardiser:
 
     @classmethod
     def fit(cls, features: np.ndarray, valid=None) -> Standardiser:
-        """Statistics of ``(n, f)`` features over the ``valid`` rows (all when None)."""
-        rows = features if valid is None else features[valid]
-        mean = rows.mean(axis=0, dtype=np.float64)
-        std = rows.std(axis=0, dtype=np.float64)
+        """Statistics of ``(n, f)`` features over the ``valid`` rows (all when None).
+
+        Two passes over row chunks in float64 (the mean, then the squared deviations): no
+        float64 copy of the whole table.
+        """
+        n = features.shape[0]
+        total = np.zeros(features.shape[1])
+        count = 0
+        for s in range(0, n, CHUNK_ROWS):
+            rows = features[s : s + CHUNK_ROWS]
+            if valid is not None:
+                rows = rows[valid[s : s + CHUNK_ROWS]]
+            total += rows.sum(axis=0, dtype=np.float64)
+            count += rows.shape[0]
+        mean = total / max(count, 1)
+        square = np.zeros(features.shape[1])
+        for s in range(0, n, CHUNK_ROWS):
+            rows = features[s : s + CHUNK_ROWS]
+            if valid is not None:
+                rows = rows[valid[s : s + CHUNK_ROWS]]
+            square += ((rows - mean) ** 2).sum(axis=0)
+        std = np.sqrt(square / max(count, 1))
         std[~(std > 0)] = 1.0  # a constant feature stays 0 rather than dividing by 0
         return cls(mean, std)
 
-    def apply(self, features: np.ndarray) -> np.ndarray:
-        return ((features - self.mean) / self.std).astype(np.float32)
+    def apply(self, features: np.ndarray, inplace: bool = False) -> np.ndarray:
+        """``(features - mean) / std`` as float32, by row chunks (into ``features`` itself when
+        ``inplace`` and it is float32)."""
+        reuse = inplace and features.dtype == np.float32
+        out = features if reuse else np.empty(features.shape, np.float32)
+        for s in range(0, features.shape[0], CHUNK_ROWS):  # float64 within a chunk: precise
+            out[s : s + CHUNK_ROWS] = (features[s : s + CHUNK_ROWS] - self.mean) / self.std
+        return out
 
     def to_dict(self) -> dict:
         return {"mean": self.mean.tolist(), "std": self.std.tolist()}

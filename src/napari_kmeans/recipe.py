@@ -110,7 +110,10 @@ class Recipe:
                     maps.extend(fl.filter_channel(smoothed, name, scale))
         if self.spatial_weight > 0:  # last: the standardisation weights them (see fitted)
             maps.extend(np.indices(spatial, dtype=np.float32))
-        return np.stack(maps, axis=-1)
+        out = np.empty((*spatial, len(maps)), np.float32)
+        while maps:  # fill the table map by map, freeing each map as it is copied
+            out[..., len(maps) - 1] = maps.pop()
+        return out
 
     def fitted(self, features: np.ndarray, valid=None, n_positions: int = 0) -> Recipe:
         """This recipe with the standardisation of ``features`` ``(n, F)`` (valid rows only).
@@ -126,8 +129,9 @@ class Recipe:
             found.std[-n_positions:] /= self.spatial_weight
         return replace(self, standardiser=found)
 
-    def standardise(self, features: np.ndarray) -> np.ndarray:
-        """``(n, F)`` features on the fitted scale (unchanged when values are not derived)."""
+    def standardise(self, features: np.ndarray, inplace: bool = False) -> np.ndarray:
+        """``(n, F)`` features on the fitted scale (unchanged when values are not derived);
+        ``inplace`` overwrites float32 ``features`` instead of copying them."""
         if not self.derives:
             return features
         if self.standardiser is None:
@@ -137,7 +141,7 @@ class Recipe:
                 f"the recipe was fitted on {self.standardiser.mean.size} features, but this image "
                 f"gives {features.shape[-1]}: apply the model to images with the same channels."
             )
-        return self.standardiser.apply(features)
+        return self.standardiser.apply(features, inplace)
 
     # -- clean-up ------------------------------------------------------------------------------
 
@@ -227,7 +231,7 @@ def recipe_features(recipe: Recipe, prep, *, fit: bool = False):
     if fit:
         positions = len(prep.spatial_shape) if recipe.spatial_weight > 0 else 0
         recipe = recipe.fitted(flat, prep.valid, positions)
-    flat = recipe.standardise(flat)
+    flat = recipe.standardise(flat, inplace=True)  # the table is ours: no second copy
     n = flat.shape[1]
     spec = ft.FeatureSpec(None if n == 1 else -1, False, "rgb", n)
     feats = ft.Prepared(
