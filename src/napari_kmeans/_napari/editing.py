@@ -147,18 +147,23 @@ def resolve(viewer, layer, outputs=(), *, allow_lazy=False) -> Target:
     Raises
     ------
     InputError
-        When ``layer`` is not a k-means labels layer of the viewer, is lazy (dask-backed or
-        multiscale) unless ``allow_lazy``, or its source is gone or no longer has the labels'
-        shape.
+        When ``layer`` is not a k-means labels layer of the viewer, is a live preview, is lazy
+        (dask-backed or multiscale) unless ``allow_lazy``, or its source is gone or no longer
+        has the labels' shape.
     """
     if layer is None or layer not in viewer.layers or not is_kmeans_labels(layer):
         raise InputError(
             "No k-means labels layer chosen: run k-means (or apply a model), then choose its "
             "labels layer under 'k-means labels'."
         )
+    meta = layer.metadata[KEY]
+    if meta.get("preview"):
+        raise InputError(
+            f"'{layer.name}' is a live preview of what is on screen, not a result: press Run "
+            "to segment the whole scope, then edit that result."
+        )
     if is_lazy(layer) and not allow_lazy:
         raise lazy_refusal(layer)
-    meta = layer.metadata[KEY]
     params = meta.get("parameters") or {}
     tracked = next((o for o in outputs if o.labels is layer), None)
     source = tracked.source() if tracked is not None else None

@@ -246,24 +246,41 @@ def checked_layers(viewer, source, extras, mask, *, lazy=False):
     return extras, shape0, mask_full
 
 
-def build_job(viewer, source, params: Params, *, extras=(), mask=None, current_slice=False):
+def build_job(
+    viewer, source, params: Params, *, extras=(), mask=None, current_slice=False, level=0,
+    preview=False,
+):  # fmt: skip
     """Check the chosen layers and gather them as a :class:`Job`; returns ``(job, info)``.
+
+    ``level`` > 0 (a multiscale image) reads that pyramid level instead of the full resolution
+    (a preview of the level on screen); ``preview`` marks the outputs as a live preview.
 
     Raises
     ------
     InputError
         With a message for the user when the layers cannot be segmented together.
     """
-    extras, shape0, mask_full = checked_layers(viewer, source, extras, mask)
+    extras, shape0, mask_full = checked_layers(viewer, source, extras, mask, lazy=level > 0)
     index = slice_index(viewer, source) if current_slice else None
     index = index or None
     if index is not None and mask_full is not None:
         mask_full = mask_full[tuple(index.get(a, slice(None)) for a in range(len(shape0)))]
-    full = _planes(source, extras, 0, index, mask_full)
-    level = _fit_level(source, index)
-    fit = None if level is None else _planes(source, extras, level, index, mask_full)
-    info = RunInfo(source, extras, mask, params, index, level)
+    full = _planes(source, extras, level, index, mask_full)
+    fit_level = None if level else _fit_level(source, index)
+    fit = None if fit_level is None else _planes(source, extras, fit_level, index, mask_full)
+    info = RunInfo(source, extras, mask, params, index, fit_level, level, preview)
     return Job(full, params, fit), info
+
+
+def for_preview(viewer, source, params: Params, *, extras=(), mask=None) -> tuple:
+    """A live preview: the slice on screen, at the pyramid level on screen for a multiscale
+    image, read into memory and segmented there (``run_segment``)."""
+    level = int(source.data_level) if getattr(source, "multiscale", False) else 0
+    job, info = build_job(
+        viewer, source, params, extras=extras, mask=mask, current_slice=True, level=level,
+        preview=True,
+    )  # fmt: skip
+    return run_segment, job, info
 
 
 def fit_on_slice_job(viewer, source, params: Params, *, extras=(), mask=None):

@@ -55,6 +55,8 @@ class RunInfo:
     params: Params
     slice_index: dict | None  # {layer axis: index} for the current-slice scope, else None
     fit_level: int | None  # pyramid level fitted on (multiscale data), else None
+    level: int = 0  # pyramid level the outputs hold (a preview of a multiscale image), else 0
+    preview: bool = False  # a live preview of what is on screen (Run makes the result)
 
     @property
     def layers(self) -> tuple:

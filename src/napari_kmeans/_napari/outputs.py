@@ -40,6 +40,7 @@ from .jobs import (
     levels,
     present_labels,
     size_text,
+    spatial,
 )
 
 KEY = "kmeans"  # metadata key of the output layers
@@ -66,6 +67,7 @@ class Outputs:
     written: bytes
     names: tuple[str, str] = ("", "")
     sliced: bool = False  # a current-slice result (it never replaces a whole-data one)
+    preview: bool = False  # a live preview: the next preview or Run replaces it while untouched
 
     def __post_init__(self):
         if self.names == ("", ""):
@@ -357,6 +359,10 @@ def metadata(
     if getattr(info, "model_from", None):
         extra["model_from"] = info.model_from
     extra.update(mode_entries(outcome))
+    if info.preview:
+        extra["preview"] = True
+    if info.level:
+        params["level"] = info.level
     return {
         KEY: {
             **extra,
@@ -396,6 +402,11 @@ def placement(info: RunInfo) -> dict:
     """The source's spatial transform, shifted onto the slice for the current-slice scope."""
     src = info.source
     translate = np.asarray(src.translate, dtype=float)
+    scale = np.asarray(src.scale, dtype=float)
+    if info.level:  # a pyramid level: its pixels are larger by the level's downsampling
+        base = spatial(levels(src)[0].shape, src.rgb)
+        here = spatial(levels(src)[info.level].shape, src.rgb)
+        scale = scale * np.asarray(base, dtype=float) / np.asarray(here, dtype=float)
     if info.slice_index:
         offset = np.zeros(src.ndim)
         for axis, i in info.slice_index.items():
@@ -405,7 +416,7 @@ def placement(info: RunInfo) -> dict:
         )
         translate = np.asarray(data2physical(offset), dtype=float)
     return {
-        "scale": np.asarray(src.scale),
+        "scale": scale,
         "translate": translate,
         "rotate": np.asarray(src.rotate),
         "shear": np.asarray(src.shear),
@@ -419,7 +430,8 @@ def publish(viewer, outcome: Outcome, info: RunInfo, previous: Outputs | None, s
     """Show a run's result: update ``previous`` in place while untouched, else add new layers.
 
     ``previous`` is updated only while its layers are unedited and unrenamed and it has the
-    same scope (a current-slice run never replaces a whole-data result, nor the reverse).
+    same scope (a current-slice run never replaces a whole-data result, nor the reverse); a
+    live preview (``previous.preview``) is replaced by the next preview or run of either scope.
     Lazy outcomes (dask arrays, or lists of levels for a multiscale source) give lazy layers.
     Unedited ``previous`` layers of the other kind (multiscale or not) are replaced, in place.
     When new layers are added beside kept ones, the kept ones are hidden, so that one result
@@ -443,19 +455,21 @@ def publish(viewer, outcome: Outcome, info: RunInfo, previous: Outputs | None, s
     )
     source = weakref.ref(info.source)
     sliced = bool(info.slice_index)
-    same_scope = previous is not None and previous.sliced == sliced
+    same_scope = previous is not None and (previous.sliced == sliced or previous.preview)
     if same_scope and previous.unedited(viewer):
         if previous.labels.multiscale == multiscale == previous.recolored.multiscale:
             _update(previous.recolored, recolored, kw[1])
             _update(previous.labels, labels, kw[0])
             _lock(previous.labels)
             previous.written = digest(labels)
+            previous.sliced, previous.preview = sliced, info.preview
             return previous, "updated"
         layer, image = _new_layers(outcome, info, labels, recolored, kw, style)
         swap(viewer, previous.recolored, image)
         swap(viewer, previous.labels, layer)
         _lock(layer)
-        return Outputs(source, layer, image, digest(labels), sliced=sliced), "updated"
+        made = Outputs(source, layer, image, digest(labels), sliced=sliced, preview=info.preview)
+        return made, "updated"
     how = "added"
     if previous is not None and previous.labels in viewer.layers:
         if not same_scope:
@@ -468,7 +482,7 @@ def publish(viewer, outcome: Outcome, info: RunInfo, previous: Outputs | None, s
     viewer.add_layer(image)
     viewer.add_layer(layer)
     _lock(layer)
-    return Outputs(source, layer, image, digest(labels), sliced=sliced), how
+    return Outputs(source, layer, image, digest(labels), sliced=sliced, preview=info.preview), how
 
 
 def swap(viewer, old, new) -> None:
@@ -508,6 +522,22 @@ def add_instances_layer(viewer, job: InstancesJob, found: Instances):
         metadata={KEY: {"role": "instances", "labels": layer.name, "clusters": found.chosen,
                         "min_size": job.min_size, "n_instances": n, "of": what}},
     )  # fmt: skip
+
+
+def add_seeds_layer(viewer, source) -> Labels:
+    """An empty Labels layer '<source> seeds' with the source's spatial shape and placement,
+    for scribbling seed classes (label 1 selected). Its metadata marks it as seeds (never
+    offered as a mask)."""
+    shape = spatial(levels(source)[0].shape, source.rgb)
+    layer = Labels(
+        np.zeros(shape, dtype=np.uint8), name=f"{source.name} seeds",
+        metadata={KEY: {"role": "seeds", "source": source.name}},
+        **{k: v for k, v in placement(RunInfo(source, (), None, None, None, None)).items()},
+    )  # fmt: skip
+    layer.selected_label = 1
+    layer.brush_size = max(3, round(min(shape[-2:]) / 100))
+    viewer.add_layer(layer)
+    return layer
 
 
 def add_mask(viewer, layer, clusters):

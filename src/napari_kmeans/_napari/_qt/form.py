@@ -87,6 +87,25 @@ TIPS = {
     "(pixels), which removes isolated pixels. 0: off.",
     "min_region": "Clean-up: regions smaller than this many pixels (voxels) join the neighbour "
     "they share the longest border with. 0: off.",
+    "live_preview": "While ticked, any change (k, features, clean-up, colour space, seed, mask, "
+    "extra channels, a stroke on the seeds layer, or the slice shown) segments what is on "
+    "screen a moment later, in the background: the slice shown (the level shown of a "
+    "multiscale image). The output layers then hold a preview (marked so in their metadata); "
+    "Run segments the whole scope. Editing needs a Run result.",
+    "seeds": "Optional Labels layer of scribbles: paint a few strokes of label 1 on one kind of "
+    "object, label 2 on another, and so on (up to k). Cluster i starts at the mean of the pixels "
+    "painted i and keeps label i; the other clusters are found as usual. 'New' makes an empty "
+    "seeds layer aligned with the image, ready to paint.",
+    "new_seeds": "Add an empty Labels layer '<image> seeds' with the image's shape and "
+    "placement, select it and start painting (label 1).",
+    "pin_seeds": "Keep each seeded cluster's centre at the mean of its scribbles (a classifier "
+    "for those classes; the unseeded clusters still move). Off: seeded clusters start at their "
+    "scribbles and then move like the others.",
+    "keep_ids": "A re-run on the same image matches its clusters to the last run's (by their "
+    "centres), so a class keeps its label number and colour when you change k, the features "
+    "or the seed. New clusters get the next free numbers.",
+    "confidence": "Also make an image of how clearly each pixel belongs to its cluster: 1 far "
+    "from any other centre, 0 half-way between two. Low values show where to add scribbles.",
 }
 
 PRESETS = [("pixel values", "values"), ("smoothed", "smoothed"), ("texture", "texture"),
@@ -124,6 +143,12 @@ class Controls:
     tol: widgets.FloatSpinBox
     run: widgets.PushButton
     cancel: widgets.PushButton
+    live_preview: widgets.CheckBox
+    seeds: widgets.ComboBox
+    new_seeds: widgets.PushButton
+    pin_seeds: widgets.CheckBox
+    keep_ids: widgets.CheckBox
+    confidence: widgets.CheckBox
     progress: QProgressBar
     result: widgets.Label
     advanced: QCollapsible
@@ -160,6 +185,12 @@ def make_controls() -> Controls:
         "tol": widgets.FloatSpinBox(label="tolerance", value=1e-4, min=0.0, max=1.0, step=1e-6),
         "run": widgets.PushButton(text="Run"),
         "cancel": widgets.PushButton(text="Cancel", enabled=False),
+        "live_preview": widgets.CheckBox(text="live preview", value=False),
+        "seeds": widgets.ComboBox(label="seeds", choices=(), nullable=True),
+        "new_seeds": widgets.PushButton(text="New"),
+        "pin_seeds": widgets.CheckBox(text="pin seeded clusters to their scribbles", value=False),
+        "keep_ids": widgets.CheckBox(text="keep label numbers across runs", value=True),
+        "confidence": widgets.CheckBox(text="confidence map", value=False),
         "result": widgets.Label(value="", label=""),
     }
     c["extra_channels"].native.setMaximumHeight(70)
@@ -271,11 +302,16 @@ def lay_out(controls: Controls, parent: QWidget, *, choose_k: QWidget, edit: QWi
         label="clusters (k)",
     )  # fmt: skip
     k_row.margins = (0, 0, 0, 0)
-    top = _container(c.image, k_row)
-    buttons = _container(c.run, c.cancel, horizontal=True, labels=False)
+    seeds_row = widgets.Container(
+        widgets=[c.seeds, c.new_seeds], layout="horizontal", labels=False, label="seeds"
+    )
+    seeds_row.margins = (0, 0, 0, 0)
+    c.seeds.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+    top = _container(c.image, k_row, seeds_row)
+    buttons = _container(c.run, c.cancel, c.live_preview, horizontal=True, labels=False)
     options = _container(
         c.color_space, c.extra_channels, c.mask, c.scope, c.fit_on, c.background,
-        c.show_recolored,
+        c.show_recolored, c.keep_ids, c.pin_seeds, c.confidence,
     )  # fmt: skip
     features = _container(c.preset, c.smoothing, c.filters, c.spatial_weight)
     clean = _container(c.majority, c.min_region)
@@ -306,5 +342,5 @@ def lay_out(controls: Controls, parent: QWidget, *, choose_k: QWidget, edit: QWi
     outer.setContentsMargins(0, 0, 0, 0)
     outer.addWidget(scroll)
     parent.scroll = scroll
-    parent._containers = (top, k_row, buttons, options, features, clean)  # keep them alive
+    parent._containers = (top, k_row, seeds_row, buttons, options, features, clean)  # alive
     return tabs

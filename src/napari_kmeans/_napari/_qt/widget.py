@@ -17,6 +17,7 @@ from ..outputs import KEY, Outputs, Style, explained_share, publish
 from ..session import Session
 from . import form
 from .edit_panel import EditPanel
+from .preview import LivePreview
 from .suggest_panel import SuggestPanel
 
 
@@ -29,6 +30,7 @@ class _Flight:
     done: object  # done(result, info), on the main thread
     say: object  # shows status text
     task: bool = False  # an edit: ``done`` reports its own errors
+    preview: int | None = None  # a live preview: the generation of the change it shows
 
 
 def _segmentable(layer) -> bool:
@@ -40,6 +42,12 @@ def _mask_like(layer) -> bool:
     """A Labels or Shapes layer the widget offers as a mask (cluster masks included)."""
     role = (getattr(layer, "metadata", {}).get(KEY) or {}).get("role")
     return isinstance(layer, Labels | Shapes) and role in (None, "mask")
+
+
+def _seeds_like(layer) -> bool:
+    """A Labels layer the widget offers as seeds (not one of its own outputs)."""
+    role = (getattr(layer, "metadata", {}).get(KEY) or {}).get("role")
+    return isinstance(layer, Labels) and role in (None, "seeds")
 
 
 def _show(control, applies: bool) -> None:
@@ -64,12 +72,15 @@ class KMeansWidget(QWidget):
         self._run: _Flight | None = None  # the run (or edit) in flight
         self._stop = threading.Event()  # set to stop the computation of the run in flight
         self._stopped = None  # why the run in flight was stopped, when not by Cancel
+        self._queued = None  # a run or an edit waiting for a cancelled preview to end
+        self.publishing = False  # output layers are being written (not a change to preview)
         self.session = Session()
         self.controls = c = form.make_controls()
         self.suggest = SuggestPanel(self)
         self.edit = EditPanel(self)
         self.tabs = form.lay_out(c, self, choose_k=self.suggest.group, edit=self.edit.group)
         self._source = None  # the image the choices were last set up for
+        self.preview = LivePreview(self)
         c.image.changed.connect(self._source_changed)
         c.scope.changed.connect(self._source_changed)
         c.extra_channels.changed.connect(self._say_channels)
@@ -78,6 +89,8 @@ class KMeansWidget(QWidget):
         c.suggest_k.changed.connect(self._suggest)
         c.preset.changed.connect(self._preset_changed)
         c.show_recolored.changed.connect(self._show_recolored)
+        c.new_seeds.changed.connect(self.new_seeds)
+        c.run.native.destroyed.connect(self._closing)  # the viewer closed: stop what runs
         events = napari_viewer.layers.events
         for event in (events.inserted, events.removed, events.moved):
             event.connect(self._layers_changed)
@@ -91,6 +104,14 @@ class KMeansWidget(QWidget):
     def worker(self):
         """The worker of the run in flight, or None."""
         return self._worker
+
+    def busy(self) -> bool:
+        """A run or an edit (not a preview) is in flight."""
+        return self._worker is not None and (self._run is None or self._run.preview is None)
+
+    def previewing(self) -> bool:
+        """A live preview is in flight."""
+        return self._worker is not None and self._run is not None and self._run.preview is not None
 
     @property
     def outputs(self) -> list[Outputs]:
@@ -110,6 +131,7 @@ class KMeansWidget(QWidget):
         c = self.controls
         c.image.choices = [(layer.name, layer) for layer in layers if _segmentable(layer)]
         c.mask.choices = [(layer.name, layer) for layer in layers if _mask_like(layer)]
+        c.seeds.choices = [(layer.name, layer) for layer in layers if _seeds_like(layer)]
         self._source_changed()
 
     def _source_changed(self, *_) -> None:
@@ -207,18 +229,38 @@ class KMeansWidget(QWidget):
         scale = None if source is None else tuple(float(s) for s in source.scale)
         return form.read_params(self.controls, scale)
 
-    def _inputs(self) -> dict:
+    def run_inputs(self) -> dict:
+        """The extra channels and the mask chosen."""
         c = self.controls
         return {"extras": tuple(c.extra_channels.value), "mask": c.mask.value}
 
+    def reuse(self) -> dict:
+        """What a run takes from earlier work: the seeds layer, the last run's model."""
+        return {}
+
+    def new_seeds(self, *_) -> None:
+        """Add an empty seeds layer aligned with the chosen image, ready to paint label 1."""
+        source = self.controls.image.value
+        if source is None:
+            self._say("Not done: choose an image first, then make its seeds layer.")
+            return
+        layer = outputs.add_seeds_layer(self._viewer, source)
+        self.controls.seeds.value = layer
+        self._viewer.layers.selection.active = layer
+        layer.mode = "paint"
+        self._say(
+            f"Paint a few strokes on '{layer.name}': label 1 on one kind of object, label 2 on "
+            "another (change the label in the layer controls); then Run, or tick live preview."
+        )
+
     def run(self, *_) -> None:
         """Start a run on the chosen layer (no-op while one is in flight)."""
-        if self._worker is not None:
+        if self.busy():
             return
         c = self.controls
         try:
             plan = inputs.for_run(
-                self._viewer, c.image.value, self.params(), **self._inputs(),
+                self._viewer, c.image.value, self.params(), **self.run_inputs(), **self.reuse(),
                 current_slice=self.current_slice(),
                 fit_slice=c.fit_on.enabled and c.fit_on.value == form.FIT_SLICE,
             )  # fmt: skip
@@ -236,11 +278,11 @@ class KMeansWidget(QWidget):
         InputError
             When a run is in flight, or the model does not fit the chosen image; nothing starts.
         """
-        if self._worker is not None:
+        if self.busy():
             raise InputError("a run is in flight: wait for it (or cancel it), then apply again.")
         self._start(
             *inputs.for_apply(
-                self._viewer, self.controls.image.value, model, origin, **self._inputs(),
+                self._viewer, self.controls.image.value, model, origin, **self.run_inputs(),
                 current_slice=self.current_slice(),
             )
         )  # fmt: skip
@@ -254,7 +296,7 @@ class KMeansWidget(QWidget):
             When a run is in flight, the layer is not lazy, or it would not fit in memory;
             nothing starts and nothing changes.
         """
-        if self._worker is not None:
+        if self.busy():
             raise InputError("a run is in flight: wait for it (or cancel it), then try again.")
         job, info = inputs.compute_plan(self._viewer, layer, self.session.runs)
         self._start(workers.run_compute, job, info, done=self._computed)
@@ -268,13 +310,20 @@ class KMeansWidget(QWidget):
         self.edit.follow(labels)
         self.edit.say(line)
 
-    def _start(self, func, job, info, *args, done=None, say=None, task=False) -> None:
+    def _start(self, func, job, info, *args, done=None, say=None, task=False, preview=None) -> None:
         """Run generator ``func(job, *args, stop=event)`` in a worker; ``done(result, info)``.
 
         ``say`` shows status text (the result line by default). Cancel sets ``event``, which
-        stops the engine's computation in its thread too, and quits the worker.
+        stops the engine's computation in its thread too, and quits the worker. A live preview
+        in flight is cancelled first: this starts once it has ended. ``preview`` is the
+        generation a live preview shows (no progress bar; dropped if a newer change came).
         """
-        bar = progress(total=100, desc=f"k-means: {info.source.name}")
+        if self.previewing():
+            self._queued = (func, job, info, args, {"done": done, "say": say, "task": task})
+            self.cancel()
+            return
+        desc = f"k-means: {info.source.name}"
+        bar = None if preview is not None else progress(total=100, desc=desc)
         stop = threading.Event()
         worker = create_worker(func, job, *args, stop=stop, _start_thread=False)
         worker.yielded.connect(self._progressed)
@@ -283,13 +332,14 @@ class KMeansWidget(QWidget):
         worker.aborted.connect(self._aborted)
         worker.finished.connect(self._finished)
         self._worker, self._stopped, self._stop = worker, None, stop
-        self._run = _Flight(info, bar, done or self._show, say or self._say, task)
-        self.controls.run.enabled, self.controls.cancel.enabled = False, True
+        self._run = _Flight(info, bar, done or self._show, say or self._say, task, preview)
+        self.controls.run.enabled = preview is not None  # Run replaces a preview in flight
+        self.controls.cancel.enabled = True
         inline = self.controls.progress
         inline.setValue(0)
         inline.setFormat("starting…")
-        inline.setVisible(True)
-        self._run.say("Running…")
+        inline.setVisible(preview is None)
+        self._run.say("Running…" if preview is None else "Previewing the slice on screen…")
         worker.start()
 
     def start_task(self, func, job, info, *, done, say) -> None:
@@ -300,7 +350,7 @@ class KMeansWidget(QWidget):
         InputError
             When a run or another task is in flight; nothing starts.
         """
-        if self._worker is not None:
+        if self.busy():
             raise InputError("a run is in flight: wait for it (or cancel it), then try again.")
         self._start(func, job, info, done=done, say=say, task=True)
 
@@ -310,6 +360,14 @@ class KMeansWidget(QWidget):
             self._stop.set()
             self._worker.quit()
             self._run.say("Cancelling…")
+
+    def _closing(self, *_) -> None:
+        """The widget is being deleted (the viewer closed): stop the work in flight."""
+        self.preview.close()
+        self._queued = None
+        if self._worker is not None:
+            self._stop.set()
+            self._worker.quit()
 
     def _layer_removed(self, event) -> None:
         gone = event.value
@@ -321,9 +379,11 @@ class KMeansWidget(QWidget):
             show_warning(f"'{gone.name}' was removed during the run; the run was dropped.")
 
     def _progressed(self, step) -> None:
-        if self._run is None:
+        if self._run is None or self.preview.closed:
             return
         bar = self._run.bar
+        if bar is None:
+            return
         bar.set_description(f"k-means: {self._run.info.source.name}: {step.text}")
         bar.update(max(0, round(step.fraction * 100) - bar.n))
         inline = self.controls.progress
@@ -331,36 +391,59 @@ class KMeansWidget(QWidget):
         inline.setFormat(f"{step.text} · %p%")
 
     def _aborted(self) -> None:
+        if self.preview.closed:
+            return
+        if self._run is not None and self._run.preview is not None:
+            return  # a stale preview, replaced by a newer one (or by a run)
         say = self._run.say if self._run is not None else self._say
         say(self._stopped or "Cancelled: no layer was changed.")
 
     def _errored(self, err) -> None:
         """An exception escaped a worker (the workers return their errors): report it plainly."""
-        if self._run is None:
+        if self._run is None or self.preview.closed:
             return
         text = failure(err)
         self._run.say(f"Not done: {text}")
         show_error(text)
 
     def _finished(self) -> None:
+        if self.preview.closed:
+            self._worker = self._run = None
+            return
         if self._worker is not None and self._worker.abort_requested:
             self._aborted()  # also when stopped during its last step (no 'aborted' signal then)
-        if self._run is not None:
+        if self._run is not None and self._run.bar is not None:
             self._run.bar.close()
         self.controls.progress.setVisible(False)
         self._worker = self._run = None
         self.controls.run.enabled, self.controls.cancel.enabled = True, False
+        queued, self._queued = self._queued, None
+        if queued is not None:
+            func, job, info, args, kwargs = queued
+            self._start(func, job, info, *args, **kwargs)
+        else:
+            self.preview.resume()
 
     def _returned(self, outcome) -> None:
         if self._run is None or self._worker is None or self._worker.abort_requested:
             return
+        if self.preview.closed:
+            return
         flight = self._run
+        if flight.preview is not None:
+            if flight.preview != self.preview.generation:
+                return  # a newer change came while this preview ran: the next preview shows it
+            self.preview.shown = flight.preview
         self._run = None  # output layers may be replaced below: not a removal during the run
-        flight.bar.close()
+        if flight.bar is not None:
+            flight.bar.close()
         if flight.task:
             flight.done(outcome, flight.info)  # an edit: it reports its own errors
             return
         if outcome.error:
+            if flight.preview is not None:  # said in the result line, not in a pop-up each time
+                flight.say(f"Preview not run: {outcome.error}")
+                return
             flight.say(f"Not run: {outcome.error}")
             show_error(outcome.error)
             return
@@ -368,15 +451,23 @@ class KMeansWidget(QWidget):
         if gone:
             flight.say(f"Dropped: {', '.join(gone)} left the viewer during the run.")
             return
-        for note in outcome.notes:
+        for note in outcome.notes if flight.preview is None else ():  # a preview: no pop-ups
             show_warning(note)
         flight.done(outcome, flight.info)
 
     def _show(self, outcome, info) -> None:
         previous = self.session.previous(info.source)
-        made, how = publish(self._viewer, outcome, info, previous, self.style())
+        self.publishing = True
+        try:
+            made, how = publish(self._viewer, outcome, info, previous, self.style())
+        finally:
+            self.publishing = False
         self.session.record(made, replaces=previous)
         line = result_line(outcome, info)
+        if info.preview:
+            self._say(f"{line} · press Run to segment the whole scope")
+            self.controls.result.tooltip = details(outcome)
+            return
         if how == "updated":
             line += " · output layers updated in place"
         elif how == "edited":
@@ -405,6 +496,8 @@ def result_line(outcome, info) -> str:
     if share is not None:
         what += f" · they explain {share:.0%} of the variation"
     lazy = f" · lazy: {inputs.LAZY_TEXT}" if outcome.lazy else ""
+    if getattr(info, "preview", False):
+        return f"Preview of the slice on screen: {what} · {outcome.seconds:.2f} s"
     if origin:
         return f"Applied the model of {origin}: {what} · {outcome.seconds:.2f} s{lazy}"
     return f"{what} · {outcome.seconds:.2f} s{lazy}"

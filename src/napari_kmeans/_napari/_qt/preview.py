@@ -1,0 +1,136 @@
+"""Live preview: what is on screen is segmented again a moment after any change.
+
+A change (a setting, the layers chosen, a stroke on the seeds or mask layer, the slice shown)
+bumps a generation number and restarts a short timer; when it fires, the widget's worker
+segments the slice on screen (:func:`..inputs.for_preview`). A preview still in flight when a
+newer change arrives is cancelled, and a result whose generation is not the latest is dropped,
+so a stale preview never overwrites a newer one. Runs and edits take precedence: a preview
+waits for them and follows once they end.
+"""
+
+from __future__ import annotations
+
+from qtpy.QtCore import QTimer
+
+from .. import inputs
+from ..jobs import InputError
+
+DELAY_MS = 150  # quiet time after the last change before a preview starts
+
+# the controls whose change calls for a new preview
+WATCHED = (
+    "image", "n_clusters", "color_space", "extra_channels", "mask", "preset", "smoothing",
+    "filters", "spatial_weight", "majority", "min_region", "seed", "n_init", "max_iter", "tol",
+    "seeds", "pin_seeds", "keep_ids",
+)  # fmt: skip
+
+
+class LivePreview:
+    """The live preview of a :class:`~._qt.widget.KMeansWidget` (``host``)."""
+
+    def __init__(self, host):
+        self.host = host
+        self.generation = 0  # bumped by every change
+        self.shown = -1  # the generation of the last preview shown
+        self.closed = False
+        self._painted = []  # layers whose painting is watched
+        self._slice = None  # the slice of the last change seen
+        self.timer = QTimer()
+        self.timer.setSingleShot(True)
+        self.timer.setInterval(DELAY_MS)
+        self.timer.timeout.connect(self.start)
+        c = host.controls
+        c.live_preview.changed.connect(self._toggled)
+        for name in WATCHED:
+            getattr(c, name).changed.connect(self.changed)
+        for name in ("mask", "seeds", "image"):
+            getattr(c, name).changed.connect(self._watch_painting)
+        dims = host._viewer.dims.events
+        dims.current_step.connect(self._step)
+        dims.ndisplay.connect(self.changed)
+
+    @property
+    def on(self) -> bool:
+        """The live preview is ticked (and the widget still there)."""
+        if self.closed:
+            return False
+        try:
+            return bool(self.host.controls.live_preview.value)
+        except RuntimeError:  # the widget's Qt objects are gone (the viewer closed)
+            self.close()
+            return False
+
+    def changed(self, *_) -> None:
+        """Something that changes the segmentation changed: preview again after a short pause."""
+        self.generation += 1
+        if not self.closed and not self.host.publishing and self.on:
+            self.timer.start()
+
+    def resume(self) -> None:
+        """A run, an edit or a preview ended: preview again if a change came meanwhile."""
+        if self.on and self.shown != self.generation and not self.timer.isActive():
+            self.timer.start()
+
+    def start(self) -> None:
+        """Segment what is on screen now (cancelling a stale preview first)."""
+        host = self.host
+        if not self.on or host.busy():
+            return  # a run or an edit is in flight: resume() follows when it ends
+        if host.previewing():
+            host.cancel()  # stale: its end calls resume(), which starts the new one
+            return
+        c = host.controls
+        source = c.image.value
+        if source is None:
+            return
+        try:
+            plan = inputs.for_preview(
+                host._viewer, source, host.params(), **host.run_inputs(), **host.reuse()
+            )
+        except (InputError, ValueError, TypeError) as err:  # a setting the engine refuses
+            self.shown = self.generation
+            host._say(f"Preview not run: {err}")
+            return
+        host._start(*plan, done=self._done, preview=self.generation)
+
+    def _done(self, outcome, info) -> None:
+        self.host._show(outcome, info)
+
+    def close(self) -> None:
+        """The widget is going away: no new preview, the one in flight is stopped."""
+        self.closed = True
+        self.timer.stop()
+
+    def _toggled(self, value) -> None:
+        if value:
+            self.changed()
+        else:
+            self.timer.stop()
+            if self.host.previewing():
+                self.host.cancel()
+
+    def _step(self, *_) -> None:
+        """The slider moved: preview again only if the slice of the chosen image changed."""
+        source = self.host.controls.image.value
+        try:
+            key = None if source is None else inputs.slice_index(self.host._viewer, source)
+        except InputError:
+            key = "outside"
+        if key != self._slice:
+            self._slice = key
+            self.changed()
+
+    def _watch_painting(self, *_) -> None:
+        """Follow strokes on the seeds and mask layers (painting, filling, erasing)."""
+        for layer in self._painted:
+            for name in ("paint", "data"):
+                emitter = getattr(layer.events, name, None)
+                if emitter is not None:
+                    emitter.disconnect(self.changed)
+        c = self.host.controls
+        self._painted = [layer for layer in (c.mask.value, c.seeds.value) if layer is not None]
+        for layer in self._painted:
+            for name in ("paint", "data"):
+                emitter = getattr(layer.events, name, None)
+                if emitter is not None:
+                    emitter.connect(self.changed)

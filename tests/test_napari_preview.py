@@ -1,0 +1,222 @@
+"""The live preview in a real viewer (under Xvfb): it follows changes without Run, a stale
+preview never overwrites a newer one, and no worker outlives Cancel or the viewer."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from napari_kmeans import segment
+from napari_kmeans._napari import editing
+from napari_kmeans._napari._qt import widget as widget_module
+from napari_kmeans._napari.jobs import InputError
+from napari_kmeans._napari.outputs import KEY
+
+LABELS = "{} k-means labels"
+
+
+def blobs(shape=(96, 96), levels=(20, 120, 220), seed=0):
+    """Three bands of known values with a little noise: clusters with a known truth."""
+    rng = np.random.default_rng(seed)
+    truth = np.zeros(shape, np.uint8)
+    third = shape[-1] // 3
+    truth[..., third:] = 1
+    truth[..., 2 * third :] = 2
+    image = np.asarray(levels, np.float64)[truth] + rng.normal(0, 4, shape)
+    return np.clip(image, 0, 255).astype(np.uint8), truth
+
+
+def preview_of(viewer, name):
+    name = LABELS.format(name)
+    if name not in viewer.layers:
+        return None
+    layer = viewer.layers[name]
+    return layer if layer.metadata[KEY].get("preview") else None
+
+
+def no_engine_thread() -> bool:
+    return not any(t.name == "napari-kmeans fit" and t.is_alive() for t in threading.enumerate())
+
+
+def test_preview_follows_a_change_of_k_without_run(viewer, widget, qtbot):
+    image, _ = blobs()
+    source = viewer.add_image(image, name="img")
+    c = widget.controls
+    c.image.value = source
+    c.n_clusters.value = 3
+    c.live_preview.value = True
+    qtbot.waitUntil(lambda: preview_of(viewer, "img") is not None, timeout=10_000)
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=10_000)
+    np.testing.assert_array_equal(viewer.layers["img k-means labels"].data, segment(image, 3).labels)
+    assert c.result.value.startswith("Preview of the slice on screen: 3 clusters")
+
+    c.n_clusters.value = 4  # no click on Run
+    qtbot.waitUntil(
+        lambda: widget.worker is None and viewer.layers["img k-means labels"].data.max() == 4,
+        timeout=10_000,
+    )
+    layer = viewer.layers["img k-means labels"]
+    np.testing.assert_array_equal(layer.data, segment(image, 4).labels)
+    assert layer.metadata[KEY]["preview"] is True
+    assert layer.metadata[KEY]["n_clusters"] == 4
+    assert np.array_equal(source.data, image)  # the source is never modified
+    # one pair of output layers, updated in place
+    assert [la.name for la in viewer.layers] == ["img", "img k-means recolored", LABELS.format("img")]
+
+
+def test_preview_follows_a_stroke_on_the_mask(viewer, widget, qtbot):
+    image, _ = blobs()
+    source = viewer.add_image(image, name="img")
+    mask = viewer.add_labels(np.ones(image.shape, np.uint8), name="mask")
+    c = widget.controls
+    c.image.value = source
+    c.mask.value = mask
+    c.n_clusters.value = 3
+    c.live_preview.value = True
+    qtbot.waitUntil(lambda: preview_of(viewer, "img") is not None, timeout=10_000)
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=10_000)
+    assert (viewer.layers["img k-means labels"].data[:10, :10] > 0).all()
+    mask.paint((5, 5), 0)  # a stroke with the eraser: the mask now excludes a disc
+    qtbot.waitUntil(
+        lambda: widget.worker is None
+        and viewer.layers["img k-means labels"].data[5, 5] == 0,
+        timeout=10_000,
+    )
+    labels = viewer.layers["img k-means labels"].data
+    np.testing.assert_array_equal(labels == 0, mask.data == 0)
+
+
+def test_preview_of_a_volume_is_the_slice_on_screen_and_follows_the_slider(viewer, widget, qtbot):
+    rng = np.random.default_rng(1)
+    volume = rng.integers(0, 255, (6, 40, 50), dtype=np.uint8)
+    source = viewer.add_image(volume, name="vol")
+    c = widget.controls
+    c.image.value = source
+    c.n_clusters.value = 3
+    viewer.dims.set_current_step(0, 2)
+    c.live_preview.value = True
+    qtbot.waitUntil(lambda: preview_of(viewer, "vol") is not None, timeout=10_000)
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=10_000)
+    layer = viewer.layers["vol k-means labels"]
+    assert layer.data.shape == (1, 40, 50)
+    np.testing.assert_array_equal(layer.data[0], segment(volume[2], 3).labels)
+    np.testing.assert_allclose(layer.translate, [2, 0, 0])
+
+    viewer.dims.set_current_step(0, 4)
+    qtbot.waitUntil(
+        lambda: widget.worker is None and tuple(layer.translate) == (4, 0, 0), timeout=10_000
+    )
+    np.testing.assert_array_equal(layer.data[0], segment(volume[4], 3).labels)
+    assert layer.metadata[KEY]["parameters"]["slice"] == {"0": 4}
+
+    # Run segments the whole scope and replaces the preview pair
+    c.live_preview.value = False
+    c.run.native.click()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=10_000)
+    layer = viewer.layers["vol k-means labels"]
+    assert layer.data.shape == volume.shape
+    assert "preview" not in layer.metadata[KEY]
+    assert sum(la.name.startswith("vol k-means") for la in viewer.layers) == 2
+
+
+def test_a_stale_preview_never_overwrites_a_newer_one(viewer, widget, qtbot, held_fit, monkeypatch):
+    shown = []
+    real = widget_module.publish
+
+    def recording(viewer_, outcome, info, previous, style):
+        shown.append(outcome.n_clusters)
+        return real(viewer_, outcome, info, previous, style)
+
+    monkeypatch.setattr(widget_module, "publish", recording)
+    image, _ = blobs()
+    source = viewer.add_image(image, name="img")
+    c = widget.controls
+    c.image.value = source
+    c.n_clusters.value = 3
+    c.live_preview.value = True
+    qtbot.waitUntil(held_fit.started.is_set, timeout=10_000)  # the k=3 preview is held
+    c.n_clusters.value = 5  # a newer change while it runs
+    qtbot.waitUntil(lambda: widget.worker is None or not widget.previewing(), timeout=10_000)
+    held_fit.set()  # the stale fit may now finish: its result must be dropped
+    qtbot.waitUntil(lambda: shown == [5] and widget.worker is None, timeout=15_000)
+    qtbot.wait(300)
+    assert shown == [5]
+    assert viewer.layers["img k-means labels"].data.max() == 5
+
+
+def test_cancel_during_a_preview_leaves_no_worker(viewer, widget, qtbot, held_fit):
+    image, _ = blobs()
+    source = viewer.add_image(image, name="img")
+    names = [la.name for la in viewer.layers]
+    c = widget.controls
+    c.image.value = source
+    c.live_preview.value = True
+    qtbot.waitUntil(held_fit.started.is_set, timeout=10_000)
+    assert widget.previewing() and c.cancel.enabled and c.run.enabled
+    c.cancel.native.click()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=5_000)
+    held_fit.set()
+    qtbot.waitUntil(no_engine_thread, timeout=10_000)
+    assert [la.name for la in viewer.layers] == names
+
+
+def test_closing_the_viewer_during_a_preview_leaves_no_worker(make_napari_viewer, qtbot, held_fit):
+    from qtpy.QtCore import QThreadPool
+
+    viewer = make_napari_viewer()
+    _, dock = viewer.window.add_plugin_dock_widget("napari-kmeans", "K-means segmentation")
+    image, _ = blobs()
+    dock.controls.image.value = viewer.add_image(image, name="img")
+    dock.controls.live_preview.value = True
+    qtbot.waitUntil(held_fit.started.is_set, timeout=10_000)
+    viewer.close()
+    held_fit.set()
+    qtbot.waitUntil(no_engine_thread, timeout=10_000)
+    qtbot.waitUntil(lambda: QThreadPool.globalInstance().activeThreadCount() == 0, timeout=10_000)
+
+
+def test_run_while_a_preview_runs_replaces_it(viewer, widget, qtbot, held_fit):
+    image, _ = blobs()
+    source = viewer.add_image(image, name="img")
+    c = widget.controls
+    c.image.value = source
+    c.n_clusters.value = 3
+    c.live_preview.value = True
+    qtbot.waitUntil(held_fit.started.is_set, timeout=10_000)
+    c.live_preview.value = False
+    held_fit.set()
+    c.run.native.click()  # queued behind the cancelled preview
+    qtbot.waitUntil(
+        lambda: widget.worker is None and LABELS.format("img") in viewer.layers, timeout=15_000
+    )
+    layer = viewer.layers[LABELS.format("img")]
+    assert "preview" not in layer.metadata[KEY]
+    np.testing.assert_array_equal(layer.data, segment(image, 3).labels)
+
+
+def test_editing_refuses_a_preview_with_a_pointer_to_run(viewer, widget, qtbot):
+    image, _ = blobs()
+    c = widget.controls
+    c.image.value = viewer.add_image(image, name="img")
+    c.live_preview.value = True
+    qtbot.waitUntil(lambda: preview_of(viewer, "img") is not None, timeout=10_000)
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=10_000)
+    with pytest.raises(InputError, match="live preview.*press Run"):
+        editing.resolve(viewer, viewer.layers[LABELS.format("img")], widget.session.runs)
+
+
+def test_new_seeds_makes_an_aligned_layer_ready_to_paint(viewer, widget):
+    volume = np.zeros((4, 30, 40), np.uint16)
+    source = viewer.add_image(volume, name="vol", scale=(3.0, 0.5, 0.5), translate=(1, 2, 3))
+    widget.controls.image.value = source
+    widget.controls.new_seeds.native.click()
+    seeds = viewer.layers["vol seeds"]
+    assert seeds.data.shape == volume.shape and not seeds.data.any()
+    np.testing.assert_allclose(seeds.scale, source.scale)
+    np.testing.assert_allclose(seeds.translate, source.translate)
+    assert widget.controls.seeds.value is seeds
+    assert seeds.mode == "paint" and seeds.selected_label == 1
+    assert viewer.layers.selection.active is seeds
+    assert seeds not in widget.controls.mask.choices  # never offered as a mask
