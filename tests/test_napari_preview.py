@@ -49,7 +49,9 @@ def test_preview_follows_a_change_of_k_without_run(viewer, widget, qtbot):
     c.live_preview.value = True
     qtbot.waitUntil(lambda: preview_of(viewer, "img") is not None, timeout=10_000)
     qtbot.waitUntil(lambda: widget.worker is None, timeout=10_000)
-    np.testing.assert_array_equal(viewer.layers["img k-means labels"].data, segment(image, 3).labels)
+    np.testing.assert_array_equal(
+        viewer.layers["img k-means labels"].data, segment(image, 3).labels
+    )
     assert c.result.value.startswith("Preview of the slice on screen: 3 clusters")
 
     c.n_clusters.value = 4  # no click on Run
@@ -63,7 +65,11 @@ def test_preview_follows_a_change_of_k_without_run(viewer, widget, qtbot):
     assert layer.metadata[KEY]["n_clusters"] == 4
     assert np.array_equal(source.data, image)  # the source is never modified
     # one pair of output layers, updated in place
-    assert [la.name for la in viewer.layers] == ["img", "img k-means recolored", LABELS.format("img")]
+    assert [la.name for la in viewer.layers] == [
+        "img",
+        "img k-means recolored",
+        LABELS.format("img"),
+    ]
 
 
 def test_preview_follows_a_stroke_on_the_mask(viewer, widget, qtbot):
@@ -80,8 +86,7 @@ def test_preview_follows_a_stroke_on_the_mask(viewer, widget, qtbot):
     assert (viewer.layers["img k-means labels"].data[:10, :10] > 0).all()
     mask.paint((5, 5), 0)  # a stroke with the eraser: the mask now excludes a disc
     qtbot.waitUntil(
-        lambda: widget.worker is None
-        and viewer.layers["img k-means labels"].data[5, 5] == 0,
+        lambda: widget.worker is None and viewer.layers["img k-means labels"].data[5, 5] == 0,
         timeout=10_000,
     )
     labels = viewer.layers["img k-means labels"].data
@@ -203,7 +208,7 @@ def test_editing_refuses_a_preview_with_a_pointer_to_run(viewer, widget, qtbot):
     c.live_preview.value = True
     qtbot.waitUntil(lambda: preview_of(viewer, "img") is not None, timeout=10_000)
     qtbot.waitUntil(lambda: widget.worker is None, timeout=10_000)
-    with pytest.raises(InputError, match="live preview.*press Run"):
+    with pytest.raises(InputError, match=r"live preview.*press Run"):
         editing.resolve(viewer, viewer.layers[LABELS.format("img")], widget.session.runs)
 
 
