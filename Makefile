@@ -56,6 +56,7 @@ matrix: dist
 bench: $(VENV)/.bench-installed
 	$(PY) benchmarks/bench_engine.py
 	$(PY) benchmarks/bench_quality.py
+	xvfb-run -a -s "-screen 0 1600x1200x24" $(PY) benchmarks/bench_preview.py
 
 ## Re-render the screenshots in docs/images from a real viewer.
 docs-images: $(VENV)/.test-installed

@@ -134,11 +134,31 @@ def _normalized(values, layer) -> np.ndarray:
     return np.clip(scaled, 0.0, 1.0) ** layer.gamma
 
 
+def _same(old, new) -> bool:
+    """Whether a layer attribute already holds ``new`` (setting it again redraws the layer)."""
+    if isinstance(new, np.ndarray) or isinstance(old, np.ndarray):
+        old, new = np.asarray(old), np.asarray(new)
+        return old.shape == new.shape and bool(np.array_equal(old, new))
+    if isinstance(new, DirectLabelColormap):
+        if (
+            not isinstance(old, DirectLabelColormap)
+            or old.color_dict.keys() != new.color_dict.keys()
+        ):
+            return False
+        return all(np.array_equal(v, new.color_dict[key]) for key, v in old.color_dict.items())
+    try:
+        return bool(old == new)
+    except (TypeError, ValueError):
+        return False
+
+
 def _update(layer, data, kwargs: dict) -> None:
-    """Set a layer's data and every attribute in ``kwargs`` (transforms first)."""
+    """Set a layer's data and the attributes in ``kwargs`` that changed (transforms first):
+    each setting redraws the layer, which a live preview pays for on every change."""
     layer.data = data
     for name, value in kwargs.items():
-        setattr(layer, name, value)
+        if name in ("metadata", "features") or not _same(getattr(layer, name), value):
+            setattr(layer, name, value)
 
 
 def channel_names(info: RunInfo) -> list[str]:
@@ -158,6 +178,7 @@ PALETTE = np.array([
     (170, 255, 195), (128, 128, 0), (255, 216, 177), (0, 0, 117), (128, 128, 128),
 ]) / 255  # fmt: skip
 SPARE_LABELS = 16  # labels painted beyond k (napari's "new label") get a colour at once
+COLORED = 64  # labels 1..COLORED always have a colour (the widget's largest k)
 UNNAMED = "#d9d9d9"  # any other label value
 
 
@@ -216,7 +237,9 @@ def labels_colormap(
     """Distinct colours for labels 1..k (and painted labels up to ``n_labels``), 0 and the
     style's background cluster transparent. The clusters' own colours stay in the recoloured
     image and the table's swatches (``metadata['kmeans']['cluster_colors']``)."""
-    n = max(k, n_labels or 0) + SPARE_LABELS
+    # at least COLORED labels: the same colormap for every k, so a re-run or a live preview
+    # with another k does not rebuild it (a label keeps its colour whatever k is)
+    n = max(k, n_labels or 0, COLORED) + SPARE_LABELS
     colors = {0: "transparent", None: UNNAMED}
     colors.update({i + 1: (*map(float, c), 1.0) for i, c in enumerate(palette(n))})
     hidden = transparent_label(style, k, counts)

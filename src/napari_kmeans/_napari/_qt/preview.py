@@ -15,7 +15,7 @@ from qtpy.QtCore import QTimer
 from .. import inputs
 from ..jobs import InputError
 
-DELAY_MS = 150  # quiet time after the last change before a preview starts
+DELAY_MS = 80  # quiet time after the last change before a preview starts
 
 # the controls whose change calls for a new preview
 WATCHED = (
@@ -62,8 +62,10 @@ class LivePreview:
 
     def changed(self, *_) -> None:
         """Something that changes the segmentation changed: preview again after a short pause."""
+        if self.host.publishing:
+            return  # the widget writing its own output layers is not a change
         self.generation += 1
-        if not self.closed and not self.host.publishing and self.on:
+        if self.on:
             self.timer.start()
 
     def resume(self) -> None:
