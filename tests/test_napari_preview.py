@@ -225,3 +225,22 @@ def test_new_seeds_makes_an_aligned_layer_ready_to_paint(viewer, widget):
     assert seeds.mode == "paint" and seeds.selected_label == 1
     assert viewer.layers.selection.active is seeds
     assert seeds not in widget.controls.mask.choices  # never offered as a mask
+
+
+def test_preview_of_a_multiscale_image_is_the_level_on_screen(viewer, widget, qtbot):
+    image, _ = blobs((4096, 3840))
+    pyramid = [image, image[::4, ::4], image[::16, ::16]]
+    source = viewer.add_image(pyramid, name="pyr", multiscale=True, scale=(0.5, 0.5))
+    c = widget.controls
+    c.image.value = source
+    c.n_clusters.value = 3
+    viewer.reset_view()  # the whole image on screen: napari shows a coarse level
+    qtbot.waitUntil(lambda: source.data_level > 0, timeout=10_000)
+    level = source.data_level
+    c.live_preview.value = True
+    qtbot.waitUntil(lambda: preview_of(viewer, "pyr") is not None, timeout=10_000)
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=10_000)
+    layer = viewer.layers["pyr k-means labels"]
+    np.testing.assert_array_equal(layer.data, segment(pyramid[level], 3).labels)
+    np.testing.assert_allclose(layer.scale, [0.5 * 4**level] * 2)  # on top of the image
+    assert layer.metadata[KEY]["parameters"]["level"] == level
