@@ -19,9 +19,10 @@ from typing import NamedTuple
 import numpy as np
 
 from . import features as ft
-from .lloyd import assign, weighted_subsample
+from .lloyd import assign, lloyd, weighted_subsample
 
 RESTART_POINTS = 1 << 15  # restarts run on a weighted subsample of at most this many points
+FINAL_SAMPLE = 1 << 17  # a refining sample this large gives the final centres (see lloyd.kmeans)
 
 
 class SeedMeans(NamedTuple):
@@ -163,7 +164,9 @@ def seeded_kmeans(
 
     The other ``k - m`` start by greedy k-means++ with the distances to ``fixed`` counted from
     the start; the best of ``n_init`` such starts (on a weighted subsample of at most
-    ``RESTART_POINTS`` points) is refined by Lloyd on all points. ``pinned`` keeps the first
+    ``RESTART_POINTS`` points) is refined by Lloyd on samples 8x larger each, then on all
+    points, unless the last sample had ``FINAL_SAMPLE`` points (then its centres are final, as
+    in :func:`napari_kmeans.lloyd.kmeans`). ``pinned`` keeps the first
     ``m`` centres fixed throughout. Returns ``(centers, idx, d2, n_iter)``.
     """
     rng = np.random.default_rng(seed)
@@ -182,10 +185,17 @@ def seeded_kmeans(
         n_iter += res[3]
         if best is None or res[4] < best[4]:
             best = res
-    centers = best[0]
-    if sub_p.shape[0] != points.shape[0]:
-        ft.tick(progress, 0.5, "seeded k-means on all points")
-        centers, _, _, it, _ = _lloyd(points, weights, centers, n_pin, max_iter, tol_abs)
+    centers, size, n = best[0], RESTART_POINTS, points.shape[0]
+    while sub_p.shape[0] < n:  # coarse to fine, as lloyd.kmeans: 8x larger samples, then all
+        size *= 8
+        if size * 2 < n:
+            sub_p, sub_w = weighted_subsample(points, weights, size, rng)
+        elif sub_p.shape[0] >= FINAL_SAMPLE:  # centres from so large a sample are final
+            break
+        else:
+            sub_p, sub_w = points, weights
+        ft.tick(progress, 0.5 + 0.5 * min(size / n, 1.0), f"refining on {sub_p.shape[0]} points")
+        centers, _, _, it, _ = _lloyd(sub_p, sub_w, centers, n_pin, max_iter, tol_abs)
         n_iter += it
     idx, d2 = assign(points, centers)
     return centers, idx, d2, n_iter
@@ -227,7 +237,12 @@ def _min_sqdist(points, centers):
 
 def _lloyd(points, weights, centers, n_pin, max_iter, tol_abs):
     """Weighted Lloyd with the first ``n_pin`` centres held; empty free clusters move to the
-    points of largest weighted squared distance. ``(centers, idx, d2, n_iter, inertia)``."""
+    points of largest weighted squared distance. ``(centers, idx, d2, n_iter, inertia)``.
+    Without pinned centres this is :func:`napari_kmeans.lloyd.lloyd` (incremental sums)."""
+    if n_pin == 0:
+        res = lloyd(points, weights, centers.astype(points.dtype), max_iter=max_iter,
+                    tol_abs=tol_abs)  # fmt: skip
+        return res.centers.astype(np.float64), res.labels, res.dist, res.n_iter, res.inertia
     centers = centers.astype(np.float64, copy=True)
     k, prev, n_iter = centers.shape[0], None, 0
     while n_iter < max_iter:
