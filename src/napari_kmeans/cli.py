@@ -42,8 +42,10 @@ from .cli_files import (
     MARK,
     TRACEBACK_ENV,
     CliError,
+    Job,
     Terminated,
     first_line,
+    kind_of,
     plan,
     read_image,
     split_alpha,
@@ -91,6 +93,13 @@ fitting:
   --fit-on all             fit one model on the pixels of all images together
   --model FILE             apply a saved model (no fitting; -k, --fit-on and the channel
                            options come from the model)
+  --each-frame             fit every frame of a timelapse (frames along --time-axis, default
+                           0) on its own, each frame's label IDs matched to the previous
+                           frame's, so a label means the same class through time; the model
+                           written is the last frame's
+  --seeds FILE             scribbled seed classes (a labels image of the input's spatial shape,
+                           or one frame's with --each-frame): 0 unseeded, 1..m give labels 1..m;
+                           --pin-seeds keeps their centres at the seeds' means
 
 exit codes:
   0  every image was segmented
@@ -178,6 +187,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="clean-up: majority filter of radius R pixels (default 0: off)")  # fmt: skip
     seg.add_argument("--min-size", type=int, metavar="N",
                      help="clean-up: regions under N pixels join a neighbour (default 0: off)")  # fmt: skip
+    seg.add_argument("--each-frame", action="store_true",
+                     help="fit each frame of a timelapse separately, label IDs matched from "
+                     "frame to frame")  # fmt: skip
+    seg.add_argument("--time-axis", type=int, metavar="AXIS",
+                     help="axis of the frames for --each-frame (default 0)")  # fmt: skip
+    seg.add_argument("--seeds", type=Path, metavar="FILE",
+                     help="labels image of scribbled seed classes (0 unseeded, 1..m)")  # fmt: skip
+    seg.add_argument("--pin-seeds", action="store_true", default=None,
+                     help="keep the seeded centres at the seeds' mean values")  # fmt: skip
     seg.add_argument("--overwrite", action="store_true",
                      help="replace existing outputs napari-kmeans wrote (default: refuse and "
                      "write nothing)")  # fmt: skip
@@ -223,7 +241,8 @@ def _check_args(args):
             "--rgb/--no-rgb": args.rgb, "--color-space": args.color_space, "--seed": args.seed,
             "--smoothing": args.smoothing, "--features": args.features,
             "--spatial-weight": args.spatial_weight, "--majority": args.majority,
-            "--min-size": args.min_size,
+            "--min-size": args.min_size, "--each-frame": args.each_frame or None,
+            "--seeds": args.seeds, "--pin-seeds": args.pin_seeds,
         }  # fmt: skip
         given = [name for name, value in fixed.items() if value is not None]
         if given:
@@ -236,6 +255,14 @@ def _check_args(args):
         parser.error(f"--seed must be 0 or more, got {args.seed}.")
     if args.color_space == "lab" and args.rgb is False:
         parser.error("--color-space lab needs RGB images; drop --no-rgb.")
+    if args.each_frame and args.fit_on not in (None, "each"):
+        parser.error(f"--each-frame fits every frame on its own; drop --fit-on {args.fit_on}.")
+    if args.time_axis is not None and not args.each_frame:
+        parser.error("--time-axis goes with --each-frame; add --each-frame or drop it.")
+    if args.pin_seeds and args.seeds is None:
+        parser.error("--pin-seeds pins the centres of --seeds; give --seeds FILE.")
+    if args.seeds is not None and args.fit_on == "all":
+        parser.error("--seeds applies to each image's fit; drop --fit-on all.")
 
 
 # -- fitting and labelling --------------------------------------------------------------------
@@ -255,6 +282,7 @@ def _params(args):
             spatial_weight=args.spatial_weight or 0.0,
             majority=args.majority or 0,
             min_size=args.min_size or 0,
+            pin_seeds=bool(args.pin_seeds),
         )
     except (TypeError, ValueError) as err:
         args.parser.error(str(err))
@@ -284,12 +312,37 @@ def _load_model(path: Path):
         raise CliError(EXIT_UNREADABLE, f"cannot use --model {path}: {first_line(err)}") from None
 
 
-def segment_image(image, params, layout, mask=None):
-    """``(labels, recolored, model)`` of one image; lazy (dask) for zarr inputs."""
-    from .segment import segment
+def segment_image(image, params, layout, mask=None, *, seeds=None, time_axis=None):
+    """``(labels, recolored, model)`` of one image; lazy (dask) for zarr inputs.
 
-    result = segment(image, mask=mask, params=params, **layout)
-    return result.labels, result.recolored, result.model
+    ``time_axis`` (``--each-frame``) fits frame by frame with matched IDs (frames of a zarr
+    input are read into memory one at a time); the model is then the last frame's.
+    """
+    from . import blocks
+    from .segment import segment, segment_frames
+
+    if time_axis is None:
+        result = segment(image, mask=mask, seeds=seeds, params=params, **layout)
+        return result.labels, result.recolored, result.model
+    frames = segment_frames(
+        image, params.n_clusters, time_axis=time_axis, mask=mask, seeds=seeds, params=params,
+        **layout,
+    )  # fmt: skip
+    labels, recolored = frames.labels, frames.recolored
+    if blocks.is_dask(image):  # zarr outputs are written block by block from dask arrays
+        da = blocks.dask_array_module()
+        labels, recolored = da.from_array(labels), da.from_array(recolored)
+    return labels, recolored, frames.frames[-1].model
+
+
+def _read_seeds(path: Path):
+    """The ``--seeds`` labels image, in memory (exit 4 when it cannot be read)."""
+    kind = kind_of(path)
+    if kind is None or not path.exists():
+        why = "no such file" if not path.exists() else "not a TIFF, PNG, JPEG or zarr image"
+        raise CliError(EXIT_UNREADABLE, f"cannot use --seeds {path}: {why}.")
+    image, _ = read_image(Job(path, kind, path, path, path))
+    return np.asarray(image)
 
 
 def apply_model(model, image, *, rgb=None, mask=None):
@@ -363,11 +416,11 @@ def _progress(jobs, desc, quiet):
 # -- the command ------------------------------------------------------------------------------
 
 
-def _compute(job, image, rgb, alpha, params, layout, model):
+def _compute(job, image, rgb, alpha, params, layout, model, frames=None):
     mask = None if alpha is None else alpha > 0
     try:
         if model is None:
-            return segment_image(image, params, layout, mask=mask)
+            return segment_image(image, params, layout, mask=mask, **(frames or {}))
         return (*apply_model(model, image, rgb=rgb, mask=mask), model)
     except (ValueError, TypeError) as err:
         raise CliError(EXIT_FAILED, f"cannot segment {job.path}: {err}") from None
@@ -397,13 +450,15 @@ def _write(job, labels, recolored, model, alpha):
         ) from None
 
 
-def _process(job, params, layout, model):
-    """Segment one input and write its outputs; returns the model it used or fitted."""
+def _process(job, params, layout, model, frames=None):
+    """Segment one input and write its outputs; returns the model it used or fitted.
+
+    ``frames``: the keywords ``seeds`` and ``time_axis`` of :func:`segment_image`."""
     single_channel = _gray(layout) if model is None else model.spec.channel_axis is None
     image, rgb, alpha = split_alpha(job, *read_image(job), single_channel)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        labels, recolored, model = _compute(job, image, rgb, alpha, params, layout, model)
+        labels, recolored, model = _compute(job, image, rgb, alpha, params, layout, model, frames)
         _write(job, labels, recolored, model, alpha)
     return model, [f"napari-kmeans: warning: {job.path}: {w.message}" for w in caught]
 
@@ -419,6 +474,10 @@ def run_segment(args) -> int:
     jobs = plan(args)
     model = _load_model(args.model) if args.model is not None else None
     params, layout = _params(args), _layout(args)
+    frames = {
+        "seeds": None if args.seeds is None else _read_seeds(args.seeds),
+        "time_axis": (args.time_axis or 0) if args.each_frame else None,
+    }
     if args.fit_on == "all":
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -435,7 +494,7 @@ def run_segment(args) -> int:
     try:
         for job in bar:
             try:
-                used, notes = _process(job, params, layout, model)
+                used, notes = _process(job, params, layout, model, frames)
             except Exception as exc:
                 if isinstance(exc, CliError):
                     err = exc

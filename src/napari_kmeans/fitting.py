@@ -22,6 +22,7 @@ from .kmeans1d import assign_1d, kmeans_1d, lloyd_1d, thresholds
 from .lloyd import kmeans
 from .model import KMeansModel
 from .params import Params
+from .seeds import SeedMeans, seeded_kmeans
 
 
 @dataclass(frozen=True, eq=False)
@@ -87,12 +88,18 @@ BAND_BINS = 2  # grid bins gathered on each side of the bin holding a cut
 BAND_MAX_PIXELS = 1 << 22  # most pixels gathered around the cuts (else fewer bins, or none)
 
 
-def fit_support(support, spec, dtype, params: Params, progress=None, reduce=None) -> WeightedFit:
+def fit_support(
+    support, spec, dtype, params: Params, progress=None, reduce=None, seeds=None
+) -> WeightedFit:
     """Fit a model to a :class:`~napari_kmeans.compress.Support` with the given settings.
 
     A grid support (single-channel data, ``support.grid`` set) is refined on the pixels near
     the cuts when ``reduce`` (as for :func:`napari_kmeans.sampling.draw_sample`) can read them.
+    ``seeds`` (a :class:`~napari_kmeans.seeds.SeedMeans`) makes the fit seeded (see
+    :func:`fit_seeded`).
     """
+    if seeds is not None:
+        return fit_seeded(support, spec, dtype, params, seeds, progress)
     if support.grid is not None and reduce is not None and support.values.shape[0] >= 2:
         return _fit_grid(support, spec, dtype, params, reduce, ft.checked_progress(progress))
     return fit_weighted(
@@ -159,6 +166,29 @@ def fit_weighted(
     return WeightedFit(model, idx, d2, int(n_iter), bool(exact and covers_all))
 
 
+def fit_seeded(support, spec, dtype, params: Params, seeds: SeedMeans, progress=None):
+    """Seeded weighted Lloyd on a support (any number of channels; never ``exact``).
+
+    Cluster i < m starts at seed class i + 1's mean and gives label i + 1 (kept even when it
+    ends up with no value); the free clusters follow, ordered dark to bright. With
+    ``params.pin_seeds`` the seeded centres stay at the seed means and their colours are the
+    seeds' mean input values.
+    """
+    m = seeds.n_classes
+    k = max(m, min(params.n_clusters, m + support.values.shape[0]))
+    feats = ft.to_features(support.values, spec, dtype)
+    centers, idx, d2, n_iter = seeded_kmeans(
+        feats, support.weights, seeds.features, k, pinned=params.pin_seeds,
+        n_init=params.n_init, max_iter=params.max_iter, tol=params.tol, seed=params.seed,
+        progress=ft.checked_progress(progress),
+    )  # fmt: skip
+    model, idx = _ordered_model(
+        centers, idx, support.values, support.weights, spec, dtype, params.seed,
+        seeds=seeds, pinned=params.pin_seeds,
+    )  # fmt: skip
+    return WeightedFit(model, idx, d2, int(n_iter), False)
+
+
 def _fit_grid(support, spec, dtype, params, reduce, progress) -> WeightedFit:
     """Exact 1-D k-means on the occupied bins, then 1-D Lloyd on every pixel.
 
@@ -223,25 +253,32 @@ def _solve(feats, weights, k, *, n_init, max_iter, tol, seed, progress=None):
     return res.centers.astype(feats.dtype), res.labels, res.dist, res.n_iter, False
 
 
-def _ordered_model(centers, idx, values, weights, spec, dtype, seed):
+def _ordered_model(centers, idx, values, weights, spec, dtype, seed, seeds=None, pinned=False):
     """Model with clusters ordered dark to bright, and ``idx`` renumbered to match.
 
     ``idx`` is each value's cluster. Colours (input units) are the centres themselves, except for
     CIELAB clustering where they are each cluster's weighted mean RGB. A cluster left with no
-    pixel (possible only after the last reassignment) is dropped.
+    pixel (possible only after the last reassignment) is dropped. With ``seeds`` the first
+    ``seeds.n_classes`` clusters stay first, in their order, and are never dropped.
     """
     k = centers.shape[0]
+    m = 0 if seeds is None else seeds.n_classes
     mass = np.bincount(idx, weights=weights, minlength=k)
     if spec.color_space == "lab":
         sums = [np.bincount(idx, weights=weights * v, minlength=k) for v in values.T.astype(float)]
         colors = np.stack(sums, axis=1) / np.maximum(mass, 1e-300)[:, None]
     else:
         colors = centers.astype(np.float64)
-    keep = np.flatnonzero(mass > 0)
+    if m:
+        unfilled = (mass[:m] <= 0) | pinned
+        colors[:m][unfilled] = seeds.colors[unfilled]
+    keep = m + np.flatnonzero(mass[m:] > 0)
     order = keep[np.lexsort((*colors[keep].T[::-1], ft.luminance(colors[keep], spec)))]
+    order = np.concatenate([np.arange(m), order]).astype(np.intp)
     renumber = np.zeros(k, np.intp)
     renumber[order] = np.arange(order.size)
-    model = KMeansModel(centers[order], colors[order], spec, np.dtype(dtype).name, seed)
+    extra = {} if seeds is None else {"seed_means": seeds.features, "pinned": bool(pinned)}
+    model = KMeansModel(centers[order], colors[order], spec, np.dtype(dtype).name, seed, **extra)
     return model, renumber[idx]
 
 

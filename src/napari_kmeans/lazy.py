@@ -26,8 +26,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import blocks, sampling
+from . import blocks, matching, sampling
 from . import features as ft
+from . import seeds as sd
 from .blocks import (
     FLOAT_DISTINCT_MAX_PIXELS,
     LazyImage,
@@ -50,6 +51,7 @@ __all__ = [
     "LazyImage",
     "Support",
     "as_dask_image",
+    "confidence_lazy",
     "fit_lazy",
     "is_dask",
     "lay_out_blocks",
@@ -76,8 +78,9 @@ class LazyFit(NamedTuple):
 
 
 def fit_lazy(
-    image, params: Params, *, channel_axis=None, rgb=None, mask=None, progress=None
-) -> LazyFit:
+    image, params: Params, *, channel_axis=None, rgb=None, mask=None, seeds=None, match_to=None,
+    progress=None,
+) -> LazyFit:  # fmt: skip
     """Fit a model to a dask image from block-wise reductions (one to three passes).
 
     Parameters
@@ -86,8 +89,9 @@ def fit_lazy(
         As for :func:`napari_kmeans.segment`.
     params : Params
         The clustering settings.
-    channel_axis, rgb, mask
-        As for :func:`napari_kmeans.segment`.
+    channel_axis, rgb, mask, seeds, match_to
+        As for :func:`napari_kmeans.segment` (``seeds`` may be a dask array: the seed classes'
+        means are one more reduction over the blocks).
     progress : callable, optional
         ``progress(fraction, step)``, called between the reductions and during the fit.
 
@@ -102,14 +106,77 @@ def fit_lazy(
     image = as_dask_image(image)
     spec = ft.make_spec(image, channel_axis=channel_axis, rgb=rgb, color_space=params.color_space)
     laid = lay_out_blocks(image, spec, mask)
+    if match_to is not None:
+        matching.reference_model(match_to)  # refuse a wrong type before the passes
+    means = None if seeds is None else seed_means_of_blocks(laid, seeds, params.n_clusters)
     ft.tick(progress, 0.0, "reading blocks")
     found = support_of_blocks(laid, params.seed)
     reduce = functools.partial(blocks.reduce_blocks, laid)
-    res = fit_support(found, spec, laid.dtype, params, ft.part(progress, 0.6, 1.0), reduce)
+    res = fit_support(
+        found, spec, laid.dtype, params, ft.part(progress, 0.6, 1.0), reduce, seeds=means
+    )
+    model = res.model if match_to is None else matching.match_model(res.model, match_to)
     counts = inertia = None
     if found.covers_all:  # every distinct value with its count: no further pass over the data
-        counts, inertia = support_stats(res.model, found, laid.dtype)
-    return LazyFit(res.model, res.n_iter, res.exact, counts, inertia, laid)
+        counts, inertia = support_stats(model, found, laid.dtype)
+    return LazyFit(model, res.n_iter, res.exact, counts, inertia, laid)
+
+
+def _seed_step(block, mask_block, seed_block, *, spec, dtype):
+    pixels, valid = ft.layout(block, spec, mask_block)
+    return sd.class_sums(pixels, valid, seed_block, spec=spec, dtype=dtype)
+
+
+def seed_means_of_blocks(laid: LazyImage, seeds, n_clusters):
+    """The :class:`~napari_kmeans.seeds.SeedMeans` of a laid-out dask image: the seeds'
+    per-block class sums (``seeds.class_sums``), merged, finished. None when nothing is seeded."""
+    import dask
+
+    da = blocks.dask_array_module()
+    seeds = sd.check_seeds(seeds, laid.spatial_shape, n_clusters)
+    chunks = laid.spatial_chunks
+    seeds = seeds.rechunk(chunks) if is_dask(seeds) else da.from_array(seeds, chunks)
+    step = dask.delayed(_seed_step, pure=True)
+    join = dask.delayed(sd.merge_sums, pure=True)
+    parts = [
+        step(img, msk, sb, spec=laid.spec, dtype=laid.dtype)
+        for (img, msk), sb in zip(laid.blocks(), seeds.to_delayed().ravel(), strict=True)
+    ]
+    while len(parts) > 1:
+        parts = [join(*parts[i : i + 2]) if i + 1 < len(parts) else parts[i]
+                 for i in range(0, len(parts), 2)]  # fmt: skip
+    return sd.finish_means(dask.compute(parts[0])[0], n_clusters)
+
+
+def _confidence_block(block, mask_block=None, *, model, spec, image_dtype, chunk_size):
+    pixels, valid = ft.layout(block, spec, mask_block)
+    conf = model.confidence_pixels(pixels, valid, image_dtype, chunk_size=chunk_size)
+    return conf.reshape(ft.spatial_shape_of(block.shape, spec))
+
+
+def confidence_lazy(model, image, *, mask=None, rgb=None, chunk_size=None):
+    """:meth:`KMeansModel.confidence` for dask arrays: a lazy float32 image in 0..1.
+
+    The image's spatial shape and chunks; NaN on masked and invalid pixels. Models with a
+    feature recipe are refused, as for :func:`predict_lazy`.
+    """
+    if model.uses_recipe:
+        raise ValueError(
+            "this model computes features (smoothing, texture, filters or position) or cleans "
+            "its labels, which dask arrays do not support yet; use model.confidence on the "
+            "array in memory (np.asarray(image)) or a region of it."
+        )
+    chunk_size = ft.check_chunk_size(chunk_size)
+    image = as_dask_image(image)
+    laid = lay_out_blocks(image, model.check_image(image, rgb=rgb), mask)
+    index, spatial = laid.index()
+    args = [laid.pixels, index]
+    if laid.mask is not None:
+        args += [laid.mask, spatial]
+    return blocks.dask_array_module().blockwise(
+        _confidence_block, spatial, *args, dtype=np.float32, concatenate=True, model=model,
+        spec=laid.spec, image_dtype=laid.dtype, chunk_size=chunk_size,
+    )  # fmt: skip
 
 
 def predict_lazy(model, image, *, mask=None, chunk_size=None, rgb=None):
@@ -157,7 +224,8 @@ def recolor_lazy(model, image, labels, *, rgb=None):
 
 def segment_lazy(
     image, n_clusters=5, *, channel_axis=None, rgb=None, color_space="rgb", mask=None, seed=0,
-    n_init=4, max_iter=300, tol=1e-4, chunk_size=None, progress=None, params=None,
+    n_init=4, max_iter=300, tol=1e-4, chunk_size=None, seeds=None, pin_seeds=False,
+    match_to=None, progress=None, params=None,
 ) -> Segmentation:  # fmt: skip
     """:func:`napari_kmeans.segment` for dask arrays: fit by reductions, label lazily.
 
@@ -198,12 +266,12 @@ def segment_lazy(
     image = as_dask_image(image)
     params = make_params(
         params, n_clusters=n_clusters, color_space=color_space, seed=seed, n_init=n_init,
-        max_iter=max_iter, tol=tol, chunk_size=chunk_size,
+        max_iter=max_iter, tol=tol, chunk_size=chunk_size, pin_seeds=pin_seeds,
     )  # fmt: skip
     progress = ft.checked_progress(progress)
     fitted = fit_lazy(
-        image, params, channel_axis=channel_axis, rgb=rgb, mask=mask,
-        progress=ft.part(progress, 0.0, 0.8),
+        image, params, channel_axis=channel_axis, rgb=rgb, mask=mask, seeds=seeds,
+        match_to=match_to, progress=ft.part(progress, 0.0, 0.8),
     )  # fmt: skip
     model, laid = fitted.model, fitted.layout
     counts, inertia = fitted.counts, fitted.inertia

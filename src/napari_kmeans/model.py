@@ -18,7 +18,8 @@ from .lloyd import assign
 from .recipe import Recipe, recipe_features
 
 FORMAT = "napari-kmeans-model"
-FORMAT_VERSION = 2  # 2 adds the feature recipe; a model without one is still written as 1
+FORMAT_VERSION = 3  # 2 adds the feature recipe; 3 seed means and labels absent from the model
+# (non-contiguous IDs, after match_to); each model is written with the lowest version it needs
 MAX_FILE_BYTES = 50 * 1024 * 1024  # a model of 64 clusters is a few kB; refuse anything huge
 # Bounds on a model's size, so that a model file costs bounded time to load and apply.
 MAX_LABELS = ft.MAX_CLUSTERS
@@ -68,6 +69,20 @@ class KMeansModel:
         -1 for top-level centres; for the sub-centres made by splitting a cluster, the index
         (lower than their own) of the centre they refine. A pixel goes to its nearest top-level
         centre, then, while that centre has sub-centres, to the nearest of those. Default all -1.
+    recipe : Recipe, optional
+        The feature recipe and clean-up, when the features are not the raw values.
+    seed_means : (m, n_features) ndarray, optional
+        The seed classes' mean features (scribbled seeds, :mod:`napari_kmeans.seeds`): class i
+        gave label i. None for an unseeded fit.
+    pinned : bool, optional
+        Whether the seeded centres were held at ``seed_means`` (``pin_seeds``).
+
+    Notes
+    -----
+    Label IDs need not be contiguous: a model matched to an earlier one
+    (:func:`napari_kmeans.matching.match_model`) keeps that model's IDs, so some labels up to
+    :attr:`n_clusters` (the largest label) may have no centre: :attr:`present_labels` lists
+    those that do. An absent label's colour is the earlier model's colour for it.
 
     Examples
     --------
@@ -89,6 +104,8 @@ class KMeansModel:
     center_labels: np.ndarray | None = None
     parent: np.ndarray | None = None
     recipe: Recipe | None = None  # features other than the raw values, and the clean-up
+    seed_means: np.ndarray | None = None
+    pinned: bool = False
 
     @property
     def uses_recipe(self) -> bool:
@@ -98,8 +115,18 @@ class KMeansModel:
 
     @property
     def n_clusters(self) -> int:
-        """Number of labels k."""
+        """Number of labels k: the largest label (see :attr:`present_labels`)."""
         return int(self.colors.shape[0])
+
+    @property
+    def present_labels(self) -> np.ndarray:
+        """The labels (ascending) that some leaf centre gives: all of 1..k, unless IDs were
+        matched to an earlier model (then some may be absent)."""
+        if self.is_flat:
+            return np.arange(1, self.n_clusters + 1)
+        parent = self.parents
+        leaves = ~np.isin(np.arange(parent.size), parent)
+        return np.unique(self.labels_of_centers[leaves])
 
     @property
     def label_dtype(self) -> np.dtype:
@@ -425,6 +452,80 @@ class KMeansModel:
         counts = np.bincount(labels.ravel(), minlength=self.n_clusters + 1)[1:].astype(np.int64)
         return Labelling(labels, labelled.inertia, counts)
 
+    # -- confidence ------------------------------------------------------------------------------
+
+    def confidence(self, image, *, mask=None, rgb=None, chunk_size=None) -> np.ndarray:
+        """How clearly each pixel belongs to its cluster: a float32 image in 0..1.
+
+        With ``d1`` and ``d2`` the Euclidean distances, in the model's feature space (raw
+        values, CIELAB, or the recipe's standardised feature channels), from the pixel to the
+        nearest centre of its label and to the nearest centre of any other label, the
+        confidence is ``(d2 - d1) / (d2 + d1)``: 1 on a centre, 0 half-way between two labels
+        (and where two labels' centres coincide), 1 everywhere for a one-label model. Masked
+        and invalid pixels are NaN. The recipe's clean-up (majority, minimum size) is not
+        applied: this describes the nearest-centre assignment. Only leaf centres count (after
+        a split, a pixel's sub-clusters compete with every other label's centres).
+
+        Parameters
+        ----------
+        image : ndarray
+            As for :meth:`predict` (use :func:`napari_kmeans.lazy.confidence_lazy` for dask).
+        mask, rgb, chunk_size
+            As for :meth:`predict`.
+
+        Returns
+        -------
+        (spatial shape) ndarray of float32
+        """
+        if blocks.is_dask(image) or blocks.is_dask(mask):
+            raise TypeError(
+                "confidence takes arrays in memory; for dask arrays use "
+                "napari_kmeans.lazy.confidence_lazy(model, image)."
+            )
+        chunk_size = ft.check_chunk_size(chunk_size)
+        image = ft.as_image(image)
+        spec = self.check_image(image, rgb=rgb)
+        prep = ft.prepare(image, spec, mask)
+        if self.recipe is not None and not self.recipe.is_plain:
+            feats, _ = recipe_features(self.recipe, prep)
+            conf = self.feature_model().confidence_pixels(
+                feats.pixels, feats.valid, feats.dtype, chunk_size=chunk_size
+            )
+        else:
+            conf = self.confidence_pixels(
+                prep.pixels, prep.valid, prep.dtype, chunk_size=chunk_size
+            )
+        return conf.reshape(prep.spatial_shape)
+
+    def confidence_pixels(self, pixels, valid, dtype, *, chunk_size=None) -> np.ndarray:
+        """The kernel of :meth:`confidence` on laid-out pixels ``(n, n_channels)``: ``(n,)``
+        float32, NaN where ``valid`` is False. Works in chunks (temporaries ``(chunk, m)``)."""
+        n = pixels.shape[0]
+        out = np.full(n, np.nan, np.float32)
+        parent = self.parents
+        leaves = np.flatnonzero(~np.isin(np.arange(parent.size), parent))
+        lab = self.labels_of_centers[leaves]
+        order = np.argsort(lab, kind="stable")
+        leaves, lab = leaves[order], lab[order]
+        starts = np.flatnonzero(np.diff(lab, prepend=-1))
+        centers = self.centers[leaves].astype(np.float64)
+        chunk = min(ft.check_chunk_size(chunk_size) or CHUNK, 1 << 16)
+        for s in range(0, n, chunk):
+            ok = slice(None) if valid is None else valid[s : s + chunk]
+            feats = ft.to_features(pixels[s : s + chunk][ok], self.spec, dtype, self.centers)
+            d = np.sqrt(_all_sq_dist(feats, centers))
+            per_label = np.minimum.reduceat(d, starts, axis=1) if d.size else d[:, :0]
+            if per_label.shape[1] < 2:
+                conf = np.ones(per_label.shape[0])
+            else:
+                two = np.partition(per_label, 1, axis=1)[:, :2]
+                total = two[:, 0] + two[:, 1]
+                conf = np.where(
+                    total > 0, (two[:, 1] - two[:, 0]) / np.where(total > 0, total, 1), 0
+                )
+            out[s : s + chunk][ok] = conf
+        return out
+
     def recolor(self, image, labels, *, rgb=None) -> np.ndarray:
         """``image`` with every labelled pixel painted with its cluster's colour.
 
@@ -489,7 +590,17 @@ class KMeansModel:
             "center_labels": self.labels_of_centers.tolist(),
             "parent": self.parents.tolist(),
             **({"version": 2, "recipe": self.recipe.to_dict()} if self.uses_recipe else {}),
+            **self._seeds_dict(),
         }
+
+    def _seeds_dict(self) -> dict:
+        """The version 3 fields: seed means, whether pinned (and version 3 for absent labels)."""
+        out = {}
+        if self.seed_means is not None:
+            out = {"seed_means": self.seed_means.astype(np.float64).tolist(), "pinned": self.pinned}
+        if out or self.present_labels.size < self.n_clusters:
+            out["version"] = 3
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1)
@@ -582,6 +693,15 @@ def _nearest(feats, centers):
     return assign(feats, centers)[0]
 
 
+def _all_sq_dist(feats, centers):
+    """Squared distances ``(n, m)`` of feature rows to every centre, one centre at a time."""
+    out = np.empty((feats.shape[0], centers.shape[0]))
+    for j, c in enumerate(centers):
+        diff = feats - c
+        out[:, j] = np.einsum("ij,ij->i", diff, diff)
+    return out
+
+
 def _sq_dist(feats, centers, idx):
     diff = feats.astype(np.float64) - centers[idx].astype(np.float64)
     return np.einsum("ij,ij->i", diff, diff)
@@ -609,8 +729,11 @@ def _check_tree(centers, colors, center_labels, parent, bad):
     if np.any(parent >= np.arange(m)) or np.any(parent < -1):
         raise bad("'parent' must give, for each centre, -1 or the index of an earlier centre.")
     leaves = ~np.isin(np.arange(m), parent)
-    if labels.min() < 1 or labels.max() > k or set(labels[leaves]) != set(range(1, k + 1)):
-        raise bad(f"'center_labels' must map the leaf centres onto every label 1..{k}.")
+    if labels.min() < 1 or labels.max() > k or labels[leaves].max() != k:
+        raise bad(
+            f"'center_labels' must map the leaf centres onto labels in 1..{k}, {k} included "
+            "(every label up to it may have centres; labels matched to an earlier model may not)."
+        )
     check_size(k, m, split_depth(parent), bad)
     return labels.astype(np.int64), parent.astype(np.int64)
 
@@ -740,10 +863,34 @@ def _model_from_dict(cls, data):
         raise bad(f"'seed' must be an integer, got {seed!r}.")
     if seed < 0:
         raise bad(f"'seed' must be an integer >= 0, got {seed!r}.")
+    seed_means, pinned = _seeds_from_dict(data, version, centers.shape[1], colors.shape[0], bad)
     spec = ft.FeatureSpec(axis, rgb, color_space, n_channels)
     flat = center_labels is None or (
         np.array_equal(center_labels, np.arange(1, centers.shape[0] + 1)) and np.all(parent < 0)
     )
     if flat:
         center_labels = parent = None
-    return cls(centers, colors, spec, dtype.name, seed, center_labels, parent, recipe)
+    return cls(
+        centers, colors, spec, dtype.name, seed, center_labels, parent, recipe, seed_means, pinned
+    )
+
+
+def _seeds_from_dict(data, version, n_features, k, bad):
+    """``(seed_means, pinned)`` of a model dict (version 3), checked."""
+    if version < 3 or data.get("seed_means") is None:
+        return None, False
+    try:
+        means = _numbers(data["seed_means"])
+    except (TypeError, ValueError) as err:
+        raise bad(f"'seed_means' must be a list of lists of numbers ({err}).") from None
+    if means.ndim != 2 or means.shape[1] != n_features or not 1 <= means.shape[0] <= k:
+        raise bad(
+            f"'seed_means' must be an m x {n_features} table with 1 <= m <= {k}, got shape "
+            f"{means.shape}."
+        )
+    if not np.isfinite(means).all():
+        raise bad("'seed_means' must be finite numbers.")
+    pinned = data.get("pinned", False)
+    if not isinstance(pinned, bool):
+        raise bad(f"'pinned' must be true or false, got {pinned!r}.")
+    return means, pinned

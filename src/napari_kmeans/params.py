@@ -42,6 +42,9 @@ class Params:
         Pixels per labelling chunk (None: the engine's default).
     smoothing, features, spatial_weight, majority, min_size
         The feature recipe and the clean-up (see :class:`napari_kmeans.recipe.Recipe`).
+    pin_seeds : bool
+        With ``seeds=``: keep the seeded centres at their seed means (see
+        :mod:`napari_kmeans.seeds`); False lets them move from there as k-means does.
 
     Raises
     ------
@@ -70,8 +73,14 @@ class Params:
     spatial_weight: float = 0.0
     majority: int = 0
     min_size: int = 0
+    pin_seeds: bool = False
 
     def __post_init__(self):
+        if not isinstance(self.pin_seeds, bool):
+            raise TypeError(
+                f"pin_seeds must be True or False, got {self.pin_seeds!r} "
+                f"({type(self.pin_seeds).__name__})."
+            )
         k, n_init, max_iter, tol, seed = ft.check_fit_args(
             self.n_clusters,
             n_init=self.n_init,

@@ -20,8 +20,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from . import blocks, lazy
+from . import blocks, lazy, matching
 from . import features as ft
+from . import seeds as sd
 from .compress import Support, codec_for, compress
 from .fitting import Fit, Segmentation, WeightedFit, fit_support, fit_weighted
 from .model import KMeansModel, Labelling
@@ -41,6 +42,7 @@ __all__ = [
     "fit_weighted",
     "prepare_image",
     "segment",
+    "segment_frames",
 ]
 
 
@@ -173,27 +175,51 @@ class FittedImage:
         return Labelling(labels, inertia, counts)
 
 
-def fit_prepared(prepared: PreparedImage, params=None, *, progress=None) -> FittedImage:
+def fit_prepared(
+    prepared: PreparedImage, params=None, *, seeds=None, match_to=None, progress=None
+) -> FittedImage:
     """Stage 2 of :func:`segment`: fit a model to a :class:`PreparedImage`.
 
     ``params`` is a :class:`~napari_kmeans.params.Params` (default: the defaults). Its
-    ``color_space`` and ``seed`` should be those the image was prepared with.
+    ``color_space`` and ``seed`` should be those the image was prepared with. ``seeds`` and
+    ``match_to`` are as for :func:`segment`.
     """
     params = make_params(params)
     pixels = prepared.pixels
+    means = None
+    if seeds is not None:
+        means = sd.seed_means(pixels, seeds, params.n_clusters, prepared.source)
     res = fit_support(
         prepared.support, prepared.spec, pixels.dtype, params, ft.checked_progress(progress),
-        reduce=reduce_chunks(pixels.pixels, pixels.valid),
+        reduce=reduce_chunks(pixels.pixels, pixels.valid), seeds=means,
     )  # fmt: skip
     recipe = prepared.recipe
     if prepared.source is not None:
-        return _fitted_with_recipe(prepared, res, params.chunk_size)
-    model = res.model if recipe is None else replace(res.model, recipe=recipe)
-    exact = res.exact and (recipe is None or not recipe.cleans)
-    return FittedImage(model, res.n_iter, exact, prepared, res.idx, res.d2)
+        fitted = _fitted_with_recipe(prepared, res, params.chunk_size, means, params.pin_seeds)
+    else:
+        model = res.model if recipe is None else replace(res.model, recipe=recipe)
+        exact = res.exact and (recipe is None or not recipe.cleans)
+        fitted = FittedImage(model, res.n_iter, exact, prepared, res.idx, res.d2)
+    return fitted if match_to is None else _matched(fitted, match_to)
 
 
-def _fitted_with_recipe(prepared: PreparedImage, res, chunk_size) -> FittedImage:
+def _matched(fitted: FittedImage, match_to) -> FittedImage:
+    """``fitted`` with its labels renumbered to match ``match_to``'s IDs."""
+    model = fitted.model
+    lut = matching.match_labels(model, match_to)
+    new = matching.relabel_model(model, lut, match_to)
+    if new is model:
+        return fitted
+    idx = lut[fitted.idx + 1] - 1
+    done = fitted.labelling
+    if done is not None:
+        labels = lut.astype(new.label_dtype)[done.labels]
+        counts = np.bincount(labels.ravel(), minlength=new.n_clusters + 1)[1:].astype(np.int64)
+        done = Labelling(labels, done.inertia, counts)
+    return replace(fitted, model=new, idx=idx, labelling=done)
+
+
+def _fitted_with_recipe(prepared: PreparedImage, res, chunk_size, seeds=None, pinned=False):
     """A fit on feature channels: the clusters ordered dark to bright by their pixels' mean
     *input* values, which become the model's colours (the centres stay in feature space)."""
     source, feats = prepared.source, prepared.pixels
@@ -209,14 +235,20 @@ def _fitted_with_recipe(prepared: PreparedImage, res, chunk_size) -> FittedImage
     )  # fmt: skip
     mean = sums.sum(axis=0) / max(counts.sum(), 1.0)
     colors = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], mean)
-    order = np.argsort(ft.luminance(colors, source.spec), kind="stable")
+    m = 0 if seeds is None else seeds.n_classes  # seeded clusters keep their place, first
+    if m:
+        unfilled = (counts[:m] == 0) | pinned
+        colors[:m][unfilled] = seeds.colors[unfilled]
+    order = m + np.argsort(ft.luminance(colors[m:], source.spec), kind="stable")
+    order = np.concatenate([np.arange(m), order]).astype(np.intp)
     rank = np.empty(k, np.intp)
     rank[order] = np.arange(k)
     lut = np.concatenate([[0], rank + 1]).astype(labels.dtype)
     recipe = prepared.recipe
     model = KMeansModel(
         res.model.centers[order], colors[order], source.spec, prepared.image.dtype.name,
-        res.model.seed, recipe=recipe,
+        res.model.seed, recipe=recipe, seed_means=res.model.seed_means,
+        pinned=res.model.pinned,
     )  # fmt: skip
     labels = recipe.clean(lut[labels].reshape(source.spatial_shape))
     final = np.bincount(labels.ravel(), minlength=k + 1)[1:].astype(np.int64)
@@ -228,7 +260,8 @@ def _fitted_with_recipe(prepared: PreparedImage, res, chunk_size) -> FittedImage
 def segment(
     image, n_clusters=5, *, channel_axis=None, rgb=None, color_space="rgb", mask=None, seed=0,
     n_init=4, max_iter=300, tol=1e-4, chunk_size=None, smoothing=0.0, features="values",
-    spatial_weight=0.0, majority=0, min_size=0, progress=None, params=None,
+    spatial_weight=0.0, majority=0, min_size=0, seeds=None, pin_seeds=False, match_to=None,
+    progress=None, params=None,
 ) -> Segmentation:  # fmt: skip
     """Segment an image by k-means clustering of its pixel values.
 
@@ -265,9 +298,23 @@ def segment(
         Convergence tolerance on the centre shift, relative to the data's mean variance.
     chunk_size : int, optional
         Pixels per chunk when labelling images that do not compress (bounds temporary memory).
+    seeds : ndarray or dask array of int, optional
+        Scribbled seed classes, the image's spatial shape: 0 unseeded, 1..m (m <= k) a class.
+        Cluster i starts at the mean feature of the valid pixels seeded i and gives label i;
+        the other k - m clusters start by k-means++ and get labels m+1..k, dark to bright.
+        Seeded fits use seeded Lloyd (``exact`` False), single-channel data too. See
+        :mod:`napari_kmeans.seeds`.
+    pin_seeds : bool, optional
+        Keep the seeded centres at their seed means (their colours, in ``centers``, are the
+        seeds' mean input values); the free clusters still move.
+    match_to : KMeansModel or Segmentation, optional
+        An earlier model (or result): labels are renumbered to its IDs by minimum total
+        distance between the clusters' colours; unmatched new clusters get the next free IDs,
+        earlier IDs left unmatched are absent (labels need not be contiguous). Seed classes
+        keep their IDs. See :func:`napari_kmeans.matching.match_model`.
     params : Params, optional
-        All the settings above (``n_clusters`` to ``chunk_size``) as one validated object;
-        keywords left at their defaults defer to it.
+        All the settings above (``n_clusters`` to ``chunk_size``, ``pin_seeds``) as one
+        validated object; keywords left at their defaults defer to it.
     progress : callable, optional
         ``progress(fraction, step)``, called regularly during the work (between restarts, Lloyd
         iterations, coarse-to-fine stages, levels of the exact 1-D solver and chunks of pixels)
@@ -339,18 +386,21 @@ def segment(
         params, n_clusters=n_clusters, color_space=color_space, seed=seed, n_init=n_init,
         max_iter=max_iter, tol=tol, chunk_size=chunk_size, smoothing=smoothing,
         features=features, spatial_weight=spatial_weight, majority=majority, min_size=min_size,
+        pin_seeds=pin_seeds,
     )  # fmt: skip
     if blocks.is_dask(image) or blocks.is_dask(mask):  # out of core: dask arrays in, dask out
         refuse_on_dask(params.recipe)
         return lazy.segment_lazy(
             image, channel_axis=channel_axis, rgb=rgb, mask=mask, params=params,
-            progress=progress,
+            seeds=seeds, match_to=match_to, progress=progress,
         )  # fmt: skip
     progress = ft.checked_progress(progress)
     source_dtype = image.image.dtype if isinstance(image, PreparedImage) else None
     if isinstance(image, np.ndarray):
         source_dtype = image.dtype
-    fitted = _fitted(image, params, channel_axis, rgb, mask, ft.part(progress, 0.0, 0.8))
+    fitted = _fitted(
+        image, params, channel_axis, rgb, mask, ft.part(progress, 0.0, 0.8), seeds, match_to
+    )
     labels, inertia, counts = fitted.label(
         chunk_size=params.chunk_size, progress=ft.part(progress, 0.8, 0.95)
     )
@@ -372,7 +422,9 @@ def segment(
     )
 
 
-def _fitted(image, params, channel_axis, rgb, mask, progress) -> FittedImage:
+def _fitted(
+    image, params, channel_axis, rgb, mask, progress, seeds=None, match_to=None
+) -> FittedImage:
     """Stages 1 and 2 on an in-memory image (a :class:`PreparedImage` skips stage 1)."""
     if isinstance(image, PreparedImage):
         prepared = image
@@ -381,13 +433,20 @@ def _fitted(image, params, channel_axis, rgb, mask, progress) -> FittedImage:
             image, channel_axis=channel_axis, rgb=rgb, mask=mask, params=params,
             progress=ft.part(progress, 0.0, 0.2),
         )  # fmt: skip
-    return fit_prepared(prepared, params, progress=ft.part(progress, 0.2, 1.0))
+    if match_to is not None:
+        matching.reference_model(match_to)  # refuse a wrong type before fitting
+    if seeds is not None and blocks.is_dask(seeds):
+        seeds = np.asarray(seeds)
+    return fit_prepared(
+        prepared, params, seeds=seeds, match_to=match_to, progress=ft.part(progress, 0.2, 1.0)
+    )
 
 
 def fit(
     image, n_clusters=5, *, channel_axis=None, rgb=None, color_space="rgb", mask=None, seed=0,
     n_init=4, max_iter=300, tol=1e-4, smoothing=0.0, features="values", spatial_weight=0.0,
-    majority=0, min_size=0, progress=None, params=None,
+    majority=0, min_size=0, seeds=None, pin_seeds=False, match_to=None, progress=None,
+    params=None,
 ) -> Fit:  # fmt: skip
     """Fit a :class:`KMeansModel` to an image without labelling it.
 
@@ -402,7 +461,7 @@ def fit(
         :func:`napari_kmeans.lazy.segment_lazy` does (see :func:`napari_kmeans.lazy.fit_lazy`,
         which also gives counts and inertia when they come for free).
     n_clusters, channel_axis, rgb, color_space, mask, seed, n_init, max_iter, tol, params
-        As for :func:`segment`.
+        As for :func:`segment`; so are ``seeds``, ``pin_seeds`` and ``match_to``.
     progress : callable, optional
         As for :func:`segment`: ``progress(fraction, step)``, called regularly;
         raise from it to cancel.
@@ -422,17 +481,18 @@ def fit(
     params = make_params(
         params, n_clusters=n_clusters, color_space=color_space, seed=seed, n_init=n_init,
         max_iter=max_iter, tol=tol, smoothing=smoothing, features=features,
-        spatial_weight=spatial_weight, majority=majority, min_size=min_size,
+        spatial_weight=spatial_weight, majority=majority, min_size=min_size, pin_seeds=pin_seeds,
     )  # fmt: skip
     progress = ft.checked_progress(progress)
     if blocks.is_dask(image) or blocks.is_dask(mask):
         refuse_on_dask(params.recipe)
         found = lazy.fit_lazy(
-            image, params, channel_axis=channel_axis, rgb=rgb, mask=mask, progress=progress
-        )
+            image, params, channel_axis=channel_axis, rgb=rgb, mask=mask, seeds=seeds,
+            match_to=match_to, progress=progress,
+        )  # fmt: skip
         result = Fit(found.model, found.n_iter, found.exact)
     else:
-        result = _fitted(image, params, channel_axis, rgb, mask, progress).fit
+        result = _fitted(image, params, channel_axis, rgb, mask, progress, seeds, match_to).fit
     ft.tick(progress, 1.0, "done")
     return result
 
@@ -520,3 +580,105 @@ def _support_of(image, mask, params, channel_axis, rgb):
         return spec, laid.dtype, blocks.support_of_blocks(laid, params.seed)
     prepared = prepare_image(image, channel_axis=channel_axis, rgb=rgb, mask=mask, params=params)
     return prepared.spec, prepared.pixels.dtype, prepared.support
+
+
+# -- timelapses: one fit per frame, IDs matched frame to frame ---------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class FramesSegmentation:
+    """Result of :func:`segment_frames`: ``labels`` and ``recolored`` with the time axis
+    where the input had it, and each frame's :class:`Segmentation` in ``frames``."""
+
+    labels: np.ndarray
+    recolored: np.ndarray
+    frames: tuple
+
+    @property
+    def models(self) -> list:
+        return [f.model for f in self.frames]
+
+
+def segment_frames(
+    image, n_clusters=5, *, time_axis=0, match=True, match_to=None, mask=None, seeds=None,
+    channel_axis=None, progress=None, **kwargs,
+) -> FramesSegmentation:  # fmt: skip
+    """Segment a timelapse frame by frame, each frame's label IDs matched to the previous one's.
+
+    Each frame is fitted on its own (its own centres: classes may drift in brightness), then its
+    labels are matched (:func:`napari_kmeans.matching.match_model`) to the previous frame's
+    model, so that a label means the same class through time.
+
+    Parameters
+    ----------
+    image : ndarray
+        The timelapse, frames along ``time_axis`` (an in-memory array; a dask array is read
+        one frame at a time).
+    n_clusters : int
+        k for every frame.
+    time_axis : int, optional
+        Axis of the frames (not the channel axis).
+    match : bool, optional
+        Match each frame's IDs to the previous frame's (False: each frame ordered on its own).
+    match_to : KMeansModel or Segmentation, optional
+        A model the first frame is matched to.
+    mask, seeds : ndarray, optional
+        The image's spatial shape including the time axis (or one frame's, applied to every
+        frame).
+    channel_axis : int, optional
+        As for :func:`segment`, counted in the whole image (a negative axis counts from the end).
+    progress : callable, optional
+        ``progress(fraction, step)`` over all frames.
+    **kwargs
+        Other settings of :func:`segment` (``rgb``, ``color_space``, ``seed``, ``pin_seeds``,
+        features, clean-up...).
+
+    Returns
+    -------
+    FramesSegmentation
+        ``labels`` (one dtype for all frames), ``recolored``, and ``frames``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> movie = np.array([[0, 0, 90, 200], [0, 0, 150, 100]], np.uint8)  # 2 frames
+    >>> segment_frames(movie, 3).labels  # the 200 -> 150 class keeps ID 3
+    array([[1, 1, 2, 3],
+           [1, 1, 3, 2]], dtype=uint8)
+    """
+    ndim = np.ndim(image)
+    t_ax = ft.check_int("time_axis", time_axis, -ndim, ndim - 1) % ndim
+    ch = None if channel_axis is None else channel_axis % ndim
+    if ch == t_ax:
+        raise ValueError(f"time_axis and channel_axis are both {t_ax}; give different axes.")
+    frame_ch = None if ch is None else (ch - (ch > t_ax)) - (ndim - 1)  # negative, per frame
+    # the time axis among the spatial axes (masks, seeds, labels)
+    t_sp = t_ax - (ch is not None and ch < t_ax)
+    n = image.shape[t_ax]
+    progress = ft.checked_progress(progress)
+    frames, previous = [], match_to
+    for t in range(n):
+        frame = np.asarray(np.take(image, t, axis=t_ax))
+        r = segment(
+            frame, n_clusters, channel_axis=frame_ch, mask=_frame_of(mask, t, t_sp, ndim, ch),
+            seeds=_frame_of(seeds, t, t_sp, ndim, ch), match_to=previous,
+            progress=ft.part(progress, t / n, (t + 1) / n), **kwargs,
+        )  # fmt: skip
+        frames.append(r)
+        if match:
+            previous = r.model
+    dtype = np.result_type(*[f.labels.dtype for f in frames])
+    labels = np.stack([f.labels.astype(dtype) for f in frames], axis=t_sp)
+    recolored = np.stack([f.recolored for f in frames], axis=t_ax)
+    return FramesSegmentation(labels, recolored, tuple(frames))
+
+
+def _frame_of(array, t, t_sp, ndim, ch):
+    """Frame ``t`` of a per-pixel array given for the whole timelapse, or the array itself
+    when it has one frame's dimensions."""
+    if array is None:
+        return None
+    spatial_ndim = ndim - (ch is not None)
+    if np.ndim(array) == spatial_ndim:
+        return np.asarray(np.take(array, t, axis=t_sp))
+    return array
