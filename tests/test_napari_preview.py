@@ -244,3 +244,78 @@ def test_preview_of_a_multiscale_image_is_the_level_on_screen(viewer, widget, qt
     np.testing.assert_array_equal(layer.data, segment(pyramid[level], 3).labels)
     np.testing.assert_allclose(layer.scale, [0.5 * 4**level] * 2)  # on top of the image
     assert layer.metadata[KEY]["parameters"]["level"] == level
+
+
+def band_mode(labels, truth, band):
+    values, counts = np.unique(labels[truth == band], return_counts=True)
+    return int(values[np.argmax(counts)])
+
+
+def test_seeds_set_the_label_ids_and_the_preview_follows_a_scribble(viewer, widget, qtbot):
+    image, truth = blobs()
+    source = viewer.add_image(image, name="img")
+    c = widget.controls
+    c.image.value = source
+    c.n_clusters.value = 3
+    c.new_seeds.native.click()
+    seeds = viewer.layers["img seeds"]
+    c.live_preview.value = True
+    qtbot.waitUntil(lambda: preview_of(viewer, "img") is not None, timeout=10_000)
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=10_000)
+    labels = viewer.layers["img k-means labels"]
+    assert band_mode(labels.data, truth, 2) == 3  # unseeded: dark to bright
+
+    seeds.selected_label = 1
+    seeds.brush_size = 5
+    seeds.paint((48, 80), 1)  # a stroke of class 1 on the brightest band; no Run
+    qtbot.waitUntil(
+        lambda: widget.worker is None and band_mode(labels.data, truth, 2) == 1, timeout=10_000
+    )
+    assert (labels.data[truth == 2] == 1).mean() > 0.99  # the seeded class keeps label 1
+    assert labels.metadata[KEY]["model"]["seed_means"] is not None
+
+
+def test_label_ids_stay_put_when_k_changes(viewer, widget, qtbot, run_and_wait):
+    image, truth = blobs(levels=(20, 120, 220))
+    source = viewer.add_image(image, name="img")
+    c = widget.controls
+    c.image.value = source
+    c.n_clusters.value = 3
+    c.seeds.value = viewer.add_labels(np.zeros(image.shape, np.uint8), name="s")
+    viewer.layers["s"].data[40:50, 70:90] = 1  # class 1: the brightest band
+    viewer.layers["s"].refresh()
+    run_and_wait(widget)
+    first = viewer.layers["img k-means labels"].data.copy()
+    ids = [band_mode(first, truth, b) for b in range(3)]
+    assert ids[2] == 1 and sorted(ids) == [1, 2, 3]
+
+    c.seeds.value = None  # no seeds now: without kept IDs the brightest band would be 3
+    c.seed.value = 5
+    run_and_wait(widget)
+    second = viewer.layers["img k-means labels"].data
+    assert [band_mode(second, truth, b) for b in range(3)] == ids
+
+    c.keep_ids.value = False
+    run_and_wait(widget)
+    third = viewer.layers["img k-means labels"].data
+    assert [band_mode(third, truth, b) for b in range(3)] == [1, 2, 3]
+
+
+def test_confidence_image_is_made_on_request(viewer, widget, qtbot, run_and_wait):
+    image, truth = blobs()
+    source = viewer.add_image(image, name="img", scale=(2.0, 2.0))
+    c = widget.controls
+    c.image.value = source
+    c.n_clusters.value = 3
+    c.confidence.value = True
+    run_and_wait(widget)
+    layer = viewer.layers["img k-means confidence"]
+    model = segment(image, 3).model
+    np.testing.assert_allclose(layer.data, model.confidence(image), atol=1e-6)
+    assert (
+        layer.data.dtype == np.float32 and 0 <= np.nanmin(layer.data) <= np.nanmax(layer.data) <= 1
+    )
+    np.testing.assert_allclose(layer.scale, source.scale)
+    assert layer not in c.image.choices  # never offered as a source
+    # pixels far from the cluster boundaries are surer than the noisy ones between
+    assert layer.data[truth == 0].mean() > 0.5

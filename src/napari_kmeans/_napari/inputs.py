@@ -8,6 +8,7 @@ a worker starts, and raised as :class:`~.jobs.InputError` with a message for a n
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import math
 import os
@@ -33,6 +34,7 @@ from .jobs import (
     size_text,
     spatial,
 )
+from .outputs import KEY
 from .workers import run_apply, run_lazy, run_segment
 
 FIT_PIXELS = 1 << 18  # multiscale data are fitted on the coarsest level with at least this many
@@ -116,6 +118,26 @@ def mask_array(viewer, layer, source, shape: tuple[int, ...], *, lazy=False):
 
         return da.asarray(data) > 0
     return np.asarray(data) > 0
+
+
+def seeds_array(viewer, layer, source, shape: tuple[int, ...], *, lazy=False):
+    """The seed classes (0: unseeded) of Labels ``layer``, of the source's spatial ``shape``."""
+    if layer not in viewer.layers:
+        raise InputError(f"seeds layer '{layer}' is no longer in the viewer; choose another one.")
+    if not isinstance(layer, Labels):
+        raise InputError(f"seeds '{layer.name}' must be a Labels layer of scribbles.")
+    data = levels(layer)[0]
+    if tuple(data.shape) != shape:
+        raise InputError(
+            f"seeds '{layer.name}' has shape {tuple(data.shape)}, but the pixels of "
+            f"'{source.name}' are laid out as {shape}; make a seeds layer of that shape with "
+            "'New' next to the seeds choice."
+        )
+    if lazy:
+        import dask.array as da
+
+        return da.asarray(data)
+    return np.asarray(data)
 
 
 def _shape_vertices(viewer, shapes, source, nd: int) -> list[np.ndarray]:
@@ -206,8 +228,9 @@ def _downsample(mask, shape: tuple[int, ...]):
     return mask
 
 
-def _planes(source, extras, level, index, mask) -> Planes:
-    """One level of the inputs, restricted to the slice ``index`` (level-0 indices)."""
+def _planes(source, extras, level, index, mask, seeds=None) -> Planes:
+    """One level of the inputs, restricted to the slice ``index`` (level-0 indices); ``mask``
+    and ``seeds`` are already restricted to it, at full resolution."""
     base = spatial(levels(source)[0].shape, source.rgb)
     here = spatial(levels(source)[level].shape, source.rgb)
     key = tuple(
@@ -217,7 +240,7 @@ def _planes(source, extras, level, index, mask) -> Planes:
     image = levels(source)[level][key]
     extra = tuple(levels(e)[level][key] for e in extras)
     shape = spatial(image.shape, source.rgb)
-    return Planes(image, source.rgb, extra, _downsample(mask, shape))
+    return Planes(image, source.rgb, extra, _downsample(mask, shape), _downsample(seeds, shape))
 
 
 def _fit_level(source, index) -> int | None:
@@ -248,12 +271,14 @@ def checked_layers(viewer, source, extras, mask, *, lazy=False):
 
 def build_job(
     viewer, source, params: Params, *, extras=(), mask=None, current_slice=False, level=0,
-    preview=False,
+    preview=False, seeds=None, match_to=None, confidence=False,
 ):  # fmt: skip
     """Check the chosen layers and gather them as a :class:`Job`; returns ``(job, info)``.
 
     ``level`` > 0 (a multiscale image) reads that pyramid level instead of the full resolution
     (a preview of the level on screen); ``preview`` marks the outputs as a live preview.
+    ``seeds`` is a Labels layer of scribbles, ``match_to`` the model whose label IDs to keep,
+    ``confidence`` asks for the confidence image too.
 
     Raises
     ------
@@ -263,37 +288,63 @@ def build_job(
     extras, shape0, mask_full = checked_layers(viewer, source, extras, mask, lazy=level > 0)
     index = slice_index(viewer, source) if current_slice else None
     index = index or None
-    if index is not None and mask_full is not None:
-        mask_full = mask_full[tuple(index.get(a, slice(None)) for a in range(len(shape0)))]
-    full = _planes(source, extras, level, index, mask_full)
+    seeds_full = None if seeds is None else seeds_array(viewer, seeds, source, shape0)
+    if index is not None:
+        where = tuple(index.get(a, slice(None)) for a in range(len(shape0)))
+        mask_full = None if mask_full is None else mask_full[where]
+        seeds_full = None if seeds_full is None else seeds_full[where]
+    full = _planes(source, extras, level, index, mask_full, seeds_full)
     fit_level = None if level else _fit_level(source, index)
-    fit = None if fit_level is None else _planes(source, extras, fit_level, index, mask_full)
+    fit = (
+        None if fit_level is None
+        else _planes(source, extras, fit_level, index, mask_full, seeds_full)
+    )  # fmt: skip
     info = RunInfo(source, extras, mask, params, index, fit_level, level, preview)
-    return Job(full, params, fit), info
+    return Job(full, params, fit, match_to, confidence), info
 
 
-def for_preview(viewer, source, params: Params, *, extras=(), mask=None) -> tuple:
+def for_preview(viewer, source, params: Params, **kwargs) -> tuple:
     """A live preview: the slice on screen, at the pyramid level on screen for a multiscale
-    image, read into memory and segmented there (``run_segment``)."""
+    image, read into memory and segmented there (``run_segment``); ``kwargs`` as for
+    :func:`build_job`."""
     level = int(source.data_level) if getattr(source, "multiscale", False) else 0
     job, info = build_job(
-        viewer, source, params, extras=extras, mask=mask, current_slice=True, level=level,
-        preview=True,
-    )  # fmt: skip
+        viewer, source, params, current_slice=True, level=level, preview=True, **kwargs
+    )
     return run_segment, job, info
 
 
-def fit_on_slice_job(viewer, source, params: Params, *, extras=(), mask=None):
+def fit_on_slice_job(viewer, source, params: Params, *, extras=(), mask=None, **kwargs):
     """Fit on the slice on screen, label the whole data with that model.
 
     For a timelapse or a stack: every frame is labelled by one model fitted on the current frame.
     """
-    whole, info = build_job(viewer, source, params, extras=extras, mask=mask)
+    whole, info = build_job(viewer, source, params, extras=extras, mask=mask, **kwargs)
     part, part_info = build_job(
-        viewer, source, params, extras=extras, mask=mask, current_slice=True
+        viewer, source, params, extras=extras, mask=mask, current_slice=True, **kwargs
     )
     fit = part.fit if part.fit is not None else part.full
-    return Job(whole.full, params, fit), extend_info(info, fit_slice=part_info.slice_index)
+    job = Job(whole.full, params, fit, whole.match_to, whole.confidence)
+    return job, extend_info(info, fit_slice=part_info.slice_index)
+
+
+def model_of(labels, source, extras, params: Params) -> KMeansModel | None:
+    """The model recorded in k-means ``labels`` (a layer), when a run on ``source`` (+
+    ``extras``) with ``params`` can match its label IDs to it (the same channels and colour
+    space); None otherwise."""
+    meta = labels.metadata.get(KEY) or {}
+    try:
+        model = KMeansModel.from_dict(meta["model"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    channels = levels(source)[0].shape[-1] if source.rgb else 1 + len(extras)
+    spec = model.spec
+    same = (spec.rgb, spec.n_channels, spec.color_space) == (
+        bool(source.rgb),
+        int(channels),
+        params.color_space,
+    )
+    return model if same else None
 
 
 def params_of(model: KMeansModel) -> Params:
@@ -359,36 +410,47 @@ def _level_planes(source, extras, level: int, mask) -> Planes:
 
 def build_lazy_job(
     viewer, source, params: Params, *, extras=(), mask=None, fit_slice=False, model=None,
-    origin=None,
+    origin=None, seeds=None, match_to=None, confidence=False,
 ):  # fmt: skip
     """Check the chosen layers and gather a :class:`LazyJob`; returns ``(job, info)``.
 
     ``fit_slice`` fits on the slice on screen; ``model`` (applied from ``origin``) skips the fit.
+    ``seeds``, ``match_to`` and ``confidence`` are as for :func:`build_job`.
 
     Raises
     ------
     InputError
         With a message for the user when the layers cannot be segmented together.
     """
-    extras, _, mask_full = checked_layers(viewer, source, extras, mask, lazy=True)
+    extras, shape0, mask_full = checked_layers(viewer, source, extras, mask, lazy=True)
+    seeds_full = (
+        None if seeds is None or model is not None
+        else seeds_array(viewer, seeds, source, shape0, lazy=True)
+    )  # fmt: skip
     n_levels = len(levels(source))
     planes = tuple(_level_planes(source, extras, i, mask_full) for i in range(n_levels))
+    if seeds_full is not None:  # the block-wise fit reads the seeds at full resolution
+        planes = (dataclasses.replace(planes[0], seeds=seeds_full), *planes[1:])
     fit = level = sliced = None
     if model is None and fit_slice:
         part, part_info = build_job(
-            viewer, source, params, extras=extras, mask=mask, current_slice=True
+            viewer, source, params, extras=extras, mask=mask, current_slice=True, seeds=seeds
         )
         fit = part.fit if part.fit is not None else part.full
         level, sliced = part_info.fit_level, part_info.slice_index
     elif model is None:
         level = _fit_level(source, None)
-        fit = None if level is None else _planes(source, extras, level, None, mask_full)
+        fit = (
+            None if level is None
+            else _planes(source, extras, level, None, mask_full, seeds_full)
+        )  # fmt: skip
     info = RunInfo(source, extras, mask, params, None, level)
     if model is not None:
         info = extend_info(info, model_from=origin)
     elif fit_slice:
         info = extend_info(info, fit_slice=sliced)
-    return LazyJob(planes, params, fit, model, source.multiscale), info
+    job = LazyJob(planes, params, fit, model, source.multiscale, match_to, confidence)
+    return job, info
 
 
 SAFE_FRACTION = 0.5  # at most this share of the available memory is used
@@ -524,20 +586,23 @@ def check_fits(model: KMeansModel, planes: Planes, name: str) -> None:
 
 
 def for_run(
-    viewer, source, params: Params, *, extras=(), mask=None, current_slice=False, fit_slice=False
-) -> tuple:
-    """A k-means run on ``source`` (fitting on the slice on screen when ``fit_slice``)."""
+    viewer, source, params: Params, *, extras=(), mask=None, current_slice=False, fit_slice=False,
+    **kwargs,
+) -> tuple:  # fmt: skip
+    """A k-means run on ``source`` (fitting on the slice on screen when ``fit_slice``);
+    ``kwargs`` (seeds, match_to, confidence) as for :func:`build_job`."""
     if lazy_mode(source, current_slice):
         job, info = build_lazy_job(
-            viewer, source, params, extras=extras, mask=mask, fit_slice=fit_slice
+            viewer, source, params, extras=extras, mask=mask, fit_slice=fit_slice, **kwargs
         )
         return run_lazy, job, info
     if fit_slice:
-        job, info = fit_on_slice_job(viewer, source, params, extras=extras, mask=mask)
+        job, info = fit_on_slice_job(viewer, source, params, extras=extras, mask=mask, **kwargs)
     else:
         job, info = build_job(
-            viewer, source, params, extras=extras, mask=mask, current_slice=current_slice
-        )
+            viewer, source, params, extras=extras, mask=mask, current_slice=current_slice,
+            **kwargs,
+        )  # fmt: skip
     return run_segment, job, info
 
 

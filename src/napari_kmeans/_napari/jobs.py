@@ -135,6 +135,7 @@ class Planes:
     rgb: bool = False
     extras: tuple = ()
     mask: np.ndarray | None = None
+    seeds: np.ndarray | None = None  # scribbled seed classes 1..m (0: none), spatial shape
 
     @property
     def spatial_shape(self) -> tuple[int, ...]:
@@ -144,9 +145,11 @@ class Planes:
     def materialized(self) -> Planes:
         """The same planes as numpy arrays in their own dtypes (computes dask arrays)."""
         mask = None if self.mask is None else np.asarray(self.mask)
+        seeds = None if self.seeds is None else np.asarray(self.seeds)
         return Planes(
-            np.asarray(self.image), self.rgb, tuple(np.asarray(e) for e in self.extras), mask
-        )
+            np.asarray(self.image), self.rgb, tuple(np.asarray(e) for e in self.extras), mask,
+            seeds,
+        )  # fmt: skip
 
     def block(self, index: tuple) -> Planes:
         """The planes restricted to ``index`` (a tuple of slices over the spatial axes)."""
@@ -176,6 +179,8 @@ class Job:
     full: Planes
     params: Params
     fit: Planes | None = None
+    match_to: KMeansModel | None = None  # the last run's model: its label IDs are kept
+    confidence: bool = False  # also compute the per-pixel confidence
 
 
 @dataclass(frozen=True)
@@ -201,6 +206,7 @@ class Outcome:
     error: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
     lazy: bool = False  # labels and recolored are dask arrays (lists of them: one per level)
+    confidence: object = None  # per-pixel confidence 0..1 (float32; dask when lazy), if asked
 
     @property
     def n_clusters(self) -> int:
@@ -249,6 +255,8 @@ class LazyJob:
     fit: Planes | None = None
     model: KMeansModel | None = None
     multiscale: bool = False
+    match_to: KMeansModel | None = None  # the last run's model: its label IDs are kept
+    confidence: bool = False  # also build the lazy per-pixel confidence
 
     @property
     def full(self) -> Planes:

@@ -26,6 +26,7 @@ from napari.layers import Image, Labels
 from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.transforms import Affine
 
+from .. import features as ft
 from .._version import __version__
 from ..lazy import is_dask
 from ..model import KMeansModel
@@ -98,7 +99,9 @@ def _layer_kwargs(outcome: Outcome, info: RunInfo, role: str, run_id: str, style
     kwargs = {**placement(info), "metadata": metadata(outcome, info, role, run_id, style)}
     if role == "labels":
         names = channel_names(info)
-        kwargs["colormap"] = labels_colormap(outcome.n_clusters, style, outcome.counts)
+        kwargs["colormap"] = labels_colormap(
+            outcome.n_clusters, style, outcome.counts, brightness=brightness(outcome.model)
+        )
         kwargs["features"] = outcome_table(outcome, names)
     elif not src.rgb:  # shown as the source is: its colormap, limits and blending
         kwargs.update(
@@ -108,6 +111,15 @@ def _layer_kwargs(outcome: Outcome, info: RunInfo, role: str, run_id: str, style
     elif outcome.lazy:  # napari would compute the data to find contrast limits
         kwargs.update(contrast_limits=src.contrast_limits)
     return kwargs
+
+
+def brightness(model: KMeansModel) -> np.ndarray:
+    """Each label's brightness as the engine orders clusters (luminance of its colour; NaN for
+    an absent label): label 1 is not the darkest once IDs follow seeds or an earlier run."""
+    values = np.asarray(ft.luminance(np.asarray(model.colors, dtype=float), model.spec), float)
+    absent = np.setdiff1d(np.arange(1, model.n_clusters + 1), model.present_labels)
+    values[absent - 1] = np.nan
+    return values
 
 
 def _lock(layer) -> None:
@@ -215,8 +227,15 @@ def palette(n: int) -> np.ndarray:
     return np.concatenate([PALETTE, extra])
 
 
-def transparent_label(style: Style, k: int, counts=None) -> int | None:
-    """The label ``style`` leaves transparent among 1..k (labels go dark to bright)."""
+def transparent_label(style: Style, k: int, counts=None, brightness=None) -> int | None:
+    """The label ``style`` leaves transparent among 1..k: labels go dark to bright, unless
+    ``brightness`` (one per label, NaN for an absent label) says otherwise (kept label IDs)."""
+    if style.background in ("darkest", "brightest") and brightness is not None:
+        values = np.asarray(brightness, dtype=float)[:k]
+        if not np.isfinite(values).any():
+            return None
+        pick = np.nanargmin if style.background == "darkest" else np.nanargmax
+        return int(pick(values)) + 1
     if style.background == "darkest":
         return 1
     if style.background == "brightest":
@@ -232,7 +251,7 @@ def transparent_label(style: Style, k: int, counts=None) -> int | None:
 
 
 def labels_colormap(
-    k: int, style: Style = Style(), counts=None, n_labels=None
+    k: int, style: Style = Style(), counts=None, n_labels=None, brightness=None
 ) -> DirectLabelColormap:
     """Distinct colours for labels 1..k (and painted labels up to ``n_labels``), 0 and the
     style's background cluster transparent. The clusters' own colours stay in the recoloured
@@ -242,7 +261,7 @@ def labels_colormap(
     n = max(k, n_labels or 0, COLORED) + SPARE_LABELS
     colors = {0: "transparent", None: UNNAMED}
     colors.update({i + 1: (*map(float, c), 1.0) for i, c in enumerate(palette(n))})
-    hidden = transparent_label(style, k, counts)
+    hidden = transparent_label(style, k, counts, brightness)
     if hidden is not None:
         colors[hidden] = "transparent"
     return DirectLabelColormap(color_dict=colors)
@@ -506,6 +525,35 @@ def publish(viewer, outcome: Outcome, info: RunInfo, previous: Outputs | None, s
     viewer.add_layer(layer)
     _lock(layer)
     return Outputs(source, layer, image, digest(labels), sliced=sliced, preview=info.preview), how
+
+
+def publish_confidence(viewer, outcome: Outcome, info: RunInfo, made: Outputs):
+    """Show the run's confidence image (when it was asked for) as '<source> k-means confidence'
+    over the labels: updated in place while it is the one this widget made for the source, else
+    added. Returns the layer, or None."""
+    if outcome.confidence is None:
+        return None
+    data = _expanded(outcome.confidence, info)
+    multiscale = isinstance(data, list)
+    meta = {KEY: {
+        "role": "confidence", "source": info.source.name, "preview": info.preview,
+        "run": made.labels.metadata[KEY]["run"],
+        "definition": "(d2 - d1) / (d2 + d1): d1, d2 the distances to the nearest centre of the "
+        "pixel's label and of any other label; NaN off the mask",
+    }}  # fmt: skip
+    kwargs = {**placement(info), "metadata": meta}
+    name = f"{info.source.name} k-means confidence"
+    old = next((layer for layer in viewer.layers if layer.name == name), None)
+    mine = old is not None and (old.metadata.get(KEY) or {}).get("role") == "confidence"
+    if mine and old.multiscale == multiscale:
+        _update(old, data, kwargs)
+        return old
+    layer = Image(
+        data, name=name, colormap="magma", contrast_limits=(0.0, 1.0), multiscale=multiscale,
+        visible=True, **kwargs,
+    )  # fmt: skip
+    viewer.add_layer(layer)
+    return layer
 
 
 def swap(viewer, old, new) -> None:

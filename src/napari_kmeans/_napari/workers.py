@@ -57,8 +57,9 @@ def _with_notes(func, *args, **kwargs):
     return value, notes
 
 
-def fit_model(planes: Planes, params: Params, progress=None):
-    """Fit a model to ``planes`` as :func:`napari_kmeans.segment` does.
+def fit_model(planes: Planes, params: Params, progress=None, match_to=None):
+    """Fit a model to ``planes`` (with their seeds) as :func:`napari_kmeans.segment` does,
+    its label IDs matched to ``match_to``'s when given.
 
     Returns ``(model, n_iter, exact, notes)``; ``notes`` are the engine's warnings as text.
     ``progress`` is the engine's callback (a :func:`stopper` stops the fit).
@@ -66,13 +67,15 @@ def fit_model(planes: Planes, params: Params, progress=None):
     image = ft.as_image(planes.assembled())
     layout = planes.layout()
     fitted, notes = _with_notes(
-        fit, image, params=params, mask=planes.mask, progress=progress, **layout
-    )
+        fit, image, params=params, mask=planes.mask, seeds=planes.seeds, match_to=match_to,
+        progress=progress, **layout,
+    )  # fmt: skip
     return fitted.model, fitted.n_iter, fitted.exact, notes
 
 
-def fit_planes(planes: Planes, params: Params, progress=None):
-    """Stages 1 and 2 of :func:`napari_kmeans.segment` on in-memory planes.
+def fit_planes(planes: Planes, params: Params, progress=None, match_to=None):
+    """Stages 1 and 2 of :func:`napari_kmeans.segment` on in-memory planes (with their seeds,
+    the label IDs matched to ``match_to``'s when given).
 
     Returns ``(FittedImage, notes)``: its ``label()`` finishes the job exactly as ``segment``
     does, without laying the image out or assigning its values again.
@@ -83,7 +86,9 @@ def fit_planes(planes: Planes, params: Params, progress=None):
         prepared = prepare_image(
             image, mask=planes.mask, params=params, progress=progress, **planes.layout()
         )
-        return fit_prepared(prepared, params, progress=progress)
+        return fit_prepared(
+            prepared, params, seeds=planes.seeds, match_to=match_to, progress=progress
+        )
 
     return _with_notes(stages)
 
@@ -152,15 +157,18 @@ def run_segment(job: Job, stop: threading.Event | None = None) -> Iterator[Progr
         tick = Progress(0.05, "fitting")
         yield tick
         model, n_iter, _, notes = yield from _in_thread(
-            tick, fit_model, fit_planes, job.params, progress=stopper(stop, 0.05, 0.3)
-        )
+            tick, fit_model, fit_planes, job.params, progress=stopper(stop, 0.05, 0.3),
+            match_to=job.match_to,
+        )  # fmt: skip
         labels, recolored, inertia = yield from label_by_blocks(job.full, model)
+        sure = (yield from confidence_of(job.full, model)) if job.confidence else None
     except Exception as err:  # every failure is reported, never a raw traceback
         return Outcome(error=failure(err), seconds=time.perf_counter() - start)
     counts = np.bincount(labels.ravel(), minlength=model.n_clusters + 1)[1:]
     return Outcome(
         labels=labels, recolored=recolored, model=model, inertia=inertia, n_iter=n_iter,
         exact=False, counts=counts, seconds=time.perf_counter() - start, notes=notes,
+        confidence=sure,
     )  # fmt: skip
 
 
@@ -170,8 +178,9 @@ def _run_in_memory(job: Job, start: float, stop=None):
     tick = Progress(0.05, "fitting")
     yield tick
     fitted, notes = yield from _in_thread(
-        tick, fit_planes, full, job.params, progress=stopper(stop, 0.05, 0.6)
-    )
+        tick, fit_planes, full, job.params, progress=stopper(stop, 0.05, 0.6),
+        match_to=job.match_to,
+    )  # fmt: skip
     tick = Progress(0.6, "labelling")
     yield tick
     labels, inertia, counts = yield from _in_thread(tick, fitted.label)
@@ -183,11 +192,20 @@ def _run_in_memory(job: Job, start: float, stop=None):
         recolored = recolored[..., 0]
         if recolored.dtype != source.dtype:
             recolored = ft.cast_colors(recolored, source.dtype)
+    sure = (yield from confidence_of(full, fitted.model)) if job.confidence else None
     return Outcome(
         labels=labels, recolored=recolored, model=fitted.model, inertia=inertia,
         n_iter=fitted.n_iter, exact=fitted.exact, counts=counts,
-        seconds=time.perf_counter() - start, notes=notes,
+        seconds=time.perf_counter() - start, notes=notes, confidence=sure,
     )  # fmt: skip
+
+
+def confidence_of(planes: Planes, model: KMeansModel):
+    """The per-pixel confidence of ``model``'s labels of in-memory ``planes`` (a generator)."""
+    tick = Progress(0.9, "confidence")
+    yield tick
+    image = planes.assembled()
+    return (yield from _in_thread(tick, model.confidence, image, mask=planes.mask, rgb=planes.rgb))
 
 
 def label_by_blocks(full: Planes, model: KMeansModel):
@@ -247,7 +265,7 @@ def assembled_lazy(planes: Planes):
     return da.stack([planes.image, *planes.extras], axis=-1)
 
 
-def fit_lazy(planes: Planes, params: Params, progress=None):
+def fit_lazy(planes: Planes, params: Params, progress=None, match_to=None):
     """Fit a model to dask ``planes`` from block-wise reductions, as ``segment`` does on dask.
 
     Returns ``(LazyFit, notes)`` (:func:`napari_kmeans.lazy.fit_lazy`: counts and inertia are
@@ -256,11 +274,22 @@ def fit_lazy(planes: Planes, params: Params, progress=None):
     """
     image = assembled_lazy(planes)
     layout = planes.layout()
-    return _with_notes(lazy.fit_lazy, image, params, mask=planes.mask, progress=progress, **layout)
+    return _with_notes(
+        lazy.fit_lazy, image, params, mask=planes.mask, seeds=planes.seeds, match_to=match_to,
+        progress=progress, **layout,
+    )  # fmt: skip
 
 
-def _fit_in_memory(planes: Planes, params: Params, progress=None):
-    return fit_model(planes.materialized(), params, progress)
+def _fit_in_memory(planes: Planes, params: Params, progress=None, match_to=None):
+    return fit_model(planes.materialized(), params, progress, match_to)
+
+
+def lazy_confidence(model: KMeansModel, planes: tuple[Planes, ...]) -> list:
+    """The confidence of ``model``'s labels, a lazy float32 array per level."""
+    return [
+        lazy.confidence_lazy(model, assembled_lazy(level), mask=level.mask, rgb=level.rgb)
+        for level in planes
+    ]
 
 
 def lazy_levels(model: KMeansModel, planes: tuple[Planes, ...]):
@@ -298,25 +327,29 @@ def run_lazy(job: LazyJob, stop=None):
             tick = Progress(0.05, "fitting")
             yield tick
             model, n_iter, _, notes = yield from _in_thread(
-                tick, _fit_in_memory, job.fit, job.params, progress=stopper(stop, 0.05, 0.9)
-            )
+                tick, _fit_in_memory, job.fit, job.params, progress=stopper(stop, 0.05, 0.9),
+                match_to=job.match_to,
+            )  # fmt: skip
         else:
             tick = Progress(0.05, "fitting (reading the data block by block)")
             yield tick
             fitted, notes = yield from _in_thread(
-                tick, fit_lazy, job.full, job.params, progress=stopper(stop, 0.05, 0.9)
-            )
+                tick, fit_lazy, job.full, job.params, progress=stopper(stop, 0.05, 0.9),
+                match_to=job.match_to,
+            )  # fmt: skip
             model, n_iter, exact, counts, inertia = fitted[:5]
         yield Progress(0.95, "building lazy outputs")
         labels, recolored = lazy_levels(model, job.levels)
+        sure = lazy_confidence(model, job.levels) if job.confidence else None
     except Exception as err:  # every failure is reported, never a raw traceback
         return Outcome(error=failure(err), seconds=time.perf_counter() - start)
     if not job.multiscale:
         labels, recolored = labels[0], recolored[0]
+        sure = None if sure is None else sure[0]
     return Outcome(
         labels=labels, recolored=recolored, model=model, inertia=inertia, n_iter=int(n_iter),
         exact=bool(exact), counts=counts, seconds=time.perf_counter() - start, notes=notes,
-        lazy=True,
+        lazy=True, confidence=sure,
     )  # fmt: skip
 
 

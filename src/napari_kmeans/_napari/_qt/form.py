@@ -222,7 +222,7 @@ def read_params(c: Controls, scale=None) -> Params:
     return Params(
         n_clusters=int(c.n_clusters.value), color_space=space, seed=int(c.seed.value),
         n_init=int(c.n_init.value), max_iter=int(c.max_iter.value), tol=float(c.tol.value),
-        **read_features(c, scale),
+        pin_seeds=bool(c.pin_seeds.value), **read_features(c, scale),
     )  # fmt: skip
 
 

@@ -235,8 +235,22 @@ class KMeansWidget(QWidget):
         return {"extras": tuple(c.extra_channels.value), "mask": c.mask.value}
 
     def reuse(self) -> dict:
-        """What a run takes from earlier work: the seeds layer, the last run's model."""
-        return {}
+        """What a run takes from earlier work and asks for: the seeds layer, the last run's
+        model (to keep its label IDs), the confidence image."""
+        c = self.controls
+        return {
+            "seeds": c.seeds.value, "confidence": bool(c.confidence.value),
+            "match_to": self._kept_ids() if c.keep_ids.value else None,
+        }  # fmt: skip
+
+    def _kept_ids(self):
+        """The model of the chosen image's last run, when its labels can be matched to."""
+        c = self.controls
+        previous = self.session.previous(c.image.value)
+        if previous is None or previous.labels not in self._viewer.layers:
+            return None
+        extras = tuple(c.extra_channels.value)
+        return inputs.model_of(previous.labels, c.image.value, extras, self.params())
 
     def new_seeds(self, *_) -> None:
         """Add an empty seeds layer aligned with the chosen image, ready to paint label 1."""
@@ -460,6 +474,7 @@ class KMeansWidget(QWidget):
         self.publishing = True
         try:
             made, how = publish(self._viewer, outcome, info, previous, self.style())
+            outputs.publish_confidence(self._viewer, outcome, info, made)
         finally:
             self.publishing = False
         self.session.record(made, replaces=previous)
