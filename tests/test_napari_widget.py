@@ -159,6 +159,7 @@ def test_rerun_updates_in_place_until_labels_are_edited(viewer, widget, run_and_
     image = rng.integers(0, 256, (25, 30), dtype=np.uint8)
     source = viewer.add_image(image, name="img")
     choose(widget, source, k=3)
+    widget.controls.keep_ids.value = False  # fresh IDs, as segment gives (kept IDs: elsewhere)
     run_and_wait(widget)
     labels, recolored = outputs(viewer, "img")
     n_layers = len(viewer.layers)
@@ -444,7 +445,8 @@ def test_a_renamed_result_is_kept_by_a_rerun(viewer, widget, run_and_wait, notes
     assert labels.metadata["kmeans"]["n_clusters"] == 3
     new_labels, _ = outputs(viewer, "img")
     assert new_labels is not labels
-    np.testing.assert_array_equal(new_labels.data, segment(image, 4).labels)
+    kept_ids = segment(image, 4, match_to=segment(image, 3))  # the kept result's IDs stay
+    np.testing.assert_array_equal(new_labels.data, kept_ids.labels)
     assert "kept them and added new layers" in widget.controls.result.value
 
 
@@ -487,7 +489,7 @@ def test_cancel_stops_the_fit_itself(viewer, widget, qtbot, monkeypatch):
 
     threads = []
 
-    def endless(planes, params, progress=None):
+    def endless(planes, params, progress=None, match_to=None):
         threads.append(threading.current_thread())
         while True:  # a fit that only ends when its progress callback raises
             progress(0.5, "fitting")

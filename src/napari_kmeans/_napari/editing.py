@@ -233,7 +233,8 @@ def shorten(text: str, limit: int = 60) -> str:
 
 def labels_bound(layer) -> int:
     """The largest label value a k-means labels layer holds (its k for lazy labels)."""
-    k = int(layer.metadata.get(KEY, {}).get("n_clusters") or 0)
+    meta = layer.metadata.get(KEY, {})
+    k = int(meta.get("largest_label") or meta.get("n_clusters") or 0)
     data = layer.data
     if getattr(layer, "multiscale", False) or not isinstance(data, np.ndarray):
         return k

@@ -210,7 +210,9 @@ class Outcome:
 
     @property
     def n_clusters(self) -> int:
-        return 0 if self.model is None else self.model.n_clusters
+        """The number of clusters (labels kept from an earlier run may leave IDs absent: the
+        largest label is ``model.n_clusters``)."""
+        return 0 if self.model is None else int(self.model.present_labels.size)
 
 
 def blocks(shape: tuple[int, ...], target: int = SLAB_PIXELS) -> Iterator[tuple[slice, ...]]:

@@ -100,7 +100,7 @@ def _layer_kwargs(outcome: Outcome, info: RunInfo, role: str, run_id: str, style
     if role == "labels":
         names = channel_names(info)
         kwargs["colormap"] = labels_colormap(
-            outcome.n_clusters, style, outcome.counts, brightness=brightness(outcome.model)
+            outcome.model.n_clusters, style, outcome.counts, brightness=brightness(outcome.model)
         )
         kwargs["features"] = outcome_table(outcome, names)
     elif not src.rgb:  # shown as the source is: its colormap, limits and blending
@@ -417,6 +417,7 @@ def metadata(
             "parameters": params,
             "seed": info.params.seed,
             "n_clusters": outcome.n_clusters,
+            "largest_label": outcome.model.n_clusters,
             "inertia": outcome.inertia,
             "n_iter": outcome.n_iter,
             "exact": outcome.exact,
