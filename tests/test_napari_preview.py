@@ -10,6 +10,7 @@ import pytest
 
 from napari_kmeans import segment
 from napari_kmeans._napari import editing
+from napari_kmeans._napari._qt import form
 from napari_kmeans._napari._qt import widget as widget_module
 from napari_kmeans._napari.jobs import InputError
 from napari_kmeans._napari.outputs import KEY
@@ -319,3 +320,32 @@ def test_confidence_image_is_made_on_request(viewer, widget, qtbot, run_and_wait
     assert layer not in c.image.choices  # never offered as a source
     # pixels far from the cluster boundaries are surer than the noisy ones between
     assert layer.data[truth == 0].mean() > 0.5
+
+
+def test_each_frame_keeps_ids_through_a_drifting_timelapse(viewer, widget, run_and_wait):
+    """Red and blue classes stay; a green class brightens past both: ordered by brightness
+    frame by frame its label would change, matched frame to frame it keeps its label."""
+    rng = np.random.default_rng(0)
+    _, band = blobs(shape=(40, 60))
+    frames = []
+    for t in range(5):
+        colours = np.array([[150, 30, 30], [30, 60 + 35 * t, 30], [30, 30, 200]], float)
+        noisy = colours[band] + rng.normal(0, 3, (*band.shape, 3))
+        frames.append(np.clip(noisy, 0, 255).astype(np.uint8))
+    movie = np.stack(frames)
+    truth = np.stack([band] * 5)
+    source = viewer.add_image(movie, name="movie", rgb=True)
+    c = widget.controls
+    c.image.value = source
+    c.n_clusters.value = 3
+    c.fit_on.value = form.FIT_FRAMES
+    run_and_wait(widget)
+    labels = viewer.layers["movie k-means labels"]
+    assert labels.data.shape == movie.shape[:-1]
+    ids = [[band_mode(labels.data[t], truth[t], b) for b in range(3)] for t in range(5)]
+    assert ids == [ids[0]] * 5  # a label means the same class in every frame
+    fresh = segment(movie[4], 3).labels  # ordered by brightness on its own: another numbering
+    assert [band_mode(fresh, truth[4], b) for b in range(3)] != ids[0]
+    assert labels.metadata[KEY]["parameters"]["fit_on"] == "each frame"
+    for t in range(5):
+        assert (labels.data[t] == np.array(ids[t])[truth[t]]).mean() > 0.99

@@ -35,7 +35,7 @@ from .jobs import (
     spatial,
 )
 from .outputs import KEY
-from .workers import run_apply, run_lazy, run_segment
+from .workers import run_apply, run_frames, run_lazy, run_segment
 
 FIT_PIXELS = 1 << 18  # multiscale data are fitted on the coarsest level with at least this many
 
@@ -587,10 +587,20 @@ def check_fits(model: KMeansModel, planes: Planes, name: str) -> None:
 
 def for_run(
     viewer, source, params: Params, *, extras=(), mask=None, current_slice=False, fit_slice=False,
-    **kwargs,
+    each_frame=False, **kwargs,
 ) -> tuple:  # fmt: skip
-    """A k-means run on ``source`` (fitting on the slice on screen when ``fit_slice``);
-    ``kwargs`` (seeds, match_to, confidence) as for :func:`build_job`."""
+    """A k-means run on ``source`` (fitting on the slice on screen when ``fit_slice``, on each
+    frame of the first axis when ``each_frame``); ``kwargs`` (seeds, match_to, confidence) as
+    for :func:`build_job`."""
+    if each_frame:
+        if lazy_mode(source, current_slice):
+            raise InputError(
+                f"'{source.name}' is lazy (dask or multiscale): fitting each frame needs it in "
+                "memory. Choose 'fit on: all of the scope' or 'current slice only', or open the "
+                "data in memory."
+            )
+        job, info = build_job(viewer, source, params, extras=extras, mask=mask, **kwargs)
+        return run_frames, job, extend_info(info, each_frame=True)
     if lazy_mode(source, current_slice):
         job, info = build_lazy_job(
             viewer, source, params, extras=extras, mask=mask, fit_slice=fit_slice, **kwargs

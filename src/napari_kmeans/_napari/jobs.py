@@ -238,6 +238,7 @@ class ReuseInfo(RunInfo):
 
     fit_slice: dict | None = None  # {axis: index}: fitted on that slice, every slice labelled
     model_from: str | None = None  # "layer '...'" or "file '...'": the model applied
+    each_frame: bool = False  # every frame (first axis) fitted on its own, IDs matched
 
 
 def extend_info(info: RunInfo, **kwargs) -> ReuseInfo:

@@ -394,6 +394,8 @@ def metadata(
         mask=None if info.mask is None else info.mask.name,
         fit_level=info.fit_level,
     )
+    if getattr(info, "each_frame", False):
+        params["fit_on"] = "each frame"
     fit_slice = getattr(info, "fit_slice", None)
     if fit_slice:
         params["fit_slice"] = {str(a): i for a, i in fit_slice.items()}

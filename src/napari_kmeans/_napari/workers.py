@@ -22,7 +22,7 @@ from .. import edit, lazy
 from .. import features as ft
 from ..choose_k import elbow, inertia_curve
 from ..model import KMeansModel
-from ..segment import fit, fit_prepared, prepare_image
+from ..segment import fit, fit_prepared, prepare_image, segment_frames
 from .jobs import (
     POLL_SECONDS,
     SLAB_PIXELS,
@@ -196,6 +196,42 @@ def _run_in_memory(job: Job, start: float, stop=None):
     return Outcome(
         labels=labels, recolored=recolored, model=fitted.model, inertia=inertia,
         n_iter=fitted.n_iter, exact=fitted.exact, counts=counts,
+        seconds=time.perf_counter() - start, notes=notes, confidence=sure,
+    )  # fmt: skip
+
+
+def run_frames(job: Job, stop=None):
+    """Fit each frame (first axis) on its own, IDs matched frame to frame (a generator, as
+    :func:`run_segment`); the outcome's model is the last frame's."""
+    start = time.perf_counter()
+    try:
+        yield Progress(0.0, "reading data")
+        full = job.full.materialized()
+        tick = Progress(0.02, "fitting each frame")
+        yield tick
+        image = ft.as_image(full.assembled())
+        layout = full.layout()
+        if layout["channel_axis"] is not None:
+            layout["channel_axis"] = image.ndim - 1
+        done, notes = yield from _in_thread(
+            tick, _with_notes, segment_frames, image, params=job.params, time_axis=0,
+            match_to=job.match_to, mask=full.mask, seeds=full.seeds,
+            progress=stopper(stop, 0.02, 0.95), **layout,
+        )  # fmt: skip
+        recolored = done.recolored
+        if full.extras:  # the recoloured layer is the source's shape
+            source = np.asarray(full.image)
+            recolored = ft.cast_colors(recolored[..., 0], source.dtype)
+        model = done.frames[-1].model  # labels of earlier frames only keep their colours
+        sure = (yield from confidence_of(full, model)) if job.confidence else None
+    except Exception as err:  # every failure is reported, never a raw traceback
+        return Outcome(error=failure(err), seconds=time.perf_counter() - start)
+    labels = done.labels
+    counts = np.bincount(labels.ravel(), minlength=model.n_clusters + 1)[1 : model.n_clusters + 1]
+    inertia = sum(float(f.inertia) for f in done.frames)
+    return Outcome(
+        labels=labels, recolored=recolored, model=model, inertia=inertia,
+        n_iter=max(int(f.n_iter) for f in done.frames), exact=False, counts=counts,
         seconds=time.perf_counter() - start, notes=notes, confidence=sure,
     )  # fmt: skip
 

@@ -23,6 +23,7 @@ from ..outputs import Style
 
 WHOLE, SLICE = "whole data", "current slice"
 FIT_ALL, FIT_SLICE = "all of the scope", "current slice only"
+FIT_FRAMES = "each frame, IDs matched"
 
 TIPS = {
     "image": "Image layer to segment. Follows the selected layer. The source layer is never "
@@ -45,8 +46,10 @@ TIPS = {
     "scope": "For data with more dimensions than are displayed: segment the whole data, or only "
     "the slice on screen (the output layers then hold that slice, placed where it is).",
     "fit_on": "For stacks and timelapses with scope 'whole data': fit the model on every "
-    "pixel, or on the slice on screen only (e.g. one good frame) and then label every slice "
-    "with that one model, so that a colour gets the same label in every frame.",
+    "pixel; or on the slice on screen only (e.g. one good frame) and then label every slice "
+    "with that one model, so that a colour gets the same label in every frame; or on each "
+    "frame (first axis) on its own, each frame's label numbers matched to the previous "
+    "frame's, for classes that drift in brightness over time.",
     "seed": "Seed for k-means++ and sampling: the same data, settings and seed always give the "
     "same labels.",
     "n_init": "Multichannel and colour data: k-means++/Lloyd restarts; the best is kept. "
@@ -168,7 +171,9 @@ def make_controls() -> Controls:
         "extra_channels": widgets.Select(label="extra channels", choices=()),
         "mask": widgets.ComboBox(label="mask", choices=(), nullable=True),
         "scope": widgets.ComboBox(label="scope", choices=[WHOLE, SLICE], value=WHOLE),
-        "fit_on": widgets.ComboBox(label="fit on", choices=[FIT_ALL, FIT_SLICE], value=FIT_ALL),
+        "fit_on": widgets.ComboBox(
+            label="fit on", choices=[FIT_ALL, FIT_SLICE, FIT_FRAMES], value=FIT_ALL
+        ),
         "background": widgets.ComboBox(label="transparent", choices=BACKGROUNDS, value="none"),
         "show_recolored": widgets.CheckBox(text="show the recoloured image", value=False),
         "preset": widgets.ComboBox(label="features", choices=PRESETS, value="values"),

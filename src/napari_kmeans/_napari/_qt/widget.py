@@ -277,6 +277,7 @@ class KMeansWidget(QWidget):
                 self._viewer, c.image.value, self.params(), **self.run_inputs(), **self.reuse(),
                 current_slice=self.current_slice(),
                 fit_slice=c.fit_on.enabled and c.fit_on.value == form.FIT_SLICE,
+                each_frame=c.fit_on.enabled and c.fit_on.value == form.FIT_FRAMES,
             )  # fmt: skip
         except (InputError, ValueError, TypeError) as err:  # a setting the engine refuses
             self._say(f"Not run: {err}")
