@@ -233,9 +233,11 @@ class KMeansModel:
         its centre in feature space.
         """
         feats = ft.to_features(values, self.spec, dtype, self.centers)
-        if self.is_flat and feats.shape[1] > 1:
-            return assign(feats, self.centers)  # vq gives the distances too
-        idx = _nearest(feats, self.centers) if self.is_flat else self._descend(feats)
+        no_tree = self.parent is None  # flat, or flat with its IDs renumbered (match_to)
+        if no_tree and feats.shape[1] > 1:
+            idx, d2 = assign(feats, self.centers)  # vq gives the distances too
+            return (idx, d2) if self.center_labels is None else (self.center_labels[idx] - 1, d2)
+        idx = _nearest(feats, self.centers) if no_tree else self._descend(feats)
         d2 = _sq_dist(feats, self.centers, idx)
         if self.center_labels is not None:
             idx = self.center_labels[idx] - 1
@@ -881,6 +883,8 @@ def _model_from_dict(cls, data):
     )
     if flat:
         center_labels = parent = None
+    elif np.all(parent < 0):  # renumbered labels (match_to) without sub-centres
+        parent = None
     return cls(
         centers, colors, spec, dtype.name, seed, center_labels, parent, recipe, seed_means, pinned
     )
