@@ -75,7 +75,7 @@ def test_features_table_and_metadata():
     assert meta["parameters"] == {
         "n_clusters": 3, "color_space": "rgb", "seed": 5, "n_init": 2, "max_iter": 50,
         "tol": 1e-3, "chunk_size": None, "smoothing": 0.0, "features": "values",
-        "spatial_weight": 0.0, "majority": 0, "min_size": 0, "scope": "whole data", "slice": None, "extra_channels": [], "mask": None,
+        "spatial_weight": 0.0, "majority": 0, "min_size": 0, "pin_seeds": False, "scope": "whole data", "slice": None, "extra_channels": [], "mask": None,
         "fit_level": None,
     }  # fmt: skip
     assert meta["model"] == result.model.to_dict() and meta["version"] == __version__
