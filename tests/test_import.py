@@ -57,7 +57,9 @@ def test_engine_works_without_napari_installed():
     loaded_after(code)  # fails with the subprocess's traceback
 
 
-@pytest.mark.parametrize("name", ["KMeansModel", "Segmentation", "segment", "__version__"])
+@pytest.mark.parametrize(
+    "name", ["KMeansModel", "Segmentation", "segment", "segment_frames", "__version__"]
+)
 def test_public_api(name):
     import napari_kmeans
 

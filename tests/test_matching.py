@@ -163,3 +163,15 @@ def test_per_frame_on_another_time_axis():
     ref = segment_frames(movie, 3, rgb=True)
     np.testing.assert_array_equal(np.moveaxis(res.labels, 2, 0), ref.labels)
     assert res.recolored.shape == moved.shape
+
+
+def test_match_to_with_a_feature_recipe():
+    image, truth = _bands((250, 0, 100, 125))
+    r3 = segment(image, 3, smoothing=1.0)
+    r4 = segment(image, 4, smoothing=1.0, match_to=r3)
+    cols = np.arange(4) * 20 + 10  # the middle of each band (smoothing mixes their edges)
+    ids3 = _region_ids(r3.labels[:, cols], truth[:, cols])
+    ids4 = _region_ids(r4.labels[:, cols], truth[:, cols])
+    assert ids4[0] == ids3[0] and ids4[1] == ids3[1]
+    np.testing.assert_array_equal(r4.model.predict(image), r4.labels)
+    assert r4.counts.sum() == image.size

@@ -255,3 +255,29 @@ def test_dask_seeds_agree_with_in_memory():
     np.testing.assert_allclose(conf.compute(), ref.model.confidence(image))
     model = fit(da.from_array(image, chunks=(7, 11, 3)), 3, seeds=seeds).model
     np.testing.assert_array_equal(model.predict(image), segment(image, 3, seeds=seeds).labels)
+
+
+def test_dask_seed_errors():
+    da = pytest.importorskip("dask.array")
+    from napari_kmeans.lazy import segment_lazy
+
+    image, truth = _plateaus()
+    lazy_image = da.from_array(image, chunks=10)
+    bad = _scribble(truth, [1]).astype(np.int8)
+    bad[20, 70] = -2
+    with pytest.raises(ValueError, match="negative"):
+        segment_lazy(lazy_image, 3, seeds=da.from_array(bad, chunks=7))
+    with pytest.raises(ValueError, match="6 seed classes"):
+        segment_lazy(lazy_image, 3, seeds=da.from_array(_scribble(truth, [1, 2, 3]) * 2, 7))
+    with pytest.raises(ValueError, match="seeds have shape"):
+        segment_lazy(lazy_image, 3, seeds=da.zeros((30, 30), dtype=np.uint8))
+    with pytest.raises(TypeError, match="seeds must be integers"):
+        segment_lazy(lazy_image, 3, seeds=da.zeros(truth.shape))
+
+
+def test_fewer_values_than_free_clusters_warns():
+    image = np.array([[0, 0, 100, 100, 200, 200]], np.uint8)
+    seeds = np.array([[0, 0, 0, 0, 1, 0]], np.uint8)
+    with pytest.warns(UserWarning, match="unseeded clusters found no pixel"):
+        r = segment(image, 5, seeds=seeds)
+    np.testing.assert_array_equal(r.labels, [[2, 2, 3, 3, 1, 1]])

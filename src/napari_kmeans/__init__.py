@@ -7,7 +7,7 @@ The engine needs only numpy, scipy and scikit-image; the napari plugin lives in
 from ._version import __version__
 from .model import KMeansModel
 from .params import Params
-from .segment import Fit, Segmentation, fit, fit_many, prepare_image, segment
+from .segment import Fit, Segmentation, fit, fit_many, prepare_image, segment, segment_frames
 
 __all__ = [
     "Fit",
@@ -19,4 +19,5 @@ __all__ = [
     "fit_many",
     "prepare_image",
     "segment",
+    "segment_frames",
 ]

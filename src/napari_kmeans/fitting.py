@@ -33,6 +33,9 @@ class Segmentation:
     ----------
     labels : ndarray of unsigned int
         The image's spatial shape; 1..k, 1 the darkest cluster, 0 for masked or non-finite pixels.
+        With ``seeds``, labels 1..m are the seed classes; with ``match_to``, the earlier run's
+        IDs, which need not be contiguous (``model.present_labels``; ``centers`` and ``counts``
+        then have a row for every ID up to the largest, absent ones with 0 pixels).
     centers : (k, n_channels) ndarray of float64
         Cluster centres in the input's units: the k-means centres for ``color_space='rgb'``
         (means of their pixels up to the convergence tolerance), each cluster's mean RGB for
@@ -186,6 +189,14 @@ def fit_seeded(support, spec, dtype, params: Params, seeds: SeedMeans, progress=
         centers, idx, support.values, support.weights, spec, dtype, params.seed,
         seeds=seeds, pinned=params.pin_seeds,
     )  # fmt: skip
+    if model.n_clusters < params.n_clusters:
+        warnings.warn(
+            f"{params.n_clusters - model.n_clusters} of the {params.n_clusters - m} unseeded "
+            f"clusters found no pixel (too few distinct values); returning {model.n_clusters} "
+            "clusters.",
+            UserWarning,
+            stacklevel=4,
+        )
     return WeightedFit(model, idx, d2, int(n_iter), False)
 
 

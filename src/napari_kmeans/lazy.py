@@ -236,6 +236,10 @@ def segment_lazy(
     arrays that are computed only when asked for. ``progress(fraction, step)`` is called between
     the reductions and during the fit (not inside a ``dask.compute``); raising from it cancels.
 
+    ``seeds`` (numpy or dask, chunked like the image's spatial axes or not), ``pin_seeds`` and
+    ``match_to`` are as for :func:`napari_kmeans.segment`; the seed classes' means are one more
+    reduction over the blocks.
+
     Returns
     -------
     Segmentation

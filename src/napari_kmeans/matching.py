@@ -86,9 +86,7 @@ def relabel_model(model: KMeansModel, lut, reference=None) -> KMeansModel:
     colors[lut[present] - 1] = model.colors[present - 1]
     # centres whose label is absent are parents of split clusters: their label is never used
     center_labels = np.maximum(lut[model.labels_of_centers], 1)
-    return dataclasses.replace(
-        model, colors=colors, center_labels=center_labels, parent=model.parents.copy()
-    )
+    return dataclasses.replace(model, colors=colors, center_labels=center_labels)
 
 
 def match_model(model: KMeansModel, reference, *, fixed=None) -> KMeansModel:

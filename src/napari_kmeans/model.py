@@ -233,9 +233,11 @@ class KMeansModel:
         its centre in feature space.
         """
         feats = ft.to_features(values, self.spec, dtype, self.centers)
-        if self.is_flat and feats.shape[1] > 1:
-            return assign(feats, self.centers)  # vq gives the distances too
-        idx = _nearest(feats, self.centers) if self.is_flat else self._descend(feats)
+        no_tree = self.parent is None  # flat, or flat with its IDs renumbered (match_to)
+        if no_tree and feats.shape[1] > 1:
+            idx, d2 = assign(feats, self.centers)  # vq gives the distances too
+            return (idx, d2) if self.center_labels is None else (self.center_labels[idx] - 1, d2)
+        idx = _nearest(feats, self.centers) if no_tree else self._descend(feats)
         d2 = _sq_dist(feats, self.centers, idx)
         if self.center_labels is not None:
             idx = self.center_labels[idx] - 1
@@ -499,9 +501,24 @@ class KMeansModel:
 
     def confidence_pixels(self, pixels, valid, dtype, *, chunk_size=None) -> np.ndarray:
         """The kernel of :meth:`confidence` on laid-out pixels ``(n, n_channels)``: ``(n,)``
-        float32, NaN where ``valid`` is False. Works in chunks (temporaries ``(chunk, m)``)."""
-        n = pixels.shape[0]
-        out = np.full(n, np.nan, np.float32)
+        float32, NaN where ``valid`` is False. Pixels that compress get it through a look-up
+        table over the codes present; others in chunks (temporaries ``(chunk, m)``)."""
+        codec = codec_for(pixels.dtype, pixels.shape[1])
+        if codec is not None:
+            codes = codec.encode(pixels)
+            distinct = present_codes(codes, valid, codec.n_codes)
+            lut = np.full(codec.n_codes, np.nan, np.float32)
+            lut[distinct] = self._confidence_rows(codec.decode(distinct), dtype, chunk_size)
+            return lookup(lut, codes, valid, fill=np.nan)
+        out = np.full(pixels.shape[0], np.nan, np.float32)
+        if valid is None:
+            out[:] = self._confidence_rows(pixels, dtype, chunk_size)
+        else:
+            out[valid] = self._confidence_rows(pixels[valid], dtype, chunk_size)
+        return out
+
+    def _confidence_rows(self, values, dtype, chunk_size=None) -> np.ndarray:
+        """``(d2 - d1) / (d2 + d1)`` of pixel values ``(n, n_channels)``, chunk by chunk."""
         parent = self.parents
         leaves = np.flatnonzero(~np.isin(np.arange(parent.size), parent))
         lab = self.labels_of_centers[leaves]
@@ -509,21 +526,17 @@ class KMeansModel:
         leaves, lab = leaves[order], lab[order]
         starts = np.flatnonzero(np.diff(lab, prepend=-1))
         centers = self.centers[leaves].astype(np.float64)
+        out = np.ones(values.shape[0], np.float32)  # one label: 1 everywhere
+        if starts.size < 2:
+            return out
         chunk = min(ft.check_chunk_size(chunk_size) or CHUNK, 1 << 16)
-        for s in range(0, n, chunk):
-            ok = slice(None) if valid is None else valid[s : s + chunk]
-            feats = ft.to_features(pixels[s : s + chunk][ok], self.spec, dtype, self.centers)
-            d = np.sqrt(_all_sq_dist(feats, centers))
-            per_label = np.minimum.reduceat(d, starts, axis=1) if d.size else d[:, :0]
-            if per_label.shape[1] < 2:
-                conf = np.ones(per_label.shape[0])
-            else:
-                two = np.partition(per_label, 1, axis=1)[:, :2]
-                total = two[:, 0] + two[:, 1]
-                conf = np.where(
-                    total > 0, (two[:, 1] - two[:, 0]) / np.where(total > 0, total, 1), 0
-                )
-            out[s : s + chunk][ok] = conf
+        for s in range(0, values.shape[0], chunk):
+            feats = ft.to_features(values[s : s + chunk], self.spec, dtype, self.centers)
+            per_label = np.minimum.reduceat(np.sqrt(_all_sq_dist(feats, centers)), starts, axis=1)
+            two = np.partition(per_label, 1, axis=1)[:, :2]
+            total = two[:, 0] + two[:, 1]
+            ratio = (two[:, 1] - two[:, 0]) / np.where(total > 0, total, 1.0)
+            out[s : s + chunk] = np.where(total > 0, ratio, 0.0)
         return out
 
     def recolor(self, image, labels, *, rgb=None) -> np.ndarray:
@@ -870,6 +883,8 @@ def _model_from_dict(cls, data):
     )
     if flat:
         center_labels = parent = None
+    elif np.all(parent < 0):  # renumbered labels (match_to) without sub-centres
+        parent = None
     return cls(
         centers, colors, spec, dtype.name, seed, center_labels, parent, recipe, seed_means, pinned
     )

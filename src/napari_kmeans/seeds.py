@@ -245,6 +245,7 @@ def _lloyd(points, weights, centers, n_pin, max_iter, tol_abs):
         return res.centers.astype(np.float64), res.labels, res.dist, res.n_iter, res.inertia
     centers = centers.astype(np.float64, copy=True)
     k, prev, n_iter = centers.shape[0], None, 0
+    wpoints = points * weights[:, None]
     while n_iter < max_iter:
         n_iter += 1
         idx, d2 = assign(points, centers)
@@ -254,7 +255,7 @@ def _lloyd(points, weights, centers, n_pin, max_iter, tol_abs):
         mass = np.bincount(idx, weights=weights, minlength=k)
         new = centers.copy()
         filled = mass > 0
-        sums = _sums(idx, points * weights[:, None], k)
+        sums = _sums(idx, wpoints, k)
         new[filled] = sums[filled] / mass[filled, None]
         new[:n_pin] = centers[:n_pin]
         empty = np.flatnonzero(~filled)

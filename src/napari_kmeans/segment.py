@@ -624,7 +624,8 @@ def segment_frames(
         A model the first frame is matched to.
     mask, seeds : ndarray, optional
         The image's spatial shape including the time axis (or one frame's, applied to every
-        frame).
+        frame). A frame without seeds is fitted unseeded and, with ``match``, matched to the
+        previous frame like any other: the seed classes' IDs carry on through time.
     channel_axis : int, optional
         As for :func:`segment`, counted in the whole image (a negative axis counts from the end).
     progress : callable, optional
