@@ -157,9 +157,59 @@ def _only(viewer, *names):
         layer.visible = layer.name in names
 
 
+def _stroke(layer, start, end, label):
+    """Paint a straight stroke of ``label`` from ``start`` to ``end`` (data coordinates)."""
+    import numpy as np
+
+    for t in np.linspace(0.0, 1.0, 24):
+        layer.paint(tuple(np.round(np.add(start, t * np.subtract(end, start)))), label)
+
+
+def interactive():
+    """docs/interactive.md: live preview, two scribbled classes, k changed, label IDs kept.
+
+    Saves each step as a PNG and all of them as an animated GIF (interactive.gif)."""
+    from PIL import Image
+
+    viewer, dock, widget = _viewer("coins")
+    c = widget.controls
+    c.n_clusters.value = 3
+    c.background.value = "none"
+    frames = []
+
+    def step(name, seconds=1.0):
+        _settle(seconds, until=None)
+        _settle(until=lambda: widget.worker is None)
+        viewer.reset_view()
+        _settle(0.4)
+        shot = Image.fromarray(viewer.screenshot(canvas_only=False, flash=False)).convert("RGB")
+        shot.thumbnail((960, 960))
+        shot.save(IMAGES / f"interactive_{name}.png")
+        frames.append(shot)
+
+    c.live_preview.value = True
+    step("1_preview")
+    c.new_seeds.native.click()
+    seeds = viewer.layers["coins seeds"]
+    seeds.brush_size = 6
+    viewer.layers["coins k-means labels"].opacity = 0.6
+    _stroke(seeds, (160, 175), (165, 205), 1)  # class 1: the background between the coins
+    _stroke(seeds, (252, 32), (266, 60), 2)  # class 2: the coin at the bottom left
+    step("2_scribbles")
+    c.n_clusters.value = 4
+    step("3_k4_ids_kept")
+    c.pin_seeds.value = True
+    step("4_pinned")
+    frames[0].save(
+        IMAGES / "interactive.gif", save_all=True, append_images=frames[1:], duration=1800,
+        loop=0, optimize=True,
+    )  # fmt: skip
+    viewer.close()
+
+
 PAGES = {
     "rgb_photo": rgb_photo, "gray": gray, "fluorescence": fluorescence, "editing": editing,
-    "features": features,
+    "features": features, "interactive": interactive,
 }  # fmt: skip
 
 
