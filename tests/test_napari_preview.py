@@ -57,11 +57,15 @@ def test_preview_follows_a_change_of_k_without_run(viewer, widget, qtbot):
 
     c.n_clusters.value = 4  # no click on Run
     qtbot.waitUntil(
-        lambda: widget.worker is None and viewer.layers["img k-means labels"].data.max() == 4,
+        lambda: (
+            widget.worker is None
+            and viewer.layers["img k-means labels"].metadata[KEY]["n_clusters"] == 4
+        ),
         timeout=10_000,
     )
     layer = viewer.layers["img k-means labels"]
-    np.testing.assert_array_equal(layer.data, segment(image, 4).labels)
+    kept = segment(image, 4, match_to=segment(image, 3))  # label numbers kept across runs
+    np.testing.assert_array_equal(layer.data, kept.labels)
     assert layer.metadata[KEY]["preview"] is True
     assert layer.metadata[KEY]["n_clusters"] == 4
     assert np.array_equal(source.data, image)  # the source is never modified
@@ -320,6 +324,21 @@ def test_confidence_image_is_made_on_request(viewer, widget, qtbot, run_and_wait
     assert layer not in c.image.choices  # never offered as a source
     # pixels far from the cluster boundaries are surer than the noisy ones between
     assert layer.data[truth == 0].mean() > 0.5
+
+
+def test_the_share_explained_is_shown_next_to_the_inertia(viewer, widget, run_and_wait):
+    image, _ = blobs()
+    c = widget.controls
+    c.image.value = viewer.add_image(image, name="img")
+    c.n_clusters.value = 3
+    run_and_wait(widget)
+    result = segment(image, 3)
+    values = image.astype(float).ravel()
+    share = 1 - result.inertia / ((values - values.mean()) ** 2).sum()
+    summary = widget.edit.summary.value
+    assert f"explain {share:.1%} of the variation" in summary
+    assert f"inertia {result.inertia:.4g}" in summary
+    assert f"{share:.0%} of the variation" in c.result.value
 
 
 def test_each_frame_keeps_ids_through_a_drifting_timelapse(viewer, widget, run_and_wait):

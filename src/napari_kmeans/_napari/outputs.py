@@ -421,6 +421,7 @@ def metadata(
             "n_clusters": outcome.n_clusters,
             "largest_label": outcome.model.n_clusters,
             "inertia": outcome.inertia,
+            "explained": explained_share(outcome),
             "n_iter": outcome.n_iter,
             "exact": outcome.exact,
             "seconds": outcome.seconds,
@@ -731,11 +732,27 @@ def edit_metadata(layer, model: KMeansModel, what: str, shown=None) -> dict:
     meta = copy.deepcopy(dict(layer.metadata))
     entry = meta.setdefault(KEY, {})
     entry["model"] = model.to_dict()
-    entry["n_clusters"] = model.n_clusters
+    entry["n_clusters"] = int(model.present_labels.size)
+    entry["largest_label"] = model.n_clusters
+    entry["explained"] = entry["inertia"] = None  # the run's numbers no longer apply
     if shown is not None:
         entry["cluster_colors"] = np.asarray(shown, dtype=float).tolist()
     entry["edits"] = [*entry.get("edits", []), what]
     return meta
+
+
+def summary(layer) -> str:
+    """One line under the clusters table: how much of the variation the clusters explain, next
+    to the raw inertia (empty when they are unknown: lazy outputs, or after an edit)."""
+    meta = (getattr(layer, "metadata", None) or {}).get(KEY) or {}
+    share, inertia = meta.get("explained"), meta.get("inertia")
+    if share is None or inertia is None:
+        return ""
+    k = meta.get("n_clusters")
+    return (
+        f"{k} clusters explain {share:.1%} of the variation (1 − inertia / total sum of squares;"
+        f" inertia {inertia:.4g})"
+    )
 
 
 def set_labels(layer, data: np.ndarray) -> None:

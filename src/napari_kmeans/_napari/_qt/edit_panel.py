@@ -129,11 +129,14 @@ class EditPanel:
         self.host, self.viewer = host, host._viewer
         self.controls = c = make_controls()
         self.table = FeaturesView(self._rows_selected)
+        self.summary = widgets.Label(value="")
+        self.summary.native.setWordWrap(True)
         self.status = widgets.Label(value="")
         self.status.native.setWordWrap(True)
         self._watched = None
         parts = [
-            widgets.Container(widgets=[c.labels, c.clusters]), self.table, self.status,
+            widgets.Container(widgets=[c.labels, c.clusters]), self.table, self.summary,
+            self.status,
             _row(c.compute),
             _heading("Fix after painting"), _row(c.update, c.undo),
             _heading("Merge and split clusters"),
@@ -202,7 +205,10 @@ class EditPanel:
         self._show_table()
 
     def _show_table(self, *_) -> None:
-        self.table.show_layer(self.controls.labels.value)
+        layer = self.controls.labels.value
+        self.table.show_layer(layer)
+        self.summary.value = outputs.summary(layer)
+        self.summary.visible = bool(self.summary.value)
 
     def _rows_selected(self, labels) -> None:
         """Rows chosen in the table: they fill 'clusters', and one row shows its label alone."""
