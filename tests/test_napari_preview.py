@@ -368,3 +368,26 @@ def test_each_frame_keeps_ids_through_a_drifting_timelapse(viewer, widget, run_a
     assert labels.metadata[KEY]["parameters"]["fit_on"] == "each frame"
     for t in range(5):
         assert (labels.data[t] == np.array(ids[t])[truth[t]]).mean() > 0.99
+
+
+def test_seeds_and_confidence_on_a_lazy_image(viewer, widget, run_and_wait):
+    import dask.array as da
+
+    image, truth = blobs((96, 96))
+    source = viewer.add_image(da.from_array(image, chunks=(32, 48)), name="lazy")
+    seeds = np.zeros(image.shape, np.uint8)
+    seeds[40:50, 80:90] = 1  # class 1: the brightest band
+    c = widget.controls
+    c.image.value = source
+    c.n_clusters.value = 3
+    c.seeds.value = viewer.add_labels(seeds, name="strokes")
+    c.confidence.value = True
+    run_and_wait(widget)
+    labels = viewer.layers["lazy k-means labels"]
+    sure = viewer.layers["lazy k-means confidence"]
+    assert isinstance(labels.data, da.Array) and isinstance(sure.data, da.Array)
+    computed = np.asarray(labels.data)
+    assert band_mode(computed, truth, 2) == 1  # the seeded class keeps label 1
+    model = segment(image, 3, seeds=seeds).model
+    np.testing.assert_array_equal(computed, model.predict(image))
+    np.testing.assert_allclose(np.asarray(sure.data), model.confidence(image), atol=1e-6)
