@@ -44,8 +44,8 @@ from .cli_files import (
     CliError,
     Terminated,
     first_line,
+    open_image,
     plan,
-    read_image,
     split_alpha,
     write_outputs,
 )
@@ -178,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="clean-up: majority filter of radius R pixels (default 0: off)")  # fmt: skip
     seg.add_argument("--min-size", type=int, metavar="N",
                      help="clean-up: regions under N pixels join a neighbour (default 0: off)")  # fmt: skip
+    seg.add_argument("--into-image", action="store_true",
+                     help="OME-Zarr inputs: write the labels into the input's labels/ group "
+                     "(the only write ever made inside an input) instead of --out")  # fmt: skip
     seg.add_argument("--overwrite", action="store_true",
                      help="replace existing outputs napari-kmeans wrote (default: refuse and "
                      "write nothing)")  # fmt: skip
@@ -305,6 +308,18 @@ def _gray(layout) -> bool:
     return layout["channel_axis"] is None and layout["rgb"] is not True
 
 
+def _file_layout(job, opened, layout) -> dict:
+    """The layout options, the channel axis and RGB taken from the file's axes (OME-XML,
+    ImageJ, TIFF samples, NGFF axes) unless ``--channel-axis`` / ``--rgb`` say otherwise."""
+    from .microscopy import channel_layout
+
+    try:
+        axis, rgb = channel_layout(opened.axes, np.shape(opened.image), **layout)
+    except ValueError as err:
+        raise CliError(EXIT_FAILED, f"cannot segment {job.path}: {err}") from None
+    return {"channel_axis": axis, "rgb": rgb}
+
+
 def fit_all(jobs, params, layout, quiet=False):
     """One model fitted on the pixels of every input together (``--fit-on all``).
 
@@ -314,10 +329,21 @@ def fit_all(jobs, params, layout, quiet=False):
     from .segment import fit_many
 
     masks = []
+    opened = [open_image(jobs[0])]  # its axes give the layout every input must share
+    shared = _file_layout(jobs[0], opened[0], layout)
 
     def images():
-        for job in _progress(jobs, "fit on all", quiet):
-            image, _, alpha = split_alpha(job, *read_image(job), _gray(layout))
+        for i, job in enumerate(_progress(jobs, "fit on all", quiet)):
+            this = opened.pop() if i == 0 else open_image(job)
+            own = _file_layout(job, this, layout)
+            if own["channel_axis"] != shared["channel_axis"]:
+                raise CliError(
+                    EXIT_FAILED,
+                    f"cannot fit one model on all inputs: {job.path} has its channels on axis "
+                    f"{own['channel_axis']}, {jobs[0].path} on axis {shared['channel_axis']} "
+                    "(None: no channels); give inputs of one layout.",
+                )
+            image, _, alpha = split_alpha(job, this.image, this.rgb, _gray(shared))
             masks.append(None if alpha is None else alpha > 0)
             yield image
 
@@ -325,7 +351,7 @@ def fit_all(jobs, params, layout, quiet=False):
         while True:
             yield masks[-1]
 
-    return fit_many(images(), masks=mask_of_each(), params=params, **layout).model
+    return fit_many(images(), masks=mask_of_each(), params=params, **shared).model
 
 
 # -- progress ---------------------------------------------------------------------------------
@@ -373,12 +399,12 @@ def _compute(job, image, rgb, alpha, params, layout, model):
         raise CliError(EXIT_FAILED, f"cannot segment {job.path}: {err}") from None
 
 
-def _write(job, labels, recolored, model, alpha):
+def _write(job, labels, recolored, model, alpha, opened=None):
     if alpha is not None:  # gray + alpha: the recoloured image keeps the alpha plane
         recolored = np.stack([np.asarray(recolored), alpha], axis=-1)
     rgb = model.spec.rgb and model.spec.channel_axis == -1 and recolored.shape[-1] in (3, 4)
     try:
-        write_outputs(job, labels, recolored, model, rgb=rgb)
+        write_outputs(job, labels, recolored, model, rgb=rgb, opened=opened)
     except (ValueError, TypeError) as err:
         if job.kind == "zarr":  # the lazy segmentation runs while the zarr outputs are written
             raise CliError(EXIT_FAILED, f"cannot segment {job.path}: {err}") from None
@@ -399,12 +425,15 @@ def _write(job, labels, recolored, model, alpha):
 
 def _process(job, params, layout, model):
     """Segment one input and write its outputs; returns the model it used or fitted."""
+    opened = open_image(job)
+    if model is None:
+        layout = _file_layout(job, opened, layout)
     single_channel = _gray(layout) if model is None else model.spec.channel_axis is None
-    image, rgb, alpha = split_alpha(job, *read_image(job), single_channel)
+    image, rgb, alpha = split_alpha(job, opened.image, opened.rgb, single_channel)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         labels, recolored, model = _compute(job, image, rgb, alpha, params, layout, model)
-        _write(job, labels, recolored, model, alpha)
+        _write(job, labels, recolored, model, alpha, opened)
     return model, [f"napari-kmeans: warning: {job.path}: {w.message}" for w in caught]
 
 
