@@ -482,13 +482,16 @@ def _write_ngff(job: Job, paths, labels, recolored, model, found: ngff.NgffImage
         paths[1], recolored, found.axes, version=found.version, ratios=ratios,
         name="recolored", extra_attrs=_mark(job, "recolored"),
     )  # fmt: skip
+    ngff.validate(paths[0], found.version, labels=True)
+    ngff.validate(paths[1], found.version, labels=False)
 
 
 def _write_tiffs(paths, labels, recolored, model, axes):
     """Labels and recoloured image of a TIFF input as OME-TIFF with its axes and sizes."""
     axis = model.spec.channel_axis
     microscopy.write_ome_tiff(paths[0], labels, axes.without(axis))
-    rgb = bool(model.spec.rgb) and axis is not None and axes.names[axis] == "s"
+    # the recoloured image keeps the input's layout: RGB samples stay RGB samples
+    rgb = bool(axes.rgb) and "s" in axes.names and recolored.shape[axes.names.index("s")] in (3, 4)
     microscopy.write_ome_tiff(paths[1], recolored, axes, rgb=rgb)
 
 
@@ -546,8 +549,8 @@ def write_outputs(job: Job, labels, recolored, model, *, rgb: bool, opened: Open
                 "its full-resolution array (axes and datasets); drop --into-image.",
             )
         if job.into_image:
-            if not job.labels.parent.exists():  # a plain folder until it is a zarr group
-                job.labels.parent.mkdir()
+            if not job.labels.parent.exists():  # removed again if this run fails
+                ngff.create_labels_group(job.path, found.zarr_format)
                 made = job.labels.parent
             into = Path(tempfile.mkdtemp(prefix=".napari-kmeans-", dir=job.labels.parent))
             staged[0] = into / job.labels.name
@@ -569,7 +572,7 @@ def write_outputs(job: Job, labels, recolored, model, *, rgb: bool, opened: Open
         with _signals_deferred():
             _commit(list(zip(staged, job.outputs, strict=True)), hidden)
             if job.into_image:
-                ngff.add_to_labels_group(job.path, LABELS_NAME, found.zarr_format, found.version)
+                ngff.add_to_labels_group(job.path, LABELS_NAME, found.version)
                 made = None
     except CliError:
         keep = True  # it holds the previous outputs that could not be restored
@@ -580,6 +583,5 @@ def write_outputs(job: Job, labels, recolored, model, *, rgb: bool, opened: Open
                 shutil.rmtree(hidden, ignore_errors=True)
                 if into is not None:
                     shutil.rmtree(into, ignore_errors=True)
-                if made is not None:  # the labels/ folder this run made, left empty
-                    with contextlib.suppress(OSError):
-                        made.rmdir()
+                if made is not None:  # the labels/ group this run made, for nothing
+                    shutil.rmtree(made, ignore_errors=True)

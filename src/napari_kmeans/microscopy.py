@@ -235,17 +235,21 @@ def tiff_axes(tif) -> AxesInfo:
 
 def read_tiff(path, *, lazy_bytes: int | None = None):
     """``(image, axes)`` of a TIFF's first series: an ndarray, or a dask array for an image
-    larger than ``lazy_bytes`` (default :data:`LAZY_TIFF_BYTES`) read page by page."""
+    larger than ``lazy_bytes`` (default :data:`LAZY_TIFF_BYTES`) read page by page (in memory
+    when dask or zarr is not installed)."""
     import tifffile
 
     lazy_bytes = LAZY_TIFF_BYTES if lazy_bytes is None else lazy_bytes
+    try:
+        import dask.array as da
+        import zarr
+    except ImportError:  # without the [dask] extra: in memory
+        lazy_bytes = None
     with tifffile.TiffFile(path) as tif:
         info = tiff_axes(tif)
         series = tif.series[0]
-        if series.nbytes <= lazy_bytes:
+        if lazy_bytes is None or series.nbytes <= lazy_bytes:
             return series.asarray(), info
-    import dask.array as da
-    import zarr
 
     store = tifffile.imread(path, aszarr=True, series=0, level=0)
     return da.from_zarr(zarr.open_array(store, mode="r")), info
@@ -295,6 +299,8 @@ def write_ome_tiff(path, data, info: AxesInfo, *, rgb: bool = False):
         contig = names[-1] == "s"
         options["planarconfig"] = "contig" if contig else "separate"
         n_page = 3
+    elif "s" in names[:-2]:  # samples read as planes (--no-rgb): planes of unknown kind
+        info = replace(info, names=tuple("q" if n == "s" else n for n in names))
     elif names[-1] == "s":
         n_page = 3
     tifffile.imwrite(

@@ -70,7 +70,7 @@ def _axes(entries, ndim):
             kind = {"c": "channel", "t": "time"}.get(name, "space")
         names.append(name)
         types.append(kind if kind in ("channel", "time", "space") else None)
-        units.append(ngff_unit(entry.get("unit")) or entry.get("unit"))
+        units.append(ngff_unit(entry.get("unit")))  # units NGFF does not name are dropped
     if len(names) != ndim:
         return None
     return names, types, units
@@ -231,6 +231,30 @@ def write_multiscale(
     return group
 
 
+def validate(path, version: str, *, labels: bool):
+    """Check the group at ``path`` against the NGFF schemas with ome-zarr-models (when it is
+    installed); raises RuntimeError naming what is invalid (a bug of the writer)."""
+    try:
+        if version == "0.5":
+            from ome_zarr_models.v05.image import Image
+            from ome_zarr_models.v05.image_label import ImageLabel
+        else:
+            from ome_zarr_models.v04.image import Image
+            from ome_zarr_models.v04.image_label import ImageLabel
+    except ImportError:
+        return
+    import zarr
+
+    try:
+        (ImageLabel if labels else Image).from_zarr(zarr.open_group(str(path), mode="r"))
+    except Exception as err:
+        text = str(err).strip().splitlines()
+        raise RuntimeError(
+            f"the NGFF {version} metadata written to {path} is not valid: "
+            f"{text[0] if text else type(err).__name__}"
+        ) from None
+
+
 def display_colors(model) -> np.ndarray:
     """(k, 4) uint8 RGBA of the clusters for ``image-label``: RGB models' own colours; for
     other images the first three channels of the colours (one channel: gray levels), each
@@ -268,15 +292,19 @@ def label_metadata(model, *, source="../../") -> dict:
     return meta
 
 
-def add_to_labels_group(root, name: str, zarr_format: int, version: str):
-    """Create ``root/labels`` when missing and list ``name`` in it (the only attribute of the
-    input store ``--into-image`` changes)."""
+def create_labels_group(root, zarr_format: int):
+    """Create the empty ``root/labels`` group (``--into-image`` on an image without labels)."""
     import zarr
 
-    try:
-        labels = zarr.open_group(str(root / "labels"), mode="r+")
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
-        labels = zarr.open_group(str(root / "labels"), mode="w", zarr_format=zarr_format)
+    zarr.open_group(str(root / "labels"), mode="w-", zarr_format=zarr_format)
+
+
+def add_to_labels_group(root, name: str, version: str):
+    """List ``name`` in the ``root/labels`` group's ``labels`` (the only attribute of the input
+    store ``--into-image`` changes)."""
+    import zarr
+
+    labels = zarr.open_group(str(root / "labels"), mode="r+")
     attrs = labels.attrs.asdict()
     if version == "0.5":
         ome = dict(attrs.get("ome") or {"version": "0.5"})
