@@ -1,7 +1,8 @@
 """``napari-kmeans segment``: k-means segmentation of image files from the command line.
 
-Reads TIFF, PNG, JPEG and zarr files, segments each (or applies one model to all of them) and
-writes, per input, ``<stem>_labels.tif``, ``<stem>_recolored.<ext>`` and ``<stem>_model.json``.
+Reads TIFF (OME-TIFF, ImageJ), PNG, JPEG and zarr (OME-Zarr) files with their axes and pixel
+sizes (:mod:`napari_kmeans.microscopy`, :mod:`napari_kmeans.ngff`), segments each (or applies
+one model to all of them) and writes, per input, ``<stem>_labels.tif``, ``<stem>_recolored.<ext>`` and ``<stem>_model.json``.
 Zarr inputs are processed lazily with dask, block by block, and give zarr outputs. This module
 parses the arguments and runs the batch with the engine's stages; :mod:`napari_kmeans.cli_files`
 names, checks, reads and writes the files. tqdm is optional.
@@ -81,6 +82,9 @@ outputs (per input, in --out):
                           (.tif for TIFF, .png for PNG and JPEG inputs)
   <stem>_model.json       the fitted model; apply it to other images with --model
   Zarr inputs give <stem>_labels.zarr and <stem>_recolored.zarr, written block by block.
+  Axes, channels and pixel sizes come from the file (OME-XML, ImageJ, TIFF samples, NGFF):
+  TIFF inputs give OME-TIFF outputs with them, OME-Zarr inputs NGFF labels (image-label) and
+  images of the same version; --into-image puts the labels in the input's labels/kmeans.
   An input's outputs are written to a hidden folder in --out, then moved into place together.
   No output may be, hold or lie inside an input (exit 2). --overwrite replaces files and only
   the zarr folders napari-kmeans wrote (they carry a '{MARK}' attribute).
