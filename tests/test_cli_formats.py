@@ -367,3 +367,16 @@ def test_ngff_colours_follow_the_clusters(ome_zarr, tmp_path):
     assert rgba[:, :2].max(axis=0).tolist() == [255, 255]
     assert rgba[:, 2].tolist() == [0] * K
     assert json.dumps(colors)  # plain JSON numbers
+
+
+def test_ngff_outputs_are_replaced_only_with_overwrite(tmp_path, capsys):
+    path = tmp_path / "cells.zarr"
+    write_ome_zarr(path, two_channels((2, 16, 16), 15), "0.5")
+    out = tmp_path / "out"
+    assert cli(path, "--out", out) == EXIT_OK
+    before = tree_hashes(out)
+    assert cli(path, "--out", out, "--seed", "1") == EXIT_EXISTS
+    assert "already exist" in capsys.readouterr().err and tree_hashes(out) == before
+    assert cli(path, "--out", out, "--seed", "1", "--overwrite") == EXIT_OK
+    image_label_model(out / "cells_labels.zarr", "0.5")
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
