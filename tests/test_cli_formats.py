@@ -82,16 +82,16 @@ def test_ome_tiff_czyx_finds_channels_and_keeps_sizes(tmp_path):
     assert cli(tmp_path / "cells.ome.tif", "--out", tmp_path / "out") == EXIT_OK
     out = tmp_path / "out"
     ref = segment(image, K, channel_axis=0, rgb=False)
-    labels = tifffile.imread(out / "cells.ome_labels.tif")
+    labels = tifffile.imread(out / "cells_labels.tif")
     assert labels.shape == (6, 32, 32)  # the channels were clustered, not stacked as planes
     np.testing.assert_array_equal(labels, ref.labels)
-    meta = ome_pixels(out / "cells.ome_labels.tif")
+    meta = ome_pixels(out / "cells_labels.tif")
     assert meta["axes"] == "ZYX"
     assert (meta["PhysicalSizeX"], meta["PhysicalSizeY"], meta["PhysicalSizeZ"]) == (0.2, 0.2, 1.0)
     assert meta["PhysicalSizeXUnit"] == "µm"
-    recolored = ome_pixels(out / "cells.ome_recolored.tif")
+    recolored = ome_pixels(out / "cells_recolored.tif")
     assert recolored["axes"] == "CZYX" and recolored["PhysicalSizeZ"] == 1.0
-    np.testing.assert_array_equal(tifffile.imread(out / "cells.ome_recolored.tif"), ref.recolored)
+    np.testing.assert_array_equal(tifffile.imread(out / "cells_recolored.tif"), ref.recolored)
 
 
 def test_ome_tiff_tczyx_drops_only_the_channel_axis(tmp_path):

@@ -107,6 +107,8 @@ def _stem(path: Path, kind: str) -> str:
     root = zarr_root(path) if kind == "zarr" else None
     base = root if root is not None else path
     stem = base.name[: -len(base.suffix)] if base.suffix else base.name
+    if stem.lower().endswith(".ome") and len(stem) > 4:  # cells.ome.tif, cells.ome.zarr -> cells
+        stem = stem[:-4]
     if root is not None and root != path:  # an array inside a zarr group: scan.zarr/0 -> scan_0
         stem = "_".join([stem, *path.relative_to(root).parts])
     return stem
