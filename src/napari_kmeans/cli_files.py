@@ -475,15 +475,19 @@ def _write_ngff(job: Job, paths, labels, recolored, model, found: ngff.NgffImage
         drop = axis % len(found.scales[0])
         label_ratios = [tuple(r for i, r in enumerate(ratio) if i != drop) for ratio in ratios]
     source = "../../" if job.into_image else None
-    ngff.write_multiscale(
-        paths[0], labels, found.axes.without(axis), version=found.version,
-        ratios=label_ratios, name=LABELS_NAME if job.into_image else "labels",
-        label_meta=ngff.label_metadata(model, source=source), extra_attrs=_mark(job, "labels"),
-    )  # fmt: skip
-    ngff.write_multiscale(
-        paths[1], recolored, found.axes, version=found.version, ratios=ratios,
-        name="recolored", extra_attrs=_mark(job, "recolored"),
-    )  # fmt: skip
+    pending = [
+        ngff.create_multiscale(
+            paths[0], labels, found.axes.without(axis), version=found.version,
+            ratios=label_ratios, name=LABELS_NAME if job.into_image else "labels",
+            label_meta=ngff.label_metadata(model, source=source),
+            extra_attrs=_mark(job, "labels"),
+        ),
+        ngff.create_multiscale(
+            paths[1], recolored, found.axes, version=found.version, ratios=ratios,
+            name="recolored", extra_attrs=_mark(job, "recolored"),
+        ),
+    ]  # fmt: skip
+    ngff.write_levels(pending)
     ngff.validate(paths[0], found.version, labels=True)
     ngff.validate(paths[1], found.version, labels=False)
 

@@ -162,25 +162,26 @@ def _nearest(data, shape):
 
 
 def _create(group, path, shape, dtype, chunks, names, zarr_format):
-    import zarr
-
     options = {"dimension_names": list(names)} if zarr_format == 3 else {}
     return group.create_array(
-        path,
-        shape=shape,
-        dtype=dtype,
-        chunks=chunks,
-        fill_value=0,
-        compressors=zarr.codecs.BloscCodec() if zarr_format == 3 else None,
-        **options,
-    )
+        path, shape=shape, dtype=dtype, chunks=chunks, fill_value=0, **options
+    )  # zarr's default compressor (zstd)
 
 
-def write_multiscale(
+@dataclass(frozen=True)
+class Pending:
+    """A multiscale group created with its metadata, its levels still to be written."""
+
+    data: object  # the full-resolution dask array, chunked like the zarr arrays
+    arrays: tuple  # the levels' zarr arrays, full resolution first
+
+
+def create_multiscale(
     path, data, axes: AxesInfo, *, version="0.4", ratios=None, name=None, label_meta=None,
     extra_attrs=None,
-):  # fmt: skip
-    """Write ``data`` (a dask array) as an NGFF multiscale image group at ``path``.
+) -> Pending:  # fmt: skip
+    """Create the NGFF multiscale group of ``data`` (a dask array) at ``path``: its arrays
+    and metadata; :func:`write_levels` then writes the pixels.
 
     ``version`` "0.4" writes zarr format 2, "0.5" zarr format 3. ``label_meta`` (the
     ``image-label`` dict) makes it a labels image. ``extra_attrs`` are added to the group's
@@ -193,20 +194,15 @@ def write_multiscale(
     group = zarr.open_group(str(path), mode="w", zarr_format=zarr_format)
     data = data if hasattr(data, "dask") else da.asarray(data)
     chunks = tuple(int(c) for c in data.chunksize)
-    levels = level_shapes(data.shape, axes, ratios)
-    datasets = []
-    full = None
-    for i, (shape, ratio) in enumerate(levels):
-        array = _create(group, str(i), shape, data.dtype, chunks, axes.names, zarr_format)
-        source = data if full is None else _nearest(full, shape)
-        source = source.rechunk(tuple(min(c, n) for c, n in zip(chunks, shape, strict=True)))
-        da.store(source, array, lock=False)
-        if full is None:
-            full = da.from_zarr(array)
-        transforms = [
-            {"type": "scale", "scale": [s * r for s, r in zip(axes.scale, ratio, strict=True)]}
-        ]
-        if axes.translation is not None:
+    arrays, datasets = [], []
+    for i, (shape, ratio) in enumerate(level_shapes(data.shape, axes, ratios)):
+        level_chunks = tuple(min(c, n) for c, n in zip(chunks, shape, strict=True))
+        arrays.append(
+            _create(group, str(i), shape, data.dtype, level_chunks, axes.names, zarr_format)
+        )
+        scale = [s * r for s, r in zip(axes.scale, ratio, strict=True)]
+        transforms = [{"type": "scale", "scale": scale}]
+        if axes.translation is not None:  # the centre of a level's first pixel
             shift = [
                 t + (r - 1) * s / 2
                 for t, s, r in zip(axes.translation, axes.scale, ratio, strict=True)
@@ -228,7 +224,25 @@ def write_multiscale(
         if label_meta is not None:
             attrs["image-label"] = {"version": "0.4", **label_meta}
     group.attrs.update(attrs)
-    return group
+    return Pending(data.rechunk(arrays[0].chunks), tuple(arrays))
+
+
+def write_levels(pending) -> None:
+    """Write the pixels of several :func:`create_multiscale` groups: every full resolution in
+    one dask computation (labels and recoloured image share their labelling), then each lower
+    level by nearest-neighbour sampling of the full resolution read back from disk."""
+    import dask.array as da
+
+    da.store([p.data for p in pending], [p.arrays[0] for p in pending], lock=False)
+    for p in pending:
+        full = da.from_zarr(p.arrays[0])
+        for array in p.arrays[1:]:
+            da.store(_nearest(full, array.shape).rechunk(array.chunks), array, lock=False)
+
+
+def write_multiscale(path, data, axes: AxesInfo, **options) -> None:
+    """:func:`create_multiscale` and :func:`write_levels` for one image."""
+    write_levels([create_multiscale(path, data, axes, **options)])
 
 
 def validate(path, version: str, *, labels: bool):
