@@ -380,3 +380,25 @@ def test_ngff_outputs_are_replaced_only_with_overwrite(tmp_path, capsys):
     assert cli(path, "--out", out, "--seed", "1", "--overwrite") == EXIT_OK
     image_label_model(out / "cells_labels.zarr", "0.5")
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [{"axes": [3, "y", "x"]}, {"axes": "zyx"}, {"axes": ["z", "y"]},
+     {"axes": ["z", "y", "x"], "coordinateTransformations": [{"type": "scale", "scale": "big"}]}],
+)  # fmt: skip
+def test_odd_ngff_axes_fall_back_to_a_plain_zarr_output(tmp_path, entry):
+    """Multiscales metadata whose axes do not describe the array: read as a plain zarr array
+    (as before), written as one, never refused for its metadata."""
+    group = zarr.open_group(str(tmp_path / "odd.zarr"), mode="w", zarr_format=2)
+    data = blobs((2, 16, 16), 16)
+    group.create_array("0", shape=data.shape, dtype=data.dtype, chunks=(1, 16, 16))[:] = data
+    group.attrs["multiscales"] = [{"version": "0.4", "datasets": [{"path": "0"}], **entry}]
+    if "coordinateTransformations" in entry:  # axes fine, transforms odd: scales of 1
+        assert cli(tmp_path / "odd.zarr", "--out", tmp_path / "out") == EXIT_OK
+        axes = ngff_attrs(tmp_path / "out" / "odd_labels.zarr")["multiscales"][0]
+        assert axes["datasets"][0]["coordinateTransformations"][0]["scale"] == [1.0] * 3
+        return
+    assert cli(tmp_path / "odd.zarr", "--out", tmp_path / "out") == EXIT_OK
+    labels = zarr.open_array(str(tmp_path / "out" / "odd_labels.zarr"), mode="r")[:]
+    np.testing.assert_array_equal(labels, segment(data, K).labels)

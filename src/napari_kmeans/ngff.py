@@ -49,21 +49,29 @@ def _multiscales(attrs):
 
 def _transforms(transforms, ndim):
     scale, translation = [1.0] * ndim, None
-    for t in transforms or []:
+    for t in transforms if isinstance(transforms, list) else []:
         if not isinstance(t, dict):
             continue
-        if t.get("type") == "scale" and len(t.get("scale", ())) == ndim:
-            scale = [float(v) for v in t["scale"]]
-        if t.get("type") == "translation" and len(t.get("translation", ())) == ndim:
-            translation = [float(v) for v in t["translation"]]
+        for kind in ("scale", "translation"):
+            values = t.get(kind)
+            if t.get("type") != kind or not isinstance(values, list) or len(values) != ndim:
+                continue
+            if not all(isinstance(v, int | float) for v in values):
+                continue
+            if kind == "scale":
+                scale = [float(v) for v in values]
+            else:
+                translation = [float(v) for v in values]
     return scale, translation
 
 
 def _axes(entries, ndim):
     names, types, units = [], [], []
-    for i, entry in enumerate(entries or []):
+    for i, entry in enumerate(entries if isinstance(entries, list) else []):
         if isinstance(entry, str):  # NGFF 0.3: names only
             entry = {"name": entry}
+        if not isinstance(entry, dict):
+            return None
         name = str(entry.get("name", f"dim_{i}")).lower()
         kind = entry.get("type")
         if kind is None and name in ("c", "t", "z", "y", "x"):
@@ -80,10 +88,10 @@ def read_image_metadata(group, ndim: int) -> tuple[dict | None, NgffImage | None
     """``(first multiscale entry, NgffImage)`` of a zarr group, or ``(None, None)`` when it
     holds no multiscale image; the image is None too when its axes do not match ``ndim``."""
     multiscales, version = _multiscales(group.attrs.asdict())
-    if not multiscales:
+    if not isinstance(multiscales, list) or not multiscales or not isinstance(multiscales[0], dict):
         return None, None
     entry = multiscales[0]
-    datasets = entry.get("datasets") or []
+    datasets = [d for d in entry.get("datasets") or [] if isinstance(d, dict)]
     found = _axes(entry.get("axes"), ndim)
     if found is None or not datasets:
         return entry, None
