@@ -153,8 +153,10 @@ def run_child(mode: str, src: Path, out: Path) -> dict:
 
 def _row(name, size_bytes, res) -> str:
     mbps = size_bytes / MB / res["seconds"]
+    fit = res["fit_seconds"]
+    fit = "-" if fit != fit else f"{fit:.1f} s"  # NaN: the CLI's run is not split
     return (
-        f"| {name} | {size_bytes / GB:.2f} GB | {res['seconds']:.1f} s | {res['fit_seconds']:.1f} s "
+        f"| {name} | {size_bytes / GB:.2f} GB | {res['seconds']:.1f} s | {fit} "
         f"| {mbps:.0f} MB/s | {res['peak_mb']:.0f} MB |"
     )
 
