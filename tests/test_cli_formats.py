@@ -402,3 +402,18 @@ def test_odd_ngff_axes_fall_back_to_a_plain_zarr_output(tmp_path, entry):
     assert cli(tmp_path / "odd.zarr", "--out", tmp_path / "out") == EXIT_OK
     labels = zarr.open_array(str(tmp_path / "out" / "odd_labels.zarr"), mode="r")[:]
     np.testing.assert_array_equal(labels, segment(data, K).labels)
+
+
+def test_into_image_keeps_the_labels_already_there(tmp_path):
+    path = tmp_path / "cells.zarr"
+    write_ome_zarr(path, two_channels((2, 16, 16), 17), "0.5")
+    labels = zarr.open_group(str(path / "labels"), mode="w", zarr_format=3)
+    labels.attrs["ome"] = {"version": "0.5", "labels": ["nuclei"]}
+    nuclei = labels.create_array("nuclei/0", shape=(2, 16, 16), dtype="u1", chunks=(2, 16, 16))
+    nuclei[:] = 1
+    before = {k: v for k, v in tree_hashes(path).items() if k != "labels/zarr.json"}
+    assert cli(path, "--out", tmp_path / "out", "--into-image") == EXIT_OK
+    after = tree_hashes(path)
+    assert {k: after[k] for k in before} == before  # the image and the nuclei, untouched
+    assert ngff_attrs(path / "labels")["labels"] == ["nuclei", "kmeans"]
+    image_label_model(path / "labels" / "kmeans", "0.5")
