@@ -39,7 +39,7 @@ def images(tmp_path):
     """Small TIFF, PNG, JPEG and zarr inputs in tmp_path, and the arrays they hold."""
     rng = np.random.default_rng(0)
     gray = rng.integers(0, 4000, (3, 30, 40), dtype=np.uint16)
-    tifffile.imwrite(tmp_path / "stack.tif", gray)
+    tifffile.imwrite(tmp_path / "stack.tif", gray, photometric="minisblack")
     rgb = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
     iio.imwrite(tmp_path / "colour.png", rgb)
     iio.imwrite(tmp_path / "photo.jpg", rgb)
@@ -276,7 +276,9 @@ def test_exit_codes(images, tmp_path, capsys, case, code, message):
         extra += ["--fit-on", "all"]
     elif case == "same outputs":
         (tmp_path / "sub").mkdir()
-        tifffile.imwrite(tmp_path / "sub" / "stack.tif", images["stack.tif"])
+        tifffile.imwrite(
+            tmp_path / "sub" / "stack.tif", images["stack.tif"], photometric="minisblack"
+        )
         inputs.append(tmp_path / "sub" / "stack.tif")
     assert main(["segment", *map(str, inputs), "--out", str(out), "-q", *extra]) == code
     assert message in capsys.readouterr().err
@@ -334,7 +336,11 @@ def test_every_help_example_works_as_written(tmp_path):
     ]
     assert len(examples) >= 3 and all(e.startswith("napari-kmeans segment ") for e in examples)
     rng = np.random.default_rng(1)
-    tifffile.imwrite(tmp_path / "cells.tif", rng.integers(0, 4000, (3, 20, 30), dtype=np.uint16))
+    tifffile.imwrite(
+        tmp_path / "cells.tif",
+        rng.integers(0, 4000, (3, 20, 30), dtype=np.uint16),
+        photometric="minisblack",
+    )
     for folder, n in (("plates", 3), ("new", 2)):
         (tmp_path / folder).mkdir()
         for i in range(1, n + 1):

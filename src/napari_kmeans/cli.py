@@ -1,7 +1,8 @@
 """``napari-kmeans segment``: k-means segmentation of image files from the command line.
 
-Reads TIFF, PNG, JPEG and zarr files, segments each (or applies one model to all of them) and
-writes, per input, ``<stem>_labels.tif``, ``<stem>_recolored.<ext>`` and ``<stem>_model.json``.
+Reads TIFF (OME-TIFF, ImageJ), PNG, JPEG and zarr (OME-Zarr) files with their axes and pixel
+sizes (:mod:`napari_kmeans.microscopy`, :mod:`napari_kmeans.ngff`), segments each (or applies
+one model to all of them) and writes, per input, ``<stem>_labels.tif``, ``<stem>_recolored.<ext>`` and ``<stem>_model.json``.
 Zarr inputs are processed lazily with dask, block by block, and give zarr outputs. This module
 parses the arguments and runs the batch with the engine's stages; :mod:`napari_kmeans.cli_files`
 names, checks, reads and writes the files. tqdm is optional.
@@ -46,8 +47,8 @@ from .cli_files import (
     Terminated,
     first_line,
     kind_of,
+    open_image,
     plan,
-    read_image,
     split_alpha,
     write_outputs,
 )
@@ -83,6 +84,9 @@ outputs (per input, in --out):
                           (.tif for TIFF, .png for PNG and JPEG inputs)
   <stem>_model.json       the fitted model; apply it to other images with --model
   Zarr inputs give <stem>_labels.zarr and <stem>_recolored.zarr, written block by block.
+  Axes, channels and pixel sizes come from the file (OME-XML, ImageJ, TIFF samples, NGFF):
+  TIFF inputs give OME-TIFF outputs with them, OME-Zarr inputs NGFF labels (image-label) and
+  images of the same version; --into-image puts the labels in the input's labels/kmeans.
   An input's outputs are written to a hidden folder in --out, then moved into place together.
   No output may be, hold or lie inside an input (exit 2). --overwrite replaces files and only
   the zarr folders napari-kmeans wrote (they carry a '{MARK}' attribute).
@@ -196,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="labels image of scribbled seed classes (0 unseeded, 1..m)")  # fmt: skip
     seg.add_argument("--pin-seeds", action="store_true", default=None,
                      help="keep the seeded centres at the seeds' mean values")  # fmt: skip
+    seg.add_argument("--into-image", action="store_true",
+                     help="OME-Zarr inputs: write the labels into the input's labels/ group "
+                     "(the only write ever made inside an input) instead of --out")  # fmt: skip
     seg.add_argument("--overwrite", action="store_true",
                      help="replace existing outputs napari-kmeans wrote (default: refuse and "
                      "write nothing)")  # fmt: skip
@@ -341,8 +348,7 @@ def _read_seeds(path: Path):
     if kind is None or not path.exists():
         why = "no such file" if not path.exists() else "not a TIFF, PNG, JPEG or zarr image"
         raise CliError(EXIT_UNREADABLE, f"cannot use --seeds {path}: {why}.")
-    image, _ = read_image(Job(path, kind, path, path, path))
-    return np.asarray(image)
+    return np.asarray(open_image(Job(path, kind, path, path, path)).image)
 
 
 def apply_model(model, image, *, rgb=None, mask=None):
@@ -358,6 +364,18 @@ def _gray(layout) -> bool:
     return layout["channel_axis"] is None and layout["rgb"] is not True
 
 
+def _file_layout(job, opened, layout) -> dict:
+    """The layout options, the channel axis and RGB taken from the file's axes (OME-XML,
+    ImageJ, TIFF samples, NGFF axes) unless ``--channel-axis`` / ``--rgb`` say otherwise."""
+    from .microscopy import channel_layout
+
+    try:
+        axis, rgb = channel_layout(opened.axes, np.shape(opened.image), **layout)
+    except ValueError as err:
+        raise CliError(EXIT_FAILED, f"cannot segment {job.path}: {err}") from None
+    return {"channel_axis": axis, "rgb": rgb}
+
+
 def fit_all(jobs, params, layout, quiet=False):
     """One model fitted on the pixels of every input together (``--fit-on all``).
 
@@ -367,10 +385,21 @@ def fit_all(jobs, params, layout, quiet=False):
     from .segment import fit_many
 
     masks = []
+    opened = [open_image(jobs[0])]  # its axes give the layout every input must share
+    shared = _file_layout(jobs[0], opened[0], layout)
 
     def images():
-        for job in _progress(jobs, "fit on all", quiet):
-            image, _, alpha = split_alpha(job, *read_image(job), _gray(layout))
+        for i, job in enumerate(_progress(jobs, "fit on all", quiet)):
+            this = opened.pop() if i == 0 else open_image(job)
+            own = _file_layout(job, this, layout)
+            if own["channel_axis"] != shared["channel_axis"]:
+                raise CliError(
+                    EXIT_FAILED,
+                    f"cannot fit one model on all inputs: {job.path} has its channels on axis "
+                    f"{own['channel_axis']}, {jobs[0].path} on axis {shared['channel_axis']} "
+                    "(None: no channels); give inputs of one layout.",
+                )
+            image, _, alpha = split_alpha(job, this.image, this.rgb, _gray(shared))
             masks.append(None if alpha is None else alpha > 0)
             yield image
 
@@ -378,7 +407,7 @@ def fit_all(jobs, params, layout, quiet=False):
         while True:
             yield masks[-1]
 
-    return fit_many(images(), masks=mask_of_each(), params=params, **layout).model
+    return fit_many(images(), masks=mask_of_each(), params=params, **shared).model
 
 
 # -- progress ---------------------------------------------------------------------------------
@@ -426,12 +455,12 @@ def _compute(job, image, rgb, alpha, params, layout, model, frames=None):
         raise CliError(EXIT_FAILED, f"cannot segment {job.path}: {err}") from None
 
 
-def _write(job, labels, recolored, model, alpha):
+def _write(job, labels, recolored, model, alpha, opened=None):
     if alpha is not None:  # gray + alpha: the recoloured image keeps the alpha plane
         recolored = np.stack([np.asarray(recolored), alpha], axis=-1)
     rgb = model.spec.rgb and model.spec.channel_axis == -1 and recolored.shape[-1] in (3, 4)
     try:
-        write_outputs(job, labels, recolored, model, rgb=rgb)
+        write_outputs(job, labels, recolored, model, rgb=rgb, opened=opened)
     except (ValueError, TypeError) as err:
         if job.kind == "zarr":  # the lazy segmentation runs while the zarr outputs are written
             raise CliError(EXIT_FAILED, f"cannot segment {job.path}: {err}") from None
@@ -454,12 +483,15 @@ def _process(job, params, layout, model, frames=None):
     """Segment one input and write its outputs; returns the model it used or fitted.
 
     ``frames``: the keywords ``seeds`` and ``time_axis`` of :func:`segment_image`."""
+    opened = open_image(job)
+    if model is None:
+        layout = _file_layout(job, opened, layout)
     single_channel = _gray(layout) if model is None else model.spec.channel_axis is None
-    image, rgb, alpha = split_alpha(job, *read_image(job), single_channel)
+    image, rgb, alpha = split_alpha(job, opened.image, opened.rgb, single_channel)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         labels, recolored, model = _compute(job, image, rgb, alpha, params, layout, model, frames)
-        _write(job, labels, recolored, model, alpha)
+        _write(job, labels, recolored, model, alpha, opened)
     return model, [f"napari-kmeans: warning: {job.path}: {w.message}" for w in caught]
 
 

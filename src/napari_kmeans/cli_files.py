@@ -20,7 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from . import microscopy, ngff
 from ._version import __version__
+from .ngff import LABELS_NAME
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1  # an unexpected error (a bug): one line with where to report it
@@ -78,6 +80,7 @@ class Job:
     labels: Path
     recolored: Path
     model: Path
+    into_image: bool = False  # labels written into the input OME-Zarr's labels/ group
 
     @property
     def outputs(self) -> tuple[Path, Path, Path]:
@@ -104,22 +107,47 @@ def _stem(path: Path, kind: str) -> str:
     root = zarr_root(path) if kind == "zarr" else None
     base = root if root is not None else path
     stem = base.name[: -len(base.suffix)] if base.suffix else base.name
+    if stem.lower().endswith(".ome") and len(stem) > 4:  # cells.ome.tif, cells.ome.zarr -> cells
+        stem = stem[:-4]
     if root is not None and root != path:  # an array inside a zarr group: scan.zarr/0 -> scan_0
         stem = "_".join([stem, *path.relative_to(root).parts])
     return stem
 
 
-def _job(path: Path, out: Path) -> Job:
+def _job(path: Path, out: Path, into_image: bool = False) -> Job:
     kind = kind_of(path)
     stem = _stem(path, kind)
     if kind == "zarr":
         labels, recolored = out / f"{stem}_labels.zarr", out / f"{stem}_recolored.zarr"
+        if into_image:
+            labels = path / "labels" / LABELS_NAME
     else:
         labels, recolored = (
             out / f"{stem}_labels.tif",
             out / f"{stem}_recolored{RECOLORED_EXT[kind]}",
         )
-    return Job(path, kind, labels, recolored, out / f"{stem}_model.json")
+    return Job(path, kind, labels, recolored, out / f"{stem}_model.json", into_image)
+
+
+def _check_into_image(paths):
+    """``--into-image`` needs every input to be an OME-Zarr image group (exit 2 otherwise)."""
+    import zarr
+
+    for path in paths:
+        entry = None
+        if kind_of(path) == "zarr" and zarr_root(path) == path:
+            try:
+                group = zarr.open_group(str(path), mode="r")
+                entry, _ = ngff.read_image_metadata(group, ndim=0)
+            except Exception:
+                entry = None
+        if entry is None:
+            raise CliError(
+                EXIT_USAGE,
+                f"--into-image writes labels into an OME-Zarr image's labels/ group, but {path} "
+                "is not an OME-Zarr image (a .zarr folder with multiscales metadata); drop "
+                "--into-image to write the labels to --out.",
+            )
 
 
 def _check_out_dir(out: Path):
@@ -191,6 +219,8 @@ def _check_overlap(jobs, model_path):
     protected = [(given, p.resolve()) for given, p in protected]
     for job in jobs:
         for out in job.outputs:
+            if job.into_image and out == job.labels:
+                continue  # the one write allowed inside an input: its labels/ group
             real = out.resolve()
             for given, inp in protected:
                 if real == inp or _same_file(out, inp):
@@ -209,20 +239,20 @@ def _check_overlap(jobs, model_path):
 
 
 def _is_our_zarr(path: Path) -> bool:
-    """True for a zarr array carrying the attribute napari-kmeans puts on its outputs."""
+    """True for a zarr array or group carrying the attribute napari-kmeans puts on its outputs."""
     try:
         import zarr
 
-        return isinstance(zarr.open_array(str(path), mode="r").attrs.get(MARK), dict)
+        return isinstance(zarr.open(str(path), mode="r").attrs.get(MARK), dict)
     except Exception:
         return False
 
 
 def _not_ours(job: Job, path: Path) -> str | None:
     """Why ``--overwrite`` must not replace the existing ``path``, or None."""
-    if path.suffix == ".zarr":
+    if path.suffix == ".zarr" or (job.into_image and path == job.labels):
         if not _is_our_zarr(path):
-            return f"is not a zarr array it wrote (no '{MARK}' attribute)"
+            return f"is not a zarr array or group it wrote (no '{MARK}' attribute)"
     elif path.is_dir() and not path.is_symlink():
         return "is a folder, where it writes a file"
     return None
@@ -253,8 +283,11 @@ def plan(args) -> list[Job]:
     """Check everything that can be checked before any work, and name every output."""
     _check_out_dir(args.out)
     _check_inputs(args.inputs)
-    jobs = [_job(p, args.out) for p in args.inputs]
+    into_image = bool(getattr(args, "into_image", False))
+    jobs = [_job(p, args.out, into_image) for p in args.inputs]
     _check_modules(jobs)
+    if into_image:
+        _check_into_image(args.inputs)
     seen: dict[Path, Path] = {}
     for job in jobs:
         if job.model in seen:
@@ -279,12 +312,13 @@ def plan(args) -> list[Job]:
 
 
 def _open_zarr(path: Path):
+    """``(dask array, NgffImage or None)`` of a zarr array or group."""
     import dask.array as da
     import zarr
 
     node = zarr.open(str(path), mode="r")
     if isinstance(node, zarr.Array):
-        return da.from_zarr(node)
+        return da.from_zarr(node), None
     arrays = sorted(node.array_keys())
     hint = (
         f"give the path of one of its arrays, e.g. {path / arrays[0]}."
@@ -317,22 +351,38 @@ def _open_zarr(path: Path):
             EXIT_UNREADABLE,
             f"{path} is a zarr group {what} (arrays: {', '.join(arrays) or 'none'}); {hint}",
         )
-    return da.from_zarr(node[name])
+    array = node[name]
+    image = None
+    if multiscales is not None:
+        _, image = ngff.read_image_metadata(node, array.ndim)
+        if image is not None and image.paths[0] != name:
+            image = None
+    return da.from_zarr(array), image
 
 
-def _read_tiff(path: Path):
-    import tifffile
+@dataclass(frozen=True)
+class Opened:
+    """An input as read: the image (an ndarray, or a dask array for zarr and large TIFF),
+    whether it is known to be RGB(A) (True), single-channel (False) or unknown (None), the
+    axes its file declares (None when it declares none) and, for OME-Zarr, its multiscales."""
 
-    with tifffile.TiffFile(path) as tif:
-        image = tif.asarray()
-        photometric = tif.pages[0].photometric
-    colour = photometric in (tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.YCBCR)
-    return image, (True if colour and image.ndim >= 2 and image.shape[-1] in (3, 4) else None)
+    image: object
+    rgb: bool | None
+    axes: microscopy.AxesInfo | None = None
+    ngff: ngff.NgffImage | None = None
 
 
-def read_image(job: Job):
-    """``(image, rgb)`` of ``job``: an ndarray (a dask array for zarr), and whether it is known
-    to be RGB(A) (True), known to be single-channel (False), or unknown (None)."""
+def _read_tiff(path: Path) -> Opened:
+    image, axes = microscopy.read_tiff(path)
+    colour = bool(axes.rgb)
+    rgb = True if colour and image.ndim >= 2 and image.shape[-1] in (3, 4) else None
+    if len(axes.names) != image.ndim:
+        axes = None
+    return Opened(image, rgb, axes)
+
+
+def open_image(job: Job) -> Opened:
+    """Read ``job``'s input with what its file says of its axes (see :class:`Opened`)."""
     if job.kind != "zarr" and job.path.stat().st_size == 0:
         raise CliError(
             EXIT_UNREADABLE,
@@ -346,8 +396,9 @@ def read_image(job: Job):
 
             image = iio.imread(job.path)
             rgb = {2: False, 3: image.shape[-1] in (3, 4) or None}.get(image.ndim)
-            return image, rgb
-        return _open_zarr(job.path), None
+            return Opened(image, rgb)
+        image, found = _open_zarr(job.path)
+        return Opened(image, None, None if found is None else found.axes, found)
     except (CliError, MemoryError):
         raise
     except Exception as err:
@@ -407,6 +458,49 @@ def _write_zarrs(job: Job, paths, labels, recolored):
         zarr.open_array(str(path), mode="r+").attrs[MARK] = mark
 
 
+def _mark(job: Job, what: str) -> dict:
+    return {MARK: {"output": what, "input": str(job.path), "version": __version__}}
+
+
+def _write_ngff(job: Job, paths, labels, recolored, model, found: ngff.NgffImage):
+    """Labels (``image-label``) and recoloured image of an OME-Zarr input as NGFF pyramids
+    of the input's version, mirroring its levels, with its axes, scales and translation."""
+    axis = model.spec.channel_axis
+    full = np.asarray(found.scales[0])
+    ratios = [tuple(np.asarray(s) / np.where(full > 0, full, 1.0)) for s in found.scales]
+    if len(ratios) == 1:
+        ratios = None  # a single level: a new pyramid, so that large results open fast
+    label_ratios = ratios
+    if ratios is not None and axis is not None:
+        drop = axis % len(found.scales[0])
+        label_ratios = [tuple(r for i, r in enumerate(ratio) if i != drop) for ratio in ratios]
+    source = "../../" if job.into_image else None
+    pending = [
+        ngff.create_multiscale(
+            paths[0], labels, found.axes.without(axis), version=found.version,
+            ratios=label_ratios, name=LABELS_NAME if job.into_image else "labels",
+            label_meta=ngff.label_metadata(model, source=source),
+            extra_attrs=_mark(job, "labels"),
+        ),
+        ngff.create_multiscale(
+            paths[1], recolored, found.axes, version=found.version, ratios=ratios,
+            name="recolored", extra_attrs=_mark(job, "recolored"),
+        ),
+    ]  # fmt: skip
+    ngff.write_levels(pending)
+    ngff.validate(paths[0], found.version, labels=True)
+    ngff.validate(paths[1], found.version, labels=False)
+
+
+def _write_tiffs(paths, labels, recolored, model, axes):
+    """Labels and recoloured image of a TIFF input as OME-TIFF with its axes and sizes."""
+    axis = model.spec.channel_axis
+    microscopy.write_ome_tiff(paths[0], labels, axes.without(axis))
+    # the recoloured image keeps the input's layout: RGB samples stay RGB samples
+    rgb = bool(axes.rgb) and "s" in axes.names and recolored.shape[axes.names.index("s")] in (3, 4)
+    microscopy.write_ome_tiff(paths[1], recolored, axes, rgb=rgb)
+
+
 def _remove(path: Path):
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
@@ -420,7 +514,7 @@ def _commit(pairs, trash: Path):
     try:
         for i, (new, dest) in enumerate(pairs):
             if os.path.lexists(dest):
-                old = trash / f"old-{i}-{dest.name}"
+                old = new.parent / f"old-{i}-{dest.name}"  # on dest's file system
                 os.replace(dest, old)
                 kept.append((old, dest))
             os.replace(new, dest)
@@ -440,14 +534,38 @@ def _commit(pairs, trash: Path):
         raise
 
 
-def write_outputs(job: Job, labels, recolored, model, *, rgb: bool):
-    """Write one input's labels, recoloured image and model, all moved into place together."""
+def write_outputs(job: Job, labels, recolored, model, *, rgb: bool, opened: Opened | None = None):
+    """Write one input's labels, recoloured image and model, all moved into place together.
+
+    With ``opened`` (what the input's file declared): TIFF inputs give OME-TIFF outputs with
+    the input's axes and pixel sizes, OME-Zarr inputs NGFF outputs (the labels in the input's
+    own labels/ group for ``--into-image``).
+    """
     hidden = Path(tempfile.mkdtemp(prefix=".napari-kmeans-", dir=job.model.parent))
+    into = made = None
     keep = False
     try:
         staged = [hidden / p.name for p in job.outputs]
-        if job.kind == "zarr":
+        found = opened.ngff if opened is not None else None
+        axes = opened.axes if opened is not None else None
+        if job.into_image and found is None:
+            raise CliError(
+                EXIT_FAILED,
+                f"cannot write labels into {job.path}: its multiscales metadata does not describe "
+                "its full-resolution array (axes and datasets); drop --into-image.",
+            )
+        if job.into_image:
+            if not job.labels.parent.exists():  # removed again if this run fails
+                ngff.create_labels_group(job.path, found.zarr_format)
+                made = job.labels.parent
+            into = Path(tempfile.mkdtemp(prefix=".napari-kmeans-", dir=job.labels.parent))
+            staged[0] = into / job.labels.name
+        if job.kind == "zarr" and found is not None:
+            _write_ngff(job, staged[:2], labels, recolored, model, found)
+        elif job.kind == "zarr":
             _write_zarrs(job, staged[:2], labels, recolored)
+        elif job.kind == "tiff" and axes is not None and labels.ndim >= 2:
+            _write_tiffs(staged[:2], labels, recolored, model, axes)
         else:
             _write_tiff(staged[0], labels, rgb=False)
             if staged[1].suffix == ".png":
@@ -459,6 +577,9 @@ def write_outputs(job: Job, labels, recolored, model, *, rgb: bool):
         staged[2].write_text(model.to_json() + "\n", encoding="utf-8")
         with _signals_deferred():
             _commit(list(zip(staged, job.outputs, strict=True)), hidden)
+            if job.into_image:
+                ngff.add_to_labels_group(job.path, LABELS_NAME, found.version)
+                made = None
     except CliError:
         keep = True  # it holds the previous outputs that could not be restored
         raise
@@ -466,3 +587,7 @@ def write_outputs(job: Job, labels, recolored, model, *, rgb: bool):
         if not keep:
             with _signals_deferred():
                 shutil.rmtree(hidden, ignore_errors=True)
+                if into is not None:
+                    shutil.rmtree(into, ignore_errors=True)
+                if made is not None:  # the labels/ group this run made, for nothing
+                    shutil.rmtree(made, ignore_errors=True)
