@@ -26,7 +26,7 @@ from .compress import Support, codec_for, compress
 from .fitting import Fit, Segmentation, WeightedFit, fit_support, fit_weighted
 from .model import KMeansModel, Labelling
 from .params import make_params
-from .recipe import Recipe, recipe_features, refuse_on_dask
+from .recipe import Recipe, recipe_features
 from .sampling import draw_sample, gray_support, pool_supports, reduce_chunks
 
 __all__ = [
@@ -341,7 +341,6 @@ def segment(
         features=features, spatial_weight=spatial_weight, majority=majority, min_size=min_size,
     )  # fmt: skip
     if blocks.is_dask(image) or blocks.is_dask(mask):  # out of core: dask arrays in, dask out
-        refuse_on_dask(params.recipe)
         return lazy.segment_lazy(
             image, channel_axis=channel_axis, rgb=rgb, mask=mask, params=params,
             progress=progress,
@@ -426,7 +425,6 @@ def fit(
     )  # fmt: skip
     progress = ft.checked_progress(progress)
     if blocks.is_dask(image) or blocks.is_dask(mask):
-        refuse_on_dask(params.recipe)
         found = lazy.fit_lazy(
             image, params, channel_axis=channel_axis, rgb=rgb, mask=mask, progress=progress
         )
