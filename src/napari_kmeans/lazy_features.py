@@ -12,7 +12,7 @@ Invalid pixels are filled with the mean of the valid ones (a lazy reduction) bef
 as in memory. The standardiser's statistics are summed block by block
 (:func:`napari_kmeans.recipe.feature_moments`); labelling uses the model's kernel on each block
 of features; the majority filter runs with an overlap of its radius (exact) and the minimum
-region size with an overlap of ``3 * min_size`` pixels, at most 64 (see
+region size with an overlap of ``5 * min_size`` pixels, at most 64 (see
 ``docs/large-data.md``).
 
 This module does not import :mod:`napari_kmeans.model` (which imports it for ``predict`` on
@@ -161,14 +161,19 @@ def as_lazy_image(feats, valid) -> LazyImage:
     return LazyImage(spec, pixels, valid, np.dtype(np.float32))
 
 
+def feature_moments_of(lazy: LazyImage, recipe: Recipe):
+    """:func:`napari_kmeans.recipe.feature_moments` of ``lazy``'s valid features (not
+    standardised), summed over the blocks: one pass."""
+    feats, valid = feature_blocks(lazy, recipe, standardise=False)
+    return reduce_blocks(as_lazy_image(feats, valid), _moments_step, merge_moments)
+
+
 def fitted_recipe(lazy: LazyImage, recipe: Recipe) -> Recipe:
     """``recipe`` with the standardisation of ``lazy``'s features: one pass over the blocks."""
     if not recipe.derives:
         return recipe
-    feats, valid = feature_blocks(lazy, recipe, standardise=False)
-    moments = reduce_blocks(as_lazy_image(feats, valid), _moments_step, merge_moments)
     positions = len(lazy.spatial_shape) if recipe.spatial_weight > 0 else 0
-    return recipe.fitted_from_moments(moments, positions)
+    return recipe.fitted_from_moments(feature_moments_of(lazy, recipe), positions)
 
 
 def _moments_step(values):

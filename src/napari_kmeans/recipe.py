@@ -186,9 +186,9 @@ class Recipe:
 
     def clean_depth(self) -> tuple[int, int]:
         """``(majority, min_size)`` overlaps of the clean-up on dask: the majority filter's
-        radius (exact), and ``3 * min_size`` pixels, at most 64, for the minimum region size
+        radius (exact), and ``5 * min_size`` pixels, at most 64, for the minimum region size
         (approximate near chunk borders: see ``docs/large-data.md``)."""
-        return int(self.majority), min(3 * int(self.min_size), 64) if self.min_size > 1 else 0
+        return int(self.majority), min(5 * int(self.min_size), 64) if self.min_size > 1 else 0
 
     def fitted_from_moments(self, moments, n_positions: int = 0) -> Recipe:
         """This recipe standardised by merged :func:`feature_moments` (the dask path's
@@ -324,6 +324,19 @@ def refuse_on_dask(recipe: Recipe) -> None:
         )
 
 
+def feature_table(recipe: Recipe, prep) -> np.ndarray:
+    """The ``(n_pixels, F)`` float32 features of a laid-out image (``features.Prepared``), not
+    standardised; invalid pixels are filled with the mean of the valid ones before filtering
+    (see :func:`recipe_features`)."""
+    from . import features as ft
+
+    base = ft.to_features(prep.pixels, prep.spec, prep.dtype).astype(np.float32)
+    if prep.valid is not None and prep.valid.any() and not prep.valid.all():
+        base[~prep.valid] = base[prep.valid].mean(axis=0)
+    maps = recipe.channels(base.reshape(*prep.spatial_shape, base.shape[1]))
+    return maps.reshape(-1, maps.shape[-1])
+
+
 def recipe_features(recipe: Recipe, prep, *, fit: bool = False):
     """The feature pixels of a laid-out image (``features.Prepared``) by ``recipe``.
 
@@ -334,11 +347,7 @@ def recipe_features(recipe: Recipe, prep, *, fit: bool = False):
     """
     from . import features as ft
 
-    base = ft.to_features(prep.pixels, prep.spec, prep.dtype).astype(np.float32)
-    if prep.valid is not None and prep.valid.any() and not prep.valid.all():
-        base[~prep.valid] = base[prep.valid].mean(axis=0)
-    maps = recipe.channels(base.reshape(*prep.spatial_shape, base.shape[1]))
-    flat = maps.reshape(-1, maps.shape[-1])
+    flat = feature_table(recipe, prep)
     if fit:
         positions = len(prep.spatial_shape) if recipe.spatial_weight > 0 else 0
         recipe = recipe.fitted(flat, prep.valid, positions)
