@@ -229,3 +229,23 @@ def test_inertia_curve_uses_the_recipe_in_memory_and_on_dask():
     assert not np.allclose(plain, with_recipe)
     ks3, lazy_curve = inertia_curve(da.from_array(image, chunks=(40, 64)), 4, params=params)
     np.testing.assert_allclose(lazy_curve, with_recipe, rtol=1e-6)
+
+
+def test_cli_fit_on_all_with_a_recipe_labels_each_image_as_its_model_predicts(tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    from napari_kmeans.cli import main
+
+    images = {f"im{s}": noisy_blobs((60, 70), seed=s)[0] * (1 + s) for s in range(2)}
+    for stem, image in images.items():
+        tifffile.imwrite(tmp_path / f"{stem}.tif", image)
+    out = tmp_path / "out"
+    args = ["segment", *(str(tmp_path / f"{s}.tif") for s in images), "-k", "3",
+            "--smoothing", "1.5", "--majority", "1", "--fit-on", "all", "--out", str(out), "-q"]  # fmt: skip
+    assert main(args) == 0
+    model = KMeansModel.from_json((out / "im0_model.json").read_text())
+    assert model.recipe.smoothing == 1.5 and model.recipe.majority == 1
+    want = fit_many(list(images.values()), params=Params(n_clusters=3, smoothing=1.5, majority=1))
+    np.testing.assert_allclose(model.colors, want.model.colors, rtol=1e-6)
+    for stem, image in images.items():
+        np.testing.assert_array_equal(tifffile.imread(out / f"{stem}_labels.tif"),
+                                      model.predict(image))  # fmt: skip

@@ -513,16 +513,16 @@ def fit_many(
 
 
 def _fit_many_features(images, masks, params, channel_axis, rgb, progress) -> Fit:
-    """:func:`fit_many` with a feature recipe: three passes over the images (kept in a list),
-    each image's features computed in its pass (numpy, or dask block by block): the statistics
+    """:func:`fit_many` with a feature recipe: three passes over the images (kept in a list, each
+    mask taken right after its image), each image's features computed in its pass (numpy, or
+    dask block by block): the statistics
     of the standardisation over all images together, the pooled support of the standardised
     features, then each cluster's input values (its colour and the dark-to-bright order)."""
-    images = list(images)
-    masks = [None] * len(images) if masks is None else list(masks)
-    masks += [None] * (len(images) - len(masks))
-    if not images:
+    masks = iter(masks) if masks is not None else None
+    pairs = [(image, None if masks is None else next(masks, None)) for image in images]
+    if not pairs:
         raise ValueError("fit_many needs at least one image.")
-    laid = [_laid_out(im, m, params, channel_axis, rgb) for im, m in zip(images, masks, strict=False)]
+    laid = [_laid_out(image, mask, params, channel_axis, rgb) for image, mask in pairs]
     for i, one in enumerate(laid[1:], 2):
         if (one.spec, one.dtype, len(one.spatial_shape)) != (
             laid[0].spec, laid[0].dtype, len(laid[0].spatial_shape)
