@@ -40,11 +40,12 @@ def agreement(lazy_labels, labels):
     return (got == labels).mean()
 
 
+FILTER_LIST = (("gaussian", 1.0), ("gradient", 2.0), ("hessian", 1.5), ("std", 2.0),
+               ("structure", 1.0), ("log", 2.0))  # fmt: skip
 RECIPES = {
     "smoothing": dict(smoothing=2.0),
     "anisotropic smoothing": dict(smoothing=(1.0, 3.0)),
-    "filter list": dict(features=(("gaussian", 1.0), ("gradient", 2.0), ("hessian", 1.5),
-                                  ("std", 2.0), ("structure", 1.0), ("log", 2.0))),  # fmt: skip
+    "filter list": dict(features=FILTER_LIST),
     "majority": dict(smoothing=1.0, majority=2),
     "spatial weight": dict(smoothing=1.5, spatial_weight=0.5),
 }
@@ -110,7 +111,7 @@ def test_a_mask_and_nan_pixels_are_filled_as_in_memory():
 
 def test_rgb_with_a_recipe_on_dask():
     rng = np.random.default_rng(4)
-    image, truth = noisy_blobs((96, 80), seed=4)
+    _, truth = noisy_blobs((96, 80), seed=4)
     rgb = np.stack([truth * 120, 200 - truth * 150, np.full(truth.shape, 60)], -1)
     rgb = np.clip(rgb + rng.normal(0, 40, rgb.shape), 0, 255).astype(np.uint8)
     ref = segment(rgb, 2, smoothing=1.5, color_space="lab")
@@ -224,10 +225,10 @@ def test_fit_many_of_one_image_with_a_recipe_is_fit():
 def test_inertia_curve_uses_the_recipe_in_memory_and_on_dask():
     image, _ = noisy_blobs(seed=10)
     params = Params(smoothing=2.0, features=(("gaussian", 1.0), ("gradient", 2.0)), n_init=2)
-    ks, plain = inertia_curve(image, 4)
-    ks2, with_recipe = inertia_curve(image, 4, params=params)
+    _, plain = inertia_curve(image, 4)
+    _, with_recipe = inertia_curve(image, 4, params=params)
     assert not np.allclose(plain, with_recipe)
-    ks3, lazy_curve = inertia_curve(da.from_array(image, chunks=(40, 64)), 4, params=params)
+    _, lazy_curve = inertia_curve(da.from_array(image, chunks=(40, 64)), 4, params=params)
     np.testing.assert_allclose(lazy_curve, with_recipe, rtol=1e-6)
 
 

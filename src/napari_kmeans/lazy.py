@@ -28,8 +28,8 @@ from typing import NamedTuple
 import numpy as np
 
 from . import blocks, sampling
-from . import lazy_features as lf
 from . import features as ft
+from . import lazy_features as lf
 from .blocks import (
     FLOAT_DISTINCT_MAX_PIXELS,
     LazyImage,

@@ -137,7 +137,7 @@ def feature_blocks(lazy: LazyImage, recipe: Recipe, *, standardise: bool = True)
         where = feats[..., :1]
         pos = da.map_blocks(
             _block_positions, where, dtype=np.float32, n_spatial=n_spatial,
-            chunks=where.chunks[:-1] + ((n_spatial,),),
+            chunks=(*where.chunks[:-1], (n_spatial,)),
         )  # fmt: skip
         feats = da.concatenate([feats, pos], axis=-1).rechunk({n_spatial: -1})
     valid = valid.rechunk(feats.chunks[:-1])
@@ -200,7 +200,7 @@ def joined_with_source(feats: LazyImage, source: LazyImage) -> LazyImage:
         _block_source, spatial + "z", source.pixels, index, dtype=np.float64,
         concatenate=True, spec=source.spec, **kw,
     )  # fmt: skip
-    values = values.rechunk(f.chunks[:-1] + ((n_src,),))
+    values = values.rechunk((*f.chunks[:-1], (n_src,)))
     joined = da.concatenate([f.astype(np.float64), values], axis=-1).rechunk({f.ndim - 1: -1})
     n = joined.shape[-1]
     return LazyImage(ft.FeatureSpec(-1, False, "rgb", n), joined, feats.mask, np.dtype(np.float64))

@@ -523,10 +523,9 @@ def _fit_many_features(images, masks, params, channel_axis, rgb, progress) -> Fi
     if not pairs:
         raise ValueError("fit_many needs at least one image.")
     laid = [_laid_out(image, mask, params, channel_axis, rgb) for image, mask in pairs]
+    first = (laid[0].spec, laid[0].dtype, len(laid[0].spatial_shape))
     for i, one in enumerate(laid[1:], 2):
-        if (one.spec, one.dtype, len(one.spatial_shape)) != (
-            laid[0].spec, laid[0].dtype, len(laid[0].spatial_shape)
-        ):
+        if (one.spec, one.dtype, len(one.spatial_shape)) != first:
             raise ValueError(
                 f"fitting several images together needs images of one dtype, channel layout "
                 f"and number of dimensions: image 1 is {laid[0].dtype} with "
