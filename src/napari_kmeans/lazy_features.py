@@ -72,36 +72,74 @@ def _with_overlap(array, depths, fn, dtype, n_out=None):
     return trim_internal(done, axes, boundary={i: "none" for i in axes})
 
 
-def _block_base(block, mask_block=None, *, spec, image_dtype):
-    """Input features (float32, channels last) of one block; NaN where invalid."""
-    pixels, valid = ft.layout(block, spec, mask_block)
+def _block_input(block, rest, spec, image_dtype, has_mask):
+    """``(features float32 (n, C), valid or None, spatial shape)`` of one block's input."""
+    pixels, valid = ft.layout(block, spec, rest[0] if has_mask else None)
     base = ft.to_features(pixels, spec, image_dtype).astype(np.float32)
-    if valid is not None:
-        base[~valid] = np.nan
-    return base.reshape(*ft.spatial_shape_of(block.shape, spec), base.shape[-1])
+    return base, valid, ft.spatial_shape_of(block.shape, spec)
+
+
+def _block_sums(block, *rest, spec, image_dtype, has_mask):
+    """Sums of the valid input features of one block and their count (float64)."""
+    base, valid, shape = _block_input(block, rest, spec, image_dtype, has_mask)
+    rows = base if valid is None else base[valid]
+    out = np.append(rows.sum(axis=0, dtype=np.float64), rows.shape[0])
+    return out.reshape((1,) * len(shape) + (-1,))
+
+
+def _block_base(block, *rest, spec, image_dtype, has_mask, has_fill):
+    """Input features (float32, channels last) of one block, invalid pixels filled."""
+    base, valid, shape = _block_input(block, rest, spec, image_dtype, has_mask)
+    if valid is not None and has_fill:
+        base[~valid] = rest[-1].astype(np.float32)
+    return base.reshape(*shape, base.shape[-1])
+
+
+def _block_valid(block, *rest, spec, has_mask):
+    _, valid = ft.layout(block, spec, rest[0] if has_mask else None)
+    shape = ft.spatial_shape_of(block.shape, spec)
+    return np.ones(shape, bool) if valid is None else valid.reshape(shape)
+
+
+def _may_be_invalid(lazy: LazyImage) -> bool:
+    """Whether some pixel may be invalid: a mask, float values, or an alpha channel."""
+    alpha = lazy.spec.rgb and lazy.pixels.shape[lazy.axis] == 4
+    return lazy.mask is not None or lazy.dtype.kind == "f" or alpha
 
 
 def base_blocks(lazy: LazyImage):
     """``(base, valid)``: lazy ``(spatial..., C)`` float32 input features, invalid pixels
     filled with the mean of the valid ones (the rule of
     :func:`napari_kmeans.recipe.recipe_features`), and the lazy valid pixels (mask, finite
-    values, alpha: the rule of :func:`napari_kmeans.features.layout`)."""
+    values, alpha: the rule of :func:`napari_kmeans.features.layout`).
+
+    The mean comes from a first reduction of per-block sums (small arrays), so that no block of
+    features is held while it is summed: each block of ``base`` is computed when it is used.
+    """
     da = dask_array_module()
     index, spatial = lazy.index()
-    args = [lazy.pixels, index] + ([lazy.mask, spatial] if lazy.mask is not None else [])
-    c = ft.to_features(np.zeros((1, lazy.spec.n_channels), lazy.dtype), lazy.spec,
-                       lazy.dtype).shape[1]  # fmt: skip
+    has_mask = lazy.mask is not None
+    args = [lazy.pixels, index] + ([lazy.mask, spatial] if has_mask else [])
+    probe = np.zeros((1, lazy.spec.n_channels), lazy.dtype)
+    c = ft.to_features(probe, lazy.spec, lazy.dtype).shape[1]
+    kw = {"spec": lazy.spec, "concatenate": True}
+    valid = da.blockwise(_block_valid, spatial, *args, dtype=bool, has_mask=has_mask, **kw)
+    fill = []
+    if _may_be_invalid(lazy):
+        ones = {letter: 1 for letter in spatial}
+        extra = {"new_axes": {"z": c + 1}, "adjust_chunks": ones} if lazy.axis is None else {
+            "adjust_chunks": {**ones, "z": c + 1}}  # fmt: skip
+        sums = da.blockwise(
+            _block_sums, spatial + "z", *args, dtype=np.float64, image_dtype=lazy.dtype,
+            has_mask=has_mask, **kw, **extra,
+        ).sum(axis=tuple(range(len(spatial))))  # fmt: skip
+        fill = [sums[:c] / da.maximum(sums[c], 1), "Z"]  # "Z": every block gets it whole
     extra = {"new_axes": {"z": c}} if lazy.axis is None else {"adjust_chunks": {"z": c}}
     base = da.blockwise(
-        _block_base, spatial + "z", *args, dtype=np.float32, concatenate=True,
-        spec=lazy.spec, image_dtype=lazy.dtype, **extra,
+        _block_base, spatial + "z", *args, *fill, dtype=np.float32, image_dtype=lazy.dtype,
+        has_mask=has_mask, has_fill=bool(fill), **kw, **extra,
     )  # fmt: skip
-    valid = ~da.isnan(base).any(axis=-1)
-    n_valid = valid.sum()
-    mean = da.where(valid[..., None], base, 0).sum(
-        axis=tuple(range(base.ndim - 1)), dtype=np.float64
-    ) / da.maximum(n_valid, 1)
-    return da.where(valid[..., None], base, mean.astype(np.float32)), valid
+    return base, valid
 
 
 def _block_channels(block, *, recipe):
