@@ -108,9 +108,10 @@ def _lazy_support(image, params, channel_axis, rgb, mask):
     image = blocks.as_dask_image(image)
     spec = ft.make_spec(image, channel_axis=channel_axis, rgb=rgb, color_space=params.color_space)
     laid = blocks.lay_out_blocks(image, spec, mask)
-    if not params.recipe.is_plain:
-        laid = lazy_features.features_of(laid, lazy_features.fitted_recipe(laid, params.recipe))
-    return laid.spec, laid.dtype, blocks.support_of_blocks(laid, params.seed)
+    if params.recipe.is_plain:
+        return laid.spec, laid.dtype, blocks.support_of_blocks(laid, params.seed)
+    feats = lazy_features.features_of(laid, lazy_features.fitted_recipe(laid, params.recipe))
+    return feats.spec, feats.dtype, feats.support(params.seed)
 
 
 def elbow(ks, inertias) -> int:

@@ -133,11 +133,11 @@ def fit_lazy_features(laid: LazyImage, params: Params, progress=None) -> LazyFit
     recipe = lf.fitted_recipe(laid, params.recipe)
     feats = lf.features_of(laid, recipe)
     ft.tick(progress, 0.3, "reading features")
-    found = support_of_blocks(feats, params.seed)
-    reduce = functools.partial(blocks.reduce_blocks, feats)
-    res = fit_support(found, feats.spec, feats.dtype, params, ft.part(progress, 0.5, 0.8), reduce)
+    found = feats.support(params.seed)
+    res = fit_support(found, feats.spec, feats.dtype, params, ft.part(progress, 0.5, 0.8),
+                      feats.reduce)  # fmt: skip
     ft.tick(progress, 0.8, "ordering clusters")
-    counts, sums, inertia = lf.colour_sums(res.model, feats, laid)
+    counts, sums, inertia = feats.colour_sums(res.model)
     model, lut = order_by_input(res.model, counts, sums, laid.spec, laid.dtype, recipe)
     counts = None if recipe.cleans else counts[np.argsort(lut[1:])]
     exact = res.exact and not recipe.cleans

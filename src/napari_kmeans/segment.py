@@ -576,15 +576,14 @@ def _moments_of(laid, recipe):
 
 def _feature_support(laid, recipe, seed):
     if isinstance(laid, blocks.LazyImage):
-        return blocks.support_of_blocks(lazy_features.features_of(laid, recipe), seed)
+        return lazy_features.features_of(laid, recipe).support(seed)
     return image_support(recipe_features(recipe, laid)[0], seed)
 
 
 def _colour_sums(feature_model, laid, recipe):
     """``(counts, sums of input values)`` per cluster of a model of the features."""
     if isinstance(laid, blocks.LazyImage):
-        return lazy_features.colour_sums(feature_model, lazy_features.features_of(laid, recipe),
-                                         laid)[:2]  # fmt: skip
+        return lazy_features.features_of(laid, recipe).colour_sums(feature_model)[:2]
     feats = recipe_features(recipe, laid)[0]
     labels = feature_model.label_prepared(feats).labels
     k = feature_model.n_clusters
