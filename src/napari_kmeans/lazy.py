@@ -80,7 +80,8 @@ class LazyFit(NamedTuple):
 def fit_lazy(
     image, params: Params, *, channel_axis=None, rgb=None, mask=None, progress=None
 ) -> LazyFit:
-    """Fit a model to a dask image from block-wise reductions (one to three passes).
+    """Fit a model to a dask image from block-wise reductions (one to three passes; about four
+    with a feature recipe, see :func:`fit_lazy_features`).
 
     Parameters
     ----------
@@ -211,8 +212,11 @@ def segment_lazy(
 ) -> Segmentation:  # fmt: skip
     """:func:`napari_kmeans.segment` for dask arrays: fit by reductions, label lazily.
 
-    Parameters are those of :func:`napari_kmeans.segment`; ``image`` and ``mask`` may be dask
-    arrays (numpy arrays are wrapped). The model is fitted now, reading the image block by block
+    Parameters are those of :func:`napari_kmeans.segment`, the feature recipe and clean-up
+    (``smoothing``, ``features``, ``spatial_weight``, ``majority``, ``min_size``) included:
+    features are computed block by block with the overlap they need
+    (:mod:`napari_kmeans.lazy_features`; see ``docs/large-data.md`` for what is exact).
+    ``image`` and ``mask`` may be dask arrays (numpy arrays are wrapped). The model is fitted now, reading the image block by block
     (one pass for data that compress; up to three passes for others, plus one for ``counts`` and
     ``inertia`` when the fit used a sample). Labels and the recoloured image are returned as dask
     arrays that are computed only when asked for. ``progress(fraction, step)`` is called between

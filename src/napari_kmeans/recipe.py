@@ -314,16 +314,6 @@ def order_by_input(feature_model, counts, sums, spec, dtype, recipe: Recipe):
     return model, lut
 
 
-def refuse_on_dask(recipe: Recipe) -> None:
-    """Features other than the raw values, and clean-up, are computed in memory only (yet)."""
-    if not recipe.is_plain or recipe.cleans:
-        raise ValueError(
-            "smoothing, texture or filter features, a spatial weight and the clean-up "
-            "(majority, min_size) are computed on in-memory images only for now, not on dask "
-            "arrays; compute the array (np.asarray) or a region of it, or use plain values."
-        )
-
-
 def feature_table(recipe: Recipe, prep) -> np.ndarray:
     """The ``(n_pixels, F)`` float32 features of a laid-out image (``features.Prepared``), not
     standardised; invalid pixels are filled with the mean of the valid ones before filtering
