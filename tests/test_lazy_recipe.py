@@ -264,3 +264,26 @@ def test_texture_of_planes_cut_in_blocks_is_close_to_memory(monkeypatch):
     labels = got.labels.compute()
     assert 0.99 <= (labels == ref.labels).mean() < 1.0  # cut, so not exact, yet close
     assert max(((labels == v) == inside).mean() for v in (1, 2)) > 0.9
+
+
+@pytest.mark.parametrize("chunks", [(24, 40, 44), (5, 13, 44), (3, 7, 9)])
+def test_a_volume_with_anisotropic_filters_and_majority_agrees_with_memory(chunks):
+    rng = np.random.default_rng(11)
+    field = ndi.gaussian_filter(rng.random((24, 40, 44)), (1, 4, 4))
+    volume = ((field > np.median(field)) * 1.2 + rng.normal(0, 1, field.shape)).astype(np.float32)
+    kw = dict(smoothing=(0.5, 1.5, 1.5), features=(("gaussian", 1.0), ("hessian", 1.0)),
+              majority=1)  # fmt: skip
+    ref = segment(volume, 3, **kw)
+    got = segment_lazy(da.from_array(volume, chunks=chunks), 3, **kw)
+    assert agreement(got.labels, ref.labels) >= AGREE
+
+
+def test_segment_and_fit_send_dask_with_a_recipe_to_the_lazy_engine():
+    image, _ = noisy_blobs(seed=12)
+    lazy_image = da.from_array(image, chunks=(50, 60))
+    result = segment(lazy_image, 3, smoothing=1.5, spatial_weight=0.2)
+    assert isinstance(result.labels, da.Array)
+    ref = segment(image, 3, smoothing=1.5, spatial_weight=0.2)
+    assert agreement(result.labels, ref.labels) >= AGREE
+    fitted = fit(lazy_image, 3, smoothing=1.5, spatial_weight=0.2).model
+    np.testing.assert_array_equal(fitted.predict(image), ref.model.predict(image))
