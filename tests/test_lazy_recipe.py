@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
 da = pytest.importorskip("dask.array")
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 from napari_kmeans import KMeansModel, fit, fit_many, segment  # noqa: E402
 from napari_kmeans.choose_k import inertia_curve  # noqa: E402
@@ -287,3 +292,35 @@ def test_segment_and_fit_send_dask_with_a_recipe_to_the_lazy_engine():
     assert agreement(result.labels, ref.labels) >= AGREE
     fitted = fit(lazy_image, 3, smoothing=1.5, spatial_weight=0.2).model
     np.testing.assert_array_equal(fitted.predict(image), ref.model.predict(image))
+
+
+CHUNKING_RECIPE = dict(smoothing=1.0, features=(("gaussian", 1.0), ("std", 2.0)), majority=1)
+
+
+@functools.cache
+def _chunking_case():
+    """An image and its in-memory labels by ``CHUNKING_RECIPE`` (computed once)."""
+    image, _ = noisy_blobs((48, 60), seed=13)
+    return image, segment(image, 3, **CHUNKING_RECIPE).labels
+
+
+@settings(max_examples=8, deadline=None)
+@given(
+    rows=st.lists(st.integers(1, 20), min_size=1, max_size=6),
+    cols=st.lists(st.integers(1, 25), min_size=1, max_size=6),
+)
+def test_any_chunking_gives_the_labels_of_memory(rows, cols):
+    """Random chunkings (thinner than the overlap too) of one image and recipe."""
+    image, labels = _chunking_case()
+    chunks = (_fit_chunks(rows, image.shape[0]), _fit_chunks(cols, image.shape[1]))
+    got = segment_lazy(da.from_array(image, chunks=chunks), 3, **CHUNKING_RECIPE)
+    assert agreement(got.labels, labels) >= AGREE
+
+
+def _fit_chunks(sizes, total):
+    """``sizes`` cycled until they cover ``total``, the last one cut."""
+    out, i = [], 0
+    while sum(out) < total:
+        out.append(min(sizes[i % len(sizes)], total - sum(out)))
+        i += 1
+    return tuple(out)
