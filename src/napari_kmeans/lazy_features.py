@@ -5,11 +5,11 @@ The in-memory rules are applied to blocks grown by the reach of the recipe
 same neighbours as in memory: ``dask.array.overlap`` with ``boundary="none"`` (blocks at the
 image's edges are not padded: the filters meet the image's edge exactly as in memory), the
 recipe's own :meth:`~napari_kmeans.recipe.Recipe.channels` on each grown block, the growth
-trimmed off again. Pixel positions (``spatial_weight``) are the block's global coordinates.
+trimmed off again, all in the task that uses the features (:class:`FeatureBlocks`). Pixel positions (``spatial_weight``) are the block's global coordinates.
 Axes whose chunks are thinner than the reach are rechunked first.
 
-Invalid pixels are filled with the mean of the valid ones (a lazy reduction) before filtering,
-as in memory. The standardiser's statistics are summed block by block
+Invalid pixels are filled with the mean of the valid ones before filtering, as in memory (that
+mean is computed first, when some pixel may be invalid). The standardiser's statistics are summed block by block
 (:func:`napari_kmeans.recipe.feature_moments`); labelling uses the model's kernel on each block
 of features; the majority filter runs with an overlap of its radius (exact) and the minimum
 region size with an overlap of ``5 * min_size`` pixels, at most 64 (see
@@ -53,25 +53,17 @@ def _grown_chunks(chunks, depth):
     return ensure_minimum_chunksize(depth, chunks)
 
 
-def _with_overlap(array, depths, fn, dtype, n_out=None):
-    """``fn`` on the blocks of ``array`` grown by ``depths`` (one per leading axis; a trailing
-    channel axis, when ``n_out`` is given, is kept whole and becomes ``n_out`` long)."""
+def _with_overlap(array, depths, fn, dtype):
+    """``fn`` on the blocks of ``array`` grown by ``depths`` (one per axis), trimmed back."""
     da = dask_array_module()
     from dask.array.overlap import overlap, trim_internal
 
-    n_spatial = len(depths)
-    chunks = [_grown_chunks(c, d) for c, d in zip(array.chunks[:n_spatial], depths, strict=True)]
+    chunks = tuple(_grown_chunks(c, d) for c, d in zip(array.chunks, depths, strict=True))
     # an axis no longer than the reach is one block: every pixel sees the whole axis
-    depths = [0 if d >= n else d for d, n in zip(depths, array.shape, strict=False)]
-    if n_out is not None:
-        chunks.append((array.shape[-1],))
-    array = array.rechunk(tuple(chunks))
-    axes = {i: int(d) for i, d in enumerate(depths)}
-    if n_out is not None:
-        axes[n_spatial] = 0
-    grown = overlap(array, axes, {i: "none" for i in axes})
-    out_chunks = grown.chunks[:n_spatial] + (((n_out,),) if n_out is not None else ())
-    done = da.map_blocks(fn, grown, dtype=dtype, chunks=out_chunks)
+    sizes = zip(depths, array.shape, strict=True)
+    axes = {i: 0 if d >= n else int(d) for i, (d, n) in enumerate(sizes)}
+    grown = overlap(array.rechunk(chunks), axes, {i: "none" for i in axes})
+    done = da.map_blocks(fn, grown, dtype=dtype)
     return trim_internal(done, axes, boundary={i: "none" for i in axes})
 
 
