@@ -911,14 +911,15 @@ def test_dask_array_goes_out_of_core_and_matches_in_memory():
     np.testing.assert_array_equal(lazy.recolored.compute(), eager.recolored)
 
 
-def test_in_memory_only_functions_refuse_dask_with_a_pointer():
-    """Issue 9: ``fit`` now accepts dask; functions that need the image in memory still point
-    to those that do not (the former ``fit`` refusal, kept for ``inertia_curve``)."""
+def test_inertia_curve_reads_dask_block_by_block():
+    """Issue 12: ``inertia_curve`` takes dask too (it refused it before), with the curve of the
+    same image in memory."""
     da = pytest.importorskip("dask.array")
     from napari_kmeans.choose_k import inertia_curve
 
-    with pytest.raises(TypeError, match=r"dask array.*segment\(\).*accept dask"):
-        inertia_curve(da.zeros((4, 4), chunks=2), 2)
+    image = np.random.default_rng(0).integers(0, 256, (30, 20, 3), dtype=np.uint8)
+    lazy = inertia_curve(da.from_array(image, chunks=(7, 9, 3)), 4)
+    np.testing.assert_allclose(lazy[1], inertia_curve(image, 4)[1], rtol=1e-12)
 
 
 def test_fit_accepts_dask_and_fits_as_in_memory():

@@ -152,10 +152,24 @@ def reduce_blocks(lazy: LazyImage, step, merge, **kwargs):
     """
     import dask
 
-    kwargs = {k: dask.delayed(v) if isinstance(v, np.ndarray) else v for k, v in kwargs.items()}
+    kwargs = delayed_arrays(kwargs)
     on_block = dask.delayed(_step_on_block, pure=True)
-    join = dask.delayed(merge, pure=True)
     parts = [on_block(img, msk, spec=lazy.spec, step=step, **kwargs) for img, msk in lazy.blocks()]
+    return merged(parts, merge)
+
+
+def delayed_arrays(kwargs: dict) -> dict:
+    """``kwargs`` with arrays as delayed objects: sent once, not with every block."""
+    import dask
+
+    return {k: dask.delayed(v) if isinstance(v, np.ndarray) else v for k, v in kwargs.items()}
+
+
+def merged(parts, merge):
+    """Delayed per-block results merged pairwise by ``merge(a, b)``, computed."""
+    import dask
+
+    join = dask.delayed(merge, pure=True)
     while len(parts) > 1:
         parts = [join(*parts[i : i + 2]) if i + 1 < len(parts) else parts[i]
                  for i in range(0, len(parts), 2)]  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import blocks, lazy_features
 from . import features as ft
 from .kmeans1d import inertia_curve_1d
 from .lloyd import kmeans
@@ -19,6 +20,9 @@ def inertia_curve(
 
     The image is compressed (or sampled) once; each k is then fitted on the weighted distinct
     values, exactly for single-channel data. Inertias of sampled images are scaled estimates.
+    The pixels are described by the recipe of ``params`` (smoothing, texture, filters,
+    position), as the fit describes them; a dask image is read block by block, its features
+    computed with overlap (:mod:`napari_kmeans.lazy_features`), as :func:`fit` would.
 
     Parameters
     ----------
@@ -60,17 +64,19 @@ def inertia_curve(
     """
     progress = ft.checked_progress(progress)
     ft.tick(progress, 0.0, "reading pixels")
-    image = ft.as_image(image)
     k_min, k_max = check_k_range(k_min, k_max)
     params = make_params(params, color_space=color_space, seed=seed, n_init=n_init)
     n_init, seed = params.n_init, params.seed
-    prepared = prepare_image(
-        image, channel_axis=channel_axis, rgb=rgb, mask=mask, params=params,
-        progress=ft.part(progress, 0.0, 0.1),
-    )  # fmt: skip
-    spec, prep = prepared.spec, prepared.pixels
-    values, weights = prepared.support.values, prepared.support.weights
-    feats = ft.to_features(values, spec, prep.dtype)
+    if blocks.is_dask(image) or blocks.is_dask(mask):
+        spec, dtype, support = _lazy_support(image, params, channel_axis, rgb, mask)
+    else:
+        prepared = prepare_image(
+            ft.as_image(image), channel_axis=channel_axis, rgb=rgb, mask=mask, params=params,
+            progress=ft.part(progress, 0.0, 0.1),
+        )  # fmt: skip
+        spec, dtype, support = prepared.spec, prepared.pixels.dtype, prepared.support
+    values, weights = support.values, support.weights
+    feats = ft.to_features(values, spec, dtype)
     k_max = min(k_max, values.shape[0])
     if k_max < k_min:
         raise ValueError(
@@ -94,6 +100,18 @@ def inertia_curve(
             )
     ft.tick(progress, 1.0, "done")
     return ks, np.array(inertias, dtype=np.float64)
+
+
+def _lazy_support(image, params, channel_axis, rgb, mask):
+    """``(spec, dtype, support)`` of a dask image's pixels or recipe features, block by block
+    (as :func:`napari_kmeans.lazy.fit_lazy` finds them)."""
+    image = blocks.as_dask_image(image)
+    spec = ft.make_spec(image, channel_axis=channel_axis, rgb=rgb, color_space=params.color_space)
+    laid = blocks.lay_out_blocks(image, spec, mask)
+    if params.recipe.is_plain:
+        return laid.spec, laid.dtype, blocks.support_of_blocks(laid, params.seed)
+    feats = lazy_features.features_of(laid, lazy_features.fitted_recipe(laid, params.recipe))
+    return feats.spec, feats.dtype, feats.support(params.seed)
 
 
 def elbow(ks, inertias) -> int:

@@ -22,12 +22,14 @@ not import dask.
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 from typing import NamedTuple
 
 import numpy as np
 
 from . import blocks, matching, sampling
 from . import features as ft
+from . import lazy_features as lf
 from . import seeds as sd
 from .blocks import (
     FLOAT_DISTINCT_MAX_PIXELS,
@@ -40,7 +42,7 @@ from .blocks import (
 from .compress import Support
 from .fitting import Segmentation, fit_support, support_stats
 from .params import Params, make_params
-from .recipe import refuse_on_dask
+from .recipe import order_by_input
 
 DISTINCT_CAP = sampling.DISTINCT_CAP  # most distinct values kept (the in-memory engine's rule)
 
@@ -81,7 +83,8 @@ def fit_lazy(
     image, params: Params, *, channel_axis=None, rgb=None, mask=None, seeds=None, match_to=None,
     progress=None,
 ) -> LazyFit:  # fmt: skip
-    """Fit a model to a dask image from block-wise reductions (one to three passes).
+    """Fit a model to a dask image from block-wise reductions (one to three passes; about four
+    with a feature recipe, see :func:`fit_lazy_features`).
 
     Parameters
     ----------
@@ -101,7 +104,6 @@ def fit_lazy(
         ``(model, n_iter, exact, counts, inertia, layout)``; counts and inertia are None when
         the fit used a sample (:func:`segment_lazy` then counts in one more pass).
     """
-    refuse_on_dask(params.recipe)
     progress = ft.checked_progress(progress)
     image = as_dask_image(image)
     spec = ft.make_spec(image, channel_axis=channel_axis, rgb=rgb, color_space=params.color_space)
@@ -110,6 +112,15 @@ def fit_lazy(
         matching.reference_model(match_to)  # refuse a wrong type before the passes
     means = None if seeds is None else seed_means_of_blocks(laid, seeds, params.n_clusters)
     ft.tick(progress, 0.0, "reading blocks")
+    if not params.recipe.is_plain:
+        if means is not None:
+            raise ValueError(
+                "seeds with a feature recipe (smoothing, texture, filters or position) are not "
+                "supported on dask arrays yet; segment the image in memory (np.asarray(image)) "
+                "or a region of it, or use seeds with pixel values."
+            )
+        fitted = fit_lazy_features(laid, params, progress)
+        return fitted if match_to is None else _matched_fit(fitted, match_to)
     found = support_of_blocks(laid, params.seed)
     reduce = functools.partial(blocks.reduce_blocks, laid)
     res = fit_support(
@@ -117,9 +128,12 @@ def fit_lazy(
     )
     model = res.model if match_to is None else matching.match_model(res.model, match_to)
     counts = inertia = None
-    if found.covers_all:  # every distinct value with its count: no further pass over the data
+    exact = res.exact
+    if params.recipe.cleans:  # raw values, cleaned labels: counts come after the clean-up
+        model, exact = replace(model, recipe=params.recipe), False
+    elif found.covers_all:  # every distinct value with its count: no further pass over the data
         counts, inertia = support_stats(model, found, laid.dtype)
-    return LazyFit(model, res.n_iter, res.exact, counts, inertia, laid)
+    return LazyFit(model, res.n_iter, exact, counts, inertia, laid)
 
 
 def _seed_step(block, mask_block, seed_block, *, spec, dtype):
@@ -179,6 +193,59 @@ def confidence_lazy(model, image, *, mask=None, rgb=None, chunk_size=None):
     )  # fmt: skip
 
 
+def _matched_fit(fitted: LazyFit, match_to) -> LazyFit:
+    """``fitted`` with its labels renumbered to match ``match_to``'s IDs (counts follow)."""
+    lut = matching.match_labels(fitted.model, match_to)
+    model = matching.relabel_model(fitted.model, lut, match_to)
+    counts = fitted.counts
+    if counts is not None:
+        moved = np.zeros(model.n_clusters, np.int64)
+        moved[lut[1 : len(counts) + 1] - 1] = counts
+        counts = moved
+    return fitted._replace(model=model, counts=counts)
+
+
+def fit_lazy_features(laid: LazyImage, params: Params, progress=None) -> LazyFit:
+    """:func:`fit_lazy` with a feature recipe (smoothing, texture, filters, position).
+
+    Passes over the blocks, each computing the features with overlap
+    (:mod:`napari_kmeans.lazy_features`): the standardiser's statistics (for derived
+    features), the support of the standardised features (as in memory: distinct values, grid
+    or the seeded sample), the fit, then one labelling pass that sums each cluster's input
+    values to order and colour the clusters. ``inertia`` (in feature space) is known; counts
+    too, unless the labels are cleaned.
+    """
+    progress = ft.checked_progress(progress)
+    ft.tick(progress, 0.05, "standardising features")
+    recipe = lf.fitted_recipe(laid, params.recipe)
+    feats = lf.features_of(laid, recipe)
+    ft.tick(progress, 0.3, "reading features")
+    found = feats.support(params.seed)
+    res = fit_support(found, feats.spec, feats.dtype, params, ft.part(progress, 0.5, 0.8),
+                      feats.reduce)  # fmt: skip
+    ft.tick(progress, 0.8, "ordering clusters")
+    counts, sums, inertia = feats.colour_sums(res.model)
+    model, lut = order_by_input(res.model, counts, sums, laid.spec, laid.dtype, recipe)
+    counts = None if recipe.cleans else counts[np.argsort(lut[1:])]
+    exact = res.exact and not recipe.cleans
+    return LazyFit(model, res.n_iter, exact, counts, inertia, laid)
+
+
+def _recipe_labels(model, laid, chunk_size, counts, inertia, progress):
+    """Lazy labels of a model with a recipe, with the counts (after the clean-up) and the
+    inertia (in feature space, before it) that the fit did not give."""
+    labels = lf.labels_with_recipe(model, laid, chunk_size)
+    if inertia is None:  # clean-up of raw values: the inertia of the raw labels
+        ft.tick(progress, 0.0, "measuring inertia")
+        inertia = blocks.stats_of_blocks(replace(model, recipe=None), laid, chunk_size)[1]
+    if counts is None:
+        ft.tick(progress, 0.5, "counting pixels per cluster (after the clean-up)")
+        da = blocks.dask_array_module()
+        found = da.bincount(labels.ravel(), minlength=model.n_clusters + 1).compute()
+        counts = found[1 : model.n_clusters + 1].astype(np.int64)
+    return labels, counts, inertia
+
+
 def predict_lazy(model, image, *, mask=None, chunk_size=None, rgb=None):
     """Label a dask image with a fitted model, lazily: :meth:`KMeansModel.predict` for dask.
 
@@ -210,6 +277,8 @@ def predict_lazy(model, image, *, mask=None, chunk_size=None, rgb=None):
     >>> labels.compute()
     array([1, 2, 1], dtype=uint8)
     """
+    if getattr(model, "uses_recipe", False):  # features with overlap, clean-up
+        return lf.predict_with_recipe(model, image, mask=mask, chunk_size=chunk_size, rgb=rgb)
     return blocks.predict_blocks(model, image, mask=mask, chunk_size=chunk_size, rgb=rgb)
 
 
@@ -224,13 +293,17 @@ def recolor_lazy(model, image, labels, *, rgb=None):
 
 def segment_lazy(
     image, n_clusters=5, *, channel_axis=None, rgb=None, color_space="rgb", mask=None, seed=0,
-    n_init=4, max_iter=300, tol=1e-4, chunk_size=None, seeds=None, pin_seeds=False,
-    match_to=None, progress=None, params=None,
+    n_init=4, max_iter=300, tol=1e-4, chunk_size=None, smoothing=0.0, features="values",
+    spatial_weight=0.0, majority=0, min_size=0, seeds=None, pin_seeds=False, match_to=None,
+    progress=None, params=None,
 ) -> Segmentation:  # fmt: skip
     """:func:`napari_kmeans.segment` for dask arrays: fit by reductions, label lazily.
 
-    Parameters are those of :func:`napari_kmeans.segment`; ``image`` and ``mask`` may be dask
-    arrays (numpy arrays are wrapped). The model is fitted now, reading the image block by block
+    Parameters are those of :func:`napari_kmeans.segment`, the feature recipe and clean-up
+    (``smoothing``, ``features``, ``spatial_weight``, ``majority``, ``min_size``) included:
+    features are computed block by block with the overlap they need
+    (:mod:`napari_kmeans.lazy_features`; see ``docs/large-data.md`` for what is exact).
+    ``image`` and ``mask`` may be dask arrays (numpy arrays are wrapped). The model is fitted now, reading the image block by block
     (one pass for data that compress; up to three passes for others, plus one for ``counts`` and
     ``inertia`` when the fit used a sample). Labels and the recoloured image are returned as dask
     arrays that are computed only when asked for. ``progress(fraction, step)`` is called between
@@ -270,7 +343,9 @@ def segment_lazy(
     image = as_dask_image(image)
     params = make_params(
         params, n_clusters=n_clusters, color_space=color_space, seed=seed, n_init=n_init,
-        max_iter=max_iter, tol=tol, chunk_size=chunk_size, pin_seeds=pin_seeds,
+        max_iter=max_iter, tol=tol, chunk_size=chunk_size, smoothing=smoothing,
+        features=features, spatial_weight=spatial_weight, majority=majority, min_size=min_size,
+        pin_seeds=pin_seeds,
     )  # fmt: skip
     progress = ft.checked_progress(progress)
     fitted = fit_lazy(
@@ -279,11 +354,15 @@ def segment_lazy(
     )  # fmt: skip
     model, laid = fitted.model, fitted.layout
     counts, inertia = fitted.counts, fitted.inertia
-    if counts is None:
-        ft.tick(progress, 0.8, "counting pixels per cluster")
-        counts, inertia = blocks.stats_of_blocks(model, laid, params.chunk_size)
+    if model.uses_recipe:
+        labels, counts, inertia = _recipe_labels(model, laid, params.chunk_size, counts, inertia,
+                                                 ft.part(progress, 0.8, 1.0))  # fmt: skip
+    else:
+        if counts is None:
+            ft.tick(progress, 0.8, "counting pixels per cluster")
+            counts, inertia = blocks.stats_of_blocks(model, laid, params.chunk_size)
+        labels = blocks.labels_of_blocks(model, laid, params.chunk_size)
     ft.tick(progress, 1.0, "done")
-    labels = blocks.labels_of_blocks(model, laid, params.chunk_size)
     return Segmentation(
         labels=labels,
         centers=model.colors.copy(),

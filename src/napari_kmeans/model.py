@@ -413,11 +413,9 @@ class KMeansModel:
             For unsupported dtypes, a non-integer ``chunk_size`` or a non-bool ``rgb``.
         """
         if self.uses_recipe and (blocks.is_dask(image) or blocks.is_dask(mask)):
-            raise ValueError(
-                "this model computes features (smoothing, texture, filters or position) or "
-                "cleans its labels, which dask arrays do not support yet; apply it to the "
-                "array in memory (np.asarray(image)) or a region of it."
-            )
+            from .lazy_features import predict_with_recipe  # features with overlap, clean-up
+
+            return predict_with_recipe(self, image, mask=mask, chunk_size=chunk_size, rgb=rgb)
         if blocks.is_dask(image) or blocks.is_dask(mask):
             return blocks.predict_blocks(self, image, mask=mask, chunk_size=chunk_size, rgb=rgb)
         chunk_size = ft.check_chunk_size(chunk_size)

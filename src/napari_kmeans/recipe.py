@@ -14,6 +14,9 @@ from . import cleanup
 from . import filters as fl
 
 PRESETS = ("values", "texture")
+# Planes up to this many pixels are read whole for texture on dask (exact energies); a block then
+# holds (number of features + 2) x 4 bytes x this many pixels per plane: about 300 MB.
+TEXTURE_WHOLE_PLANE = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,8 @@ class Recipe:
             maps.extend(np.indices(spatial, dtype=np.float32))
         out = np.empty((*spatial, len(maps)), np.float32)
         while maps:  # fill the table map by map, freeing each map as it is copied
-            out[..., len(maps) - 1] = maps.pop()
+            last = len(maps) - 1  # (before the pop: the index is evaluated after the value)
+            out[..., last] = maps.pop()
         return out
 
     def fitted(self, features: np.ndarray, valid=None, n_positions: int = 0) -> Recipe:
@@ -142,6 +146,62 @@ class Recipe:
                 f"gives {features.shape[-1]}: apply the model to images with the same channels."
             )
         return self.standardiser.apply(features, inplace)
+
+    # -- reach: how far a pixel's features and clean-up look (the dask overlap) ------------------
+
+    def depth(self, n_axes: int, shape=None) -> tuple[int, ...]:
+        """Pixels per spatial axis that a pixel's features depend on, on either side.
+
+        The dask path computes features on blocks grown by this many pixels (an axis no longer
+        than its depth is read whole), so that every pixel sees the same neighbours as in
+        memory. Gaussians (scipy's and scikit-image's) are truncated at 4 sigma, so smoothing
+        and the filter list are reproduced exactly (up to float rounding). Texture is 2-D per
+        plane: its energies are computed on whole planes (``shape``: the spatial shape) up to
+        ``TEXTURE_WHOLE_PLANE`` pixels per plane, so they are exact and the chunking along
+        other axes is free; only its smoothed values (sigma at least ``TEXTURE_MIN_WINDOW``)
+        reach along them. Larger planes are cut into blocks grown by the Gabor envelope (5
+        sigma) and the energy window with its coarse grid: the energies then differ slightly
+        (the FFT's edges and the coarse grid follow the block), see ``docs/large-data.md``.
+        """
+        smoothing = self.smoothing
+        if isinstance(smoothing, tuple) and len(smoothing) > n_axes:
+            smoothing = smoothing[-n_axes:]
+        sigma = fl.check_sigma(smoothing, n_axes)
+        reach = [_radius(s) for s in sigma]
+        if self.features == "texture":
+            values = _radius(max(max(sigma), fl.TEXTURE_MIN_WINDOW))
+            prefactor = np.sqrt(np.log(2) / 2) * 3 / np.pi  # skimage's gabor_kernel envelope
+            envelope = int(np.ceil(5 * prefactor / min(fl.TEXTURE_FREQUENCIES)))
+            window = max(fl.TEXTURE_WINDOW / min(fl.TEXTURE_FREQUENCIES), fl.TEXTURE_MIN_WINDOW)
+            step = max(1, int(window // 4))
+            energy = envelope + _radius(window) + 2 * step
+            planar = range(max(n_axes - 2, 0), n_axes)
+            if shape is not None and np.prod(shape[-2:]) <= TEXTURE_WHOLE_PLANE:
+                energy = max(shape[-2:])  # whole planes: exact
+            reach = [max(values, r + energy if i in planar else r) for i, r in enumerate(reach)]
+        elif self.features != "values":
+            widest = max(_radius(scale) for _, scale in self.features) + 3  # + derivatives
+            reach = [r + widest for r in reach]
+        return tuple(reach)
+
+    def clean_depth(self) -> tuple[int, int]:
+        """``(majority, min_size)`` overlaps of the clean-up on dask: the majority filter's
+        radius (exact), and ``5 * min_size`` pixels, at most 64, for the minimum region size
+        (approximate near chunk borders: see ``docs/large-data.md``)."""
+        return int(self.majority), min(5 * int(self.min_size), 64) if self.min_size > 1 else 0
+
+    def fitted_from_moments(self, moments, n_positions: int = 0) -> Recipe:
+        """This recipe standardised by merged :func:`feature_moments` (the dask path's
+        :meth:`fitted`: the same statistics, summed block by block)."""
+        if not self.derives:
+            return self
+        count, mean, square = moments
+        std = np.sqrt(square / max(count, 1))
+        std[~(std > 0)] = 1.0  # a constant feature stays 0 rather than dividing by 0
+        found = fl.Standardiser(np.asarray(mean, np.float64), std)
+        if self.spatial_weight > 0 and n_positions:
+            found.std[-n_positions:] /= self.spatial_weight
+        return replace(self, standardiser=found)
 
     # -- clean-up ------------------------------------------------------------------------------
 
@@ -203,14 +263,68 @@ class Recipe:
         return recipe
 
 
-def refuse_on_dask(recipe: Recipe) -> None:
-    """Features other than the raw values, and clean-up, are computed in memory only (yet)."""
-    if not recipe.is_plain or recipe.cleans:
-        raise ValueError(
-            "smoothing, texture or filter features, a spatial weight and the clean-up "
-            "(majority, min_size) are computed on in-memory images only for now, not on dask "
-            "arrays; compute the array (np.asarray) or a region of it, or use plain values."
-        )
+def _radius(sigma: float) -> int:
+    """scipy.ndimage's Gaussian radius at its default truncation (4 sigma)."""
+    return int(4.0 * float(sigma) + 0.5)
+
+
+def feature_moments(features: np.ndarray):
+    """``(count, mean, sum of squared deviations)`` of ``(n, F)`` features, in float64: the
+    per-block step of the standardiser's statistics, merged by :func:`merge_moments`."""
+    count = features.shape[0]
+    if count == 0:
+        return 0, np.zeros(features.shape[1]), np.zeros(features.shape[1])
+    mean = features.sum(axis=0, dtype=np.float64) / count
+    square = ((features - mean) ** 2).sum(axis=0)
+    return count, mean, square
+
+
+def merge_moments(a, b):
+    """Two :func:`feature_moments` merged (Chan, Golub and LeVeque 1979): exact in float64."""
+    (na, ma, sa), (nb, mb, sb) = a, b
+    n = na + nb
+    if n == 0:
+        return a
+    delta = mb - ma
+    return n, ma + delta * (nb / n), sa + sb + delta**2 * (na * nb / n)
+
+
+def order_by_input(feature_model, counts, sums, spec, dtype, recipe: Recipe):
+    """A model fitted on features, as the model of the input: ``(model, lut)``.
+
+    ``counts`` ``(k,)`` and ``sums`` ``(k, C)`` are the pixels and the sums of their *input*
+    values per cluster of ``feature_model``; the clusters are ordered dark to bright by their
+    mean input value, which becomes their colour (empty clusters: the overall mean). The
+    model's ``spec`` and ``dtype`` are the input's and it keeps ``recipe``; ``lut`` maps the
+    feature model's labels (0..k) to the model's.
+    """
+    from . import features as ft
+
+    counts = np.asarray(counts, np.float64)
+    mean = sums.sum(axis=0) / max(counts.sum(), 1.0)
+    colors = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], mean)
+    order = np.argsort(ft.luminance(colors, spec), kind="stable")
+    rank = np.empty(order.size, np.intp)
+    rank[order] = np.arange(order.size)
+    lut = np.concatenate([[0], rank + 1])
+    model = replace(
+        feature_model, centers=feature_model.centers[order], colors=colors[order], spec=spec,
+        dtype=np.dtype(dtype).name, center_labels=None, parent=None, recipe=recipe,
+    )  # fmt: skip
+    return model, lut
+
+
+def feature_table(recipe: Recipe, prep) -> np.ndarray:
+    """The ``(n_pixels, F)`` float32 features of a laid-out image (``features.Prepared``), not
+    standardised; invalid pixels are filled with the mean of the valid ones before filtering
+    (see :func:`recipe_features`)."""
+    from . import features as ft
+
+    base = ft.to_features(prep.pixels, prep.spec, prep.dtype).astype(np.float32)
+    if prep.valid is not None and prep.valid.any() and not prep.valid.all():
+        base[~prep.valid] = base[prep.valid].mean(axis=0)
+    maps = recipe.channels(base.reshape(*prep.spatial_shape, base.shape[1]))
+    return maps.reshape(-1, maps.shape[-1])
 
 
 def recipe_features(recipe: Recipe, prep, *, fit: bool = False):
@@ -223,11 +337,7 @@ def recipe_features(recipe: Recipe, prep, *, fit: bool = False):
     """
     from . import features as ft
 
-    base = ft.to_features(prep.pixels, prep.spec, prep.dtype).astype(np.float32)
-    if prep.valid is not None and prep.valid.any() and not prep.valid.all():
-        base[~prep.valid] = base[prep.valid].mean(axis=0)
-    maps = recipe.channels(base.reshape(*prep.spatial_shape, base.shape[1]))
-    flat = maps.reshape(-1, maps.shape[-1])
+    flat = feature_table(recipe, prep)
     if fit:
         positions = len(prep.spatial_shape) if recipe.spatial_weight > 0 else 0
         recipe = recipe.fitted(flat, prep.valid, positions)

@@ -16,18 +16,26 @@ on dask arrays, block by block.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-from . import blocks, lazy, matching
+from . import blocks, lazy, lazy_features, matching
 from . import features as ft
 from . import seeds as sd
 from .compress import Support, codec_for, compress
 from .fitting import Fit, Segmentation, WeightedFit, fit_support, fit_weighted
 from .model import KMeansModel, Labelling
 from .params import make_params
-from .recipe import Recipe, recipe_features, refuse_on_dask
+from .recipe import (
+    Recipe,
+    feature_moments,
+    feature_table,
+    merge_moments,
+    order_by_input,
+    recipe_features,
+)
 from .sampling import draw_sample, gray_support, pool_supports, reduce_chunks
 
 __all__ = [
@@ -389,7 +397,6 @@ def segment(
         pin_seeds=pin_seeds,
     )  # fmt: skip
     if blocks.is_dask(image) or blocks.is_dask(mask):  # out of core: dask arrays in, dask out
-        refuse_on_dask(params.recipe)
         return lazy.segment_lazy(
             image, channel_axis=channel_axis, rgb=rgb, mask=mask, params=params,
             seeds=seeds, match_to=match_to, progress=progress,
@@ -485,7 +492,6 @@ def fit(
     )  # fmt: skip
     progress = ft.checked_progress(progress)
     if blocks.is_dask(image) or blocks.is_dask(mask):
-        refuse_on_dask(params.recipe)
         found = lazy.fit_lazy(
             image, params, channel_axis=channel_axis, rgb=rgb, mask=mask, seeds=seeds,
             match_to=match_to, progress=progress,
@@ -541,13 +547,8 @@ def fit_many(
         params, n_clusters=n_clusters, color_space=color_space, seed=seed, n_init=n_init,
         max_iter=max_iter, tol=tol,
     )  # fmt: skip
-    recipe = params.recipe
-    if not recipe.is_plain or recipe.cleans:
-        raise ValueError(
-            "fitting several images together with features (smoothing, texture, filters, "
-            "position) or clean-up is not supported yet: each image would be standardised on "
-            "its own scale. Fit on one image (fit, or --fit-on first) and apply its model."
-        )
+    if not params.recipe.is_plain:
+        return _fit_many_features(images, masks, params, channel_axis, rgb, progress)
     masks = iter(masks) if masks is not None else None
     supports, layout = [], None
     for i, image in enumerate(images, 1):
@@ -566,7 +567,90 @@ def fit_many(
     spec, dtype = layout
     pooled = pool_supports(supports, codec_for(dtype, spec.n_channels), params.seed)
     res = fit_support(pooled, spec, dtype, params, ft.checked_progress(progress))
+    if params.recipe.cleans:  # raw values, cleaned labels
+        return Fit(replace(res.model, recipe=params.recipe), res.n_iter, False)
     return Fit(res.model, res.n_iter, res.exact)
+
+
+def _fit_many_features(images, masks, params, channel_axis, rgb, progress) -> Fit:
+    """:func:`fit_many` with a feature recipe: three passes over the images (kept in a list, each
+    mask taken right after its image), each image's features computed in its pass (numpy, or
+    dask block by block): the statistics
+    of the standardisation over all images together, the pooled support of the standardised
+    features, then each cluster's input values (its colour and the dark-to-bright order)."""
+    masks = iter(masks) if masks is not None else None
+    pairs = [(image, None if masks is None else next(masks, None)) for image in images]
+    if not pairs:
+        raise ValueError("fit_many needs at least one image.")
+    laid = [_laid_out(image, mask, params, channel_axis, rgb) for image, mask in pairs]
+    first = (laid[0].spec, laid[0].dtype, len(laid[0].spatial_shape))
+    for i, one in enumerate(laid[1:], 2):
+        if (one.spec, one.dtype, len(one.spatial_shape)) != first:
+            raise ValueError(
+                f"fitting several images together needs images of one dtype, channel layout "
+                f"and number of dimensions: image 1 is {laid[0].dtype} with "
+                f"{laid[0].spec.n_channels} channel(s) and shape {laid[0].spatial_shape}, image "
+                f"{i} is {one.dtype} with {one.spec.n_channels} and shape {one.spatial_shape}; "
+                "segment them separately."
+            )
+    progress = ft.checked_progress(progress)
+    recipe = params.recipe
+    if recipe.derives:
+        ft.tick(progress, 0.0, "standardising features")
+        moments = functools.reduce(merge_moments, [_moments_of(one, recipe) for one in laid])
+        n_positions = len(laid[0].spatial_shape) if recipe.spatial_weight > 0 else 0
+        recipe = recipe.fitted_from_moments(moments, n_positions)
+    ft.tick(progress, 0.2, "reading features")
+    supports = [_feature_support(one, recipe, params.seed) for one in laid]
+    n = supports[0].values.shape[1]
+    spec = ft.FeatureSpec(None if n == 1 else -1, False, "rgb", n)
+    pooled = pool_supports(supports, None, params.seed)
+    res = fit_support(pooled, spec, np.dtype(np.float32), params, ft.part(progress, 0.4, 0.8))
+    ft.tick(progress, 0.8, "ordering clusters")
+    parts = [_colour_sums(res.model, one, recipe) for one in laid]
+    counts, sums = sum(p[0] for p in parts), sum(p[1] for p in parts)
+    model, _ = order_by_input(res.model, counts, sums, laid[0].spec, laid[0].dtype, recipe)
+    return Fit(model, res.n_iter, res.exact and not recipe.cleans)
+
+
+def _laid_out(image, mask, params, channel_axis, rgb):
+    """An image laid out for :func:`_fit_many_features`: a dask ``LazyImage`` or a
+    ``features.Prepared``."""
+    if blocks.is_dask(image) or blocks.is_dask(mask):
+        image = blocks.as_dask_image(image)
+        spec = ft.make_spec(
+            image, channel_axis=channel_axis, rgb=rgb, color_space=params.color_space
+        )
+        return blocks.lay_out_blocks(image, spec, mask)
+    image = ft.as_image(image)
+    spec = ft.make_spec(image, channel_axis=channel_axis, rgb=rgb, color_space=params.color_space)
+    return ft.prepare(image, spec, mask)
+
+
+def _moments_of(laid, recipe):
+    if isinstance(laid, blocks.LazyImage):
+        return lazy_features.feature_moments_of(laid, recipe)
+    table = feature_table(recipe, laid)
+    return feature_moments(table if laid.valid is None else table[laid.valid])
+
+
+def _feature_support(laid, recipe, seed):
+    if isinstance(laid, blocks.LazyImage):
+        return lazy_features.features_of(laid, recipe).support(seed)
+    return image_support(recipe_features(recipe, laid)[0], seed)
+
+
+def _colour_sums(feature_model, laid, recipe):
+    """``(counts, sums of input values)`` per cluster of a model of the features."""
+    if isinstance(laid, blocks.LazyImage):
+        return lazy_features.features_of(laid, recipe).colour_sums(feature_model)[:2]
+    feats = recipe_features(recipe, laid)[0]
+    labels = feature_model.label_prepared(feats).labels
+    k = feature_model.n_clusters
+    counts = np.bincount(labels, minlength=k + 1)[1:]
+    sums = np.stack([np.bincount(labels, weights=laid.pixels[:, c], minlength=k + 1)[1:]
+                     for c in range(laid.pixels.shape[1])], axis=1)  # fmt: skip
+    return counts, sums
 
 
 def _support_of(image, mask, params, channel_axis, rgb):
