@@ -175,3 +175,18 @@ def test_match_to_with_a_feature_recipe():
     assert ids4[0] == ids3[0] and ids4[1] == ids3[1]
     np.testing.assert_array_equal(r4.model.predict(image), r4.labels)
     assert r4.counts.sum() == image.size
+
+
+def test_segment_frames_gives_label_zero_to_a_frame_the_mask_leaves_empty():
+    from napari_kmeans import segment_frames
+
+    rng = np.random.default_rng(0)
+    movie = rng.integers(0, 255, (3, 20, 30), dtype=np.uint8)
+    mask = np.zeros(movie.shape, bool)
+    mask[1, 2:18, 3:27] = True  # frame 1 only
+    result = segment_frames(movie, 3, mask=mask)
+    assert not result.labels[0].any() and not result.labels[2].any()
+    np.testing.assert_array_equal(result.labels[1], segment(movie[1], 3, mask=mask[1]).labels)
+    np.testing.assert_array_equal(result.recolored[0], movie[0])  # left as it was
+    with pytest.raises(ValueError, match="no pixel in any frame"):
+        segment_frames(movie, 3, mask=np.zeros(movie.shape, bool))

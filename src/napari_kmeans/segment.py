@@ -741,17 +741,35 @@ def segment_frames(
     t_sp = t_ax - (ch is not None and ch < t_ax)
     n = image.shape[t_ax]
     progress = ft.checked_progress(progress)
-    frames, previous = [], match_to
+    frames, previous, empty = [], match_to, []
     for t in range(n):
         frame = np.asarray(np.take(image, t, axis=t_ax))
+        frame_mask = _frame_of(mask, t, t_sp, ndim, ch)
+        if frame_mask is not None and not np.any(frame_mask):
+            empty.append(t)  # masked out entirely: label 0, as a mask gives elsewhere
+            frames.append(frame)
+            continue
         r = segment(
-            frame, n_clusters, channel_axis=frame_ch, mask=_frame_of(mask, t, t_sp, ndim, ch),
+            frame, n_clusters, channel_axis=frame_ch, mask=frame_mask,
             seeds=_frame_of(seeds, t, t_sp, ndim, ch), match_to=previous,
             progress=ft.part(progress, t / n, (t + 1) / n), **kwargs,
         )  # fmt: skip
         frames.append(r)
         if match:
             previous = r.model
+    if len(empty) == n:
+        raise ValueError(
+            "the mask leaves no pixel in any frame; paint the mask over the objects to segment."
+        )
+    for t in empty:  # the model of the nearest fitted frame before (else after) it
+        model = next(f.model for f in [*frames[t::-1], *frames[t:]] if hasattr(f, "model"))
+        frame = frames[t]
+        shape = frame.shape if frame_ch is None else np.delete(frame.shape, frame_ch)
+        labels = np.zeros(tuple(shape), model.label_dtype)
+        frames[t] = Segmentation(
+            labels=labels, centers=model.colors.copy(), recolored=frame.copy(), inertia=0.0,
+            n_iter=0, counts=np.zeros(model.n_clusters, np.int64), exact=False, model=model,
+        )  # fmt: skip
     dtype = np.result_type(*[f.labels.dtype for f in frames])
     labels = np.stack([f.labels.astype(dtype) for f in frames], axis=t_sp)
     recolored = np.stack([f.recolored for f in frames], axis=t_ax)

@@ -27,6 +27,7 @@ from ..model import KMeansModel
 from .jobs import Edited, EditJob, InputError, InstancesJob, Planes, is_lazy, levels
 from .outputs import (
     KEY,
+    brightness,
     digest,
     display_colors,
     edit_metadata,
@@ -294,7 +295,9 @@ def commit(job: EditJob, edited: Edited, viewer) -> Snapshot | None:
         return None
     before = snapshot(target)
     k, shown = edited.model.n_clusters, display_colors(edited.colors, target.source, target.extras)
-    layer.colormap = labels_colormap(k, style_of(layer), edited.counts, len(edited.colors))
+    layer.colormap = labels_colormap(
+        k, style_of(layer), edited.counts, len(edited.colors), brightness(edited.model)
+    )
     set_labels(layer, target.expand(edited.labels))
     layer.features = feature_table(edited.colors, edited.counts, target.names())
     layer.metadata = edit_metadata(layer, edited.model, job.what, shown)

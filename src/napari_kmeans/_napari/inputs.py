@@ -137,7 +137,7 @@ def seeds_array(viewer, layer, source, shape: tuple[int, ...], *, lazy=False):
         import dask.array as da
 
         return da.asarray(data)
-    return np.asarray(data)
+    return np.array(data)  # a copy: strokes painted while the run computes do not leak in
 
 
 def _shape_vertices(viewer, shapes, source, nd: int) -> list[np.ndarray]:
@@ -228,6 +228,20 @@ def _downsample(mask, shape: tuple[int, ...]):
     return mask
 
 
+def _downsample_seeds(seeds, shape: tuple[int, ...]):
+    """``seeds`` at another level's ``shape`` keeping every stroke: each seeded pixel marks the
+    coarse pixel it falls in (nearest-neighbour sampling would lose strokes thinner than the
+    level's step). A dask array is read into memory here."""
+    if seeds is None or tuple(seeds.shape) == tuple(shape):
+        return seeds
+    seeds = np.asarray(seeds)
+    where = np.nonzero(seeds)
+    out = np.zeros(shape, seeds.dtype)
+    coarse = tuple(c * n // m for c, n, m in zip(where, shape, seeds.shape, strict=True))
+    out[coarse] = seeds[where]
+    return out
+
+
 def _planes(source, extras, level, index, mask, seeds=None) -> Planes:
     """One level of the inputs, restricted to the slice ``index`` (level-0 indices); ``mask``
     and ``seeds`` are already restricted to it, at full resolution."""
@@ -240,7 +254,9 @@ def _planes(source, extras, level, index, mask, seeds=None) -> Planes:
     image = levels(source)[level][key]
     extra = tuple(levels(e)[level][key] for e in extras)
     shape = spatial(image.shape, source.rgb)
-    return Planes(image, source.rgb, extra, _downsample(mask, shape), _downsample(seeds, shape))
+    return Planes(
+        image, source.rgb, extra, _downsample(mask, shape), _downsample_seeds(seeds, shape)
+    )
 
 
 def _fit_level(source, index) -> int | None:

@@ -69,6 +69,7 @@ class Outputs:
     names: tuple[str, str] = ("", "")
     sliced: bool = False  # a current-slice result (it never replaces a whole-data one)
     preview: bool = False  # a live preview: the next preview or Run replaces it while untouched
+    beneath: Outputs | None = None  # a result of another scope kept (hidden) under this preview
 
     def __post_init__(self):
         if self.names == ("", ""):
@@ -333,7 +334,12 @@ def explained_share(outcome) -> float | None:
         return None
     centers = np.asarray(model.centers, dtype=float)
     counts = np.asarray(counts, dtype=float)
-    if centers.shape[0] != counts.size or counts.sum() <= 0:
+    # counts are by label, and label IDs may be kept ones: each centre's label picks its count
+    labels = np.asarray(getattr(model, "labels_of_centers", np.arange(1, centers.shape[0] + 1)))
+    if np.unique(labels).size != labels.size or labels.max(initial=0) > counts.size:
+        return None  # several centres for a label (a split): no centre per label
+    counts = counts[labels - 1]
+    if counts.sum() <= 0:
         return None
     mean = counts @ centers / counts.sum()
     between = float(counts @ ((centers - mean) ** 2).sum(axis=1))
@@ -534,8 +540,15 @@ def publish(viewer, outcome: Outcome, info: RunInfo, previous: Outputs | None, s
 def publish_confidence(viewer, outcome: Outcome, info: RunInfo, made: Outputs):
     """Show the run's confidence image (when it was asked for) as '<source> k-means confidence'
     over the labels: updated in place while it is the one this widget made for the source, else
-    added. Returns the layer, or None."""
+    added. Without one, an earlier confidence image of the source no longer matches the labels:
+    it is hidden and marked stale. Returns the layer, or None."""
+    name = f"{info.source.name} k-means confidence"
+    old = next((layer for layer in viewer.layers if layer.name == name), None)
+    mine = old is not None and (old.metadata.get(KEY) or {}).get("role") == "confidence"
     if outcome.confidence is None:
+        if mine:
+            old.visible = False
+            old.metadata = {KEY: {**old.metadata[KEY], "stale": True}}
         return None
     data = _expanded(outcome.confidence, info)
     multiscale = isinstance(data, list)
@@ -546,11 +559,9 @@ def publish_confidence(viewer, outcome: Outcome, info: RunInfo, made: Outputs):
         "pixel's label and of any other label; NaN off the mask",
     }}  # fmt: skip
     kwargs = {**placement(info), "metadata": meta}
-    name = f"{info.source.name} k-means confidence"
-    old = next((layer for layer in viewer.layers if layer.name == name), None)
-    mine = old is not None and (old.metadata.get(KEY) or {}).get("role") == "confidence"
     if mine and old.multiscale == multiscale:
         _update(old, data, kwargs)
+        old.visible = True
         return old
     layer = Image(
         data, name=name, colormap="magma", contrast_limits=(0.0, 1.0), multiscale=multiscale,

@@ -223,7 +223,11 @@ def run_frames(job: Job, stop=None):
             source = np.asarray(full.image)
             recolored = ft.cast_colors(recolored[..., 0], source.dtype)
         model = done.frames[-1].model  # labels of earlier frames only keep their colours
-        sure = (yield from confidence_of(full, model)) if job.confidence else None
+        sure = None
+        if job.confidence:  # each frame by its own model
+            tick = Progress(0.95, "confidence")
+            yield tick
+            sure = yield from _in_thread(tick, _frames_confidence, full, done.frames)
     except Exception as err:  # every failure is reported, never a raw traceback
         return Outcome(error=failure(err), seconds=time.perf_counter() - start)
     labels = done.labels
@@ -234,6 +238,18 @@ def run_frames(job: Job, stop=None):
         n_iter=max(int(f.n_iter) for f in done.frames), exact=False, counts=counts,
         seconds=time.perf_counter() - start, notes=notes, confidence=sure,
     )  # fmt: skip
+
+
+def _frames_confidence(planes: Planes, frames) -> np.ndarray:
+    """The confidence of each frame (first axis) by that frame's own model, stacked."""
+    image = planes.assembled()
+    mask = planes.mask
+    return np.stack([
+        frame.model.confidence(
+            image[t], mask=None if mask is None else mask[t], rgb=planes.rgb
+        )
+        for t, frame in enumerate(frames)
+    ])  # fmt: skip
 
 
 def confidence_of(planes: Planes, model: KMeansModel):

@@ -21,7 +21,7 @@ DELAY_MS = 80  # quiet time after the last change before a preview starts
 WATCHED = (
     "image", "n_clusters", "color_space", "extra_channels", "mask", "preset", "smoothing",
     "filters", "spatial_weight", "majority", "min_region", "seed", "n_init", "max_iter", "tol",
-    "seeds", "pin_seeds", "keep_ids",
+    "seeds", "pin_seeds", "keep_ids", "background", "confidence",
 )  # fmt: skip
 
 
@@ -67,6 +67,11 @@ class LivePreview:
         self.generation += 1
         if self.on:
             self.timer.start()
+
+    def caught_up(self) -> None:
+        """A run starts with the settings of now: it shows every change made so far."""
+        self.shown = self.generation
+        self.timer.stop()
 
     def resume(self) -> None:
         """A run, an edit or a preview ended: preview again if a change came meanwhile."""

@@ -271,6 +271,7 @@ class KMeansWidget(QWidget):
         """Start a run on the chosen layer (no-op while one is in flight)."""
         if self.busy():
             return
+        self.preview.caught_up()  # the run shows every change so far: no preview after it
         c = self.controls
         try:
             plan = inputs.for_run(
@@ -391,7 +392,10 @@ class KMeansWidget(QWidget):
             self._stop.set()
             self._worker.quit()
             self._stopped = f"Dropped: '{gone.name}' was removed during the run."
-            show_warning(f"'{gone.name}' was removed during the run; the run was dropped.")
+            if self._run.preview is None:  # a preview: no pop-up; the next change previews
+                show_warning(f"'{gone.name}' was removed during the run; the run was dropped.")
+            else:
+                self.preview.changed()
 
     def _progressed(self, step) -> None:
         if self._run is None or self.preview.closed:
@@ -472,10 +476,25 @@ class KMeansWidget(QWidget):
 
     def _show(self, outcome, info) -> None:
         previous = self.session.previous(info.source)
+        target, drop = previous, None
+        beneath = None if previous is None else previous.beneath
+        if (
+            not info.preview and beneath is not None and previous.preview
+            and beneath.sliced == bool(info.slice_index) and beneath.unedited(self._viewer)
+        ):  # fmt: skip
+            # a run of the scope of the result kept under a preview pair: back into that result,
+            # and the preview pair (when untouched) goes
+            target, drop = beneath, previous
         self.publishing = True
         try:
-            made, how = publish(self._viewer, outcome, info, previous, self.style())
+            made, how = publish(self._viewer, outcome, info, target, self.style())
             outputs.publish_confidence(self._viewer, outcome, info, made)
+            if info.preview:  # the result a preview of another scope was put beside
+                made.beneath = previous if how == "other scope" else beneath
+            if drop is not None and drop.unedited(self._viewer):
+                for layer in (drop.labels, drop.recolored):
+                    self._viewer.layers.remove(layer)
+                made.labels.visible, made.recolored.visible = True, self.style().show_recolored
         finally:
             self.publishing = False
         self.session.record(made, replaces=previous)
