@@ -285,3 +285,24 @@ def test_previews_and_runs_on_a_volume_do_not_pile_up_layers(viewer, widget, qtb
         c.live_preview.value = False
     labels = [la.name for la in viewer.layers if la.name.startswith("vol k-means labels")]
     assert len(labels) <= 2, labels
+
+
+def test_live_preview_k_down_and_back_up_gives_the_classes_their_numbers_back(
+    viewer, widget, qtbot
+):
+    """Live preview, keep label numbers on: k 3 -> 2 -> 3 (one click down and up on the spin
+    box). Back at k = 3 with the same settings, the classes the person saw as 1, 2, 3 must be
+    1, 2, 3 again, not renumbered (the mid band comes back as label 4 today)."""
+    image, truth = bands(edges=(32, 48))  # mid band narrow: at k = 2 it joins the dark band
+    c = widget.controls
+    c.image.value = viewer.add_image(image, name="img")
+    c.n_clusters.value = 3
+    c.live_preview.value = True
+    for k in (3, 2, 3):
+        c.n_clusters.value = k
+        qtbot.waitUntil(lambda k=k: preview_done(viewer, widget, "img", k), timeout=10_000)
+        labels = viewer.layers[LABELS.format("img")].data
+        seen = [band_mode(labels, truth, b) for b in range(3)]
+        if k == 2:
+            assert len(set(seen)) == 2  # two classes on screen
+    assert seen == [1, 2, 3], seen

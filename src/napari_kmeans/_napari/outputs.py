@@ -70,6 +70,7 @@ class Outputs:
     sliced: bool = False  # a current-slice result (it never replaces a whole-data one)
     preview: bool = False  # a live preview: the next preview or Run replaces it while untouched
     beneath: Outputs | None = None  # a result of another scope kept (hidden) under this preview
+    memory: KMeansModel | None = None  # every label seen for the source, with its colour
 
     def __post_init__(self):
         if self.names == ("", ""):
@@ -112,6 +113,24 @@ def _layer_kwargs(outcome: Outcome, info: RunInfo, role: str, run_id: str, style
     elif outcome.lazy:  # napari would compute the data to find contrast limits
         kwargs.update(contrast_limits=src.contrast_limits)
     return kwargs
+
+
+def remember(memory: KMeansModel | None, model: KMeansModel) -> KMeansModel:
+    """The labels and colours of ``model``, with those of earlier runs' labels it lacks
+    (``memory``): matching a re-run to it gives a class back its number when k goes down and
+    up again. The matching reads the labels' colours only (:mod:`napari_kmeans.matching`)."""
+    if memory is None or memory.spec != model.spec or memory.dtype != model.dtype:
+        return model
+    k = max(memory.n_clusters, model.n_clusters)
+    colors = np.zeros((k, model.colors.shape[1]))
+    old, new = memory.present_labels, model.present_labels
+    colors[old - 1] = memory.colors[old - 1]
+    colors[new - 1] = model.colors[new - 1]
+    ids = np.union1d(old, new)
+    return KMeansModel(
+        centers=colors[ids - 1], colors=colors, spec=model.spec, dtype=model.dtype,
+        seed=model.seed, center_labels=ids,
+    )  # fmt: skip
 
 
 def brightness(model: KMeansModel) -> np.ndarray:

@@ -44,6 +44,11 @@ def _mask_like(layer) -> bool:
     return isinstance(layer, Labels | Shapes) and role in (None, "mask")
 
 
+def _edited(labels) -> bool:
+    """The labels were changed by an edit of the Edit tab (merge, split...: IDs renumbered)."""
+    return bool((labels.metadata.get(KEY) or {}).get("edits"))
+
+
 def _seeds_like(layer) -> bool:
     """A Labels layer the widget offers as seeds (not one of its own outputs)."""
     role = (getattr(layer, "metadata", {}).get(KEY) or {}).get("role")
@@ -250,7 +255,11 @@ class KMeansWidget(QWidget):
         if previous is None or previous.labels not in self._viewer.layers:
             return None
         extras = tuple(c.extra_channels.value)
-        return inputs.model_of(previous.labels, c.image.value, extras, self.params())
+        model = inputs.model_of(previous.labels, c.image.value, extras, self.params())
+        memory = previous.memory
+        if model is None or memory is None or _edited(previous.labels):
+            return model
+        return memory if memory.spec == model.spec else model
 
     def new_seeds(self, *_) -> None:
         """Add an empty seeds layer aligned with the chosen image, ready to paint label 1."""
@@ -491,6 +500,8 @@ class KMeansWidget(QWidget):
             outputs.publish_confidence(self._viewer, outcome, info, made)
             if info.preview:  # the result a preview of another scope was put beside
                 made.beneath = previous if how == "other scope" else beneath
+            kept = previous if previous is not None and not _edited(previous.labels) else None
+            made.memory = outputs.remember(None if kept is None else kept.memory, outcome.model)
             if drop is not None and drop.unedited(self._viewer):
                 for layer in (drop.labels, drop.recolored):
                     self._viewer.layers.remove(layer)
