@@ -10,12 +10,14 @@ waits for them and follows once they end.
 
 from __future__ import annotations
 
+import time
+
 from qtpy.QtCore import QTimer
 
 from .. import inputs
 from ..jobs import InputError
 
-DELAY_MS = 80  # quiet time after the last change before a preview starts
+DELAY_MS = 80  # quiet time after the last change before a preview starts (after the first)
 
 # the controls whose change calls for a new preview
 WATCHED = (
@@ -35,6 +37,7 @@ class LivePreview:
         self.closed = False
         self._painted = []  # layers whose painting is watched
         self._slice = None  # the slice of the last change seen
+        self._last = 0.0  # time of the last change
         self.timer = QTimer()
         self.timer.setSingleShot(True)
         self.timer.setInterval(DELAY_MS)
@@ -65,8 +68,14 @@ class LivePreview:
         if self.host.publishing:
             return  # the widget writing its own output layers is not a change
         self.generation += 1
-        if self.on:
-            self.timer.start()
+        if not self.on:
+            return
+        now = time.monotonic()
+        idle = not self.timer.isActive() and not self.host.previewing()
+        # a change after a quiet spell starts at once; changes in quick succession (a spin box
+        # held down, a brush stroke) wait for a pause of DELAY_MS
+        self.timer.start(0 if idle and now - self._last > DELAY_MS / 1000 else DELAY_MS)
+        self._last = now
 
     def caught_up(self) -> None:
         """A run starts with the settings of now: it shows every change made so far."""
@@ -84,7 +93,7 @@ class LivePreview:
         if not self.on or host.busy():
             return  # a run or an edit is in flight: resume() follows when it ends
         if host.previewing():
-            host.cancel()  # stale: its end calls resume(), which starts the new one
+            host.stop_flight()  # stale: its end calls resume(), which starts the new one
             return
         c = host.controls
         source = c.image.value
@@ -114,7 +123,7 @@ class LivePreview:
         else:
             self.timer.stop()
             if self.host.previewing():
-                self.host.cancel()
+                self.host.stop_flight()
 
     def _step(self, *_) -> None:
         """The slider moved: preview again only if the slice of the chosen image changed."""

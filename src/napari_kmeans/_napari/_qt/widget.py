@@ -345,7 +345,7 @@ class KMeansWidget(QWidget):
         """
         if self.previewing():
             self._queued = (func, job, info, args, {"done": done, "say": say, "task": task})
-            self.cancel()
+            self.stop_flight()
             return
         desc = f"k-means: {info.source.name}"
         bar = None if preview is not None else progress(total=100, desc=desc)
@@ -380,11 +380,19 @@ class KMeansWidget(QWidget):
         self._start(func, job, info, done=done, say=say, task=True)
 
     def cancel(self, *_) -> None:
-        """Stop the run in flight (its computation too); no layer is changed."""
+        """Stop the run in flight (its computation too); no layer is changed. A live preview
+        stopped by Cancel is not started again until the next change."""
+        if self.previewing():
+            self.preview.caught_up()
+        self.stop_flight()
+
+    def stop_flight(self) -> None:
+        """Stop the run, edit or preview in flight (what follows it still starts)."""
         if self._worker is not None:
             self._stop.set()
             self._worker.quit()
-            self._run.say("Cancelling…")
+            if self._run.preview is None:  # a stale preview goes quietly
+                self._run.say("Cancelling…")
 
     def _closing(self, *_) -> None:
         """The widget is being deleted (the viewer closed): stop the work in flight."""
