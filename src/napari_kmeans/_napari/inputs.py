@@ -106,18 +106,27 @@ def mask_array(viewer, layer, source, shape: tuple[int, ...], *, lazy=False):
         return shapes_mask(viewer, layer, source, shape)
     if not isinstance(layer, Labels):
         raise InputError(f"mask '{layer.name}' must be a Labels or Shapes layer.")
+    data = _labels_of_shape(
+        layer, source, shape, "mask", "use a Labels layer of that shape (in napari: select the "
+        "image, then Layers > New Labels Layer) or a Shapes layer.", lazy,
+    )  # fmt: skip
+    return data > 0
+
+
+def _labels_of_shape(layer, source, shape, what: str, fix: str, lazy: bool):
+    """The full-resolution data of Labels ``layer`` (dask with ``lazy``), checked to have the
+    source's spatial ``shape`` (else an InputError naming ``what`` it is and the ``fix``)."""
     data = levels(layer)[0]
     if tuple(data.shape) != shape:
         raise InputError(
-            f"mask '{layer.name}' has shape {tuple(data.shape)}, but the pixels of "
-            f"'{source.name}' are laid out as {shape}; use a Labels layer of that shape "
-            "(in napari: select the image, then Layers > New Labels Layer) or a Shapes layer."
+            f"{what} '{layer.name}' has shape {tuple(data.shape)}, but the pixels of "
+            f"'{source.name}' are laid out as {shape}; {fix}"
         )
     if lazy:
         import dask.array as da
 
-        return da.asarray(data) > 0
-    return np.asarray(data) > 0
+        return da.asarray(data)
+    return np.asarray(data)
 
 
 def seeds_array(viewer, layer, source, shape: tuple[int, ...], *, lazy=False):
@@ -126,18 +135,9 @@ def seeds_array(viewer, layer, source, shape: tuple[int, ...], *, lazy=False):
         raise InputError(f"seeds layer '{layer}' is no longer in the viewer; choose another one.")
     if not isinstance(layer, Labels):
         raise InputError(f"seeds '{layer.name}' must be a Labels layer of scribbles.")
-    data = levels(layer)[0]
-    if tuple(data.shape) != shape:
-        raise InputError(
-            f"seeds '{layer.name}' has shape {tuple(data.shape)}, but the pixels of "
-            f"'{source.name}' are laid out as {shape}; make a seeds layer of that shape with "
-            "'New' next to the seeds choice."
-        )
-    if lazy:
-        import dask.array as da
-
-        return da.asarray(data)
-    return np.array(data)  # a copy: strokes painted while the run computes do not leak in
+    fix = "make a seeds layer of that shape with 'New' next to the seeds choice."
+    data = _labels_of_shape(layer, source, shape, "seeds", fix, lazy)
+    return data if lazy else data.copy()  # strokes painted while the run computes stay out
 
 
 def _shape_vertices(viewer, shapes, source, nd: int) -> list[np.ndarray]:
