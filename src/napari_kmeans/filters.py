@@ -127,13 +127,16 @@ def gabor_energies(channel: np.ndarray, frequencies=TEXTURE_FREQUENCIES,
     three wavelengths (at least 12 pixels), log-compressed (``log1p``). Volumes are filtered
     plane by plane (the last two axes). Returns one float32 map per filter.
 
-    Each plane is transformed once (an FFT of the reflect-padded plane, shared by every filter);
-    each filter is then a product with its transfer function (the Fourier transform of
-    ``skimage.filters.gabor_kernel``: a Gaussian centred on the filter's frequency) and one
-    inverse FFT, in single precision. The energy
-    is smooth on the scale of its window, so the window is applied on a grid coarser by a
-    quarter of the window (then interpolated back), which costs little and changes nothing
-    visible.
+    Each plane is transformed once (an FFT of the reflect-padded plane, shared by every filter).
+    A filter's transfer function (the Fourier transform of ``skimage.filters.gabor_kernel``) is
+    a Gaussian centred on its frequency, negligible (below ``exp(-4.5)``) beyond three of its
+    standard deviations: only the box of frequencies within them is kept, and its inverse FFT,
+    of the box's size, gives the response's magnitude exactly on a grid as much coarser as the
+    box is smaller than the spectrum (the response shifted to frequency 0 is band-limited to the
+    box). The window and the log are applied on that grid, then the map is interpolated
+    (linearly) to every pixel: the energy is smooth on the scale of its window, which spans
+    several grid steps. Low frequencies cost little this way (the lowest filter's grid is about
+    12 times coarser than the image on each axis).
     """
     from scipy import fft
 
@@ -144,37 +147,67 @@ def gabor_energies(channel: np.ndarray, frequencies=TEXTURE_FREQUENCIES,
     prefactor = np.sqrt(np.log(2) / 2) * 3 / np.pi
     half = int(np.ceil(3 * prefactor / min(frequencies)))  # reflect padding: 3 sigma
     shape = (fft.next_fast_len(rows + 2 * half), fft.next_fast_len(cols + 2 * half))
-    fy = fft.fftfreq(shape[0]).astype(np.float32)[:, None]
-    fx = fft.fftfreq(shape[1]).astype(np.float32)[None, :]
-    filters = []  # transfer functions: Gaussians centred on each filter's frequency
+    filters = []  # (window in pixels, row bins, column bins, transfer on the box)
     for frequency in frequencies:
         sigma = prefactor / frequency
+        reach = 3 / (2 * np.pi * sigma)  # three standard deviations of the transfer function
+        window = max(TEXTURE_WINDOW / frequency, TEXTURE_MIN_WINDOW)
         for i in range(n_orientations):
             theta = np.pi * i / n_orientations
-            d2 = (fx - frequency * np.cos(theta)) ** 2 + (fy - frequency * np.sin(theta)) ** 2
-            filters.append((frequency, np.exp(-2 * np.pi**2 * sigma**2 * d2)))
+            centre = (frequency * np.sin(theta), frequency * np.cos(theta))  # (rows, columns)
+            bins = [_box(c, reach, n) for c, n in zip(centre, shape, strict=True)]
+            fy, fx = (
+                np.fft.fftfreq(n)[b].astype(np.float32) for n, b in zip(shape, bins, strict=True)
+            )
+            d2 = (fx[None, :] - centre[1]) ** 2 + (fy[:, None] - centre[0]) ** 2
+            transfer = np.exp(-2 * np.pi**2 * sigma**2 * d2).astype(np.float32)
+            filters.append((window, *bins, transfer))
     maps = [np.empty_like(planes) for _ in filters]
     for p, plane in enumerate(planes):
         padded = np.pad(plane, half, mode="reflect")
         spectrum = fft.fft2(padded, shape, workers=-1).astype(np.complex64)
-        for m, (frequency, transfer) in enumerate(filters):
-            response = fft.ifft2(spectrum * transfer, workers=-1)
-            energy = np.abs(response[half : half + rows, half : half + cols]).astype(np.float32)
-            window = max(TEXTURE_WINDOW / frequency, TEXTURE_MIN_WINDOW)
-            maps[m][p] = _smooth_coarse(energy, window)
-    return [np.log1p(m).reshape(data.shape) for m in maps]
+        for m, (window, rbins, cbins, transfer) in enumerate(filters):
+            box = spectrum[rbins][:, cbins] * transfer
+            scale = box.size / spectrum.size  # the inverse FFT's normalisation on the box
+            energy = np.abs(fft.ifft2(box, workers=-1)).astype(np.float32) * np.float32(scale)
+            steps = [n / b.size for n, b in zip(shape, (rbins, cbins), strict=True)]
+            # the grid points from one before the plane's first pixel to one after its last
+            first = [int(np.floor(half / s)) for s in steps]
+            ends = zip(steps, (rows, cols), strict=True)
+            last = [int(np.ceil((half + n - 1) / s)) + 1 for s, n in ends]
+            energy = energy[first[0] : last[0] + 1, first[1] : last[1] + 1]
+            energy = ndi.gaussian_filter(energy, [window / s for s in steps], mode="reflect")
+            np.log1p(energy, out=energy)
+            start = [half - f * s for f, s in zip(first, steps, strict=True)]
+            maps[m][p] = _resample(energy, steps, start, (rows, cols))
+    return [m.reshape(data.shape) for m in maps]
 
 
-def _smooth_coarse(image: np.ndarray, sigma: float) -> np.ndarray:
-    """A Gaussian of ``sigma`` pixels, applied on a grid ``sigma / 4`` times coarser."""
-    step = max(1, int(sigma // 4))
-    if step == 1:
-        return ndi.gaussian_filter(image, sigma)
-    small = ndi.uniform_filter(image, step)[step // 2 :: step, step // 2 :: step]
-    small = ndi.gaussian_filter(small, sigma / step)
-    zoom = [n / m for n, m in zip(image.shape, small.shape, strict=True)]
-    out = ndi.zoom(small, zoom, order=1, grid_mode=True, mode="nearest")
-    return out[: image.shape[0], : image.shape[1]]
+def _box(centre: float, reach: float, n: int) -> np.ndarray:
+    """The FFT bins (of ``n``) within ``reach`` cycles per pixel of ``centre``, as many as an
+    FFT of fast length needs, in FFT order about the centre's bin (so that the inverse FFT of
+    the box is the response shifted to frequency 0, sampled every ``n / size`` pixels)."""
+    from scipy import fft
+
+    size = min(fft.next_fast_len(int(np.ceil(2 * reach * n)) + 1), n)
+    offsets = np.fft.fftfreq(size, 1 / size).astype(np.intp)
+    return (round(centre * n) + offsets) % n
+
+
+def _resample(coarse: np.ndarray, steps, start, shape) -> np.ndarray:
+    """Linear interpolation of a map sampled every ``steps`` pixels (per axis) at the pixels
+    ``start + arange(n)`` of each axis (in pixels from its first sample)."""
+    for axis, (step, origin, n) in enumerate(zip(steps, start, shape, strict=True)):
+        where = (np.arange(n) + origin) / step
+        lo = np.minimum(np.floor(where).astype(np.intp), coarse.shape[axis] - 2)
+        w = (where - lo).astype(np.float32)
+        a, b = np.take(coarse, lo, axis=axis), np.take(coarse, lo + 1, axis=axis)
+        w = w[:, None] if axis == 0 else w[None, :]
+        b -= a
+        b *= w
+        a += b
+        coarse = a
+    return coarse
 
 
 @dataclass(frozen=True)

@@ -71,20 +71,33 @@ def assign(points: np.ndarray, centers: np.ndarray, progress=None):
 def _two_nearest(points, centers):
     """Squared distances to the nearest and second-nearest centres, and the nearest's index.
 
-    One centre at a time, so that temporaries are ``(n,)`` and ``(n, d)``, never ``(n, k)``.
+    One centre at a time over slices of ``_ROWS`` points, so that temporaries are a few MB
+    (cache-resident) and never ``(n, k)``; every row's arithmetic is the same whatever the
+    slicing.
     """
     n = points.shape[0]
-    best = np.full(n, np.inf)
-    second = np.full(n, np.inf)
-    labels = np.zeros(n, np.intp)
-    for j, c in enumerate(np.asarray(centers, np.float64)):
-        diff = points - c
-        d = np.einsum("ij,ij->i", diff, diff)
-        closer = d < best
-        second = np.where(closer, best, np.minimum(second, d))
-        best = np.where(closer, d, best)
-        labels[closer] = j
+    best = np.empty(n)
+    second = np.empty(n)
+    labels = np.empty(n, np.intp)
+    centers = np.asarray(centers, np.float64)
+    for s in range(0, n, _ROWS):
+        x = points[s : s + _ROWS]
+        b = np.full(x.shape[0], np.inf)
+        sec = np.full(x.shape[0], np.inf)
+        lab = np.zeros(x.shape[0], np.intp)
+        for j, c in enumerate(centers):
+            diff = x - c
+            d = np.einsum("ij,ij->i", diff, diff)
+            closer = d < b
+            np.minimum(sec, d, out=sec)
+            np.copyto(sec, b, where=closer)
+            np.copyto(b, d, where=closer)
+            lab[closer] = j
+        best[s : s + _ROWS], second[s : s + _ROWS], labels[s : s + _ROWS] = b, sec, lab
     return best, second, labels
+
+
+_ROWS = 1 << 14  # points per slice of _two_nearest: (rows, d) float64 differences of ~2 MB
 
 
 def _sqdist(points, centers):
