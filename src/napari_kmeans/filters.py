@@ -23,7 +23,7 @@ from scipy import ndimage as ndi
 FILTERS = ("gaussian", "gradient", "log", "std", "hessian", "structure")
 TEXTURE_FREQUENCIES = (0.05, 0.1, 0.2, 0.35)  # cycles per pixel
 TEXTURE_ORIENTATIONS = 4
-CHUNK_ROWS = 1 << 18  # rows per step of the standardiser (bounded float64 temporaries)
+CHUNK_ROWS = 1 << 14  # rows per step of the standardiser (float64 temporaries in cache)
 TEXTURE_WINDOW = 3.0  # wavelengths: energies are averaged over a Gaussian this wide ...
 TEXTURE_MIN_WINDOW = 12.0  # ... and at least this many pixels (measured on texture mosaics)
 
@@ -221,36 +221,44 @@ class Standardiser:
     def fit(cls, features: np.ndarray, valid=None) -> Standardiser:
         """Statistics of ``(n, f)`` features over the ``valid`` rows (all when None).
 
-        Two passes over row chunks in float64 (the mean, then the squared deviations): no
-        float64 copy of the whole table.
+        One pass over cache-sized row slices in float64: sums of the deviations from the first
+        valid row and of their squares (so that a constant feature has exactly no variance and
+        large offsets do not cancel), no float64 copy of the whole table.
         """
-        n = features.shape[0]
-        total = np.zeros(features.shape[1])
-        count = 0
+        n, f = features.shape
+        total, square, count = np.zeros(f), np.zeros(f), 0
+        pilot = None
         for s in range(0, n, CHUNK_ROWS):
             rows = features[s : s + CHUNK_ROWS]
             if valid is not None:
                 rows = rows[valid[s : s + CHUNK_ROWS]]
-            total += rows.sum(axis=0, dtype=np.float64)
+            if rows.shape[0] == 0:
+                continue
+            if pilot is None:
+                pilot = rows[0].astype(np.float64)
+            dev = rows.astype(np.float64)
+            dev -= pilot
+            total += dev.sum(axis=0)
+            square += np.einsum("ij,ij->j", dev, dev)
             count += rows.shape[0]
-        mean = total / max(count, 1)
-        square = np.zeros(features.shape[1])
-        for s in range(0, n, CHUNK_ROWS):
-            rows = features[s : s + CHUNK_ROWS]
-            if valid is not None:
-                rows = rows[valid[s : s + CHUNK_ROWS]]
-            square += ((rows - mean) ** 2).sum(axis=0)
-        std = np.sqrt(square / max(count, 1))
+        if pilot is None:
+            return cls(np.zeros(f), np.ones(f))
+        shift = total / count
+        std = np.sqrt(np.maximum(square / count - shift * shift, 0.0))
         std[~(std > 0)] = 1.0  # a constant feature stays 0 rather than dividing by 0
-        return cls(mean, std)
+        return cls(pilot + shift, std)
 
     def apply(self, features: np.ndarray, inplace: bool = False) -> np.ndarray:
-        """``(features - mean) / std`` as float32, by row chunks (into ``features`` itself when
-        ``inplace`` and it is float32)."""
+        """``(features - mean) / std`` as float32, in float32 by cache-sized row slices (into
+        ``features`` itself when ``inplace`` and it is float32)."""
         reuse = inplace and features.dtype == np.float32
         out = features if reuse else np.empty(features.shape, np.float32)
-        for s in range(0, features.shape[0], CHUNK_ROWS):  # float64 within a chunk: precise
-            out[s : s + CHUNK_ROWS] = (features[s : s + CHUNK_ROWS] - self.mean) / self.std
+        mean = self.mean.astype(np.float32)
+        scale = (1.0 / self.std).astype(np.float32)
+        for s in range(0, features.shape[0], CHUNK_ROWS):
+            part = out[s : s + CHUNK_ROWS]
+            np.subtract(features[s : s + CHUNK_ROWS], mean, out=part, casting="unsafe")
+            part *= scale
         return out
 
     def to_dict(self) -> dict:

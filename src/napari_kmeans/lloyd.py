@@ -64,40 +64,39 @@ def assign(points: np.ndarray, centers: np.ndarray, progress=None):
         labels, dist = vq(points, centers.astype(points.dtype, copy=False), check_finite=False)
         dist = dist.astype(np.float64, copy=False)
         return labels, np.multiply(dist, dist, out=dist)
-    best, labels = _two_nearest(points, centers)[::2]
+    best, _, labels = _two_nearest(points, centers, second=False)
     return labels, best
 
 
-def _two_nearest(points, centers):
+def _two_nearest(points, centers, second=True):
     """Squared distances to the nearest and second-nearest centres, and the nearest's index.
 
-    One centre at a time over slices of ``_ROWS`` points, so that temporaries are a few MB
-    (cache-resident) and never ``(n, k)``; every row's arithmetic is the same whatever the
-    slicing.
+    Over slices of ``_ROWS`` points, each by :func:`scipy.spatial.distance.cdist` (direct
+    differences in float64, every point-centre pair on its own: a row's result does not depend
+    on the slicing), so that temporaries are a few MB and never ``(n, k)``. Ties go to the first
+    centre. Without ``second``, the second-nearest distances are None.
     """
+    from scipy.spatial.distance import cdist
+
     n = points.shape[0]
     best = np.empty(n)
-    second = np.empty(n)
+    nxt = np.empty(n) if second else None
     labels = np.empty(n, np.intp)
     centers = np.asarray(centers, np.float64)
     for s in range(0, n, _ROWS):
-        x = points[s : s + _ROWS]
-        b = np.full(x.shape[0], np.inf)
-        sec = np.full(x.shape[0], np.inf)
-        lab = np.zeros(x.shape[0], np.intp)
-        for j, c in enumerate(centers):
-            diff = x - c
-            d = np.einsum("ij,ij->i", diff, diff)
-            closer = d < b
-            np.minimum(sec, d, out=sec)
-            np.copyto(sec, b, where=closer)
-            np.copyto(b, d, where=closer)
-            lab[closer] = j
-        best[s : s + _ROWS], second[s : s + _ROWS], labels[s : s + _ROWS] = b, sec, lab
-    return best, second, labels
+        d = cdist(np.asarray(points[s : s + _ROWS], np.float64), centers, "sqeuclidean")
+        labels[s : s + _ROWS] = d.argmin(axis=1)
+        if second and d.shape[1] > 1:
+            d.partition(1, axis=1)
+            best[s : s + _ROWS], nxt[s : s + _ROWS] = d[:, 0], d[:, 1]
+        else:
+            best[s : s + _ROWS] = d.min(axis=1)
+            if second:
+                nxt[s : s + _ROWS] = np.inf
+    return best, nxt, labels
 
 
-_ROWS = 1 << 14  # points per slice of _two_nearest: (rows, d) float64 differences of ~2 MB
+_ROWS = 1 << 14  # points per slice of _two_nearest: (rows, d) float64 copies of ~2 MB
 
 
 def _sqdist(points, centers):

@@ -111,8 +111,10 @@ class Recipe:
         if self.spatial_weight > 0:  # last: the standardisation weights them (see fitted)
             maps.extend(np.indices(spatial, dtype=np.float32))
         out = np.empty((*spatial, len(maps)), np.float32)
-        while maps:  # fill the table map by map, freeing each map as it is copied
-            out[..., len(maps) - 1] = maps.pop()
+        flat, flat_maps = out.reshape(-1, len(maps)), [m.reshape(-1) for m in maps]
+        step = 1 << 14  # interleave by blocks of pixels that stay in cache (no strided passes)
+        for s in range(0, flat.shape[0], step):
+            np.stack([m[s : s + step] for m in flat_maps], axis=1, out=flat[s : s + step])
         return out
 
     def fitted(self, features: np.ndarray, valid=None, n_positions: int = 0) -> Recipe:

@@ -58,15 +58,24 @@ def hash_values(pixels: np.ndarray, seed: int) -> np.ndarray:
     words are assembled from the channels (shifted into place), without copying the padded rows.
     """
     n = pixels.shape[0]
-    h = np.full(n, np.uint64((seed * 0x2545F4914F6CDD1D + 1) % (1 << 64)))
+    start = np.uint64((seed * 0x2545F4914F6CDD1D + 1) % (1 << 64))
+    h = np.empty(n, np.uint64)
+    # wide rows in slices that stay in cache while each word is read (rows are independent)
+    step = n if pixels.shape[1] * pixels.dtype.itemsize <= 8 else _HASH_ROWS
     with np.errstate(over="ignore"):
-        for w in _words(pixels):
-            h ^= w
-            h *= _MIX
-            h ^= h >> np.uint64(31)
-        h *= _MIX2
-        h ^= h >> np.uint64(29)
+        for s in range(0, n, step):
+            part = h[s : s + step]
+            part[...] = start
+            for w in _words(pixels[s : s + step]):
+                part ^= w
+                part *= _MIX
+                part ^= part >> np.uint64(31)
+            part *= _MIX2
+            part ^= part >> np.uint64(29)
     return h
+
+
+_HASH_ROWS = 1 << 14  # rows per slice of hash_values for rows wider than 8 bytes
 
 
 def _words(pixels: np.ndarray):
