@@ -125,7 +125,15 @@ def gabor_energies(channel: np.ndarray, frequencies=TEXTURE_FREQUENCIES,
 
     For each filter: the magnitude of the complex response, averaged over a Gaussian window of
     three wavelengths (at least 12 pixels), log-compressed (``log1p``). Volumes are filtered
-    plane by plane (the last two axes). Returns one float32 map per filter.
+    plane by plane (the last two axes). Returns one float32 map per filter: the
+    :class:`CoarseMap` of :func:`gabor_maps`, interpolated to every pixel.
+    """
+    return [m.full() for m in gabor_maps(channel, frequencies, n_orientations)]
+
+
+def gabor_maps(channel: np.ndarray, frequencies=TEXTURE_FREQUENCIES,
+               n_orientations: int = TEXTURE_ORIENTATIONS) -> list[CoarseMap]:  # fmt: skip
+    """The energies of :func:`gabor_energies` on their coarse grids (:class:`CoarseMap`).
 
     Each plane is transformed once (an FFT of the reflect-padded plane, shared by every filter).
     A filter's transfer function (the Fourier transform of ``skimage.filters.gabor_kernel``) is
@@ -133,10 +141,10 @@ def gabor_energies(channel: np.ndarray, frequencies=TEXTURE_FREQUENCIES,
     standard deviations: only the box of frequencies within them is kept, and its inverse FFT,
     of the box's size, gives the response's magnitude exactly on a grid as much coarser as the
     box is smaller than the spectrum (the response shifted to frequency 0 is band-limited to the
-    box). The window and the log are applied on that grid, then the map is interpolated
-    (linearly) to every pixel: the energy is smooth on the scale of its window, which spans
-    several grid steps. Low frequencies cost little this way (the lowest filter's grid is about
-    12 times coarser than the image on each axis).
+    box). The window and the log are applied on that grid; the map is interpolated (linearly)
+    to the pixels only when they are read: the energy is smooth on the scale of its window,
+    which spans several grid steps. Low frequencies cost little this way (the lowest filter's
+    grid is about 12 times coarser than the image on each axis), and no full-size map is made.
     """
     from scipy import fft
 
@@ -162,25 +170,31 @@ def gabor_energies(channel: np.ndarray, frequencies=TEXTURE_FREQUENCIES,
             d2 = (fx[None, :] - centre[1]) ** 2 + (fy[:, None] - centre[0]) ** 2
             transfer = np.exp(-2 * np.pi**2 * sigma**2 * d2).astype(np.float32)
             filters.append((window, *bins, transfer))
-    maps = [np.empty_like(planes) for _ in filters]
-    for p, plane in enumerate(planes):
+    crops, grids = [], []
+    for _, rbins, cbins, _ in filters:  # the grid points around the plane, and the weights
+        crop, grid = [], []
+        for n, size in zip((rows, cols), (rbins.size, cbins.size), strict=True):
+            step = shape[len(crop)] / size
+            first = int(np.floor(half / step))  # one grid point before the first pixel ...
+            last = int(np.ceil((half + n - 1) / step)) + 1  # ... to one after the last
+            crop.append(slice(first, last + 1))
+            grid.append(_linear(half - first * step, step, n, last - first + 1))
+        crops.append(([shape[0] / rbins.size, shape[1] / cbins.size], tuple(crop)))
+        grids.append(grid)
+    energies = [[] for _ in filters]
+    for plane in planes:
         padded = np.pad(plane, half, mode="reflect")
         spectrum = fft.fft2(padded, shape, workers=-1).astype(np.complex64)
         for m, (window, rbins, cbins, transfer) in enumerate(filters):
-            box = spectrum[rbins][:, cbins] * transfer
-            scale = box.size / spectrum.size  # the inverse FFT's normalisation on the box
-            energy = np.abs(fft.ifft2(box, workers=-1)).astype(np.float32) * np.float32(scale)
-            steps = [n / b.size for n, b in zip(shape, (rbins, cbins), strict=True)]
-            # the grid points from one before the plane's first pixel to one after its last
-            first = [int(np.floor(half / s)) for s in steps]
-            ends = zip(steps, (rows, cols), strict=True)
-            last = [int(np.ceil((half + n - 1) / s)) + 1 for s, n in ends]
-            energy = energy[first[0] : last[0] + 1, first[1] : last[1] + 1]
+            box = spectrum[np.ix_(rbins, cbins)]
+            box *= transfer
+            steps, crop = crops[m]
+            response = fft.ifft2(box, workers=-1, overwrite_x=True)[crop]
+            energy = np.abs(response).astype(np.float32, copy=False)
+            energy *= np.float32(box.size / spectrum.size)  # the inverse FFT's normalisation
             energy = ndi.gaussian_filter(energy, [window / s for s in steps], mode="reflect")
-            np.log1p(energy, out=energy)
-            start = [half - f * s for f, s in zip(first, steps, strict=True)]
-            maps[m][p] = _resample(energy, steps, start, (rows, cols))
-    return [m.reshape(data.shape) for m in maps]
+            energies[m].append(np.log1p(energy, out=energy))
+    return [CoarseMap(e, g, data.shape) for e, g in zip(energies, grids, strict=True)]
 
 
 def _box(centre: float, reach: float, n: int) -> np.ndarray:
@@ -194,20 +208,60 @@ def _box(centre: float, reach: float, n: int) -> np.ndarray:
     return (round(centre * n) + offsets) % n
 
 
-def _resample(coarse: np.ndarray, steps, start, shape) -> np.ndarray:
-    """Linear interpolation of a map sampled every ``steps`` pixels (per axis) at the pixels
-    ``start + arange(n)`` of each axis (in pixels from its first sample)."""
-    for axis, (step, origin, n) in enumerate(zip(steps, start, shape, strict=True)):
-        where = (np.arange(n) + origin) / step
-        lo = np.minimum(np.floor(where).astype(np.intp), coarse.shape[axis] - 2)
-        w = (where - lo).astype(np.float32)
-        a, b = np.take(coarse, lo, axis=axis), np.take(coarse, lo + 1, axis=axis)
-        w = w[:, None] if axis == 0 else w[None, :]
-        b -= a
-        b *= w
-        a += b
-        coarse = a
-    return coarse
+def _linear(origin: float, step: float, n: int, size: int):
+    """Linear interpolation at pixels ``origin + arange(n)`` (in pixels from the first grid
+    point) of ``size`` grid points ``step`` pixels apart: left points and weights."""
+    where = (np.arange(n) + origin) / step
+    lo = np.minimum(np.floor(where).astype(np.intp), size - 2)
+    return lo, (where - lo).astype(np.float32)
+
+
+class CoarseMap:
+    """A map of 2-D planes kept on coarse grids, interpolated linearly to pixels when read.
+
+    ``planes`` holds each plane's grid; ``grid`` the interpolation (left grid points and
+    weights) of the rows and of the columns; ``shape`` the map's full shape (the last two axes
+    the plane's). ``m[start:stop]`` gives the pixels ``start`` to ``stop`` of the flattened map
+    (each row interpolated from its own two grid rows: the values do not depend on the runs
+    read); :meth:`full` the whole map.
+    """
+
+    def __init__(self, planes, grid, shape):
+        self.planes, self.grid, self.shape = planes, grid, tuple(shape)
+        self.size = int(np.prod(self.shape))
+
+    def __getitem__(self, run: slice) -> np.ndarray:
+        start, stop, _ = run.indices(self.size)
+        rows, cols = self.shape[-2:]
+        (rlo, rw), (clo, cw) = self.grid
+        out = np.empty(max(stop - start, 0), np.float32)
+        at = start
+        while at < stop:  # row by row range within one plane at a time
+            p, pix = divmod(at, rows * cols)
+            r0, r1 = pix // cols, min(rows, -(-(pix + stop - at) // cols))
+            grid = self.planes[p]
+            top = grid[rlo[r0:r1]]
+            part = grid[rlo[r0:r1] + 1] - top  # rows first, on the coarse columns
+            part *= rw[r0:r1, None]
+            part += top
+            left = part[:, clo]
+            wide = part[:, clo + 1]
+            wide -= left
+            wide *= cw
+            wide += left
+            flat = wide.reshape(-1)[pix - r0 * cols :]
+            take = min(flat.size, stop - at)
+            out[at - start : at - start + take] = flat[:take]
+            at += take
+        return out
+
+    def full(self) -> np.ndarray:
+        return self[0 : self.size].reshape(self.shape)
+
+
+def flat_map(feature):
+    """A feature map (an array or a :class:`CoarseMap`) as a flat sequence to slice runs of."""
+    return feature if isinstance(feature, CoarseMap) else np.asarray(feature).reshape(-1)
 
 
 @dataclass(frozen=True)

@@ -103,7 +103,7 @@ class Recipe:
             if self.features == "values":
                 maps.append(smoothed)
             elif self.features == "texture":
-                maps.extend(fl.gabor_energies(smoothed if any(sigma) else plane))
+                maps.extend(fl.gabor_maps(smoothed if any(sigma) else plane))
                 maps.append(fl.smooth(plane, max(max(sigma), fl.TEXTURE_MIN_WINDOW)))
             else:
                 for name, scale in self.features:
@@ -111,7 +111,7 @@ class Recipe:
         if self.spatial_weight > 0:  # last: the standardisation weights them (see fitted)
             maps.extend(np.indices(spatial, dtype=np.float32))
         out = np.empty((*spatial, len(maps)), np.float32)
-        flat, flat_maps = out.reshape(-1, len(maps)), [m.reshape(-1) for m in maps]
+        flat, flat_maps = out.reshape(-1, len(maps)), [fl.flat_map(m) for m in maps]
         step = 1 << 14  # interleave by blocks of pixels that stay in cache (no strided passes)
         for s in range(0, flat.shape[0], step):
             np.stack([m[s : s + step] for m in flat_maps], axis=1, out=flat[s : s + step])
