@@ -35,6 +35,13 @@ class LloydResult:
     dist: np.ndarray  # (n,) squared distance of each point to its centre
 
 
+def dot(a: np.ndarray, b: np.ndarray) -> float:
+    """``a @ b`` of two vectors, without a BLAS call: a threaded BLAS wakes its threads for
+    vectors of more than a few thousand elements, which on a busy machine costs milliseconds
+    per call (measured: 12-18 ms for 16k-64k elements, against 30 us here)."""
+    return float(np.einsum("i,i->", a, b))
+
+
 PROGRESS_ROWS = 1 << 20  # with a progress callback, assignment reports every this many points
 
 
@@ -125,7 +132,7 @@ def kmeans_plusplus(points, weights, k, rng) -> np.ndarray:
         picks = np.searchsorted(cdf, rng.random(n_trials) * cdf[-1])
         picks = np.minimum(picks, n - 1)
         d = np.minimum(closest[:, None], _sqdist(points, points[picks]))
-        pots = weights @ d
+        pots = np.einsum("i,ij->j", weights, d)
         best = int(np.argmin(pots))
         centers[c] = points[picks[best]]
         closest = d[:, best]
@@ -171,7 +178,7 @@ def lloyd(
         else:
             moved = np.flatnonzero(new_labels != labels)
             if moved.size == 0:  # converged: centres are the means of these very labels
-                return LloydResult(centers, labels, float(weights @ dist), n_iter, dist)
+                return LloydResult(centers, labels, dot(weights, dist), n_iter, dist)
             old = _cluster_sums(wpoints[moved], weights[moved], labels[moved], k)
             new = _cluster_sums(wpoints[moved], weights[moved], new_labels[moved], k)
             sums += new[0] - old[0]
@@ -192,13 +199,13 @@ def lloyd(
         if shift <= tol_abs:
             break
     labels, dist = assign(points, centers)
-    return LloydResult(centers, labels, float(weights @ dist), n_iter, dist)
+    return LloydResult(centers, labels, dot(weights, dist), n_iter, dist)
 
 
 def _mean_variance(points, weights) -> float:
     total = weights.sum()
     mean = (points * weights[:, None]).sum(axis=0) / total
-    var = (weights @ (points - mean) ** 2) / total
+    var = np.einsum("i,ij->j", weights, (points - mean) ** 2) / total
     return float(np.mean(var))
 
 
@@ -329,7 +336,7 @@ def kmeans(
             sub_p, sub_w = weighted_subsample(points, weights, size, rng, cdf)
         elif sub_p.shape[0] >= 1 << 17:  # centres from so large a sample are final: assign
             labels, dist = assign(points, res.centers, progress=this)
-            return LloydResult(res.centers, labels, float(weights @ dist), n_iter, dist)
+            return LloydResult(res.centers, labels, dot(weights, dist), n_iter, dist)
         else:
             sub_p, sub_w = points, weights
         res = lloyd(sub_p, sub_w, res.centers, max_iter=max_iter, tol_abs=tol_abs, progress=this)

@@ -14,7 +14,7 @@ from . import features as ft
 from ._version import __version__
 from .compress import CHUNK, codec_for, compress, lookup, present_codes
 from .kmeans1d import assign_1d, label_1d, thresholds
-from .lloyd import assign
+from .lloyd import assign, dot
 from .recipe import Recipe, recipe_features
 
 FORMAT = "napari-kmeans-model"
@@ -291,7 +291,7 @@ class KMeansModel:
             lut = np.zeros(support.codec.n_codes, ldtype)
             lut[support.distinct] = idx + 1
             counts = np.bincount(idx, weights=support.weights, minlength=k).astype(np.int64)
-            inertia = float(support.weights @ d2)
+            inertia = dot(support.weights, d2)
             return Labelling(lookup(lut, support.codes, valid), inertia, counts)
         if codec is not None:  # labels only: the codes present, without counting them
             codes = codec.encode(pixels)
