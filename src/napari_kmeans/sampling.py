@@ -140,7 +140,8 @@ def by_hash(values: np.ndarray, hashes: np.ndarray):
     while repeats and hashes.size > _TABLE_MIN and shift + _TABLE_BITS <= 64:
         found, hit = _table_round(hashes, values, shift)
         parts.append(found)
-        hashes, values = hashes[~hit], values[~hit]
+        miss = ~hit
+        hashes, values = hashes[miss], _rows(values, miss)
         shift += _TABLE_BITS
         if found[0].size > _TABLE_SIZE // 8:  # many distinct rows: sorting is cheaper now
             break
@@ -169,15 +170,21 @@ def _table_round(hashes, values, shift):
     so the grouping that results does not.
     """
     mask = np.uint64(_TABLE_SIZE - 1)
-    slot = ((hashes >> np.uint64(shift)) & mask).astype(np.intp)
+    slot = np.right_shift(hashes, np.uint64(shift)) if shift else hashes.copy()
+    slot &= mask
+    slot = slot.view(np.intp)  # below 2**18: the same numbers
     table = np.zeros(_TABLE_SIZE, np.uint64)
     table[slot] = hashes
     hit = table[slot] == hashes
-    hits = np.flatnonzero(hit)
-    counts = np.bincount(slot[hits], minlength=_TABLE_SIZE)
-    used = np.flatnonzero(counts)
     rep = np.zeros(_TABLE_SIZE, np.intp)
-    rep[slot[hits]] = hits
+    if hit.all():  # every row kept its slot: count them all (any row stands for its hash)
+        counts = np.bincount(slot, minlength=_TABLE_SIZE)
+        rep[slot] = np.arange(slot.size)
+    else:
+        hits = np.flatnonzero(hit)
+        counts = np.bincount(slot[hits], minlength=_TABLE_SIZE)
+        rep[slot[hits]] = hits
+    used = np.flatnonzero(counts)
     return (table[used], values[rep[used]], counts[used]), hit
 
 
@@ -215,11 +222,21 @@ def sample_chunk(values, seed, *, keep, buckets, hot=None):
     kept = cand = None
     if keep is not None:
         sel = slice(None) if isinstance(keep, str) else h < keep
-        kept = by_hash(values[sel], h[sel])
+        kept = by_hash(values[sel] if isinstance(keep, str) else _rows(values, sel), h[sel])
     if hot is not None:
         sel = hot[top]
-        cand = by_hash(values[sel], h[sel])
+        cand = by_hash(_rows(values, sel), h[sel])
     return values.shape[0], counts, kept, cand
+
+
+def _rows(values: np.ndarray, sel: np.ndarray) -> np.ndarray:
+    """``values[sel]`` for a boolean ``sel``; rows of 2, 4 or 8 bytes are selected as single
+    numbers (one 1-D selection instead of one per row)."""
+    size = values.shape[1] * values.dtype.itemsize
+    if size not in (2, 4, 8) or not values.flags.c_contiguous:
+        return values[sel]
+    flat = values.view(f"u{size}").reshape(-1)
+    return flat[sel].view(values.dtype).reshape(-1, values.shape[1])
 
 
 def merge_samples(a, b):
