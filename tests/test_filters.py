@@ -151,3 +151,25 @@ def test_texture_maps_read_in_any_runs_give_the_same_pixels():
         # each plane is its own image: the same as the plane filtered alone
         alone = fl.gabor_maps(volume[1], frequencies=(0.1, 0.3), n_orientations=2)
         assert any(np.array_equal(a.full(), whole[1]) for a in alone)
+
+
+@pytest.mark.parametrize("shape", [(301, 457), (4, 120, 150)])
+def test_smooth_wide_is_close_to_the_gaussian(shape):
+    """The coarse-grid Gaussian of the texture preset's value feature stays within 1 % of the
+    image's range of scipy's gaussian_filter away from the border (2-D and per plane in 3-D)."""
+    rng = np.random.default_rng(3)
+    image = ndi_smooth_noise(rng, shape)
+    ref = fl.smooth(image, 12)
+    got = fl.flat_map(fl.smooth_wide(image, 12))[0 : image.size].reshape(shape)
+    inner = (..., slice(40, -40), slice(40, -40))
+    assert np.abs(got - ref)[inner].max() < 0.01 * np.ptp(ref)
+    assert np.abs(got - ref).max() < 0.02 * np.ptp(ref)
+
+
+def ndi_smooth_noise(rng, shape):
+    """Noise with structure on several scales (tiles of a brick texture plus smoothed noise)."""
+    from scipy import ndimage as ndi
+
+    plane = np.tile(data.brick(), (1, 1))[: shape[-2], : shape[-1]].astype(np.float32)
+    noise = ndi.gaussian_filter(rng.normal(0, 40, shape), 6).astype(np.float32)
+    return plane + noise

@@ -104,7 +104,7 @@ class Recipe:
                 maps.append(smoothed)
             elif self.features == "texture":
                 maps.extend(fl.gabor_maps(smoothed if any(sigma) else plane))
-                maps.append(fl.smooth(plane, max(max(sigma), fl.TEXTURE_MIN_WINDOW)))
+                maps.append(fl.smooth_wide(plane, max(max(sigma), fl.TEXTURE_MIN_WINDOW)))
             else:
                 for name, scale in self.features:
                     maps.extend(fl.filter_channel(smoothed, name, scale))
