@@ -184,7 +184,7 @@ def gabor_maps(channel: np.ndarray, frequencies=TEXTURE_FREQUENCIES,
     energies = [[] for _ in filters]
     for plane in planes:
         padded = np.pad(plane, half, mode="reflect")
-        spectrum = fft.fft2(padded, shape, workers=-1).astype(np.complex64)
+        spectrum = fft.fft2(padded, shape, workers=-1).astype(np.complex64, copy=False)
         for m, (window, rbins, cbins, transfer) in enumerate(filters):
             box = spectrum[np.ix_(rbins, cbins)]
             box *= transfer

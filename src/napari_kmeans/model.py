@@ -274,7 +274,8 @@ class KMeansModel:
         Labelling
             ``(labels, inertia, counts)``; labels flat, in :attr:`label_dtype`.
         """
-        chunk = ft.check_chunk_size(chunk_size) or CHUNK
+        # wide feature rows: fewer per chunk, so that their float64 copy stays ~16 MB
+        chunk = ft.check_chunk_size(chunk_size) or CHUNK * 4 // max(4, pixels.shape[1])
         k = self.n_clusters
         ldtype = self.label_dtype
         codec = codec_for(pixels.dtype, pixels.shape[1])

@@ -99,11 +99,14 @@ class Recipe:
         maps = []
         for c in range(channels.shape[-1]):
             plane = np.asarray(channels[..., c], dtype=np.float32)
-            smoothed = fl.smooth(plane, sigma)
+            # no copy of the plane when nothing is smoothed and the plane is not a feature
+            smoothed = (
+                fl.smooth(plane, sigma) if any(sigma) or self.features != "texture" else plane
+            )
             if self.features == "values":
                 maps.append(smoothed)
             elif self.features == "texture":
-                maps.extend(fl.gabor_maps(smoothed if any(sigma) else plane))
+                maps.extend(fl.gabor_maps(smoothed))
                 maps.append(fl.smooth_wide(plane, max(max(sigma), fl.TEXTURE_MIN_WINDOW)))
             else:
                 for name, scale in self.features:
