@@ -52,8 +52,8 @@ def assign(points: np.ndarray, centers: np.ndarray, progress=None):
     features, :func:`scipy.cluster.vq.vq` computes the differences directly in compiled code;
     from five on it switches to the ``|x|^2 - 2 x.c + |c|^2`` expansion, which cancels badly for
     data far from the origin and needs an ``(n, k)`` matrix, so there the distances are computed
-    directly, one centre at a time. With ``progress``, many points are assigned in slices with
-    a report after each (the same result).
+    directly (:func:`_two_nearest`, in float64 over slices of points of any float dtype). With
+    ``progress``, many points are assigned in slices with a report after each (the same result).
     """
     n = points.shape[0]
     if progress is not None and n > PROGRESS_ROWS:

@@ -205,6 +205,11 @@ class KMeansModel:
         Returns the 0-based label index of each value (label - 1) and its squared distance to
         its centre in feature space.
         """
+        # wide float32 rows: assign converts them slice by slice (exactly), no float64 copy
+        wide = values.ndim == 2 and values.shape[1] >= WIDE_ROWS
+        single = values.dtype.kind == "f" and values.dtype.itemsize < 8
+        if self.is_flat and wide and single and self.spec.color_space == "rgb":
+            return assign(values, self.centers)
         feats = ft.to_features(values, self.spec, dtype, self.centers)
         if self.is_flat and feats.shape[1] > 1:
             return assign(feats, self.centers)  # vq gives the distances too
@@ -571,6 +576,9 @@ def _take_rows(palette, labels):
     for s in range(0, flat.size, step):
         np.take(palette, flat[s : s + step], axis=0, out=out[s : s + step])
     return out.reshape(*labels.shape, *palette.shape[1:])
+
+
+WIDE_ROWS = 5  # features from which lloyd.assign converts its points slice by slice
 
 
 def _nearest(feats, centers):
