@@ -279,8 +279,8 @@ class KMeansModel:
         Labelling
             ``(labels, inertia, counts)``; labels flat, in :attr:`label_dtype`.
         """
-        # wide feature rows: fewer per chunk, so that their float64 copy stays ~16 MB
-        chunk = ft.check_chunk_size(chunk_size) or CHUNK * 4 // max(4, pixels.shape[1])
+        # cache-sized chunks (their float64 copy ~2 MB; fewer rows when they are wide)
+        chunk = ft.check_chunk_size(chunk_size) or LABEL_ROWS * 4 // max(4, pixels.shape[1])
         k = self.n_clusters
         ldtype = self.label_dtype
         codec = codec_for(pixels.dtype, pixels.shape[1])
@@ -579,6 +579,7 @@ def _take_rows(palette, labels):
 
 
 WIDE_ROWS = 5  # features from which lloyd.assign converts its points slice by slice
+LABEL_ROWS = 1 << 16  # pixels per chunk of label_pixels (up to four channels)
 
 
 def _nearest(feats, centers):
