@@ -6,7 +6,6 @@ same scale and cleans the labels the same way.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -117,12 +116,8 @@ class Recipe:
         out = np.empty((*spatial, len(maps)), np.float32)
         flat, flat_maps = out.reshape(-1, len(maps)), [fl.flat_map(m) for m in maps]
         step = 1 << 14  # interleave by blocks of pixels that stay in cache (no strided passes)
-
-        def fill(s):
+        for s in range(0, flat.shape[0], step):
             np.stack([m[s : s + step] for m in flat_maps], axis=1, out=flat[s : s + step])
-
-        with ThreadPoolExecutor(2) as pool:  # disjoint blocks; numpy releases the GIL
-            list(pool.map(fill, range(0, flat.shape[0], step)))
         return out
 
     def fitted(self, features: np.ndarray, valid=None, n_positions: int = 0) -> Recipe:
