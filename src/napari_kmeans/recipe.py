@@ -113,6 +113,8 @@ class Recipe:
                     maps.extend(fl.filter_channel(smoothed, name, scale))
         if self.spatial_weight > 0:  # last: the standardisation weights them (see fitted)
             maps.extend(np.indices(spatial, dtype=np.float32))
+        if len(maps) == 1 and isinstance(maps[0], np.ndarray):  # a new array: used as it is
+            return np.ascontiguousarray(maps[0], np.float32).reshape(*spatial, 1)
         out = np.empty((*spatial, len(maps)), np.float32)
         flat, flat_maps = out.reshape(-1, len(maps)), [fl.flat_map(m) for m in maps]
         step = 1 << 14  # interleave by blocks of pixels that stay in cache (no strided passes)
@@ -228,7 +230,10 @@ def recipe_features(recipe: Recipe, prep, *, fit: bool = False):
     """
     from . import features as ft
 
-    base = ft.to_features(prep.pixels, prep.spec, prep.dtype).astype(np.float32)
+    if prep.spec.color_space == "rgb":  # the values themselves, cast once (the same numbers)
+        base = prep.pixels.astype(np.float32)
+    else:
+        base = ft.to_features(prep.pixels, prep.spec, prep.dtype).astype(np.float32)
     if prep.valid is not None and prep.valid.any() and not prep.valid.all():
         base[~prep.valid] = base[prep.valid].mean(axis=0)
     maps = recipe.channels(base.reshape(*prep.spatial_shape, base.shape[1]))
