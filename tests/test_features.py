@@ -282,3 +282,20 @@ def test_integer_masks_count_only_positive_values_as_inside():
     np.testing.assert_array_equal(prep.valid, [True, False, False, True, False, True])
     assert prep.n_valid == 3
     assert ft.prepare(image, spec, mask > 0).valid.tolist() == prep.valid.tolist()
+
+
+@pytest.mark.parametrize(("dtype", "channels"), [(np.uint8, 1), (bool, 1), (np.uint16, 1),
+                                                  (np.float32, 1), (np.uint8, 3)])  # fmt: skip
+def test_cluster_sums_equal_the_direct_sums(dtype, channels):
+    """cluster_sums (joint histogram for 8-bit, weighted counts otherwise, in slices) gives the
+    counts and sums of labels 1..k, label 0 left out, whatever the slice boundaries."""
+    from napari_kmeans.features import SUMS_STEP, cluster_sums
+
+    rng = np.random.default_rng(0)
+    n, k = 2 * SUMS_STEP + 123, 5
+    labels = rng.integers(0, k + 1, n).astype(np.uint8)
+    values = (rng.random((n, channels)) * 250).astype(dtype)
+    counts, sums = cluster_sums(labels, values, k)
+    for j in range(1, k + 1):
+        assert counts[j - 1] == np.count_nonzero(labels == j)
+        np.testing.assert_allclose(sums[j - 1], values[labels == j].sum(axis=0, dtype=float))

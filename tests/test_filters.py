@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
@@ -97,3 +99,77 @@ def test_standardiser_round_trip_and_constant_features():
 def test_bad_recipes_say_what_and_how(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def _gabor_reference(plane, frequency, theta):
+    """Full-resolution energy: the whole spectrum times the transfer function, |response|,
+    a Gaussian window on every pixel, log1p (what gabor_energies approximates on coarse grids)."""
+    from scipy import fft
+    from scipy import ndimage as ndi
+
+    prefactor = np.sqrt(np.log(2) / 2) * 3 / np.pi
+    half = int(np.ceil(3 * prefactor / min(fl.TEXTURE_FREQUENCIES)))
+    shape = tuple(fft.next_fast_len(n + 2 * half) for n in plane.shape)
+    fy, fx = fft.fftfreq(shape[0])[:, None], fft.fftfreq(shape[1])[None, :]
+    sigma = prefactor / frequency
+    d2 = (fx - frequency * np.cos(theta)) ** 2 + (fy - frequency * np.sin(theta)) ** 2
+    spectrum = fft.fft2(np.pad(plane.astype(np.float64), half, mode="reflect"), shape)
+    response = fft.ifft2(spectrum * np.exp(-2 * np.pi**2 * sigma**2 * d2))
+    energy = np.abs(response[half : half + plane.shape[0], half : half + plane.shape[1]])
+    window = max(fl.TEXTURE_WINDOW / frequency, fl.TEXTURE_MIN_WINDOW)
+    return np.log1p(ndi.gaussian_filter(energy, window))
+
+
+def test_gabor_energies_match_the_full_resolution_computation():
+    """The energies computed on coarse grids per filter agree with the full-resolution ones
+    (in the interior: near the border the windows see the padding differently)."""
+    plane = np.tile(data.brick(), (1, 2))[:420, :420].astype(np.float32)
+    plane[:, 200:] = data.gravel()[:420, 200:420]
+    maps = fl.gabor_energies(plane)
+    i = 0
+    for frequency in fl.TEXTURE_FREQUENCIES:
+        for o in range(fl.TEXTURE_ORIENTATIONS):
+            ref = _gabor_reference(plane, frequency, np.pi * o / fl.TEXTURE_ORIENTATIONS)
+            got = maps[i]
+            i += 1
+            inner = np.s_[60:-60, 60:-60]
+            err = np.abs(got[inner] - ref[inner])
+            assert got.dtype == np.float32 and got.shape == plane.shape
+            assert np.corrcoef(got[inner].ravel(), ref[inner].ravel())[0, 1] > 0.99
+            assert np.median(err) < 0.02 and np.percentile(err, 99) < 0.1 * np.ptp(ref[inner])
+
+
+def test_texture_maps_read_in_any_runs_give_the_same_pixels():
+    """A volume's coarse maps read in runs crossing rows and planes equal the whole map."""
+    volume = np.random.default_rng(2).random((3, 70, 90)).astype(np.float32)
+    for m in fl.gabor_maps(volume, frequencies=(0.1, 0.3), n_orientations=2):
+        whole = m.full()
+        assert whole.shape == volume.shape and np.isfinite(whole).all()
+        cuts = [0, 1, 89, 91, 6299, 6300, 6301, 13000, whole.size]
+        runs = np.concatenate([m[a:b] for a, b in itertools.pairwise(cuts)])
+        np.testing.assert_array_equal(runs, whole.ravel())
+        # each plane is its own image: the same as the plane filtered alone
+        alone = fl.gabor_maps(volume[1], frequencies=(0.1, 0.3), n_orientations=2)
+        assert any(np.array_equal(a.full(), whole[1]) for a in alone)
+
+
+@pytest.mark.parametrize("shape", [(301, 457), (4, 120, 150)])
+def test_smooth_wide_is_close_to_the_gaussian(shape):
+    """The coarse-grid Gaussian of the texture preset's value feature stays within 1 % of the
+    image's range of scipy's gaussian_filter away from the border (2-D and per plane in 3-D)."""
+    rng = np.random.default_rng(3)
+    image = ndi_smooth_noise(rng, shape)
+    ref = fl.smooth(image, 12)
+    got = fl.flat_map(fl.smooth_wide(image, 12))[0 : image.size].reshape(shape)
+    inner = (..., slice(40, -40), slice(40, -40))
+    assert np.abs(got - ref)[inner].max() < 0.01 * np.ptp(ref)
+    assert np.abs(got - ref).max() < 0.02 * np.ptp(ref)
+
+
+def ndi_smooth_noise(rng, shape):
+    """Noise with structure on several scales (tiles of a brick texture plus smoothed noise)."""
+    from scipy import ndimage as ndi
+
+    plane = np.tile(data.brick(), (1, 1))[: shape[-2], : shape[-1]].astype(np.float32)
+    noise = ndi.gaussian_filter(rng.normal(0, 40, shape), 6).astype(np.float32)
+    return plane + noise

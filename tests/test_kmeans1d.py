@@ -15,6 +15,7 @@ from napari_kmeans.kmeans1d import (
     inertia_curve_1d,
     kmeans_1d,
     kmeans_1d_exact,
+    label_1d,
     thresholds,
 )
 
@@ -232,3 +233,20 @@ def test_assign_is_nearest_centre(centers, values):
     idx = assign_1d(v, thresholds(c))
     d = np.abs(v[:, None] - c[None, :])
     np.testing.assert_allclose(d[np.arange(v.size), idx], d.min(axis=1), atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_label_1d_compares_like_float64(dtype):
+    """label_1d compares float32/float16 values with a threshold of their own dtype; the labels
+    are those of the float64 comparison (assign_1d), also on values next to the thresholds."""
+    rng = np.random.default_rng(0)
+    centers = np.sort(rng.normal(0, 50, 6)).astype(np.float64)
+    thr = (centers[1:] + centers[:-1]) / 2
+    near = np.concatenate([thr, np.nextafter(thr, np.inf), np.nextafter(thr, -np.inf)])
+    values = np.concatenate([rng.normal(0, 80, 5000), near, [np.inf, -np.inf, 0.0]])
+    values = values.astype(dtype)
+    values = np.concatenate([values, np.nextafter(values, dtype(np.inf)).astype(dtype)])
+    idx, counts, _ = label_1d(values, centers)
+    expected = assign_1d(values.astype(np.float64), thr)
+    np.testing.assert_array_equal(idx, expected)
+    np.testing.assert_array_equal(counts, np.bincount(expected, minlength=6))

@@ -643,3 +643,17 @@ def test_recipe_model_files_with_bad_recipes_are_refused():
     data["recipe"]["standardisation"]["mean"] = [0.0]
     with pytest.raises(ValueError, match="malformed"):
         KMeansModel.from_dict(data)
+
+
+def test_wide_float32_rows_are_labelled_like_their_float64_values():
+    """Six float32 channels go to the assignment without a float64 copy: the same labels and
+    distances as the same values in float64."""
+    rng = np.random.default_rng(5)
+    image = rng.normal(0, 1, (60, 50, 6)).astype(np.float32)
+    image[:30] += 3
+    model = segment(image, 3, channel_axis=-1, rgb=False).model
+    pixels = image.reshape(-1, 6)
+    idx32, d32 = model.assign_values(pixels, pixels.dtype)
+    idx64, d64 = model.assign_values(pixels.astype(np.float64), np.float64)
+    np.testing.assert_array_equal(idx32, idx64)
+    np.testing.assert_array_equal(d32, d64)

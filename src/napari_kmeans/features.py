@@ -453,3 +453,38 @@ def cast_colors(colors: np.ndarray, dtype) -> np.ndarray:
         out[low] = info.min
         return out
     return colors.astype(dtype)
+
+
+SUMS_STEP = 1 << 16  # pixels per step of cluster_sums (cache-sized temporaries)
+
+
+def cluster_sums(labels: np.ndarray, values: np.ndarray, k: int):
+    """Pixel counts ``(k,)`` and per-channel sums ``(k, c)`` (float64) of labels 1..k.
+
+    ``labels`` are flat (0 for pixels left out, not counted), ``values`` the ``(n, c)`` pixel
+    values. By slices of ``SUMS_STEP`` pixels; single-channel 8-bit or bool values by one joint
+    histogram of (label, value) (integer counts, exact), others by weighted ``np.bincount`` per
+    channel.
+    """
+    n, c = values.shape
+    dtype = values.dtype
+    joint = c == 1 and dtype.kind in "ub" and dtype.itemsize == 1 and k < 1 << 12
+    span = 2 if dtype.kind == "b" else 1 << (8 * dtype.itemsize)
+    counts = np.zeros(k + 1, np.int64)
+    sums = np.zeros((k + 1, c))
+    hist = np.zeros((k + 1) * span, np.int64) if joint else None
+    for s in range(0, n, SUMS_STEP):
+        lab = labels[s : s + SUMS_STEP].astype(np.intp)
+        if joint:
+            lab *= span
+            lab += values[s : s + SUMS_STEP, 0]
+            hist += np.bincount(lab, minlength=hist.size)
+            continue
+        counts += np.bincount(lab, minlength=k + 1)
+        for ch in range(c):
+            sums[:, ch] += np.bincount(lab, weights=values[s : s + SUMS_STEP, ch], minlength=k + 1)
+    if joint:
+        table = hist.reshape(k + 1, span)
+        counts = table.sum(axis=1)
+        sums[:, 0] = table @ np.arange(span, dtype=np.float64)
+    return counts[1:], sums[1:]

@@ -19,7 +19,7 @@ import numpy as np
 from . import features as ft
 from .compress import grid_band, merge_counts
 from .kmeans1d import assign_1d, kmeans_1d, lloyd_1d, thresholds
-from .lloyd import kmeans
+from .lloyd import dot, kmeans
 from .model import KMeansModel
 from .params import Params
 from .seeds import SeedMeans, seeded_kmeans
@@ -297,4 +297,4 @@ def support_stats(model: KMeansModel, support, dtype):
     """``(counts, inertia)`` of an image from a support that covers all its values."""
     idx, d2 = model.assign_values(support.values, dtype)
     counts = np.bincount(idx, weights=support.weights, minlength=model.n_clusters)
-    return counts.astype(np.int64), float(support.weights @ d2)
+    return counts.astype(np.int64), dot(support.weights, d2)

@@ -64,7 +64,7 @@ class _Prefix:
         self.Q = np.empty((starts.size, n + 1))
         for r, start in enumerate(starts):
             # anchored at the region's first value, summing from there on (0 before it)
-            y = x - (x[start] if starts.size > 1 else np.dot(w, x) / w.sum())
+            y = x - (x[start] if starts.size > 1 else np.einsum("i,i->", w, x) / w.sum())
             wy = np.where(np.arange(n) >= start, w * y, 0.0)
             self.S[r] = np.concatenate([[0.0], np.cumsum(wy)])
             self.Q[r] = np.concatenate([[0.0], np.cumsum(wy * y)])
@@ -303,7 +303,8 @@ def label_1d(values, centers, *, stats=True):
     above = np.empty(values.size, bool)
     n_above = []
     for t in thr:
-        np.greater(values, np.float64(t), out=above)  # compared in float64, like assign_1d
+        # the same answer as comparing in float64, like assign_1d, without the cast
+        np.greater(values, _below(np.float64(t), values.dtype), out=above)
         idx += above
         if stats:
             n_above.append(np.count_nonzero(above))
@@ -314,8 +315,21 @@ def label_1d(values, centers, *, stats=True):
     inertia = 0.0
     for s in range(0, values.size, _STEP):  # bounded float64 and intp temporaries
         d = np.subtract(values[s : s + _STEP], np.take(centers, idx[s : s + _STEP]))
-        inertia += float(d @ d)
+        inertia += float(np.einsum("i,i->", d, d))  # no BLAS call (see lloyd.dot)
     return idx, counts, inertia
 
 
-_STEP = 1 << 20
+_STEP = 1 << 16  # cache-sized float64 and intp temporaries
+
+
+def _below(t: np.float64, dtype):
+    """The threshold to compare values of ``dtype`` with: for float32 or float16 values, the
+    largest number of that dtype <= ``t`` (``v > t`` exactly when ``v`` > it); else ``t``."""
+    dtype = np.dtype(dtype)
+    if dtype.kind != "f" or dtype.itemsize >= 8 or not np.isfinite(t):
+        return t
+    with np.errstate(over="ignore"):
+        low = dtype.type(t)
+    if np.isinf(low) or low > t:  # rounded up (or overflowed): step down to the value below
+        low = np.nextafter(low, dtype.type(-np.inf))
+    return low

@@ -14,7 +14,7 @@ from . import features as ft
 from ._version import __version__
 from .compress import CHUNK, codec_for, compress, lookup, present_codes
 from .kmeans1d import assign_1d, label_1d, thresholds
-from .lloyd import assign
+from .lloyd import assign, dot
 from .recipe import Recipe, recipe_features
 
 FORMAT = "napari-kmeans-model"
@@ -232,6 +232,11 @@ class KMeansModel:
         Returns the 0-based label index of each value (label - 1) and its squared distance to
         its centre in feature space.
         """
+        # wide float32 rows: assign converts them slice by slice (exactly), no float64 copy
+        wide = values.ndim == 2 and values.shape[1] >= WIDE_ROWS
+        single = values.dtype.kind == "f" and values.dtype.itemsize < 8
+        if self.is_flat and wide and single and self.spec.color_space == "rgb":
+            return assign(values, self.centers)
         feats = ft.to_features(values, self.spec, dtype, self.centers)
         no_tree = self.parent is None  # flat, or flat with its IDs renumbered (match_to)
         if no_tree and feats.shape[1] > 1:
@@ -303,7 +308,8 @@ class KMeansModel:
         Labelling
             ``(labels, inertia, counts)``; labels flat, in :attr:`label_dtype`.
         """
-        chunk = ft.check_chunk_size(chunk_size) or CHUNK
+        # cache-sized chunks (their float64 copy ~2 MB; fewer rows when they are wide)
+        chunk = ft.check_chunk_size(chunk_size) or LABEL_ROWS * 4 // max(4, pixels.shape[1])
         k = self.n_clusters
         ldtype = self.label_dtype
         codec = codec_for(pixels.dtype, pixels.shape[1])
@@ -320,7 +326,7 @@ class KMeansModel:
             lut = np.zeros(support.codec.n_codes, ldtype)
             lut[support.distinct] = idx + 1
             counts = np.bincount(idx, weights=support.weights, minlength=k).astype(np.int64)
-            inertia = float(support.weights @ d2)
+            inertia = dot(support.weights, d2)
             return Labelling(lookup(lut, support.codes, valid), inertia, counts)
         if codec is not None:  # labels only: the codes present, without counting them
             codes = codec.encode(pixels)
@@ -692,6 +698,10 @@ def _take_rows(palette, labels):
     for s in range(0, flat.size, step):
         np.take(palette, flat[s : s + step], axis=0, out=out[s : s + step])
     return out.reshape(*labels.shape, *palette.shape[1:])
+
+
+WIDE_ROWS = 5  # features from which lloyd.assign converts its points slice by slice
+LABEL_ROWS = 1 << 16  # pixels per chunk of label_pixels (up to four channels)
 
 
 def _nearest(feats, centers):

@@ -102,21 +102,27 @@ class Recipe:
         maps = []
         for c in range(channels.shape[-1]):
             plane = np.asarray(channels[..., c], dtype=np.float32)
-            smoothed = fl.smooth(plane, sigma)
+            # no copy of the plane when nothing is smoothed and the plane is not a feature
+            smoothed = (
+                fl.smooth(plane, sigma) if any(sigma) or self.features != "texture" else plane
+            )
             if self.features == "values":
                 maps.append(smoothed)
             elif self.features == "texture":
-                maps.extend(fl.gabor_energies(smoothed if any(sigma) else plane))
-                maps.append(fl.smooth(plane, max(max(sigma), fl.TEXTURE_MIN_WINDOW)))
+                maps.extend(fl.gabor_maps(smoothed))
+                maps.append(fl.smooth_wide(plane, max(max(sigma), fl.TEXTURE_MIN_WINDOW)))
             else:
                 for name, scale in self.features:
                     maps.extend(fl.filter_channel(smoothed, name, scale))
         if self.spatial_weight > 0:  # last: the standardisation weights them (see fitted)
             maps.extend(np.indices(spatial, dtype=np.float32))
+        if len(maps) == 1 and isinstance(maps[0], np.ndarray):  # a new array: used as it is
+            return np.ascontiguousarray(maps[0], np.float32).reshape(*spatial, 1)
         out = np.empty((*spatial, len(maps)), np.float32)
-        while maps:  # fill the table map by map, freeing each map as it is copied
-            last = len(maps) - 1  # (before the pop: the index is evaluated after the value)
-            out[..., last] = maps.pop()
+        flat, flat_maps = out.reshape(-1, len(maps)), [fl.flat_map(m) for m in maps]
+        step = 1 << 14  # interleave by blocks of pixels that stay in cache (no strided passes)
+        for s in range(0, flat.shape[0], step):
+            np.stack([m[s : s + step] for m in flat_maps], axis=1, out=flat[s : s + step])
         return out
 
     def fitted(self, features: np.ndarray, valid=None, n_positions: int = 0) -> Recipe:
@@ -320,7 +326,10 @@ def feature_table(recipe: Recipe, prep) -> np.ndarray:
     (see :func:`recipe_features`)."""
     from . import features as ft
 
-    base = ft.to_features(prep.pixels, prep.spec, prep.dtype).astype(np.float32)
+    if prep.spec.color_space == "rgb":  # the values themselves, cast once (the same numbers)
+        base = prep.pixels.astype(np.float32)
+    else:
+        base = ft.to_features(prep.pixels, prep.spec, prep.dtype).astype(np.float32)
     if prep.valid is not None and prep.valid.any() and not prep.valid.all():
         base[~prep.valid] = base[prep.valid].mean(axis=0)
     maps = recipe.channels(base.reshape(*prep.spatial_shape, base.shape[1]))

@@ -58,15 +58,24 @@ def hash_values(pixels: np.ndarray, seed: int) -> np.ndarray:
     words are assembled from the channels (shifted into place), without copying the padded rows.
     """
     n = pixels.shape[0]
-    h = np.full(n, np.uint64((seed * 0x2545F4914F6CDD1D + 1) % (1 << 64)))
+    start = np.uint64((seed * 0x2545F4914F6CDD1D + 1) % (1 << 64))
+    h = np.empty(n, np.uint64)
+    # wide rows in slices that stay in cache while each word is read (rows are independent)
+    step = n if pixels.shape[1] * pixels.dtype.itemsize <= 8 else _HASH_ROWS
     with np.errstate(over="ignore"):
-        for w in _words(pixels):
-            h ^= w
-            h *= _MIX
-            h ^= h >> np.uint64(31)
-        h *= _MIX2
-        h ^= h >> np.uint64(29)
+        for s in range(0, n, step):
+            part = h[s : s + step]
+            part[...] = start
+            for w in _words(pixels[s : s + step]):
+                part ^= w
+                part *= _MIX
+                part ^= part >> np.uint64(31)
+            part *= _MIX2
+            part ^= part >> np.uint64(29)
     return h
+
+
+_HASH_ROWS = 1 << 14  # rows per slice of hash_values for rows wider than 8 bytes
 
 
 def _words(pixels: np.ndarray):
@@ -131,7 +140,8 @@ def by_hash(values: np.ndarray, hashes: np.ndarray):
     while repeats and hashes.size > _TABLE_MIN and shift + _TABLE_BITS <= 64:
         found, hit = _table_round(hashes, values, shift)
         parts.append(found)
-        hashes, values = hashes[~hit], values[~hit]
+        miss = ~hit
+        hashes, values = hashes[miss], _rows(values, miss)
         shift += _TABLE_BITS
         if found[0].size > _TABLE_SIZE // 8:  # many distinct rows: sorting is cheaper now
             break
@@ -160,15 +170,21 @@ def _table_round(hashes, values, shift):
     so the grouping that results does not.
     """
     mask = np.uint64(_TABLE_SIZE - 1)
-    slot = ((hashes >> np.uint64(shift)) & mask).astype(np.intp)
+    slot = np.right_shift(hashes, np.uint64(shift)) if shift else hashes.copy()
+    slot &= mask
+    slot = slot.view(np.intp)  # below 2**18: the same numbers
     table = np.zeros(_TABLE_SIZE, np.uint64)
     table[slot] = hashes
     hit = table[slot] == hashes
-    hits = np.flatnonzero(hit)
-    counts = np.bincount(slot[hits], minlength=_TABLE_SIZE)
-    used = np.flatnonzero(counts)
     rep = np.zeros(_TABLE_SIZE, np.intp)
-    rep[slot[hits]] = hits
+    if hit.all():  # every row kept its slot: count them all (any row stands for its hash)
+        counts = np.bincount(slot, minlength=_TABLE_SIZE)
+        rep[slot] = np.arange(slot.size)
+    else:
+        hits = np.flatnonzero(hit)
+        counts = np.bincount(slot[hits], minlength=_TABLE_SIZE)
+        rep[slot[hits]] = hits
+    used = np.flatnonzero(counts)
     return (table[used], values[rep[used]], counts[used]), hit
 
 
@@ -206,11 +222,21 @@ def sample_chunk(values, seed, *, keep, buckets, hot=None):
     kept = cand = None
     if keep is not None:
         sel = slice(None) if isinstance(keep, str) else h < keep
-        kept = by_hash(values[sel], h[sel])
+        kept = by_hash(values[sel] if isinstance(keep, str) else _rows(values, sel), h[sel])
     if hot is not None:
         sel = hot[top]
-        cand = by_hash(values[sel], h[sel])
+        cand = by_hash(_rows(values, sel), h[sel])
     return values.shape[0], counts, kept, cand
+
+
+def _rows(values: np.ndarray, sel: np.ndarray) -> np.ndarray:
+    """``values[sel]`` for a boolean ``sel``; rows of 2, 4 or 8 bytes are selected as single
+    numbers (one 1-D selection instead of one per row)."""
+    size = values.shape[1] * values.dtype.itemsize
+    if size not in (2, 4, 8) or not values.flags.c_contiguous:
+        return values[sel]
+    flat = values.view(f"u{size}").reshape(-1)
+    return flat[sel].view(values.dtype).reshape(-1, values.shape[1])
 
 
 def merge_samples(a, b):

@@ -235,12 +235,9 @@ def _fitted_with_recipe(prepared: PreparedImage, res, chunk_size, seeds=None, pi
         feats, prepared.support, chunk_size, distinct=(res.idx, res.d2)
     )
     labels, k = labelled.labels, res.model.n_clusters
-    # label 0 (invalid pixels) falls in bin 0 and is dropped: no masked copies of the pixels
-    counts = np.bincount(labels, minlength=k + 1)[1:].astype(np.float64)
-    sums = np.stack(
-        [np.bincount(labels, weights=source.pixels[:, c], minlength=k + 1)[1:]
-         for c in range(source.pixels.shape[1])], axis=1,
-    )  # fmt: skip
+    # label 0 (invalid pixels) is dropped: no masked copies of the pixels
+    counts, sums = ft.cluster_sums(labels, source.pixels, k)
+    counts = counts.astype(np.float64)
     mean = sums.sum(axis=0) / max(counts.sum(), 1.0)
     colors = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], mean)
     m = 0 if seeds is None else seeds.n_classes  # seeded clusters keep their place, first
@@ -259,7 +256,10 @@ def _fitted_with_recipe(prepared: PreparedImage, res, chunk_size, seeds=None, pi
         pinned=res.model.pinned,
     )  # fmt: skip
     labels = recipe.clean(lut[labels].reshape(source.spatial_shape))
-    final = np.bincount(labels.ravel(), minlength=k + 1)[1:].astype(np.int64)
+    if recipe.cleans:
+        final = np.bincount(labels.ravel(), minlength=k + 1)[1:].astype(np.int64)
+    else:  # the same labels, renumbered
+        final = counts[order].astype(np.int64)
     exact = res.exact and not recipe.cleans
     done = Labelling(labels, labelled.inertia, final)
     return FittedImage(model, res.n_iter, exact, prepared, res.idx, res.d2, done)
