@@ -108,15 +108,16 @@ def main(argv=None) -> int:
     for label, (image, rgb) in images().items():
         preview, engine = measure(viewer, widget, image, rgb, args.repeats)
         ratio = preview / engine
-        ok = preview <= TARGET_SECONDS and ratio <= TARGET_RATIO
-        rows.append((label, preview, engine, ratio, ok))
+        rows.append((label, preview, engine, ratio))
     viewer.close()
     print(f"live preview: change of k -> preview painted (median of {args.repeats})")
     print(f"{'case':42} {'preview s':>10} {'engine s':>9} {'ratio':>6}  target")
-    for label, preview, engine, ratio, ok in rows:
+    for label, preview, engine, ratio in rows:
+        absolute = "met" if preview <= TARGET_SECONDS else "MISSED"
+        relative = "met" if ratio <= TARGET_RATIO else "MISSED"
         print(
             f"{label:42} {preview:10.3f} {engine:9.3f} {ratio:6.2f}  "
-            f"{'met' if ok else 'MISSED'} (<= {TARGET_SECONDS} s, <= {TARGET_RATIO}x)"
+            f"<= {TARGET_SECONDS} s: {absolute}; <= {TARGET_RATIO}x: {relative}"
         )
     return 0
 
