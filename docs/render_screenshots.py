@@ -171,7 +171,7 @@ def interactive():
     Saves each step as a PNG and all of them as an animated GIF (interactive.gif)."""
     from PIL import Image
 
-    viewer, dock, widget = _viewer("coins")
+    viewer, _, widget = _viewer("coins")
     c = widget.controls
     c.n_clusters.value = 3
     c.background.value = "none"
