@@ -306,3 +306,20 @@ def test_live_preview_k_down_and_back_up_gives_the_classes_their_numbers_back(
         if k == 2:
             assert len(set(seen)) == 2  # two classes on screen
     assert seen == [1, 2, 3], seen
+
+
+def test_cancel_drops_a_run_queued_behind_a_preview(viewer, widget, qtbot, held_fit):
+    image, _ = bands(shape=(40, 60), edges=(20, 40))
+    c = widget.controls
+    c.image.value = viewer.add_image(image, name="img")
+    names = [layer.name for layer in viewer.layers]
+    c.live_preview.value = True
+    qtbot.waitUntil(held_fit.started.is_set, timeout=10_000)  # a preview is held
+    c.run.native.click()  # queued behind the preview, which is being stopped
+    c.cancel.native.click()  # before the queued run could start: it must not start
+    held_fit.set()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=10_000)
+    qtbot.wait(300)
+    assert widget.worker is None
+    assert [layer.name for layer in viewer.layers] == names  # no run, no preview written
+    assert c.result.value.startswith("Cancelled")

@@ -384,6 +384,9 @@ class KMeansWidget(QWidget):
         stopped by Cancel is not started again until the next change."""
         if self.previewing():
             self.preview.caught_up()
+            if self._queued is not None:  # a run (or edit) waiting behind the preview: dropped
+                self._queued = None
+                self._say("Cancelled: no layer was changed.")
         self.stop_flight()
 
     def stop_flight(self) -> None:
