@@ -323,3 +323,32 @@ def test_cancel_drops_a_run_queued_behind_a_preview(viewer, widget, qtbot, held_
     assert widget.worker is None
     assert [layer.name for layer in viewer.layers] == names  # no run, no preview written
     assert c.result.value.startswith("Cancelled")
+
+
+def test_each_frame_with_scribbles_on_the_frame_shown_keeps_ids_through_time(
+    viewer, widget, run_and_wait
+):
+    """'Fit on: each frame' with a stroke painted on the frame on screen (frame 2 of 4, as a
+    person paints 'New' seeds): a colour must mean the same class in every frame; today the
+    seeded class is label 3 in frames 0-1 and jumps to label 1 from frame 2 on."""
+    rng = np.random.default_rng(0)
+    _, truth = bands(shape=(40, 60), edges=(20, 40))
+    levels = np.array([20, 120, 220], float)
+    movie = np.stack(
+        [np.clip(levels[truth] + rng.normal(0, 4, truth.shape), 0, 255) for _ in range(4)]
+    ).astype(np.uint8)
+    c = widget.controls
+    c.image.value = viewer.add_image(movie, name="movie")
+    c.n_clusters.value = 3
+    viewer.dims.set_current_step(0, 2)
+    c.new_seeds.native.click()
+    seeds = viewer.layers["movie seeds"]
+    seeds.brush_size = 5
+    seeds.paint((2, 15, 50), 1)  # class 1 on the brightest band of frame 2
+    assert seeds.data[2].any() and not seeds.data[[0, 1, 3]].any()
+    c.fit_on.value = form.FIT_FRAMES
+    run_and_wait(widget)
+    labels = viewer.layers[LABELS.format("movie")].data
+    ids = [[band_mode(labels[t], truth, b) for b in range(3)] for t in range(4)]
+    assert ids == [ids[2]] * 4, ids
+    assert ids[2][2] == 1  # the seeded class is label 1

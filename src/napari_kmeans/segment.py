@@ -691,7 +691,9 @@ def segment_frames(
 
     Each frame is fitted on its own (its own centres: classes may drift in brightness), then its
     labels are matched (:func:`napari_kmeans.matching.match_model`) to the previous frame's
-    model, so that a label means the same class through time.
+    model, so that a label means the same class through time. With seeds given per frame, the
+    first frame with a scribble goes first and the matching runs forward from it, then backward
+    to the first frame. A frame the mask leaves empty gets label 0.
 
     Parameters
     ----------
@@ -741,20 +743,28 @@ def segment_frames(
     t_sp = t_ax - (ch is not None and ch < t_ax)
     n = image.shape[t_ax]
     progress = ft.checked_progress(progress)
-    frames, previous, empty = [], match_to, []
-    for t in range(n):
+    # the first frame with scribbles goes first: its seed classes fix the IDs, which are then
+    # matched forward to the last frame and backward to the first
+    start = _first_seeded(seeds, n, t_sp, ndim, ch)
+    order = [*range(start, n), *range(start - 1, -1, -1)]
+    frames, previous, empty = [None] * n, match_to, []
+    fitted_at = {}
+    for i, t in enumerate(order):
+        if match and t == start - 1:  # going backward: from the first frame fitted
+            previous = fitted_at.get(start, match_to)
         frame = np.asarray(np.take(image, t, axis=t_ax))
         frame_mask = _frame_of(mask, t, t_sp, ndim, ch)
         if frame_mask is not None and not np.any(frame_mask):
             empty.append(t)  # masked out entirely: label 0, as a mask gives elsewhere
-            frames.append(frame)
+            frames[t] = frame
             continue
         r = segment(
             frame, n_clusters, channel_axis=frame_ch, mask=frame_mask,
             seeds=_frame_of(seeds, t, t_sp, ndim, ch), match_to=previous,
-            progress=ft.part(progress, t / n, (t + 1) / n), **kwargs,
+            progress=ft.part(progress, i / n, (i + 1) / n), **kwargs,
         )  # fmt: skip
-        frames.append(r)
+        frames[t] = r
+        fitted_at[t] = r.model
         if match:
             previous = r.model
     if len(empty) == n:
@@ -774,6 +784,16 @@ def segment_frames(
     labels = np.stack([f.labels.astype(dtype) for f in frames], axis=t_sp)
     recolored = np.stack([f.recolored for f in frames], axis=t_ax)
     return FramesSegmentation(labels, recolored, tuple(frames))
+
+
+def _first_seeded(seeds, n, t_sp, ndim, ch) -> int:
+    """The first frame with a scribble when ``seeds`` are given per frame, else 0."""
+    if seeds is None or np.ndim(seeds) != ndim - (ch is not None):
+        return 0
+    for t in range(n):
+        if np.any(np.take(seeds, t, axis=t_sp)):
+            return t
+    return 0
 
 
 def _frame_of(array, t, t_sp, ndim, ch):
