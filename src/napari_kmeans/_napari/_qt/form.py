@@ -33,8 +33,8 @@ TIPS = {
     "the background, and the output layers (a pyramid for a multiscale image) are computed "
     "chunk by chunk as you browse; 'Compute into memory' (Edit tab) loads them "
     "to edit them, when they fit in memory.",
-    "n_clusters": "Number of clusters k (2-64). The labels layer gets labels 1..k, 1 for the "
-    "darkest cluster. An image with fewer distinct values gets fewer clusters, with a warning.",
+    "n_clusters": "Number of clusters k (2-64). A first run gives labels 1..k, 1 for the "
+    "darkest cluster; seed classes get 1..m, and re-runs keep the numbers already shown. An image with fewer distinct values gets fewer clusters, with a warning.",
     "color_space": "RGB(A) layers only: cluster the colours as RGB values, or in CIELAB, where "
     "distances follow perceived colour differences. Alpha is never clustered; fully transparent "
     "pixels get label 0.",
