@@ -6,10 +6,11 @@
 
 For a 2048 x 2048 RGB image and for a slice of a 512 x 512 x 64 grey volume, k is changed in the
 widget (as a person does with the spin box) and the time until the labels of the new k are in
-the layer and the canvas has been repainted is taken, with the preview's quiet delay included.
+the layer and the canvas has painted them is taken, with the preview's quiet delay included.
 The engine's own time for the same slice (``segment``) is measured in the same run; the ratio
-(preview / engine) is the glue's overhead. Prints medians; targets: at most 0.25 s, at most 2x
-the engine's time.
+(preview / engine) is the glue's overhead. So is napari's own share: a labels and an image layer
+given new data of the slice's size and painted, which any plugin showing such a result pays.
+Prints medians; targets: at most 0.25 s, at most 2x the engine's time.
 """
 
 from __future__ import annotations
@@ -42,12 +43,21 @@ def images():
 
 
 def wait(app, condition, timeout=30.0):
+    """Run Qt's event loop until ``condition()``: idle in the loop between events, as napari
+    is (a busy poll would hold the GIL against the widget's worker thread)."""
+    from qtpy.QtCore import QEventLoop, QTimer
+
     end = time.perf_counter() + timeout
-    while not condition():
-        app.processEvents()
-        if time.perf_counter() > end:
-            raise TimeoutError("the preview did not arrive")
-        time.sleep(0.0005)
+    loop = QEventLoop()
+    tick = QTimer()
+    tick.setInterval(1)
+    tick.timeout.connect(lambda: (condition() or time.perf_counter() > end) and loop.quit())
+    tick.start()
+    if not condition():
+        loop.exec_() if hasattr(loop, "exec_") else loop.exec()
+    tick.stop()
+    if not condition():
+        raise TimeoutError("the preview did not arrive")
 
 
 def measure(viewer, widget, image, rgb, repeats):
@@ -76,24 +86,54 @@ def measure(viewer, widget, image, rgb, repeats):
         )
 
     wait(qapp, lambda: shown(4))
-    canvas = viewer.window._qt_viewer.canvas.native
+    drawn = [0.0]  # when the canvas last finished painting
+    scene = viewer.window._qt_viewer.canvas._scene_canvas
+    scene.events.draw.connect(lambda _: drawn.__setitem__(0, time.perf_counter()), position="last")
+    changed = [0.0]  # when the output layers last got new data
+
+    def follow(layer):
+        layer.events.data.connect(lambda _: changed.__setitem__(0, time.perf_counter()))
+
+    follow(viewer.layers[name])
+    follow(viewer.layers["img k-means recolored"])
+
+    def painted() -> float:
+        """When the canvas painted the layers' latest data (waiting for it if need be)."""
+        wait(qapp, lambda: drawn[0] > changed[0])
+        return drawn[0]
+
     plane = image[image.shape[0] // 2] if image.ndim - rgb == 3 else image
-    preview, engine = [], []
+    preview, engine, floor, results = [], [], [], []
     for i in range(repeats):
         k = 5 + i % 2
         t0 = time.perf_counter()
         c.n_clusters.value = k
         wait(qapp, lambda k=k: shown(k))
-        canvas.repaint()  # painted, not only scheduled
-        preview.append(time.perf_counter() - t0)
+        preview.append(painted() - t0)  # painted, not only in the layers
         t0 = time.perf_counter()
-        segment(plane, k)
+        result = segment(plane, k)
         engine.append(time.perf_counter() - t0)
+        results.append(result)
         c.n_clusters.value = 4
         wait(qapp, lambda: shown(4))
     c.live_preview.value = False
+    # napari's own share: a labels and an image layer like the outputs given new data of the
+    # slice's size and painted (what any plugin showing such a result pays)
+    for layer in list(viewer.layers):
+        layer.visible = False
+    first = results[0]
+    labels = viewer.add_labels(first.labels, scale=viewer.layers[name].scale[-2:])
+    recolored = viewer.add_image(first.recolored, rgb=rgb, opacity=0.5)
+    follow(labels)
+    follow(recolored)
+    painted()
+    for i in range(repeats):
+        new = results[(i + 1) % len(results)] if len(results) > 1 else first
+        t0 = time.perf_counter()
+        labels.data, recolored.data = new.labels, new.recolored
+        floor.append(painted() - t0)
     viewer.layers.clear()
-    return statistics.median(preview), statistics.median(engine)
+    return statistics.median(preview), statistics.median(engine), statistics.median(floor)
 
 
 def main(argv=None) -> int:
@@ -106,19 +146,27 @@ def main(argv=None) -> int:
     _, widget = viewer.window.add_plugin_dock_widget("napari-kmeans", "K-means segmentation")
     rows = []
     for label, (image, rgb) in images().items():
-        preview, engine = measure(viewer, widget, image, rgb, args.repeats)
-        ratio = preview / engine
-        rows.append((label, preview, engine, ratio))
+        preview, engine, floor = measure(viewer, widget, image, rgb, args.repeats)
+        rows.append((label, preview, engine, floor))
     viewer.close()
     print(f"live preview: change of k -> preview painted (median of {args.repeats})")
-    print(f"{'case':42} {'preview s':>10} {'engine s':>9} {'ratio':>6}  target")
-    for label, preview, engine, ratio in rows:
+    print(
+        f"{'case':38} {'preview s':>9} {'engine s':>8} {'napari s':>8} {'ratio':>6} "
+        f"{'glue s':>6}  targets"
+    )
+    for label, preview, engine, floor in rows:
+        ratio = preview / engine
         absolute = "met" if preview <= TARGET_SECONDS else "MISSED"
         relative = "met" if ratio <= TARGET_RATIO else "MISSED"
         print(
-            f"{label:42} {preview:10.3f} {engine:9.3f} {ratio:6.2f}  "
-            f"<= {TARGET_SECONDS} s: {absolute}; <= {TARGET_RATIO}x: {relative}"
+            f"{label:38} {preview:9.3f} {engine:8.3f} {floor:8.3f} {ratio:6.2f} "
+            f"{preview - engine - floor:6.3f}  "
+            f"<= {TARGET_SECONDS} s: {absolute}; <= {TARGET_RATIO}x engine: {relative}"
         )
+    print(
+        "napari s: napari alone giving the two output layers new data of that size and "
+        "repainting;\nglue s: the rest (preview - engine - napari): the widget's own cost."
+    )
     return 0
 
 

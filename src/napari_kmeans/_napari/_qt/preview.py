@@ -25,6 +25,10 @@ WATCHED = (
     "filters", "spatial_weight", "majority", "min_region", "seed", "n_init", "max_iter", "tol",
     "seeds", "pin_seeds", "keep_ids", "background", "confidence",
 )  # fmt: skip
+# layer pickers (and strokes on the seeds and mask layers): napari's and the form's own handlers
+# of their change run first, so a preview they call for starts from the event loop, not inside
+# their signal
+PICKERS = ("image", "extra_channels", "mask", "seeds")
 
 
 class LivePreview:
@@ -45,7 +49,7 @@ class LivePreview:
         c = host.controls
         c.live_preview.changed.connect(self._toggled)
         for name in WATCHED:
-            getattr(c, name).changed.connect(self.changed)
+            getattr(c, name).changed.connect(self.changed_soon if name in PICKERS else self.changed)
         for name in ("mask", "seeds", "image"):
             getattr(c, name).changed.connect(self._watch_painting)
         dims = host._viewer.dims.events
@@ -65,6 +69,13 @@ class LivePreview:
 
     def changed(self, *_) -> None:
         """Something that changes the segmentation changed: preview again after a short pause."""
+        self._changed(at_once=True)
+
+    def changed_soon(self, *_) -> None:
+        """As :meth:`changed`, a first change starting from the event loop (not in its signal)."""
+        self._changed(at_once=False)
+
+    def _changed(self, at_once: bool) -> None:
         if self.host.publishing:
             return  # the widget writing its own output layers is not a change
         self.generation += 1
@@ -72,10 +83,14 @@ class LivePreview:
             return
         now = time.monotonic()
         idle = not self.timer.isActive() and not self.host.previewing()
-        # a change after a quiet spell starts at once; changes in quick succession (a spin box
-        # held down, a brush stroke) wait for a pause of DELAY_MS
-        self.timer.start(0 if idle and now - self._last > DELAY_MS / 1000 else DELAY_MS)
-        self._last = now
+        quiet, self._last = now - self._last > DELAY_MS / 1000, now
+        # a change after a quiet spell starts at once (not behind the repaints Qt has queued);
+        # changes in quick succession (a spin box held down, a brush stroke) wait for a pause of
+        # DELAY_MS
+        if idle and quiet and at_once:
+            self.start()
+        else:
+            self.timer.start(0 if idle and quiet else DELAY_MS)
 
     def caught_up(self) -> None:
         """A run starts with the settings of now: it shows every change made so far."""
@@ -142,11 +157,11 @@ class LivePreview:
             for name in ("paint", "data"):
                 emitter = getattr(layer.events, name, None)
                 if emitter is not None:
-                    emitter.disconnect(self.changed)
+                    emitter.disconnect(self.changed_soon)
         c = self.host.controls
         self._painted = [layer for layer in (c.mask.value, c.seeds.value) if layer is not None]
         for layer in self._painted:
             for name in ("paint", "data"):
                 emitter = getattr(layer.events, name, None)
                 if emitter is not None:
-                    emitter.connect(self.changed)
+                    emitter.connect(self.changed_soon)
