@@ -251,6 +251,35 @@ def test_preview_of_a_multiscale_image_is_the_level_on_screen(viewer, widget, qt
     assert layer.metadata[KEY]["parameters"]["level"] == level
 
 
+def test_preview_of_a_multiscale_image_follows_the_zoom(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer(show=True)  # napari picks the level on screen as it paints
+    _, widget = viewer.window.add_plugin_dock_widget("napari-kmeans", "K-means segmentation")
+    image, _ = blobs((4096, 3840))
+    pyramid = [image, image[::4, ::4], image[::16, ::16]]
+    source = viewer.add_image(pyramid, name="pyr", multiscale=True, scale=(0.5, 0.5))
+    c = widget.controls
+    c.image.value = source
+    c.n_clusters.value = 3
+    viewer.reset_view()
+    qtbot.waitUntil(lambda: source.data_level > 0, timeout=10_000)
+    coarse = source.data_level
+    c.live_preview.value = True
+    qtbot.waitUntil(lambda: preview_of(viewer, "pyr") is not None, timeout=10_000)
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=10_000)
+    layer = viewer.layers["pyr k-means labels"]
+    assert layer.metadata[KEY]["parameters"]["level"] == coarse
+
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera  # napari < 0.9
+    camera.zoom *= 32  # zoomed in: napari shows the full-resolution level
+    qtbot.waitUntil(lambda: source.data_level == 0, timeout=10_000)
+    qtbot.waitUntil(
+        lambda: widget.worker is None and layer.metadata[KEY]["parameters"].get("level", 0) == 0,
+        timeout=20_000,
+    )
+    np.testing.assert_array_equal(layer.data, segment(image, 3).labels)
+    np.testing.assert_allclose(layer.scale, [0.5, 0.5])  # on top of the image
+
+
 def band_mode(labels, truth, band):
     values, counts = np.unique(labels[truth == band], return_counts=True)
     return int(values[np.argmax(counts)])

@@ -41,6 +41,8 @@ class LivePreview:
         self.closed = False
         self._painted = []  # layers whose painting is watched
         self._slice = None  # the slice of the last change seen
+        self._zoomed = None  # the multiscale image whose level on screen is followed
+        self._level = None  # the level it showed at the last change seen
         self._last = 0.0  # time of the last change
         self.timer = QTimer()
         self.timer.setSingleShot(True)
@@ -52,6 +54,7 @@ class LivePreview:
             getattr(c, name).changed.connect(self.changed_soon if name in PICKERS else self.changed)
         for name in ("mask", "seeds", "image"):
             getattr(c, name).changed.connect(self._watch_painting)
+        c.image.changed.connect(self._watch_level)
         dims = host._viewer.dims.events
         dims.current_step.connect(self._step)
         dims.ndisplay.connect(self.changed)
@@ -150,6 +153,23 @@ class LivePreview:
         if key != self._slice:
             self._slice = key
             self.changed()
+
+    def _watch_level(self, *_) -> None:
+        """Follow the level a multiscale image shows (napari picks it as the view zooms)."""
+        if self._zoomed is not None:
+            self._zoomed.events.set_data.disconnect(self._zoom)
+        source = self.host.controls.image.value
+        self._zoomed = source if getattr(source, "multiscale", False) else None
+        if self._zoomed is not None:
+            self._level = source.data_level
+            source.events.set_data.connect(self._zoom)
+
+    def _zoom(self, *_) -> None:
+        """The image was redrawn: preview again only if it now shows another level."""
+        level = self._zoomed.data_level
+        if level != self._level:
+            self._level = level
+            self.changed_soon()
 
     def _watch_painting(self, *_) -> None:
         """Follow strokes on the seeds and mask layers (painting, filling, erasing)."""
