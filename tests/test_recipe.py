@@ -76,3 +76,21 @@ def test_model_files_with_bad_recipes_are_refused():
         Recipe(smoothing=(1, 2)).channels(np.zeros((4, 5, 6, 1), np.float32))
     plane = Recipe(smoothing=(3, 1, 2)).channels(np.ones((5, 6, 1), np.float32))  # a slice
     assert plane.shape == (5, 6, 1)
+
+
+@pytest.mark.parametrize("features", ["values", "texture"])
+def test_a_float32_image_with_gaps_is_never_modified(features):
+    """Float32 values are used without a copy, except where invalid pixels must be filled:
+    then on a copy, never in the caller's image."""
+    from napari_kmeans import segment
+
+    rng = np.random.default_rng(0)
+    image = rng.normal(0, 1, (64, 64)).astype(np.float32)
+    image[10:20, 10:20] = np.nan
+    mask = np.ones(image.shape, bool)
+    mask[40:, 40:] = False
+    before = image.copy()
+    result = segment(image, 3, mask=mask, smoothing=1.5, features=features)
+    np.testing.assert_array_equal(image, before)  # NaN where NaN was, every value kept
+    assert (result.labels[10:20, 10:20] == 0).all() and (result.labels[40:, 40:] == 0).all()
+    assert (result.labels[mask & ~np.isnan(before)] > 0).all()

@@ -326,11 +326,13 @@ def feature_table(recipe: Recipe, prep) -> np.ndarray:
     (see :func:`recipe_features`)."""
     from . import features as ft
 
-    if prep.spec.color_space == "rgb":  # the values themselves, cast once (the same numbers)
-        base = prep.pixels.astype(np.float32)
+    if prep.spec.color_space == "rgb":  # the values themselves (float32 ones not copied)
+        base = prep.pixels.astype(np.float32, copy=False)
     else:
-        base = ft.to_features(prep.pixels, prep.spec, prep.dtype).astype(np.float32)
+        base = ft.to_features(prep.pixels, prep.spec, prep.dtype).astype(np.float32, copy=False)
     if prep.valid is not None and prep.valid.any() and not prep.valid.all():
+        if np.shares_memory(base, prep.pixels):
+            base = base.copy()  # filled below: never the caller's image
         base[~prep.valid] = base[prep.valid].mean(axis=0)
     maps = recipe.channels(base.reshape(*prep.spatial_shape, base.shape[1]))
     return maps.reshape(-1, maps.shape[-1])
