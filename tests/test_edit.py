@@ -160,6 +160,59 @@ def test_split_keeps_labels_painted_beyond_k_apart():
     assert labels.tolist() == [1, 1, 2, 2, 3, 6]
 
 
+# -- keep_ids: an edit renumbers nothing but what it changes (issue 13) --------------------------
+
+
+def test_merge_keeping_ids_moves_no_other_label():
+    image = np.array([0, 10, 100, 110, 180, 190, 250, 250, 250], np.uint8)
+    r = segment(image, 4)  # [1, 1, 2, 2, 3, 3, 4, 4, 4]
+    painted = r.labels.copy()
+    painted[-1] = 7  # a label painted by hand, with no centre
+    model, labels = merge(r.model, painted, [3, 2], keep_ids=True)
+    assert labels.tolist() == [1, 1, 2, 2, 2, 2, 4, 4, 7]  # 3 joins 2, no other value moves
+    assert model.n_clusters == 4 and model.present_labels.tolist() == [1, 2, 4]
+    np.testing.assert_array_equal(model.colors[[0, 3]], r.model.colors[[0, 3]])
+    np.testing.assert_allclose(model.colors[1], [145.0])  # the merged pixels' mean
+    np.testing.assert_array_equal(model.predict(image), [1, 1, 2, 2, 2, 2, 4, 4, 4])
+    # the top label merged away is simply absent
+    model, labels = merge(r.model, r.labels, [3, 4], keep_ids=True)
+    assert labels.tolist() == [1, 1, 2, 2, 3, 3, 3, 3, 3]
+    assert model.present_labels.tolist() == [1, 2, 3]
+    np.testing.assert_array_equal(model.predict(image), labels)
+    again = KMeansModel.from_dict(model.to_dict())  # what the widget keeps in the metadata
+    np.testing.assert_array_equal(again.predict(image), labels)
+
+
+def test_split_keeping_ids_gives_new_ids_above_the_largest():
+    image = np.array([0, 10, 100, 110, 250, 250], np.uint8)
+    r = segment(image, 2)  # [1, 1, 1, 1, 2, 2]
+    painted = r.labels.copy()
+    painted[-1] = 5  # painted by hand, no centre
+    model, labels = split(r.model, image, painted, 1, 2, keep_ids=True)
+    # the darker part keeps 1, the brighter part is new: 3; 2 stays; the painted 5 makes room
+    assert labels.tolist() == [1, 1, 3, 3, 2, 6]
+    assert model.n_clusters == 3
+    np.testing.assert_allclose(model.colors.ravel(), [5.0, 250.0, 105.0])
+    np.testing.assert_array_equal(model.predict(image), [1, 1, 3, 3, 2, 2])
+
+
+def test_edits_keeping_ids_follow_a_model_with_absent_ids():
+    from napari_kmeans.matching import match_model
+
+    image = np.array([0, 10, 100, 110, 250, 250], np.uint8)
+    old = segment(image, 3).model
+    new = match_model(segment(np.array([0, 250], np.uint8), 2).model, old)  # IDs 1 and 3
+    labels = new.predict(image)
+    assert sorted(set(labels.tolist())) == [1, 3]
+    model, split_labels = split(new, image, labels, 1, 2, keep_ids=True)
+    assert split_labels.tolist() == [1, 1, 4, 4, 3, 3]  # 2 stays absent, 3 stays 3
+    assert model.present_labels.tolist() == [1, 3, 4]
+    np.testing.assert_array_equal(model.predict(image), split_labels)
+    model, merged = merge(model, split_labels, [1, 4], keep_ids=True)
+    assert merged.tolist() == [1, 1, 1, 1, 3, 3]
+    np.testing.assert_array_equal(model.predict(image), merged)
+
+
 # -- label values far beyond k (issue 8, item 17) -------------------------------------------------
 
 

@@ -16,7 +16,7 @@ from skimage.morphology import remove_small_objects
 
 from napari_kmeans import KMeansModel, segment
 from napari_kmeans.choose_k import elbow, inertia_curve
-from napari_kmeans.edit import merge
+from napari_kmeans.edit import merge, split
 from napari_kmeans.features import cast_colors
 from napari_kmeans.segment import fit
 
@@ -115,6 +115,7 @@ def test_update_after_painting(click, viewer, widget, run_and_wait, patches):
 
 
 def test_merge_split_and_undo(click, viewer, widget, run_and_wait, patches):
+    widget.controls.keep_ids.value = False  # labels renumbered 1..k, dark to bright
     source, labels, recolored = segmented(viewer, widget, run_and_wait, patches, 4, rgb=True)
     original = state(labels, recolored)
     first = segment(patches, 4)
@@ -379,7 +380,7 @@ def test_edits_of_a_slice_result_with_extra_channels(click, viewer, widget, run_
     click(widget.edit.controls.merge)
     model = stored_model(labels)
     assert labels.data.shape == recolored.data.shape == (1, 16, 18)
-    np.testing.assert_array_equal(np.unique(labels.data), [1, 2])
+    np.testing.assert_array_equal(np.unique(labels.data), [1, 3])  # label numbers kept
     np.testing.assert_array_equal(model.predict(plane)[~sel], labels.data[0][~sel])  # unpainted
     painted = cast_colors(model.colors, np.uint16)[:, 0]
     np.testing.assert_array_equal(recolored.data[0], painted[labels.data[0] - 1])
@@ -663,6 +664,7 @@ def test_painting_during_an_edit_is_kept(
 
 def test_merge_and_split_say_which_labels_moved(viewer, widget, run_and_wait, patches, click):
     """Item 8: Merge and Split renumbered clusters without saying so."""
+    widget.controls.keep_ids.value = False  # labels renumbered 1..k, dark to bright
     segmented(viewer, widget, run_and_wait, patches, 4, rgb=True)
     edit = widget.edit
     edit.controls.clusters.value = "1"
@@ -675,6 +677,44 @@ def test_merge_and_split_say_which_labels_moved(viewer, widget, run_and_wait, pa
     assert edit.status.value == (
         "merged clusters 1, 2: 4 clusters; label 2 is now 1; 3 is now 2; 4 is now 3; 5 is now 4"
     )
+
+
+def test_merge_and_split_keep_label_numbers_by_default(
+    viewer, widget, run_and_wait, patches, click
+):
+    """Issue 13: with 'keep label numbers' (the default) an edit renumbers no other cluster."""
+    source, labels, recolored = segmented(viewer, widget, run_and_wait, patches, 4, rgb=True)
+    assert widget.controls.keep_ids.value
+    first = segment(patches, 4)
+    original = state(labels, recolored)
+    edit = widget.edit
+    edit.controls.clusters.value = "1"
+    click(edit.controls.split)
+    model_split, want = split(first.model, patches, first.labels, 1, 2, keep_ids=True)
+    np.testing.assert_array_equal(labels.data, want)
+    outside = first.labels != 1
+    np.testing.assert_array_equal(labels.data[outside], first.labels[outside])  # nothing moved
+    assert set(np.unique(labels.data[~outside])) == {1, 5}
+    assert edit.status.value == "split cluster 1: 5 clusters; label 1 is now 1, 5"
+    np.testing.assert_array_equal(stored_model(labels).predict(patches), labels.data)
+
+    edit.controls.clusters.value = "2, 3"
+    click(edit.controls.merge)
+    _, want = merge(model_split, want, [2, 3], keep_ids=True)
+    np.testing.assert_array_equal(labels.data, want)
+    assert set(np.unique(labels.data)) == {1, 2, 4, 5}
+    assert edit.status.value == "merged clusters 2, 3: 4 clusters; label 3 is now 2"
+    model = stored_model(labels)
+    np.testing.assert_array_equal(model.predict(patches), labels.data)
+    np.testing.assert_array_equal(recolored.data, model.recolor(patches, labels.data))
+    np.testing.assert_allclose(
+        colours(labels, 5)[[0, 1, 3, 4]], model.colors[[0, 1, 3, 4]] / 255, atol=1e-6
+    )
+    np.testing.assert_array_equal(source.data, patches)  # the source is never modified
+
+    click(edit.controls.undo)
+    click(edit.controls.undo)
+    assert_same_state(original, state(labels, recolored))
 
 
 def test_update_without_painting_adds_no_undo_step(viewer, widget, run_and_wait, patches, click):

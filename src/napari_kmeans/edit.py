@@ -1,8 +1,11 @@
 """Editing a segmentation: recount after painting, merge, split, connected instances.
 
 Every function takes the labels (and model) and returns new ones; nothing is modified in place.
-Labels stay ordered dark to bright and contiguous (1..k) after merge and split, and the model is
-updated with them, so that ``model.predict(image)`` keeps reproducing the labels it made.
+After merge and split, labels are ordered dark to bright and contiguous (1..k) again, or, with
+``keep_ids=True``, keep their values: only the labels an edit changes move (a merged cluster takes
+the smallest of its labels, the others become absent; a split's new parts take the labels after the
+largest). The model is updated with them, so that ``model.predict(image)`` keeps reproducing the
+labels it made.
 """
 
 from __future__ import annotations
@@ -162,11 +165,12 @@ def _check_labels(values, k, what):
     return out
 
 
-def _relabel(model: KMeansModel, labels, mapping, colors):
-    """Apply ``mapping`` (old label -> new label, 0 kept) and order labels dark to bright."""
+def _relabel(model: KMeansModel, labels, mapping, colors, *, ordered=True):
+    """Apply ``mapping`` (old label -> new label, 0 kept) and, when ``ordered``, order labels
+    dark to bright (else new label i keeps row i of ``colors``)."""
     k = colors.shape[0]
     key = ft.luminance(colors, model.spec)
-    order = np.lexsort((*colors.T[::-1], key))
+    order = np.lexsort((*colors.T[::-1], key)) if ordered else np.arange(k)
     rank = np.empty(k, np.int64)
     rank[order] = np.arange(1, k + 1)
     full = np.zeros(mapping.size, np.int64)
@@ -191,12 +195,15 @@ def _relabel(model: KMeansModel, labels, mapping, colors):
     return new_model, _remap(labels, new_value_of).astype(label_dtype(max(k, top)))
 
 
-def merge(model: KMeansModel, labels, targets):
+def merge(model: KMeansModel, labels, targets, *, keep_ids=False):
     """Merge clusters ``targets`` (two or more label values) into one.
 
     Returns the new model and labels. The merged cluster's colour is the pixel-weighted mean of
     the merged colours; its centres are all those of the merged clusters, so the model still
-    reproduces the labels.
+    reproduces the labels. Labels are then ordered dark to bright, 1..k; with ``keep_ids`` no
+    other label moves: the merged cluster is the smallest of ``targets`` and the others are
+    absent from the model (:attr:`~napari_kmeans.KMeansModel.present_labels`; when the largest
+    label is merged away, k becomes the largest label left).
 
     Examples
     --------
@@ -218,6 +225,13 @@ def merge(model: KMeansModel, labels, targets):
     w = counts[np.array(targets) - 1].astype(np.float64)
     w = w if w.sum() > 0 else np.ones_like(w)
     merged = (model.colors[np.array(targets) - 1] * w[:, None]).sum(0) / w.sum()
+    if keep_ids:
+        mapping = np.arange(k + 1)
+        mapping[targets[1:]] = targets[0]
+        colors = model.colors.copy()
+        colors[targets[0] - 1] = merged
+        top = int(mapping[model.present_labels].max())  # the largest label is never absent
+        return _relabel(model, labels, mapping, colors[:top], ordered=False)
     keep = [label for label in range(1, k + 1) if label not in targets[1:]]
     mapping = np.zeros(k + 1, np.int64)
     for new, old in enumerate(keep, start=1):
@@ -228,11 +242,14 @@ def merge(model: KMeansModel, labels, targets):
     return _relabel(model, labels, mapping, colors)
 
 
-def split(model: KMeansModel, image, labels, target, n=2, *, seed=0, n_init=4, progress=None):
+def split(model: KMeansModel, image, labels, target, n=2, *, seed=0, n_init=4, progress=None,
+          keep_ids=False):  # fmt: skip
     """Split cluster ``target`` into ``n`` sub-clusters by k-means on its pixels only.
 
     Returns the new model and labels. Only the target cluster's pixels get new sub-cluster
-    labels; clusters brighter than the target are renumbered up to make room. The model gains
+    labels; clusters brighter than the target are renumbered up to make room (with
+    ``keep_ids``, no cluster is renumbered: the darkest part keeps ``target`` and the others
+    take the labels after the largest, k + 1 onwards). The model gains
     sub-centres under the target's centres, so it reproduces the new labels. The result may
     have at most 1000 labels, 4096 centres and 32 levels of splits (the limits of a model file).
 
@@ -310,6 +327,15 @@ def split(model: KMeansModel, image, labels, target, n=2, *, seed=0, n_init=4, p
     provisional = labels.astype(label_dtype(max(top, k) + m), copy=True)
     provisional[labels > k] += m  # labels painted beyond k make room for the sub-clusters
     provisional[inside] = sub.labels[inside].astype(np.int64) + k
+    if keep_ids:  # the darkest part keeps the target's label, the others follow the largest
+        mapping = np.zeros(k + m + 1, np.int64)
+        mapping[1 : k + 1] = np.arange(1, k + 1)
+        mapping[target] = 0  # no pixel or leaf centre keeps it...
+        mapping[k + 1] = target  # ... but the darkest part (sub-clusters are dark to bright)
+        mapping[k + 2 :] = np.arange(k + 1, k + m)
+        colors = np.concatenate([model.colors, sub_colors[1:]])
+        colors[target - 1] = sub_colors[0]
+        return _relabel(grown, provisional, mapping, colors, ordered=False)
     keep = [label for label in range(1, k + m + 1) if label != target]
     mapping = np.zeros(k + m + 1, np.int64)
     mapping[keep] = np.arange(1, len(keep) + 1)

@@ -322,24 +322,28 @@ def update_message(edited: Edited, k: int) -> str:
     )
 
 
-def merge_job(target: Target, clusters: list[int]) -> EditJob:
-    """Merge ``clusters`` into one (labels stay ordered and contiguous)."""
+def merge_job(target: Target, clusters: list[int], keep_ids: bool = False) -> EditJob:
+    """Merge ``clusters`` into one (labels ordered and contiguous again, or with ``keep_ids``
+    no other label moves: see :func:`napari_kmeans.edit.merge`)."""
 
     def change(model, labels, planes, progress):
-        return edit.merge(model, labels, clusters)
+        return edit.merge(model, labels, clusters, keep_ids=keep_ids)
 
     return plan_edit(target, f"merge {clusters}", change)
 
 
-def split_job(target: Target, clusters: list[int], n: int, seed: int, n_init: int) -> EditJob:
-    """Split the one cluster in ``clusters`` into ``n`` sub-clusters."""
+def split_job(
+    target: Target, clusters: list[int], n: int, seed: int, n_init: int, keep_ids: bool = False
+) -> EditJob:
+    """Split the one cluster in ``clusters`` into ``n`` sub-clusters (``keep_ids``: see
+    :func:`napari_kmeans.edit.split`)."""
     if len(clusters) != 1:
         raise InputError(f"Split takes one cluster, got {clusters or 'none'}; type one label.")
 
     def change(model, labels, planes, progress):
         return edit.split(
             model, planes.assembled(), labels, clusters[0], n, seed=seed, n_init=n_init,
-            progress=progress,
+            progress=progress, keep_ids=keep_ids,
         )  # fmt: skip
 
     return plan_edit(target, f"split {clusters[0]} into {n} (seed {seed})", change)

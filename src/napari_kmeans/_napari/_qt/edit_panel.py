@@ -39,11 +39,15 @@ TIPS = {
     "undo": "Undo the last edit made here (Update, Merge, Split): labels, colours, features, "
     "model and recolored layer come back exactly. Painting is undone with napari's own undo "
     "(Ctrl/Cmd-Z on the labels layer) until an edit here replaces the labels.",
-    "merge": "Merge the clusters typed in 'clusters' (two or more) into one. Labels stay 1..k, "
-    "dark to bright; the model keeps reproducing the labels.",
+    "merge": "Merge the clusters typed in 'clusters' (two or more) into one; the model keeps "
+    "reproducing the labels. With 'keep label numbers' ticked, no other label changes number: "
+    "the merged cluster takes the smallest of its numbers. Unticked, labels are renumbered "
+    "1..k, dark to bright.",
     "split": "Split the one cluster typed in 'clusters' into 'split into' sub-clusters, by "
     "k-means on its own pixels (with the seed and restarts above). Other pixels keep their "
-    "cluster, but brighter clusters are renumbered so that labels stay 1..k, dark to bright.",
+    "cluster. With 'keep label numbers' ticked, the darkest part keeps the cluster's number and "
+    "the others get new numbers after the largest; unticked, labels are renumbered 1..k, dark "
+    "to bright.",
     "split_n": "Number of sub-clusters Split makes.",
     "min_size": "Instances: connected pieces with fewer pixels (voxels in 3-D) are dropped.",
     "instances": "Connected pieces of the clusters in 'clusters' (all clusters when empty) as "
@@ -296,12 +300,16 @@ class EditPanel:
     def merge(self, *_) -> None:
         """Merge the clusters typed in 'clusters'."""
 
+        keep = bool(self.host.controls.keep_ids.value)
+
         def go():
             clusters = self._clusters()
             said = lambda e, j: _with_moves(  # noqa: E731
-                f"merged clusters {', '.join(map(str, clusters))}: {e.model.n_clusters} clusters", e
+                f"merged clusters {', '.join(map(str, clusters))}: "
+                f"{e.model.present_labels.size} clusters",
+                e,
             )
-            return self._edit(editing.merge_job, clusters, message=said)
+            return self._edit(editing.merge_job, clusters, keep, message=said)
 
         self._do(go)
 
@@ -309,13 +317,14 @@ class EditPanel:
         """Split the cluster typed in 'clusters' into 'split into' sub-clusters."""
         c = self.host.controls
         n, seed, n_init = int(self.controls.split_n.value), int(c.seed.value), int(c.n_init.value)
+        keep = bool(c.keep_ids.value)
 
         def go():
             clusters = self._clusters()
             said = lambda e, j: _with_moves(  # noqa: E731
-                f"split cluster {clusters[0]}: {e.model.n_clusters} clusters", e
+                f"split cluster {clusters[0]}: {e.model.present_labels.size} clusters", e
             )
-            return self._edit(editing.split_job, clusters, n, seed, n_init, message=said)
+            return self._edit(editing.split_job, clusters, n, seed, n_init, keep, message=said)
 
         self._do(go)
 

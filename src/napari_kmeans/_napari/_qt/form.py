@@ -106,7 +106,8 @@ TIPS = {
     "scribbles and then move like the others.",
     "keep_ids": "A re-run on the same image matches its clusters to the last run's (by their "
     "centres), so a class keeps its label number and colour when you change k, the features "
-    "or the seed. New clusters get the next free numbers.",
+    "or the seed. New clusters get the next free numbers. Merge and Split then renumber no "
+    "other cluster either.",
     "confidence": "Also make an image of how clearly each pixel belongs to its cluster: 1 far "
     "from any other centre, 0 half-way between two. Low values show where to add scribbles.",
 }
