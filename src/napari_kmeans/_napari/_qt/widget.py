@@ -364,7 +364,10 @@ class KMeansWidget(QWidget):
         inline.setValue(0)
         inline.setFormat("starting…")
         inline.setVisible(preview is None)
-        self._run.say("Running…" if preview is None else "Previewing the slice on screen…")
+        if (
+            preview is None
+        ):  # a preview keeps the line it replaces: no repaint of the dock each time
+            self._run.say("Running…")
         worker.start()
 
     def start_task(self, func, job, info, *, done, say) -> None:
