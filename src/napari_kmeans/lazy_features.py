@@ -4,8 +4,9 @@ The in-memory rules are applied to blocks grown by the reach of the recipe
 (:meth:`Recipe.depth <napari_kmeans.recipe.Recipe.depth>`), so that a pixel's features see the
 same neighbours as in memory: ``dask.array.overlap`` with ``boundary="none"`` (blocks at the
 image's edges are not padded: the filters meet the image's edge exactly as in memory), the
-recipe's own :meth:`~napari_kmeans.recipe.Recipe.channels` on each grown block, the growth
-trimmed off again, all in the task that uses the features (:class:`FeatureBlocks`). Pixel positions (``spatial_weight``) are the block's global coordinates.
+recipe's own :meth:`~napari_kmeans.recipe.Recipe.channels` of each grown block's own pixels,
+told where the block sits (:class:`napari_kmeans.filters.Region`: texture's tiles and grids
+are the image's), all in the task that uses the features (:class:`FeatureBlocks`). Pixel positions (``spatial_weight``) are the block's global coordinates.
 Axes whose chunks are thinner than the reach are rechunked first.
 
 Invalid pixels are filled with the mean of the valid ones before filtering, as in memory (that

@@ -14,7 +14,8 @@ from . import cleanup
 from . import filters as fl
 
 PRESETS = ("values", "texture")
-# Planes up to this many pixels are read whole for texture on dask (exact energies); a block then
+# Planes up to this many pixels are read whole for texture on dask (no overlap to recompute; larger
+# planes are cut in blocks grown by filters.gabor_reach, with the same features); a block then
 # holds (number of features + 2) x 4 bytes x this many pixels per plane: about 300 MB.
 TEXTURE_WHOLE_PLANE = 1 << 22
 
