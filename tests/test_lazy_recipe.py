@@ -389,3 +389,33 @@ def _fit_chunks(sizes, total):
         out.append(min(sizes[i % len(sizes)], total - sum(out)))
         i += 1
     return tuple(out)
+
+
+def test_pyramid_levels_use_the_recipe_at_their_own_scale():
+    """The widget's lazy outputs of a multiscale image: each level is labelled with the
+    model's recipe at that level's scale (sigma in its own pixels), so a coarse level's labels
+    are the full resolution's, downsampled, and a model fitted on the coarse level keeps the
+    full-resolution recipe."""
+    from napari_kmeans._napari.jobs import LazyJob, Planes
+    from napari_kmeans._napari.workers import run_lazy
+
+    rng = np.random.default_rng(15)
+    field = ndi.gaussian_filter(rng.random((512, 512)), 10)
+    image = ((field > np.median(field)) * 1.0 + rng.normal(0, 1, field.shape)).astype(np.float32)
+    level = image.reshape(256, 2, 256, 2).mean(axis=(1, 3)).astype(np.float32)
+    params = Params(n_clusters=2, smoothing=6.0)
+    levels = tuple(Planes(da.from_array(x, chunks=128)) for x in (image, level))
+    job = LazyJob(levels, params, fit=Planes(level), multiscale=True)
+    steps = run_lazy(job)
+    try:
+        while True:
+            next(steps)
+    except StopIteration as done:
+        outcome = done.value
+    assert outcome.error is None
+    assert outcome.model.recipe.smoothing == 6.0  # the full resolution's
+    full, coarse = (np.asarray(x.compute()) for x in outcome.labels)
+    assert (full == segment(image, 2, smoothing=6.0).labels).mean() > 0.99
+    assert (coarse == full[::2, ::2]).mean() > 0.97
+    wrong = segment(level, 2, smoothing=6.0).labels  # full-resolution sigma on the level
+    assert (coarse == full[::2, ::2]).mean() > (wrong == full[::2, ::2]).mean() + 0.005
