@@ -222,6 +222,83 @@ class Recipe:
             found.std[-n_positions:] /= self.spatial_weight
         return replace(self, standardiser=found)
 
+    # -- pyramid levels --------------------------------------------------------------------------
+
+    def at_level(self, factors) -> Recipe:
+        """This recipe for the image downsampled by ``factors`` (full-resolution pixels per
+        pixel, one per spatial axis), e.g. a pyramid level.
+
+        Sigmas are divided by their axis's factor (a smoothing given for more axes keeps the
+        leading ones: a slice of the data the recipe was made for), filter scales and the
+        majority radius by the factors' geometric mean, ``min_size`` by their product (both
+        rounded). Texture is unchanged: its Gabor frequencies are per pixel, so a level's
+        texture is the pattern at that level's own scale. A fitted recipe's statistics follow
+        the features: derivative filters scale with the factor to the power of their order
+        (gradient 1; Laplacian, Hessian and structure tensor 2), positions (in the level's
+        pixels) with one over their axis's factor, so that the level's features are
+        standardised on the scale they were fitted on. ``at_level`` of the inverse factors
+        takes a recipe fitted on a level back to the full resolution.
+        """
+        if isinstance(factors, str) or not isinstance(factors, tuple | list):
+            raise TypeError(f"downsampling must be one factor per spatial axis, got {factors!r}.")
+        values = tuple(float(f) for f in factors)
+        if not values or not all(np.isfinite(f) and f > 0 for f in values):
+            raise ValueError(f"downsampling factors must be finite and > 0, got {factors!r}.")
+        if all(f == 1 for f in values):
+            return self
+        n = len(values)
+        smoothing = self.smoothing
+        if isinstance(smoothing, tuple) and len(smoothing) < n:
+            raise ValueError(
+                f"downsampling has {n} factors but the smoothing only {len(smoothing)} values."
+            )
+        if isinstance(smoothing, tuple) or len(set(values)) > 1:
+            sigma = smoothing if isinstance(smoothing, tuple) else (smoothing,) * n
+            head = sigma[: len(sigma) - n]
+            smoothing = head + tuple(s / f for s, f in zip(sigma[-n:], values, strict=True))
+        else:
+            smoothing = smoothing / values[0]
+        mean = float(np.prod(values)) ** (1 / n)
+        features = self.features
+        if not isinstance(features, str):
+            features = tuple((name, scale / mean) for name, scale in features)
+        out = replace(
+            self, smoothing=smoothing, features=features,
+            majority=round(self.majority / mean),
+            min_size=round(self.min_size / float(np.prod(values))) if self.min_size > 1 else 0,
+        )  # fmt: skip
+        if self.standardiser is not None:
+            scale = self._column_scales(values)
+            out = replace(out, standardiser=fl.Standardiser(
+                self.standardiser.mean * scale, self.standardiser.std * scale))  # fmt: skip
+        return out
+
+    def _column_scales(self, factors) -> np.ndarray:
+        """How much each standardised feature grows when the image is downsampled by
+        ``factors`` (see :meth:`at_level`)."""
+        n, mean = len(factors), float(np.prod(factors)) ** (1 / len(factors))
+        if self.features == "values":
+            per_channel = [0]
+        elif self.features == "texture":
+            per_channel = [0] * (len(fl.TEXTURE_FREQUENCIES) * fl.TEXTURE_ORIENTATIONS + 1)
+        else:
+            order = {"gaussian": 0, "std": 0, "gradient": 1, "log": 2, "hessian": 2,
+                     "structure": 2}  # fmt: skip
+            per_channel = []
+            for name, _ in self.features:
+                per_channel += [order[name]] * (n if name in ("hessian", "structure") else 1)
+        positions = n if self.spatial_weight > 0 else 0
+        size = self.standardiser.mean.size
+        channels, rest = divmod(size - positions, len(per_channel))
+        if rest or channels < 1:
+            raise ValueError(
+                f"the recipe's statistics have {size} features, which does not match "
+                f"{len(factors)} spatial axes: give one downsampling factor per spatial axis."
+            )
+        scale = [mean**k for k in per_channel] * channels
+        scale += [1 / f for f in factors][:positions]
+        return np.asarray(scale, np.float64)
+
     # -- clean-up ------------------------------------------------------------------------------
 
     def clean(self, labels: np.ndarray) -> np.ndarray:
