@@ -5,7 +5,9 @@ Smoothing, texture (Gabor filter-bank energies) and a filter bank of classic pix
 structure-tensor eigenvalues), computed with scipy.ndimage and scikit-image, in float32, one
 channel after another so that memory stays about (number of features + 2) x the image's float32
 size. Texture is computed per 2-D plane (the last two axes) for volumes; the other filters work
-in 2-D or 3-D, with a sigma per spatial axis for anisotropic data.
+in 2-D or 3-D, with a sigma per spatial axis for anisotropic data. Texture's tiles and coarse
+grids are anchored to the image, so that a block told where it sits (:class:`Region`) gets the
+whole image's values on its own pixels (the dask path).
 
 Derived features are standardised (mean 0, variance 1 per feature) with statistics that a model
 keeps (:class:`Standardiser`), so another image is described on the same scale.
@@ -292,29 +294,8 @@ def gabor_maps(channel: np.ndarray, frequencies=TEXTURE_FREQUENCIES,
     spans = [region.span(a, data.shape[a]) for a in (-2, -1)]
     filters = _filters(frequencies, n_orientations)
     tilings = [_Tiling.of(span[2], _margin(frequencies)) for span in spans]
-    grids, needed, reads = [], [], []  # per filter: grids per axis, points computed, kept
-    for _, _, _, q, window in filters:
-        axes, points, kept = [], [], []
-        for (_, _, size, lo, hi), _tiling in zip(spans, tilings, strict=True):
-            grid = _Grid(q, max(-(-(size - 1) * q // _ALIGN), 1),
-                         int(4.0 * window * q / _ALIGN + 0.5))  # fmt: skip
-            left = grid.left(np.array([lo, hi - 1]))
-            axes.append(grid)
-            kept.append((int(left[0]), int(left[1]) + 1))
-            points.append((max(0, kept[-1][0] - grid.radius),
-                           min(grid.last, kept[-1][1] + grid.radius)))  # fmt: skip
-        grids.append(axes)
-        needed.append(points)
-        reads.append(kept)
-    tiles = []  # per axis: the tiles that own a needed grid point
-    for a, tiling in enumerate(tilings):
-        firsts = [
-            tiling.tile(p[a][0] * _ALIGN // g[a].q) for p, g in zip(needed, grids, strict=True)
-        ]
-        lasts = [
-            tiling.tile(p[a][1] * _ALIGN // g[a].q) for p, g in zip(needed, grids, strict=True)
-        ]
-        tiles.append(range(min(firsts), max(lasts) + 1))
+    grids, needed, reads = _plan(filters, spans)
+    tiles = _tiles_needed(tilings, grids, needed)
     boxes = [_gabor_box(f, theta, sigma, q, tilings) for f, theta, sigma, q, _ in filters]
     energies = [[] for _ in filters]
     for plane in planes:
@@ -333,15 +314,50 @@ def gabor_maps(channel: np.ndarray, frequencies=TEXTURE_FREQUENCIES,
             energies[m].append(np.log1p(energy))
     shape = tuple(len(range(*s.indices(n))) for s, n in zip(region.inner[:-2], lead, strict=True))
     shape += tuple(hi - lo for _, _, _, lo, hi in spans)
-    maps = []
-    for m, axes in enumerate(grids):
-        interp = []
-        for (_, _, _, lo, hi), grid, (first, _) in zip(spans, axes, reads[m], strict=True):
-            pixels = np.arange(lo, hi)
-            left = grid.left(pixels)
-            interp.append((left - first, (grid.position(pixels) - left).astype(np.float32)))
-        maps.append(CoarseMap(energies[m], interp, shape))
-    return maps
+    return [CoarseMap(energies[m], _interpolation(spans, grids[m], reads[m]), shape)
+            for m in range(len(filters))]  # fmt: skip
+
+
+def _plan(filters, spans):
+    """Per filter: its grid on each axis, the grid points to compute (those the block's pixels
+    are interpolated from, and the window's radius around them) and those kept."""
+    grids, needed, reads = [], [], []
+    for _, _, _, q, window in filters:
+        axes, points, kept = [], [], []
+        for _, _, size, lo, hi in spans:
+            grid = _Grid(q, max(-(-(size - 1) * q // _ALIGN), 1),
+                         int(4.0 * window * q / _ALIGN + 0.5))  # fmt: skip
+            left = grid.left(np.array([lo, hi - 1]))
+            axes.append(grid)
+            kept.append((int(left[0]), int(left[1]) + 1))
+            points.append((max(0, kept[-1][0] - grid.radius),
+                           min(grid.last, kept[-1][1] + grid.radius)))  # fmt: skip
+        grids.append(axes)
+        needed.append(points)
+        reads.append(kept)
+    return grids, needed, reads
+
+
+def _tiles_needed(tilings, grids, needed):
+    """Per axis: the range of tiles that own a grid point to compute."""
+    out = []
+    for a, tiling in enumerate(tilings):
+        pairs = list(zip(needed, grids, strict=True))
+        first = min(tiling.tile(p[a][0] * _ALIGN // g[a].q) for p, g in pairs)
+        last = max(tiling.tile(p[a][1] * _ALIGN // g[a].q) for p, g in pairs)
+        out.append(range(first, last + 1))
+    return out
+
+
+def _interpolation(spans, grids, reads):
+    """Per axis: the left grid point (among those kept) and weight of each of the block's
+    pixels, computed from image coordinates (the same numbers on every block)."""
+    out = []
+    for (_, _, _, lo, hi), grid, (first, _) in zip(spans, grids, reads, strict=True):
+        pixels = np.arange(lo, hi)
+        left = grid.left(pixels)
+        out.append((left - first, (grid.position(pixels) - left).astype(np.float32)))
+    return out
 
 
 def _padded_plane(plane, spans, tilings):
