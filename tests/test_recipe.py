@@ -96,17 +96,17 @@ def test_recipe_at_a_pyramid_level_is_in_that_level_s_pixels():
     pixels, derivatives per full-resolution pixel)."""
     recipe = Recipe(smoothing=4.0, features=(("gaussian", 2.0), ("gradient", 2.0), ("log", 3.0)),
                     spatial_weight=0.5, majority=2, min_size=20)  # fmt: skip
-    at = recipe.at_level(2)
+    at = recipe.at_level((2, 2))
     assert at.smoothing == 2.0 and at.features == (("gaussian", 1.0), ("gradient", 1.0),
                                                    ("log", 1.5))  # fmt: skip
     assert (at.majority, at.min_size, at.spatial_weight) == (1, 5, 0.5)
-    assert recipe.at_level(1) == recipe and recipe.at_level((1, 1)) == recipe
+    assert recipe.at_level((1, 1)) == recipe
     assert recipe.at_level((1, 2)).smoothing == (4.0, 2.0)
     image, level = _pyramid_pair()
     full = recipe.channels(image[..., None]).reshape(-1, 5)
     fitted = recipe.fitted(full, n_positions=2)
-    coarse = fitted.at_level(2).channels(level[..., None]).reshape(-1, 5)
-    z = fitted.at_level(2).standardise(coarse)
+    coarse = fitted.at_level((2, 2)).channels(level[..., None]).reshape(-1, 5)
+    z = fitted.at_level((2, 2)).standardise(coarse)
     np.testing.assert_allclose(z.mean(axis=0), 0, atol=0.1)
     np.testing.assert_allclose(z.std(axis=0), [1, 1, 1, 0.5, 0.5], rtol=0.15)  # positions x w
     unscaled = fitted.standardise(recipe.channels(level[..., None]).reshape(-1, 5))
@@ -115,6 +115,6 @@ def test_recipe_at_a_pyramid_level_is_in_that_level_s_pixels():
 
 def test_at_level_refuses_bad_factors():
     with pytest.raises(ValueError, match="downsampling"):
-        Recipe(smoothing=1.0).at_level(0)
+        Recipe(smoothing=1.0).at_level((0, 1))
     with pytest.raises(ValueError, match="downsampling"):
         Recipe(smoothing=(1.0, 2.0)).at_level((2, 2, 2))
