@@ -257,18 +257,83 @@ def test_cli_fit_on_all_with_a_recipe_labels_each_image_as_its_model_predicts(tm
                                       model.predict(image))  # fmt: skip
 
 
-def test_texture_of_planes_cut_in_blocks_is_close_to_memory(monkeypatch):
-    """Planes larger than TEXTURE_WHOLE_PLANE are cut in grown blocks: the energies then
-    differ slightly (docs/large-data.md: about 0.1% of the labels)."""
+def texture_mosaic(shape):
+    """scikit-image's brick, grass and gravel in three vertical bands, with a disc of grass
+    across the first two (borders in both directions), float32, and the truth."""
+    from skimage import data
+
+    rows, cols = shape
+    tiles = [np.tile(t, (-(-rows // 512), -(-cols // 512)))[:rows, :cols].astype(np.float32)
+             for t in (data.brick(), data.grass(), data.gravel())]  # fmt: skip
+    truth = np.digitize(np.arange(cols), np.linspace(0, cols, 4)[1:-1])[None, :].repeat(rows, 0)
+    yy, xx = np.mgrid[:rows, :cols]
+    truth[np.hypot(yy - rows / 2, xx - cols / 3) < min(rows, cols) / 5] = 1
+    image = np.choose(truth, tiles).astype(np.float32)
+    return image, truth
+
+
+@pytest.mark.parametrize("chunks", [(480, 550), (100, 130), (437, 333)])  # thin, odd sizes
+def test_texture_of_planes_cut_in_blocks_equals_memory(monkeypatch, chunks):
+    """Planes larger than TEXTURE_WHOLE_PLANE are cut in blocks grown by the texture's reach;
+    the tiles of the Gabor transform and the energies' coarse grids are anchored to the image,
+    so each block's features are the whole plane's, bit for bit: the labels, counts and
+    inertia are those of memory (docs/large-data.md, "What is exact")."""
+    import napari_kmeans.filters as filters_module
     import napari_kmeans.recipe as recipe_module
 
-    monkeypatch.setattr(recipe_module, "TEXTURE_WHOLE_PLANE", 1000)
-    image, inside = mosaic(720, seed=2)
-    ref = segment(image, 2, features="texture")
-    got = segment_lazy(da.from_array(image, chunks=(360, 360)), 2, features="texture")
+    monkeypatch.setattr(recipe_module, "TEXTURE_WHOLE_PLANE", 256 * 256)
+    monkeypatch.setattr(filters_module, "TEXTURE_TILE", 96)  # small tiles: a small image is cut
+    image, truth = texture_mosaic((960, 1100))
+    depth = Recipe(features="texture").depth(2, image.shape)
+    assert all(2 * d < n for d, n in zip(depth, image.shape, strict=True))  # really cut
+    ref = segment(image, 3, features="texture")
+    assert max(((ref.labels == v) == (truth == 1)).mean() for v in (1, 2, 3)) > 0.9
+    got = segment_lazy(da.from_array(image, chunks=chunks), 3, features="texture")
     labels = got.labels.compute()
-    assert 0.99 <= (labels == ref.labels).mean() < 1.0  # cut, so not exact, yet close
-    assert max(((labels == v) == inside).mean() for v in (1, 2)) > 0.9
+    assert (labels == ref.labels).mean() >= AGREE
+    np.testing.assert_array_equal(got.counts, ref.counts)
+    assert got.inertia == pytest.approx(ref.inertia, rel=1e-6)
+    np.testing.assert_allclose(got.model.recipe.standardiser.mean,
+                               ref.model.recipe.standardiser.mean, rtol=1e-6)  # fmt: skip
+
+
+def test_texture_features_of_a_block_are_the_plane_s_bit_for_bit(monkeypatch):
+    """Recipe.channels of a block grown by Recipe.depth, told where it sits (a Region), gives
+    the whole plane's features on the block's own pixels, exactly, at the image's edges and
+    inside it, for a plane and a volume."""
+    import napari_kmeans.filters as filters_module
+    from napari_kmeans.filters import Region
+
+    monkeypatch.setattr(filters_module, "TEXTURE_TILE", 96)
+    rng = np.random.default_rng(14)
+    plane, _ = texture_mosaic((700, 820))
+    volume = np.stack([plane, plane[::-1] + rng.normal(0, 5, plane.shape).astype(np.float32)])
+    for image, recipe in [(plane, Recipe(features="texture")),
+                          (volume, Recipe(features="texture", smoothing=(0.0, 1.0, 1.0)))]:  # fmt: skip
+        whole = recipe.channels(image[..., None])
+        depth = recipe.depth(image.ndim)
+        for inner in [((0, 150), (0, 170)), ((520, 700), (650, 820)), ((97, 205), (413, 414)),
+                      ((300, 301), (0, 820))]:  # fmt: skip
+            inner = ((0, image.shape[0]),) * (image.ndim - 2) + inner
+            lo = [max(0, a - d) for (a, _), d in zip(inner, depth, strict=True)]
+            hi = [min(n, b + d) for (_, b), d, n in zip(inner, depth, image.shape, strict=True)]
+            block = image[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))]
+            region = Region(tuple(lo), image.shape,
+                            tuple(slice(a - s, b - s) for (a, b), s in zip(inner, lo, strict=True)))  # fmt: skip
+            got = recipe.channels(block[..., None], region)
+            want = whole[tuple(slice(a, b) for a, b in inner)]
+            assert got.shape == want.shape
+            np.testing.assert_array_equal(got, want)
+
+
+def test_texture_blocks_never_need_the_whole_plane():
+    """The reach of texture on planes above TEXTURE_WHOLE_PLANE is bounded by the tile size
+    and the energy window, whatever the plane's size."""
+    import napari_kmeans.filters as filters_module
+
+    for side in (2049, 8192, 100_000):
+        depth = Recipe(features="texture").depth(2, (side, side))
+        assert max(depth) < 2 * filters_module.TEXTURE_TILE + 400 < side
 
 
 @pytest.mark.parametrize("chunks", [(24, 40, 44), (5, 13, 44), (3, 7, 9)])
@@ -324,3 +389,33 @@ def _fit_chunks(sizes, total):
         out.append(min(sizes[i % len(sizes)], total - sum(out)))
         i += 1
     return tuple(out)
+
+
+def test_pyramid_levels_use_the_recipe_at_their_own_scale():
+    """The widget's lazy outputs of a multiscale image: each level is labelled with the
+    model's recipe at that level's scale (sigma in its own pixels), so a coarse level's labels
+    are the full resolution's, downsampled, and a model fitted on the coarse level keeps the
+    full-resolution recipe."""
+    from napari_kmeans._napari.jobs import LazyJob, Planes
+    from napari_kmeans._napari.workers import run_lazy
+
+    rng = np.random.default_rng(15)
+    field = ndi.gaussian_filter(rng.random((512, 512)), 10)
+    image = ((field > np.median(field)) * 1.0 + rng.normal(0, 1, field.shape)).astype(np.float32)
+    level = image.reshape(256, 2, 256, 2).mean(axis=(1, 3)).astype(np.float32)
+    params = Params(n_clusters=2, smoothing=6.0)
+    levels = tuple(Planes(da.from_array(x, chunks=128)) for x in (image, level))
+    job = LazyJob(levels, params, fit=Planes(level), multiscale=True)
+    steps = run_lazy(job)
+    try:
+        while True:
+            next(steps)
+    except StopIteration as done:
+        outcome = done.value
+    assert outcome.error is None
+    assert outcome.model.recipe.smoothing == 6.0  # the full resolution's
+    full, coarse = (np.asarray(x.compute()) for x in outcome.labels)
+    assert (full == segment(image, 2, smoothing=6.0).labels).mean() > 0.99
+    assert (coarse == full[::2, ::2]).mean() > 0.97
+    wrong = segment(level, 2, smoothing=6.0).labels  # full-resolution sigma on the level
+    assert (coarse == full[::2, ::2]).mean() > (wrong == full[::2, ::2]).mean() + 0.005

@@ -94,3 +94,45 @@ def test_a_float32_image_with_gaps_is_never_modified(features):
     np.testing.assert_array_equal(image, before)  # NaN where NaN was, every value kept
     assert (result.labels[10:20, 10:20] == 0).all() and (result.labels[40:, 40:] == 0).all()
     assert (result.labels[mask & ~np.isnan(before)] > 0).all()
+
+
+def _pyramid_pair(seed=0):
+    """A smooth two-level image (full resolution 256 x 320, and its 2 x 2 block means)."""
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(seed)
+    field = ndi.gaussian_filter(rng.random((256, 320)), 8)
+    image = ((field > np.median(field)) * 3 + rng.normal(0, 1, field.shape)).astype(np.float32)
+    level = image.reshape(128, 2, 160, 2).mean(axis=(1, 3)).astype(np.float32)
+    return image, level
+
+
+def test_recipe_at_a_pyramid_level_is_in_that_level_s_pixels():
+    """A recipe in full-resolution pixels, for an image downsampled by 2: sigmas and filter
+    scales halved, clean-up scaled, and the standardisation's statistics rescaled so that the
+    level's features land on the same standardised scale (positions in full-resolution
+    pixels, derivatives per full-resolution pixel)."""
+    recipe = Recipe(smoothing=4.0, features=(("gaussian", 2.0), ("gradient", 2.0), ("log", 3.0)),
+                    spatial_weight=0.5, majority=2, min_size=20)  # fmt: skip
+    at = recipe.at_level((2, 2))
+    assert at.smoothing == 2.0 and at.features == (("gaussian", 1.0), ("gradient", 1.0),
+                                                   ("log", 1.5))  # fmt: skip
+    assert (at.majority, at.min_size, at.spatial_weight) == (1, 5, 0.5)
+    assert recipe.at_level((1, 1)) == recipe
+    assert recipe.at_level((1, 2)).smoothing == (4.0, 2.0)
+    image, level = _pyramid_pair()
+    full = recipe.channels(image[..., None]).reshape(-1, 5)
+    fitted = recipe.fitted(full, n_positions=2)
+    coarse = fitted.at_level((2, 2)).channels(level[..., None]).reshape(-1, 5)
+    z = fitted.at_level((2, 2)).standardise(coarse)
+    np.testing.assert_allclose(z.mean(axis=0), 0, atol=0.1)
+    np.testing.assert_allclose(z.std(axis=0), [1, 1, 1, 0.5, 0.5], rtol=0.15)  # positions x w
+    unscaled = fitted.standardise(recipe.channels(level[..., None]).reshape(-1, 5))
+    assert np.abs(unscaled.std(axis=0) - [1, 1, 1, 0.5, 0.5]).max() > 0.2  # what it fixes
+
+
+def test_at_level_refuses_bad_factors():
+    with pytest.raises(ValueError, match="downsampling"):
+        Recipe(smoothing=1.0).at_level((0, 1))
+    with pytest.raises(ValueError, match="downsampling"):
+        Recipe(smoothing=(1.0, 2.0)).at_level((2, 2, 2))

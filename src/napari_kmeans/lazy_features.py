@@ -4,8 +4,9 @@ The in-memory rules are applied to blocks grown by the reach of the recipe
 (:meth:`Recipe.depth <napari_kmeans.recipe.Recipe.depth>`), so that a pixel's features see the
 same neighbours as in memory: ``dask.array.overlap`` with ``boundary="none"`` (blocks at the
 image's edges are not padded: the filters meet the image's edge exactly as in memory), the
-recipe's own :meth:`~napari_kmeans.recipe.Recipe.channels` on each grown block, the growth
-trimmed off again, all in the task that uses the features (:class:`FeatureBlocks`). Pixel positions (``spatial_weight``) are the block's global coordinates.
+recipe's own :meth:`~napari_kmeans.recipe.Recipe.channels` of each grown block's own pixels,
+told where the block sits (:class:`napari_kmeans.filters.Region`: texture's tiles and grids
+are the image's), all in the task that uses the features (:class:`FeatureBlocks`). Pixel positions (``spatial_weight``) are the block's global coordinates.
 Axes whose chunks are thinner than the reach are rechunked first.
 
 Invalid pixels are filled with the mean of the valid ones before filtering, as in memory (that
@@ -28,6 +29,7 @@ import numpy as np
 
 from . import cleanup, sampling
 from . import features as ft
+from . import filters as fl
 from .blocks import (
     LazyImage,
     as_dask_image,
@@ -158,12 +160,19 @@ class Geometry:
     def start(self, loc) -> tuple:
         return tuple(int(sum(self.chunks[a][:i])) for a, i in enumerate(loc))
 
+    def region(self, loc) -> fl.Region:
+        """Where a grown block sits in the image (for the recipe's maps)."""
+        start = tuple(s - (d if i > 0 else 0) for s, d, i in
+                      zip(self.start(loc), self.depth, loc, strict=True))  # fmt: skip
+        shape = tuple(int(sum(c)) for c in self.chunks)
+        return fl.Region(start, shape, self.interior(loc))
+
 
 def block_features(block, loc, geo: Geometry, recipe: Recipe, standardise: bool):
     """``(features (n, F) float32, valid (n,) bool, shape)`` of one block's own pixels, from
     its grown block of filled input features (the valid pixels as the last channel)."""
     inner = geo.interior(loc)
-    maps = geo.maps.channels(block[..., :-1])[inner]
+    maps = geo.maps.channels(block[..., :-1], geo.region(loc))
     shape = maps.shape[:-1]
     if geo.positions:  # global coordinates of the block's pixels
         start = geo.start(loc)

@@ -14,7 +14,8 @@ from . import cleanup
 from . import filters as fl
 
 PRESETS = ("values", "texture")
-# Planes up to this many pixels are read whole for texture on dask (exact energies); a block then
+# Planes up to this many pixels are read whole for texture on dask (no overlap to recompute; larger
+# planes are cut in blocks grown by filters.gabor_reach, with the same features); a block then
 # holds (number of features + 2) x 4 bytes x this many pixels per plane: about 300 MB.
 TEXTURE_WHOLE_PLANE = 1 << 22
 
@@ -89,12 +90,18 @@ class Recipe:
 
     # -- features ------------------------------------------------------------------------------
 
-    def channels(self, channels: np.ndarray) -> np.ndarray:
+    def channels(self, channels: np.ndarray, region: fl.Region | None = None) -> np.ndarray:
         """Feature channels ``(..., F)`` float32 of ``channels`` ``(..., C)`` (spatial axes first).
 
-        Not standardised: see :meth:`fitted` and :meth:`standardise`.
+        Not standardised: see :meth:`fitted` and :meth:`standardise`. With a ``region`` (where
+        a block grown by :meth:`depth` sits in its image, spatial axes only), the features of
+        the block's own pixels (``region.inner``) are those of the whole image, bit for bit,
+        and positions are the image's.
         """
         spatial = channels.shape[:-1]
+        region = fl.Region.whole(spatial) if region is None else region
+        inner = tuple(region.inner)
+        out_shape = tuple(len(range(*s.indices(n))) for s, n in zip(inner, spatial, strict=True))
         smoothing = self.smoothing
         if isinstance(smoothing, tuple) and len(smoothing) > len(spatial):
             smoothing = smoothing[-len(spatial) :]  # a slice of the data the model was made for
@@ -107,18 +114,22 @@ class Recipe:
                 fl.smooth(plane, sigma) if any(sigma) or self.features != "texture" else plane
             )
             if self.features == "values":
-                maps.append(smoothed)
+                maps.append(smoothed[inner])
             elif self.features == "texture":
-                maps.extend(fl.gabor_maps(smoothed))
-                maps.append(fl.smooth_wide(plane, max(max(sigma), fl.TEXTURE_MIN_WINDOW)))
+                maps.extend(fl.gabor_maps(smoothed, region=region))
+                wide = max(max(sigma), fl.TEXTURE_MIN_WINDOW)
+                maps.append(fl.smooth_wide(plane, wide, region=region))
             else:
                 for name, scale in self.features:
-                    maps.extend(fl.filter_channel(smoothed, name, scale))
+                    maps.extend(m[inner] for m in fl.filter_channel(smoothed, name, scale))
         if self.spatial_weight > 0:  # last: the standardisation weights them (see fitted)
-            maps.extend(np.indices(spatial, dtype=np.float32))
+            positions = np.indices(out_shape, dtype=np.float32)
+            for axis, (start, s) in enumerate(zip(region.start, inner, strict=True)):
+                positions[axis] += np.float32(start + s.indices(spatial[axis])[0])
+            maps.extend(positions)
         if len(maps) == 1 and isinstance(maps[0], np.ndarray):  # a new array: used as it is
-            return np.ascontiguousarray(maps[0], np.float32).reshape(*spatial, 1)
-        out = np.empty((*spatial, len(maps)), np.float32)
+            return np.ascontiguousarray(maps[0], np.float32).reshape(*out_shape, 1)
+        out = np.empty((*out_shape, len(maps)), np.float32)
         flat, flat_maps = out.reshape(-1, len(maps)), [fl.flat_map(m) for m in maps]
         step = 1 << 14  # interleave by blocks of pixels that stay in cache (no strided passes)
         for s in range(0, flat.shape[0], step):
@@ -165,9 +176,10 @@ class Recipe:
         plane: its energies are computed on whole planes (``shape``: the spatial shape) up to
         ``TEXTURE_WHOLE_PLANE`` pixels per plane, so they are exact and the chunking along
         other axes is free; only its smoothed values (sigma at least ``TEXTURE_MIN_WINDOW``)
-        reach along them. Larger planes are cut into blocks grown by the Gabor envelope (5
-        sigma) and the energy window with its coarse grid: the energies then differ slightly
-        (the FFT's edges and the coarse grid follow the block), see ``docs/large-data.md``.
+        reach along them. Larger planes are cut into blocks grown by the reach of the
+        energies' tiles and window (:func:`napari_kmeans.filters.gabor_reach`) and of the
+        smoothed values (:func:`~napari_kmeans.filters.smooth_wide_reach`): both are anchored
+        to the image, so a block's own pixels get the whole plane's features, bit for bit.
         """
         smoothing = self.smoothing
         if isinstance(smoothing, tuple) and len(smoothing) > n_axes:
@@ -175,16 +187,17 @@ class Recipe:
         sigma = fl.check_sigma(smoothing, n_axes)
         reach = [_radius(s) for s in sigma]
         if self.features == "texture":
-            values = _radius(max(max(sigma), fl.TEXTURE_MIN_WINDOW))
-            prefactor = np.sqrt(np.log(2) / 2) * 3 / np.pi  # skimage's gabor_kernel envelope
-            envelope = int(np.ceil(5 * prefactor / min(fl.TEXTURE_FREQUENCIES)))
-            window = max(fl.TEXTURE_WINDOW / min(fl.TEXTURE_FREQUENCIES), fl.TEXTURE_MIN_WINDOW)
-            step = max(1, int(window // 4))
-            energy = envelope + _radius(window) + 2 * step
+            wide = max(max(sigma), fl.TEXTURE_MIN_WINDOW)
             planar = range(max(n_axes - 2, 0), n_axes)
-            if shape is not None and np.prod(shape[-2:]) <= TEXTURE_WHOLE_PLANE:
-                energy = max(shape[-2:])  # whole planes: exact
-            reach = [max(values, r + energy if i in planar else r) for i, r in enumerate(reach)]
+            whole = shape is not None and np.prod(shape[-2:]) <= TEXTURE_WHOLE_PLANE
+            for i in range(n_axes):
+                if i not in planar:  # the values' Gaussian only
+                    reach[i] = max(reach[i], _radius(wide))
+                elif whole:  # whole planes: no overlap to compute
+                    reach[i] = max(shape[-2:])
+                else:
+                    energy = fl.gabor_reach(None if shape is None else shape[i])
+                    reach[i] = max(fl.smooth_wide_reach(wide), reach[i] + energy)
         elif self.features != "values":
             widest = max(_radius(scale) for _, scale in self.features) + 3  # + derivatives
             reach = [r + widest for r in reach]
@@ -208,6 +221,83 @@ class Recipe:
         if self.spatial_weight > 0 and n_positions:
             found.std[-n_positions:] /= self.spatial_weight
         return replace(self, standardiser=found)
+
+    # -- pyramid levels --------------------------------------------------------------------------
+
+    def at_level(self, factors) -> Recipe:
+        """This recipe for the image downsampled by ``factors`` (full-resolution pixels per
+        pixel, one per spatial axis), e.g. a pyramid level.
+
+        Sigmas are divided by their axis's factor (a smoothing given for more axes keeps the
+        leading ones: a slice of the data the recipe was made for), filter scales and the
+        majority radius by the factors' geometric mean, ``min_size`` by their product (both
+        rounded). Texture is unchanged: its Gabor frequencies are per pixel, so a level's
+        texture is the pattern at that level's own scale. A fitted recipe's statistics follow
+        the features: derivative filters scale with the factor to the power of their order
+        (gradient 1; Laplacian, Hessian and structure tensor 2), positions (in the level's
+        pixels) with one over their axis's factor, so that the level's features are
+        standardised on the scale they were fitted on. ``at_level`` of the inverse factors
+        takes a recipe fitted on a level back to the full resolution.
+        """
+        if isinstance(factors, str) or not isinstance(factors, tuple | list):
+            raise TypeError(f"downsampling must be one factor per spatial axis, got {factors!r}.")
+        values = tuple(float(f) for f in factors)
+        if not values or not all(np.isfinite(f) and f > 0 for f in values):
+            raise ValueError(f"downsampling factors must be finite and > 0, got {factors!r}.")
+        if all(f == 1 for f in values):
+            return self
+        n = len(values)
+        smoothing = self.smoothing
+        if isinstance(smoothing, tuple) and len(smoothing) < n:
+            raise ValueError(
+                f"downsampling has {n} factors but the smoothing only {len(smoothing)} values."
+            )
+        if isinstance(smoothing, tuple) or len(set(values)) > 1:
+            sigma = smoothing if isinstance(smoothing, tuple) else (smoothing,) * n
+            head = sigma[: len(sigma) - n]
+            smoothing = head + tuple(s / f for s, f in zip(sigma[-n:], values, strict=True))
+        else:
+            smoothing = smoothing / values[0]
+        mean = float(np.prod(values)) ** (1 / n)
+        features = self.features
+        if not isinstance(features, str):
+            features = tuple((name, scale / mean) for name, scale in features)
+        out = replace(
+            self, smoothing=smoothing, features=features,
+            majority=round(self.majority / mean),
+            min_size=round(self.min_size / float(np.prod(values))) if self.min_size > 1 else 0,
+        )  # fmt: skip
+        if self.standardiser is not None:
+            scale = self._column_scales(values)
+            out = replace(out, standardiser=fl.Standardiser(
+                self.standardiser.mean * scale, self.standardiser.std * scale))  # fmt: skip
+        return out
+
+    def _column_scales(self, factors) -> np.ndarray:
+        """How much each standardised feature grows when the image is downsampled by
+        ``factors`` (see :meth:`at_level`)."""
+        n, mean = len(factors), float(np.prod(factors)) ** (1 / len(factors))
+        if self.features == "values":
+            per_channel = [0]
+        elif self.features == "texture":
+            per_channel = [0] * (len(fl.TEXTURE_FREQUENCIES) * fl.TEXTURE_ORIENTATIONS + 1)
+        else:
+            order = {"gaussian": 0, "std": 0, "gradient": 1, "log": 2, "hessian": 2,
+                     "structure": 2}  # fmt: skip
+            per_channel = []
+            for name, _ in self.features:
+                per_channel += [order[name]] * (n if name in ("hessian", "structure") else 1)
+        positions = n if self.spatial_weight > 0 else 0
+        size = self.standardiser.mean.size
+        channels, rest = divmod(size - positions, len(per_channel))
+        if rest or channels < 1:
+            raise ValueError(
+                f"the recipe's statistics have {size} features, which does not match "
+                f"{len(factors)} spatial axes: give one downsampling factor per spatial axis."
+            )
+        scale = [mean**k for k in per_channel] * channels
+        scale += [1 / f for f in factors][:positions]
+        return np.asarray(scale, np.float64)
 
     # -- clean-up ------------------------------------------------------------------------------
 

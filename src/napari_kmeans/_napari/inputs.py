@@ -35,7 +35,14 @@ from .jobs import (
     spatial,
 )
 from .outputs import KEY
-from .workers import run_apply, run_frames, run_lazy, run_segment
+from .workers import (
+    level_factors,
+    params_at_level,
+    run_apply,
+    run_frames,
+    run_lazy,
+    run_segment,
+)
 
 FIT_PIXELS = 1 << 18  # multiscale data are fitted on the coarsest level with at least this many
 
@@ -316,6 +323,8 @@ def build_job(
         else _planes(source, extras, fit_level, index, mask_full, seeds_full)
     )  # fmt: skip
     info = RunInfo(source, extras, mask, params, index, fit_level, level, preview)
+    if level:  # a coarser level on screen: the recipe at its scale (sigma in its pixels)
+        params = params_at_level(params, level_factors(shape0, full.spatial_shape))
     return Job(full, params, fit, match_to, confidence), info
 
 

@@ -57,20 +57,56 @@ def _with_notes(func, *args, **kwargs):
     return value, notes
 
 
-def fit_model(planes: Planes, params: Params, progress=None, match_to=None):
+def fit_model(planes: Planes, params: Params, progress=None, match_to=None, full_shape=None):
     """Fit a model to ``planes`` (with their seeds) as :func:`napari_kmeans.segment` does,
     its label IDs matched to ``match_to``'s when given.
 
-    Returns ``(model, n_iter, exact, notes)``; ``notes`` are the engine's warnings as text.
-    ``progress`` is the engine's callback (a :func:`stopper` stops the fit).
+    ``full_shape`` is the full resolution's spatial shape when ``planes`` are a coarser pyramid
+    level: the recipe is then applied at the level's scale (:meth:`Recipe.at_level`) and the
+    model keeps it at the full resolution's. Returns ``(model, n_iter, exact, notes)``;
+    ``notes`` are the engine's warnings as text. ``progress`` is the engine's callback (a
+    :func:`stopper` stops the fit).
     """
     image = ft.as_image(planes.assembled())
     layout = planes.layout()
+    factors = level_factors(full_shape, planes.spatial_shape)
     fitted, notes = _with_notes(
-        fit, image, params=params, mask=planes.mask, seeds=planes.seeds, match_to=match_to,
-        progress=progress, **layout,
+        fit, image, params=params_at_level(params, factors), mask=planes.mask,
+        seeds=planes.seeds, match_to=match_to, progress=progress, **layout,
     )  # fmt: skip
-    return fitted.model, fitted.n_iter, fitted.exact, notes
+    model = fitted.model
+    if factors is not None and model.recipe is not None:
+        back = model.recipe.at_level(tuple(1 / f for f in factors))
+        recipe = dataclasses.replace(params.recipe, standardiser=back.standardiser)
+        model = dataclasses.replace(model, recipe=recipe)
+    return model, fitted.n_iter, fitted.exact, notes
+
+
+def level_factors(full_shape, shape):
+    """Full-resolution pixels per pixel of a pyramid level, per spatial axis (the trailing
+    axes when ``shape`` is a slice), or None when it is the full resolution (or unknown)."""
+    if full_shape is None:
+        return None
+    factors = tuple(a / b for a, b in zip(full_shape[len(full_shape) - len(shape) :], shape,
+                                          strict=True))  # fmt: skip
+    return None if all(f == 1 for f in factors) else factors
+
+
+def params_at_level(params: Params, factors) -> Params:
+    """``params`` with their recipe at a pyramid level's scale (:meth:`Recipe.at_level`)."""
+    if factors is None:
+        return params
+    recipe = params.recipe.at_level(factors)
+    return params.replace(smoothing=recipe.smoothing, features=recipe.features,
+                          majority=recipe.majority, min_size=recipe.min_size)  # fmt: skip
+
+
+def model_at_level(model: KMeansModel, full_shape, shape) -> KMeansModel:
+    """``model`` with its recipe at the scale of a pyramid level of spatial ``shape``."""
+    factors = level_factors(full_shape, shape)
+    if factors is None or model.recipe is None:
+        return model
+    return dataclasses.replace(model, recipe=model.recipe.at_level(factors))
 
 
 def fit_planes(planes: Planes, params: Params, progress=None, match_to=None):
@@ -158,7 +194,7 @@ def run_segment(job: Job, stop: threading.Event | None = None) -> Iterator[Progr
         yield tick
         model, n_iter, _, notes = yield from _in_thread(
             tick, fit_model, fit_planes, job.params, progress=stopper(stop, 0.05, 0.3),
-            match_to=job.match_to,
+            match_to=job.match_to, full_shape=job.full.spatial_shape,
         )  # fmt: skip
         labels, recolored, inertia = yield from label_by_blocks(job.full, model)
         sure = (yield from confidence_of(job.full, model)) if job.confidence else None
@@ -332,24 +368,33 @@ def fit_lazy(planes: Planes, params: Params, progress=None, match_to=None):
     )  # fmt: skip
 
 
-def _fit_in_memory(planes: Planes, params: Params, progress=None, match_to=None):
-    return fit_model(planes.materialized(), params, progress, match_to)
+def _fit_in_memory(planes: Planes, params: Params, progress=None, match_to=None,
+                   full_shape=None):  # fmt: skip
+    return fit_model(planes.materialized(), params, progress, match_to, full_shape)
 
 
 def lazy_confidence(model: KMeansModel, planes: tuple[Planes, ...]) -> list:
     """The confidence of ``model``'s labels, a lazy float32 array per level."""
     return [
-        lazy.confidence_lazy(model, assembled_lazy(level), mask=level.mask, rgb=level.rgb)
+        lazy.confidence_lazy(
+            model_at_level(model, planes[0].spatial_shape, level.spatial_shape),
+            assembled_lazy(level),
+            mask=level.mask,
+            rgb=level.rgb,
+        )
         for level in planes
     ]
 
 
 def lazy_levels(model: KMeansModel, planes: tuple[Planes, ...]):
-    """``(labels, recolored)``: a list of dask arrays each, one per level; nothing is computed."""
+    """``(labels, recolored)``: a list of dask arrays each, one per level; nothing is computed.
+    Each level is labelled with the model's recipe at its scale (:func:`model_at_level`)."""
     labels, recolored = [], []
     for level in planes:
         image = assembled_lazy(level)
-        found = model.predict(image, mask=level.mask)
+        found = model_at_level(model, planes[0].spatial_shape, level.spatial_shape).predict(
+            image, mask=level.mask
+        )
         painted = model.recolor(image, found)
         if level.extras:  # drop the extra channels again: the recolored layer is the source's
             painted = painted[..., 0]
@@ -380,7 +425,7 @@ def run_lazy(job: LazyJob, stop=None):
             yield tick
             model, n_iter, _, notes = yield from _in_thread(
                 tick, _fit_in_memory, job.fit, job.params, progress=stopper(stop, 0.05, 0.9),
-                match_to=job.match_to,
+                match_to=job.match_to, full_shape=job.levels[0].spatial_shape,
             )  # fmt: skip
         else:
             tick = Progress(0.05, "fitting (reading the data block by block)")
