@@ -530,11 +530,11 @@ class CoarseMap:
             part = grid[rlo[r0:r1] + 1] - top  # rows first, on the coarse columns
             part *= rw[r0:r1, None]
             part += top
-            left = part[:, clo]
-            wide = part[:, clo + 1]
-            wide -= left
+            # then the columns: the steps between grid columns taken on the grid (the same
+            # numbers as between the pixels' two grid columns), one gather each
+            wide = np.take(np.subtract(part[:, 1:], part[:, :-1]), clo, axis=1)
             wide *= cw
-            wide += left
+            wide += np.take(part, clo, axis=1)
             flat = wide.reshape(-1)[pix - r0 * cols :]
             take = min(flat.size, stop - at)
             out[at - start : at - start + take] = flat[:take]
