@@ -19,7 +19,7 @@ def five():
 
 
 def test_merging_the_largest_label_keeping_ids_moves_no_painted_label(five):
-    image, r = five
+    _, r = five
     painted = r.labels.astype(np.uint32)
     painted[0, :3] = 7  # painted by hand beyond k
     painted[1, :2] = 100_000_000  # an instance id of another tool
