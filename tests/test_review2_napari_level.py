@@ -1,0 +1,63 @@
+"""Review of pyramid levels in the widget: the recipe at a level's scale, the preview following
+the zoom (under Xvfb)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from napari_kmeans import segment
+from napari_kmeans._napari.inputs import build_job
+from napari_kmeans._napari.outputs import KEY
+from napari_kmeans.params import Params
+
+LABELS = "{} k-means labels"
+
+
+def blobs(shape, levels=(20, 120, 220), seed=0):
+    rng = np.random.default_rng(seed)
+    truth = np.zeros(shape, np.uint8)
+    third = shape[-1] // 3
+    truth[..., third:] = 1
+    truth[..., 2 * third :] = 2
+    image = np.asarray(levels, np.float64)[truth] + rng.normal(0, 4, shape)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def test_a_level_previewed_on_a_rolled_view_uses_the_sliced_level_s_factors(viewer):
+    """A 3-D pyramid (every axis halved) seen in the z-x plane (y sliced): the slice on screen
+    is downsampled by 2 on both its axes, so the recipe's sigma is halved on both."""
+    volume = blobs((16, 64, 128))
+    source = viewer.add_image([volume, volume[::2, ::2, ::2]], name="vol", multiscale=True)
+    viewer.dims.order = (1, 0, 2)  # show z and x, slice y
+    assert tuple(viewer.dims.displayed) == (0, 2)
+    job, info = build_job(viewer, source, Params(n_clusters=3, smoothing=4.0), current_slice=True,
+                          level=1, preview=True)  # fmt: skip
+    assert job.full.spatial_shape == (8, 64)
+    assert job.params.recipe.smoothing == 2.0  # was (0.5, 2.0): factors of the y-x plane
+
+
+def test_preview_follows_the_zoom_of_an_image_opened_before_the_widget(make_napari_viewer, qtbot):
+    """The usual order: open the image, then the plugin (the image picker starts on it)."""
+    viewer = make_napari_viewer(show=True)
+    image = blobs((4096, 3840))
+    pyramid = [image, image[::4, ::4], image[::16, ::16]]
+    source = viewer.add_image(pyramid, name="pyr", multiscale=True)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-kmeans", "K-means segmentation")
+    c = widget.controls
+    assert c.image.value is source
+    c.n_clusters.value = 3
+    viewer.reset_view()
+    qtbot.waitUntil(lambda: source.data_level > 0, timeout=10_000)
+    c.live_preview.value = True
+    qtbot.waitUntil(lambda: LABELS.format("pyr") in viewer.layers, timeout=10_000)
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=10_000)
+    layer = viewer.layers[LABELS.format("pyr")]
+    assert layer.metadata[KEY]["parameters"]["level"] > 0
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    camera.zoom *= 32  # napari now shows the full resolution
+    qtbot.waitUntil(lambda: source.data_level == 0, timeout=10_000)
+    qtbot.waitUntil(
+        lambda: widget.worker is None and layer.metadata[KEY]["parameters"].get("level", 0) == 0,
+        timeout=20_000,
+    )
+    np.testing.assert_array_equal(layer.data, segment(image, 3).labels)
