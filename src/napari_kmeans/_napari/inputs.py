@@ -324,7 +324,8 @@ def build_job(
     )  # fmt: skip
     info = RunInfo(source, extras, mask, params, index, fit_level, level, preview)
     if level:  # a coarser level on screen: the recipe at its scale (sigma in its pixels)
-        params = params_at_level(params, level_factors(shape0, full.spatial_shape))
+        shown = tuple(n for a, n in enumerate(shape0) if not index or a not in index)
+        params = params_at_level(params, level_factors(shown, full.spatial_shape))
     return Job(full, params, fit, match_to, confidence), info
 
 
