@@ -30,8 +30,8 @@ def test_a_level_previewed_on_a_rolled_view_uses_the_sliced_level_s_factors(view
     source = viewer.add_image([volume, volume[::2, ::2, ::2]], name="vol", multiscale=True)
     viewer.dims.order = (1, 0, 2)  # show z and x, slice y
     assert tuple(viewer.dims.displayed) == (0, 2)
-    job, info = build_job(viewer, source, Params(n_clusters=3, smoothing=4.0), current_slice=True,
-                          level=1, preview=True)  # fmt: skip
+    job, _ = build_job(viewer, source, Params(n_clusters=3, smoothing=4.0), current_slice=True,
+                       level=1, preview=True)  # fmt: skip
     assert job.full.spatial_shape == (8, 64)
     assert job.params.recipe.smoothing == 2.0  # was (0.5, 2.0): factors of the y-x plane
 
