@@ -8,6 +8,7 @@ import numpy as np
 from napari_kmeans import segment
 from napari_kmeans._napari.inputs import build_job
 from napari_kmeans._napari.outputs import KEY
+from napari_kmeans._napari.workers import params_at_level
 from napari_kmeans.params import Params
 
 LABELS = "{} k-means labels"
@@ -33,7 +34,8 @@ def test_a_level_previewed_on_a_rolled_view_uses_the_sliced_level_s_factors(view
     job, _ = build_job(viewer, source, Params(n_clusters=3, smoothing=4.0), current_slice=True,
                        level=1, preview=True)  # fmt: skip
     assert job.full.spatial_shape == (8, 64)
-    assert job.params.recipe.smoothing == 2.0  # was (0.5, 2.0): factors of the y-x plane
+    assert job.factors == (2.0, 2.0)  # was (8, 2): the factors of the y-x plane
+    assert params_at_level(job.params, job.factors).recipe.smoothing == 2.0
 
 
 def test_preview_follows_the_zoom_of_an_image_opened_before_the_widget(make_napari_viewer, qtbot):
@@ -61,3 +63,32 @@ def test_preview_follows_the_zoom_of_an_image_opened_before_the_widget(make_napa
         timeout=20_000,
     )
     np.testing.assert_array_equal(layer.data, segment(image, 3).labels)
+
+
+def _finish(steps):
+    try:
+        while True:
+            next(steps)
+    except StopIteration as done:
+        return done.value
+
+
+def test_a_preview_at_a_level_keeps_the_full_resolution_recipe_in_its_model(viewer, tmp_path):
+    """widget.md: 'the model keeps the full-resolution recipe' - also for a preview at a coarse
+    level, whose model Save model and Apply to image take from the preview layer."""
+    from napari_kmeans._napari.workers import run_segment
+
+    rng = np.random.default_rng(3)
+    image = (blobs((256, 240)) + rng.normal(0, 30, (256, 240))).clip(0, 255).astype(np.uint8)
+    source = viewer.add_image([image, image[::4, ::4]], name="pyr", multiscale=True)
+    params = Params(n_clusters=3, smoothing=8.0, spatial_weight=0.5)
+    job, _ = build_job(viewer, source, params, current_slice=True, level=1, preview=True)
+    outcome = _finish(run_segment(job))
+    assert outcome.error is None
+    # the level itself is labelled at its scale (sigma 2 in its pixels)
+    at_level = segment(image[::4, ::4], 3, smoothing=2.0, spatial_weight=0.5).labels
+    assert (outcome.labels == at_level).mean() > 0.99
+    recipe = outcome.model.recipe
+    assert recipe.smoothing == 8.0  # was 2.0: a saved or applied preview model was off by 4
+    full = outcome.model.predict(image)
+    assert (full[::4, ::4] == outcome.labels).mean() > 0.97
