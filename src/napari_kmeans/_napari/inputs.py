@@ -37,7 +37,6 @@ from .jobs import (
 from .outputs import KEY
 from .workers import (
     level_factors,
-    params_at_level,
     run_apply,
     run_frames,
     run_lazy,
@@ -323,10 +322,11 @@ def build_job(
         else _planes(source, extras, fit_level, index, mask_full, seeds_full)
     )  # fmt: skip
     info = RunInfo(source, extras, mask, params, index, fit_level, level, preview)
+    factors = None
     if level:  # a coarser level on screen: the recipe at its scale (sigma in its pixels)
         shown = tuple(n for a, n in enumerate(shape0) if not index or a not in index)
-        params = params_at_level(params, level_factors(shown, full.spatial_shape))
-    return Job(full, params, fit, match_to, confidence), info
+        factors = level_factors(shown, full.spatial_shape)
+    return Job(full, params, fit, match_to, confidence, factors), info
 
 
 def for_preview(viewer, source, params: Params, **kwargs) -> tuple:

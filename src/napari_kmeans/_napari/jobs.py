@@ -181,6 +181,9 @@ class Job:
     fit: Planes | None = None
     match_to: KMeansModel | None = None  # the last run's model: its label IDs are kept
     confidence: bool = False  # also compute the per-pixel confidence
+    # full-resolution pixels per pixel of ``full`` (a coarser pyramid level previewed): fitted
+    # and labelled with the recipe at that scale, the model keeps the full-resolution recipe
+    factors: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
