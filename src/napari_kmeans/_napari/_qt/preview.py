@@ -15,7 +15,7 @@ import time
 from qtpy.QtCore import QTimer
 
 from .. import inputs
-from ..jobs import InputError
+from ..jobs import InputError, failure
 
 DELAY_MS = 80  # quiet time after the last change before a preview starts (after the first)
 
@@ -55,6 +55,7 @@ class LivePreview:
         for name in ("mask", "seeds", "image"):
             getattr(c, name).changed.connect(self._watch_painting)
         c.image.changed.connect(self._watch_level)
+        host._viewer.layers.events.removed.connect(self._removed)
         dims = host._viewer.dims.events
         dims.current_step.connect(self._step)
         dims.ndisplay.connect(self.changed)
@@ -125,6 +126,10 @@ class LivePreview:
             self.shown = self.generation
             host._say(f"Preview not run: {err}")
             return
+        except Exception as err:  # never raised inside the control's signal: it would stop
+            self.shown = self.generation  # the control's own handlers after this one
+            host._say(f"Preview not run: {failure(err)}")
+            return
         host._start(*plan, done=self._done, preview=self.generation)
 
     def _done(self, outcome, info) -> None:
@@ -170,6 +175,19 @@ class LivePreview:
         if level != self._level:
             self._level = level
             self.changed_soon()
+
+    def _removed(self, event) -> None:
+        """A layer left the viewer: stop watching it (and so keep no removed image alive)."""
+        gone = event.value
+        if gone is self._zoomed:
+            gone.events.set_data.disconnect(self._zoom)
+            self._zoomed = None
+        if any(gone is layer for layer in self._painted):
+            for name in ("paint", "data"):
+                emitter = getattr(gone.events, name, None)
+                if emitter is not None:
+                    emitter.disconnect(self.changed_soon)
+            self._painted = [layer for layer in self._painted if layer is not gone]
 
     def _watch_painting(self, *_) -> None:
         """Follow strokes on the seeds and mask layers (painting, filling, erasing)."""
