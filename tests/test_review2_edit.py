@@ -71,3 +71,14 @@ def test_split_of_a_recipe_model_keeping_ids_gives_the_darkest_part_the_label():
     np.testing.assert_array_equal(model.predict(image), labels)
     again = KMeansModel.from_dict(model.to_dict())
     np.testing.assert_array_equal(again.predict(image), labels)
+
+
+def test_an_absent_label_painted_by_hand_can_still_be_merged(five):
+    """Painting with a number merged away, then merging it into a cluster, as before."""
+    image, r = five
+    model, labels = merge(r.model, r.labels, [2, 3], keep_ids=True)  # 3 is absent
+    painted = labels.copy()
+    painted[0, :4] = 3
+    for keep_ids in (True, False):
+        _, merged = merge(model, painted, [1, 3], keep_ids=keep_ids)
+        assert (merged[0, :4] == merged[r.labels == 1][0]).all()
