@@ -75,7 +75,7 @@ def test_split_of_a_recipe_model_keeping_ids_gives_the_darkest_part_the_label():
 
 def test_an_absent_label_painted_by_hand_can_still_be_merged(five):
     """Painting with a number merged away, then merging it into a cluster, as before."""
-    image, r = five
+    _, r = five
     model, labels = merge(r.model, r.labels, [2, 3], keep_ids=True)  # 3 is absent
     painted = labels.copy()
     painted[0, :4] = 3

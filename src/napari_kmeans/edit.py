@@ -169,7 +169,7 @@ def _check_labels(values, k, what, present=None):
         shown = ", ".join(map(str, present))
         raise ValueError(
             f"{what}: label {gone[0]} is absent from this model (merged away, or not matched "
-            f"in a re-run): it has no cluster. The model's clusters are {shown}."
+            f"in a re-run), so it cannot be used; use one of {shown}."
         )
     return out
 
@@ -227,12 +227,14 @@ def merge(model: KMeansModel, labels, targets, *, keep_ids=False):
     """
     k = model.n_clusters
     present = model.present_labels
-    targets = _check_labels(targets, k, "clusters to merge", present)
-    if len(targets) < 2:
-        raise ValueError(f"merging needs at least two different clusters, got {targets}.")
     labels = _check_label_array(labels)
     flat = labels.reshape(-1)
     counts = np.bincount(flat[flat <= k].astype(np.intp), minlength=k + 1)[1 : k + 1]
+    # an absent label may be merged while it has pixels (painted by hand with that number)
+    used = np.flatnonzero(_used(present, counts, k))
+    targets = _check_labels(targets, k, "clusters to merge", used)
+    if len(targets) < 2:
+        raise ValueError(f"merging needs at least two different clusters, got {targets}.")
     w = counts[np.array(targets) - 1].astype(np.float64)
     w = w if w.sum() > 0 else np.ones_like(w)
     merged = (model.colors[np.array(targets) - 1] * w[:, None]).sum(0) / w.sum()
