@@ -92,3 +92,27 @@ def test_a_preview_at_a_level_keeps_the_full_resolution_recipe_in_its_model(view
     assert recipe.smoothing == 8.0  # was 2.0: a saved or applied preview model was off by 4
     full = outcome.model.predict(image)
     assert (full[::4, ::4] == outcome.labels).mean() > 0.97
+
+
+def test_fit_on_a_slice_of_a_rolled_view_is_not_taken_for_a_pyramid_level(viewer):
+    """A plain 3-D volume seen in the z-x plane, fitted on the slice on screen: full
+    resolution, so the recipe must not be rescaled (the slice's axes are z and x, not y and x)."""
+    from napari_kmeans._napari.inputs import fit_on_slice_job
+    from napari_kmeans._napari.workers import run_segment
+
+    rng = np.random.default_rng(4)
+    volume = (blobs((16, 64, 128)) + rng.normal(0, 20, (16, 64, 128))).clip(0, 255)
+    volume = volume.astype(np.uint8)
+    source = viewer.add_image(volume, name="vol")
+    viewer.dims.order = (1, 0, 2)  # show z and x, slice y
+    viewer.dims.set_point(1, 10)
+    params = Params(n_clusters=3, smoothing=2.0, features=(("gaussian", 1.0), ("gradient", 1.0)))
+    job, _ = fit_on_slice_job(viewer, source, params)
+    outcome = _finish(run_segment(job))
+    assert outcome.error is None
+    plane = volume[:, 10, :]
+    direct = segment(plane, 3, smoothing=2.0, features=params.features).model
+    got = outcome.model.recipe.standardiser
+    np.testing.assert_allclose(got.mean, direct.recipe.standardiser.mean, rtol=1e-4)
+    np.testing.assert_allclose(got.std, direct.recipe.standardiser.std, rtol=1e-4)  # was x 2
+    np.testing.assert_allclose(outcome.model.centers, direct.centers, rtol=1e-3, atol=1e-3)
