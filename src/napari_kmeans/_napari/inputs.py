@@ -260,8 +260,14 @@ def _planes(source, extras, level, index, mask, seeds=None) -> Planes:
     image = levels(source)[level][key]
     extra = tuple(levels(e)[level][key] for e in extras)
     shape = spatial(image.shape, source.rgb)
+    full_shape = tuple(n for a, n in enumerate(base) if not index or a not in index)
     return Planes(
-        image, source.rgb, extra, _downsample(mask, shape), _downsample_seeds(seeds, shape)
+        image,
+        source.rgb,
+        extra,
+        _downsample(mask, shape),
+        _downsample_seeds(seeds, shape),
+        full_shape,
     )
 
 
@@ -324,8 +330,7 @@ def build_job(
     info = RunInfo(source, extras, mask, params, index, fit_level, level, preview)
     factors = None
     if level:  # a coarser level on screen: the recipe at its scale (sigma in its pixels)
-        shown = tuple(n for a, n in enumerate(shape0) if not index or a not in index)
-        factors = level_factors(shown, full.spatial_shape)
+        factors = level_factors(full.full_shape, full.spatial_shape)
     return Job(full, params, fit, match_to, confidence, factors), info
 
 

@@ -62,14 +62,15 @@ def fit_model(planes: Planes, params: Params, progress=None, match_to=None, full
     its label IDs matched to ``match_to``'s when given.
 
     ``full_shape`` is the full resolution's spatial shape when ``planes`` are a coarser pyramid
-    level: the recipe is then applied at the level's scale (:meth:`Recipe.at_level`) and the
-    model keeps it at the full resolution's. Returns ``(model, n_iter, exact, notes)``;
+    level (``planes.full_shape``, on the planes' own axes, comes first when known): the recipe
+    is then applied at the level's scale (:meth:`Recipe.at_level`) and the model keeps it at the
+    full resolution's. Returns ``(model, n_iter, exact, notes)``;
     ``notes`` are the engine's warnings as text. ``progress`` is the engine's callback (a
     :func:`stopper` stops the fit).
     """
     image = ft.as_image(planes.assembled())
     layout = planes.layout()
-    factors = level_factors(full_shape, planes.spatial_shape)
+    factors = level_factors(planes.full_shape or full_shape, planes.spatial_shape)
     fitted, notes = _with_notes(
         fit, image, params=params_at_level(params, factors), mask=planes.mask,
         seeds=planes.seeds, match_to=match_to, progress=progress, **layout,
