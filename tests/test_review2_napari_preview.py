@@ -76,3 +76,26 @@ def test_an_unexpected_error_in_a_preview_does_not_break_the_setting(
     assert c.smoothing.value == 3.0  # the preset's own handler ran
     assert widget.controls.result.value.startswith("Preview not run: the data could not be read")
     assert viewer.layers[LABELS.format("img")].metadata[KEY].get("preview")
+
+
+def test_a_preset_change_previews_with_the_smoothing_it_sets(viewer, widget, qtbot, monkeypatch):
+    """Choosing 'smoothed' sets a smoothing (its own handler, after the preview's): the preview
+    started inside the preset's signal read the settings before that, a wasted preview."""
+    source = viewer.add_image(blobs(), name="img", scale=(1.5, 1.5))
+    c = widget.controls
+    c.image.value = source
+    c.live_preview.value = True
+    qtbot.waitUntil(lambda: widget.worker is None and LABELS.format("img") in viewer.layers)
+    seen = []
+    real = inputs.for_preview
+
+    def recording(viewer_, source_, params, **kwargs):
+        seen.append(params.smoothing)
+        return real(viewer_, source_, params, **kwargs)
+
+    monkeypatch.setattr(inputs, "for_preview", recording)
+    qtbot.wait(200)  # a quiet spell
+    c.preset.value = "smoothed"
+    qtbot.waitUntil(lambda: seen and widget.worker is None, timeout=10_000)
+    qtbot.wait(300)
+    assert seen == [(2.0, 2.0)]  # 3 (world units) / 1.5 per pixel
