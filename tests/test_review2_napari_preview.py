@@ -72,9 +72,11 @@ def test_an_unexpected_error_in_a_preview_does_not_break_the_setting(
 
     monkeypatch.setattr(inputs, "for_preview", broken)
     qtbot.wait(200)  # a quiet spell: the next change previews inside its signal
-    c.preset.value = "smoothed"
-    assert c.smoothing.value == 3.0  # the preset's own handler ran
+    c.n_clusters.value = 4  # raised EmitLoopError here, skipping the later handlers
     assert widget.controls.result.value.startswith("Preview not run: the data could not be read")
+    c.preset.value = "smoothed"
+    qtbot.waitUntil(lambda: widget.worker is None)
+    assert c.smoothing.value == 3.0  # the preset's own handler ran
     assert viewer.layers[LABELS.format("img")].metadata[KEY].get("preview")
 
 
@@ -96,6 +98,6 @@ def test_a_preset_change_previews_with_the_smoothing_it_sets(viewer, widget, qtb
     monkeypatch.setattr(inputs, "for_preview", recording)
     qtbot.wait(200)  # a quiet spell
     c.preset.value = "smoothed"
-    qtbot.waitUntil(lambda: seen and widget.worker is None, timeout=10_000)
+    qtbot.waitUntil(lambda: bool(seen) and widget.worker is None, timeout=10_000)
     qtbot.wait(300)
     assert seen == [(2.0, 2.0)]  # 3 (world units) / 1.5 per pixel

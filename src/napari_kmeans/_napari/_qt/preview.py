@@ -29,6 +29,9 @@ WATCHED = (
 # of their change run first, so a preview they call for starts from the event loop, not inside
 # their signal
 PICKERS = ("image", "extra_channels", "mask", "seeds")
+# settings whose change the widget completes in a handler of its own (connected after the
+# preview's): the features preset sets a smoothing; previewed from the event loop too
+COMPLETED = ("preset",)
 
 
 class LivePreview:
@@ -51,7 +54,8 @@ class LivePreview:
         c = host.controls
         c.live_preview.changed.connect(self._toggled)
         for name in WATCHED:
-            getattr(c, name).changed.connect(self.changed_soon if name in PICKERS else self.changed)
+            soon = name in PICKERS or name in COMPLETED
+            getattr(c, name).changed.connect(self.changed_soon if soon else self.changed)
         for name in ("mask", "seeds", "image"):
             getattr(c, name).changed.connect(self._watch_painting)
         c.image.changed.connect(self._watch_level)
