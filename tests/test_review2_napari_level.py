@@ -116,3 +116,18 @@ def test_fit_on_a_slice_of_a_rolled_view_is_not_taken_for_a_pyramid_level(viewer
     np.testing.assert_allclose(got.mean, direct.recipe.standardiser.mean, rtol=1e-4)
     np.testing.assert_allclose(got.std, direct.recipe.standardiser.std, rtol=1e-4)  # was x 2
     np.testing.assert_allclose(outcome.model.centers, direct.centers, rtol=1e-3, atol=1e-3)
+
+
+def test_fit_on_a_slice_with_a_spatial_weight_is_refused_clearly(viewer):
+    """Positions of a slice cannot describe the other slices: the run failed at labelling with
+    'the recipe was fitted on 3 features, but this image gives 4: apply the model to images
+    with the same channels' (no model was applied, and the channels are the same)."""
+    import pytest
+
+    from napari_kmeans._napari.inputs import fit_on_slice_job
+    from napari_kmeans._napari.jobs import InputError
+
+    source = viewer.add_image(blobs((6, 40, 60)), name="stack")
+    params = Params(n_clusters=3, spatial_weight=0.5)
+    with pytest.raises(InputError, match="spatial weight"):
+        fit_on_slice_job(viewer, source, params)
