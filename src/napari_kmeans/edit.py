@@ -142,7 +142,9 @@ def recount(image, labels, model: KMeansModel) -> KMeansModel:
     return dataclasses.replace(model, colors=colors[: model.n_clusters])
 
 
-def _check_labels(values, k, what):
+def _check_labels(values, k, what, present=None):
+    """``values`` as sorted distinct ints in 1..k (and among ``present``, the model's present
+    labels, when given), or a TypeError/ValueError naming the bad values."""
     if isinstance(values, str | bytes) or not np.iterable(values):
         raise TypeError(f"{what} must be a list of integers, got {values!r}.")
     out = set()
@@ -162,12 +164,20 @@ def _check_labels(values, k, what):
             f"{what}: {noun} {shown} {'is not a cluster' if len(bad) == 1 else 'are not clusters'}"
             f" of this model, whose labels are 1 to {k}."
         )
+    gone = [] if present is None else sorted(set(out) - set(np.asarray(present).tolist()))
+    if gone:
+        shown = ", ".join(map(str, present))
+        raise ValueError(
+            f"{what}: label {gone[0]} is absent from this model (merged away, or not matched "
+            f"in a re-run), so it cannot be used; use one of {shown}."
+        )
     return out
 
 
-def _relabel(model: KMeansModel, labels, mapping, colors, *, ordered=True):
+def _relabel(model: KMeansModel, labels, mapping, colors, *, ordered=True, shift=None):
     """Apply ``mapping`` (old label -> new label, 0 kept) and, when ``ordered``, order labels
-    dark to bright (else new label i keeps row i of ``colors``)."""
+    dark to bright (else new label i keeps row i of ``colors``). Values beyond the mapping
+    (painted by hand) move down by ``shift``: by default, as many as the labels that went."""
     k = colors.shape[0]
     key = ft.luminance(colors, model.spec)
     order = np.lexsort((*colors.T[::-1], key)) if ordered else np.arange(k)
@@ -182,7 +192,7 @@ def _relabel(model: KMeansModel, labels, mapping, colors, *, ordered=True):
         parent=model.parents,
     )
     labels = np.asarray(labels)
-    shift = mapping.size - 1 - k
+    shift = mapping.size - 1 - k if shift is None else shift
 
     def new_value_of(values):
         # Labels painted beyond the old clusters (no centre) follow the new last cluster.
@@ -216,12 +226,15 @@ def merge(model: KMeansModel, labels, targets, *, keep_ids=False):
     (array([1, 1, 2, 2, 2], dtype=uint8), array([  5. , 153.3]))
     """
     k = model.n_clusters
-    targets = _check_labels(targets, k, "clusters to merge")
-    if len(targets) < 2:
-        raise ValueError(f"merging needs at least two different clusters, got {targets}.")
+    present = model.present_labels
     labels = _check_label_array(labels)
     flat = labels.reshape(-1)
     counts = np.bincount(flat[flat <= k].astype(np.intp), minlength=k + 1)[1 : k + 1]
+    # an absent label may be merged while it has pixels (painted by hand with that number)
+    used = np.flatnonzero(_used(present, counts, k))
+    targets = _check_labels(targets, k, "clusters to merge", used)
+    if len(targets) < 2:
+        raise ValueError(f"merging needs at least two different clusters, got {targets}.")
     w = counts[np.array(targets) - 1].astype(np.float64)
     w = w if w.sum() > 0 else np.ones_like(w)
     merged = (model.colors[np.array(targets) - 1] * w[:, None]).sum(0) / w.sum()
@@ -230,9 +243,10 @@ def merge(model: KMeansModel, labels, targets, *, keep_ids=False):
         mapping[targets[1:]] = targets[0]
         colors = model.colors.copy()
         colors[targets[0] - 1] = merged
-        top = int(mapping[model.present_labels].max())  # the largest label is never absent
-        return _relabel(model, labels, mapping, colors[:top], ordered=False)
-    keep = [label for label in range(1, k + 1) if label not in targets[1:]]
+        top = int(mapping[present].max())  # the largest label is never absent
+        return _relabel(model, labels, mapping, colors[:top], ordered=False, shift=0)
+    used = _used(present, counts, k)  # absent labels go, unless painted
+    keep = [label for label in range(1, k + 1) if used[label] and label not in targets[1:]]
     mapping = np.zeros(k + 1, np.int64)
     for new, old in enumerate(keep, start=1):
         mapping[old] = new
@@ -240,6 +254,14 @@ def merge(model: KMeansModel, labels, targets, *, keep_ids=False):
     colors = model.colors[np.array(keep) - 1].copy()
     colors[mapping[targets[0]] - 1] = merged
     return _relabel(model, labels, mapping, colors)
+
+
+def _used(present, counts, k):
+    """Whether each label 0..k has a centre (``present``) or pixels (``counts`` of 1..k)."""
+    used = np.zeros(k + 1, bool)
+    used[present] = True
+    used[1:] |= counts > 0
+    return used
 
 
 def split(model: KMeansModel, image, labels, target, n=2, *, seed=0, n_init=4, progress=None,
@@ -273,7 +295,8 @@ def split(model: KMeansModel, image, labels, target, n=2, *, seed=0, n_init=4, p
     """
     k = model.n_clusters
     params = make_params(seed=seed, n_init=n_init, color_space=model.spec.color_space)
-    (target,) = _check_labels([target], k, "cluster to split")
+    present = model.present_labels
+    (target,) = _check_labels([target], k, "cluster to split", present)
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 2:
         raise ValueError(f"a cluster is split into at least 2 sub-clusters, got n={n!r}.")
     labels = _check_label_array(labels)
@@ -328,15 +351,20 @@ def split(model: KMeansModel, image, labels, target, n=2, *, seed=0, n_init=4, p
     provisional[labels > k] += m  # labels painted beyond k make room for the sub-clusters
     provisional[inside] = sub.labels[inside].astype(np.int64) + k
     if keep_ids:  # the darkest part keeps the target's label, the others follow the largest
+        # dark to bright in source colours (a recipe's sub-clusters are ordered in its features)
+        order = np.lexsort((*sub_colors.T[::-1], ft.luminance(sub_colors, spec)))
         mapping = np.zeros(k + m + 1, np.int64)
         mapping[1 : k + 1] = np.arange(1, k + 1)
         mapping[target] = 0  # no pixel or leaf centre keeps it...
-        mapping[k + 1] = target  # ... but the darkest part (sub-clusters are dark to bright)
-        mapping[k + 2 :] = np.arange(k + 1, k + m)
-        colors = np.concatenate([model.colors, sub_colors[1:]])
-        colors[target - 1] = sub_colors[0]
+        mapping[k + 1 + order[0]] = target  # ... but the darkest part
+        mapping[k + 1 + order[1:]] = np.arange(k + 1, k + m)
+        colors = np.concatenate([model.colors, sub_colors[order[1:]]])
+        colors[target - 1] = sub_colors[order[0]]
         return _relabel(grown, provisional, mapping, colors, ordered=False)
-    keep = [label for label in range(1, k + m + 1) if label != target]
+    flat = labels.reshape(-1)
+    counts = np.bincount(flat[flat <= k].astype(np.intp), minlength=k + 1)[1 : k + 1]
+    used = np.concatenate([_used(present, counts, k), np.ones(m, bool)])  # absent labels go
+    keep = [label for label in range(1, k + m + 1) if used[label] and label != target]
     mapping = np.zeros(k + m + 1, np.int64)
     mapping[keep] = np.arange(1, len(keep) + 1)
     mapping[target] = 0  # no pixel or leaf centre keeps it

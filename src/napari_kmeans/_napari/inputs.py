@@ -37,7 +37,6 @@ from .jobs import (
 from .outputs import KEY
 from .workers import (
     level_factors,
-    params_at_level,
     run_apply,
     run_frames,
     run_lazy,
@@ -261,8 +260,14 @@ def _planes(source, extras, level, index, mask, seeds=None) -> Planes:
     image = levels(source)[level][key]
     extra = tuple(levels(e)[level][key] for e in extras)
     shape = spatial(image.shape, source.rgb)
+    full_shape = tuple(n for a, n in enumerate(base) if not index or a not in index)
     return Planes(
-        image, source.rgb, extra, _downsample(mask, shape), _downsample_seeds(seeds, shape)
+        image,
+        source.rgb,
+        extra,
+        _downsample(mask, shape),
+        _downsample_seeds(seeds, shape),
+        full_shape,
     )
 
 
@@ -323,9 +328,10 @@ def build_job(
         else _planes(source, extras, fit_level, index, mask_full, seeds_full)
     )  # fmt: skip
     info = RunInfo(source, extras, mask, params, index, fit_level, level, preview)
+    factors = None
     if level:  # a coarser level on screen: the recipe at its scale (sigma in its pixels)
-        params = params_at_level(params, level_factors(shape0, full.spatial_shape))
-    return Job(full, params, fit, match_to, confidence), info
+        factors = level_factors(full.full_shape, full.spatial_shape)
+    return Job(full, params, fit, match_to, confidence, factors), info
 
 
 def for_preview(viewer, source, params: Params, **kwargs) -> tuple:
@@ -339,6 +345,16 @@ def for_preview(viewer, source, params: Params, **kwargs) -> tuple:
     return run_segment, job, info
 
 
+def _check_slice_fit(params: Params, part: Planes, whole: Planes) -> None:
+    """A model fitted on a slice labels the whole data: positions (spatial weight) cannot."""
+    if params.spatial_weight > 0 and len(part.spatial_shape) < len(whole.spatial_shape):
+        raise InputError(
+            f"spatial weight {params.spatial_weight:g} adds each pixel's position on the slice's "
+            "axes, which a model fitted on one slice cannot give the other slices: set spatial "
+            "weight to 0, fit on all of the scope, or choose scope 'current slice'."
+        )
+
+
 def fit_on_slice_job(viewer, source, params: Params, *, extras=(), mask=None, **kwargs):
     """Fit on the slice on screen, label the whole data with that model.
 
@@ -348,6 +364,7 @@ def fit_on_slice_job(viewer, source, params: Params, *, extras=(), mask=None, **
     part, part_info = build_job(
         viewer, source, params, extras=extras, mask=mask, current_slice=True, **kwargs
     )
+    _check_slice_fit(params, part.full, whole.full)
     fit = part.fit if part.fit is not None else part.full
     job = Job(whole.full, params, fit, whole.match_to, whole.confidence)
     return job, extend_info(info, fit_slice=part_info.slice_index)
@@ -461,6 +478,7 @@ def build_lazy_job(
         part, part_info = build_job(
             viewer, source, params, extras=extras, mask=mask, current_slice=True, seeds=seeds
         )
+        _check_slice_fit(params, part.full, planes[0])
         fit = part.fit if part.fit is not None else part.full
         level, sliced = part_info.fit_level, part_info.slice_index
     elif model is None:

@@ -136,6 +136,9 @@ class Planes:
     extras: tuple = ()
     mask: np.ndarray | None = None
     seeds: np.ndarray | None = None  # scribbled seed classes 1..m (0: none), spatial shape
+    # the full resolution's spatial shape on the same axes (a slice: its axes only), when these
+    # planes may be a coarser pyramid level: what the recipe's scale is measured against
+    full_shape: tuple[int, ...] | None = None
 
     @property
     def spatial_shape(self) -> tuple[int, ...]:
@@ -148,7 +151,7 @@ class Planes:
         seeds = None if self.seeds is None else np.asarray(self.seeds)
         return Planes(
             np.asarray(self.image), self.rgb, tuple(np.asarray(e) for e in self.extras), mask,
-            seeds,
+            seeds, self.full_shape,
         )  # fmt: skip
 
     def block(self, index: tuple) -> Planes:
@@ -181,6 +184,9 @@ class Job:
     fit: Planes | None = None
     match_to: KMeansModel | None = None  # the last run's model: its label IDs are kept
     confidence: bool = False  # also compute the per-pixel confidence
+    # full-resolution pixels per pixel of ``full`` (a coarser pyramid level previewed): fitted
+    # and labelled with the recipe at that scale, the model keeps the full-resolution recipe
+    factors: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -62,24 +62,30 @@ def fit_model(planes: Planes, params: Params, progress=None, match_to=None, full
     its label IDs matched to ``match_to``'s when given.
 
     ``full_shape`` is the full resolution's spatial shape when ``planes`` are a coarser pyramid
-    level: the recipe is then applied at the level's scale (:meth:`Recipe.at_level`) and the
-    model keeps it at the full resolution's. Returns ``(model, n_iter, exact, notes)``;
+    level (``planes.full_shape``, on the planes' own axes, comes first when known): the recipe
+    is then applied at the level's scale (:meth:`Recipe.at_level`) and the model keeps it at the
+    full resolution's. Returns ``(model, n_iter, exact, notes)``;
     ``notes`` are the engine's warnings as text. ``progress`` is the engine's callback (a
     :func:`stopper` stops the fit).
     """
     image = ft.as_image(planes.assembled())
     layout = planes.layout()
-    factors = level_factors(full_shape, planes.spatial_shape)
+    factors = level_factors(planes.full_shape or full_shape, planes.spatial_shape)
     fitted, notes = _with_notes(
         fit, image, params=params_at_level(params, factors), mask=planes.mask,
         seeds=planes.seeds, match_to=match_to, progress=progress, **layout,
     )  # fmt: skip
-    model = fitted.model
-    if factors is not None and model.recipe is not None:
-        back = model.recipe.at_level(tuple(1 / f for f in factors))
-        recipe = dataclasses.replace(params.recipe, standardiser=back.standardiser)
-        model = dataclasses.replace(model, recipe=recipe)
-    return model, fitted.n_iter, fitted.exact, notes
+    return full_resolution_model(fitted.model, params, factors), fitted.n_iter, fitted.exact, notes
+
+
+def full_resolution_model(model: KMeansModel, params: Params, factors) -> KMeansModel:
+    """``model``, fitted on a pyramid level downsampled by ``factors`` with the recipe at that
+    level's scale, with ``params``' full-resolution recipe (its statistics scaled back)."""
+    if factors is None or model.recipe is None:
+        return model
+    back = model.recipe.at_level(tuple(1 / f for f in factors))
+    recipe = dataclasses.replace(params.recipe, standardiser=back.standardiser)
+    return dataclasses.replace(model, recipe=recipe)
 
 
 def level_factors(full_shape, shape):
@@ -214,8 +220,8 @@ def _run_in_memory(job: Job, start: float, stop=None):
     tick = Progress(0.05, "fitting")
     yield tick
     fitted, notes = yield from _in_thread(
-        tick, fit_planes, full, job.params, progress=stopper(stop, 0.05, 0.6),
-        match_to=job.match_to,
+        tick, fit_planes, full, params_at_level(job.params, job.factors),
+        progress=stopper(stop, 0.05, 0.6), match_to=job.match_to,
     )  # fmt: skip
     tick = Progress(0.6, "labelling")
     yield tick
@@ -229,8 +235,9 @@ def _run_in_memory(job: Job, start: float, stop=None):
         if recolored.dtype != source.dtype:
             recolored = ft.cast_colors(recolored, source.dtype)
     sure = (yield from confidence_of(full, fitted.model)) if job.confidence else None
+    model = full_resolution_model(fitted.model, job.params, job.factors)
     return Outcome(
-        labels=labels, recolored=recolored, model=fitted.model, inertia=inertia,
+        labels=labels, recolored=recolored, model=model, inertia=inertia,
         n_iter=fitted.n_iter, exact=fitted.exact, counts=counts,
         seconds=time.perf_counter() - start, notes=notes, confidence=sure,
     )  # fmt: skip

@@ -15,7 +15,7 @@ import time
 from qtpy.QtCore import QTimer
 
 from .. import inputs
-from ..jobs import InputError
+from ..jobs import InputError, failure
 
 DELAY_MS = 80  # quiet time after the last change before a preview starts (after the first)
 
@@ -29,6 +29,9 @@ WATCHED = (
 # of their change run first, so a preview they call for starts from the event loop, not inside
 # their signal
 PICKERS = ("image", "extra_channels", "mask", "seeds")
+# settings whose change the widget completes in a handler of its own (connected after the
+# preview's): the features preset sets a smoothing; previewed from the event loop too
+COMPLETED = ("preset",)
 
 
 class LivePreview:
@@ -51,10 +54,12 @@ class LivePreview:
         c = host.controls
         c.live_preview.changed.connect(self._toggled)
         for name in WATCHED:
-            getattr(c, name).changed.connect(self.changed_soon if name in PICKERS else self.changed)
+            soon = name in PICKERS or name in COMPLETED
+            getattr(c, name).changed.connect(self.changed_soon if soon else self.changed)
         for name in ("mask", "seeds", "image"):
             getattr(c, name).changed.connect(self._watch_painting)
         c.image.changed.connect(self._watch_level)
+        host._viewer.layers.events.removed.connect(self._removed)
         dims = host._viewer.dims.events
         dims.current_step.connect(self._step)
         dims.ndisplay.connect(self.changed)
@@ -125,6 +130,10 @@ class LivePreview:
             self.shown = self.generation
             host._say(f"Preview not run: {err}")
             return
+        except Exception as err:  # never raised inside the control's signal: it would stop
+            self.shown = self.generation  # the control's own handlers after this one
+            host._say(f"Preview not run: {failure(err)}")
+            return
         host._start(*plan, done=self._done, preview=self.generation)
 
     def _done(self, outcome, info) -> None:
@@ -170,6 +179,19 @@ class LivePreview:
         if level != self._level:
             self._level = level
             self.changed_soon()
+
+    def _removed(self, event) -> None:
+        """A layer left the viewer: stop watching it (and so keep no removed image alive)."""
+        gone = event.value
+        if gone is self._zoomed:
+            gone.events.set_data.disconnect(self._zoom)
+            self._zoomed = None
+        if any(gone is layer for layer in self._painted):
+            for name in ("paint", "data"):
+                emitter = getattr(gone.events, name, None)
+                if emitter is not None:
+                    emitter.disconnect(self.changed_soon)
+            self._painted = [layer for layer in self._painted if layer is not gone]
 
     def _watch_painting(self, *_) -> None:
         """Follow strokes on the seeds and mask layers (painting, filling, erasing)."""

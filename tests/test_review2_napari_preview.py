@@ -1,0 +1,103 @@
+"""Review of the live preview (under Xvfb): changes during a preview, errors inside a signal."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from napari_kmeans import segment
+from napari_kmeans._napari import inputs
+from napari_kmeans._napari.outputs import KEY
+
+LABELS = "{} k-means labels"
+
+
+def blobs(shape=(96, 96), levels=(20, 120, 220), seed=0):
+    rng = np.random.default_rng(seed)
+    truth = np.zeros(shape, np.uint8)
+    third = shape[-1] // 3
+    truth[..., third:] = 1
+    truth[..., 2 * third :] = 2
+    image = np.asarray(levels, np.float64)[truth] + rng.normal(0, 4, shape)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def test_switching_the_image_during_a_preview_previews_the_new_one_only(
+    viewer, widget, qtbot, held_fit
+):
+    a, b = blobs(seed=1), blobs((80, 90), levels=(0, 90, 250), seed=2)
+    first, second = viewer.add_image(a, name="a"), viewer.add_image(b, name="b")
+    c = widget.controls
+    c.image.value = first
+    c.n_clusters.value = 3
+    c.live_preview.value = True
+    qtbot.waitUntil(held_fit.started.is_set, timeout=10_000)  # the preview of 'a' is held
+    c.image.value = second
+    held_fit.set()
+    qtbot.waitUntil(
+        lambda: widget.worker is None and LABELS.format("b") in viewer.layers, timeout=15_000
+    )
+    qtbot.wait(300)
+    assert LABELS.format("a") not in viewer.layers  # the stale preview of 'a' was dropped
+    np.testing.assert_array_equal(viewer.layers[LABELS.format("b")].data, segment(b, 3).labels)
+
+
+def test_removing_the_image_during_a_preview_adds_no_layer(viewer, widget, qtbot, held_fit):
+    image = blobs((256, 240))
+    source = viewer.add_image([image, image[::2, ::2]], name="pyr", multiscale=True)
+    c = widget.controls
+    c.image.value = source
+    c.live_preview.value = True
+    qtbot.waitUntil(held_fit.started.is_set, timeout=10_000)
+    viewer.layers.remove(source)
+    held_fit.set()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=15_000)
+    qtbot.wait(300)
+    assert [layer.name for layer in viewer.layers] == []
+    assert widget.preview._zoomed is None  # no longer watching the removed image
+
+
+def test_an_unexpected_error_in_a_preview_does_not_break_the_setting(
+    viewer, widget, qtbot, monkeypatch
+):
+    """The preview starts inside the control's signal now: an error there must not stop the
+    control's own handlers (here: the features preset showing its smoothing)."""
+    source = viewer.add_image(blobs(), name="img", scale=(1.5, 1.5))
+    c = widget.controls
+    c.image.value = source
+    c.live_preview.value = True
+    qtbot.waitUntil(lambda: widget.worker is None and LABELS.format("img") in viewer.layers)
+
+    def broken(*args, **kwargs):
+        raise OSError("the pyramid's store went away")
+
+    monkeypatch.setattr(inputs, "for_preview", broken)
+    qtbot.wait(200)  # a quiet spell: the next change previews inside its signal
+    c.n_clusters.value = 4  # raised EmitLoopError here, skipping the later handlers
+    assert widget.controls.result.value.startswith("Preview not run: the data could not be read")
+    c.preset.value = "smoothed"
+    qtbot.waitUntil(lambda: widget.worker is None)
+    assert c.smoothing.value == 3.0  # the preset's own handler ran
+    assert viewer.layers[LABELS.format("img")].metadata[KEY].get("preview")
+
+
+def test_a_preset_change_previews_with_the_smoothing_it_sets(viewer, widget, qtbot, monkeypatch):
+    """Choosing 'smoothed' sets a smoothing (its own handler, after the preview's): the preview
+    started inside the preset's signal read the settings before that, a wasted preview."""
+    source = viewer.add_image(blobs(), name="img", scale=(1.5, 1.5))
+    c = widget.controls
+    c.image.value = source
+    c.live_preview.value = True
+    qtbot.waitUntil(lambda: widget.worker is None and LABELS.format("img") in viewer.layers)
+    seen = []
+    real = inputs.for_preview
+
+    def recording(viewer_, source_, params, **kwargs):
+        seen.append(params.smoothing)
+        return real(viewer_, source_, params, **kwargs)
+
+    monkeypatch.setattr(inputs, "for_preview", recording)
+    qtbot.wait(200)  # a quiet spell
+    c.preset.value = "smoothed"
+    qtbot.waitUntil(lambda: bool(seen) and widget.worker is None, timeout=10_000)
+    qtbot.wait(300)
+    assert seen == [(2.0, 2.0)]  # 3 (world units) / 1.5 per pixel
