@@ -1,4 +1,4 @@
-"""Review of pyramid levels in the widget: the recipe at a level's scale, the preview following
+"""Pyramid levels in the widget: the recipe at a level's scale, the preview following
 the zoom (under Xvfb)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Review of keep_ids merge/split (engine): absent IDs, painted labels, recipe models."""
+"""Merge and split keeping label numbers (engine): absent IDs, painted labels, recipe models."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Review of the live preview (under Xvfb): changes during a preview, errors inside a signal."""
+"""The live preview (under Xvfb): changes during a preview, errors inside a signal."""
 
 from __future__ import annotations
 
