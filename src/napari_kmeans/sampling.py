@@ -129,30 +129,45 @@ def by_hash(values: np.ndarray, hashes: np.ndarray):
 
     Equal rows have equal hashes; two different rows sharing a 64-bit hash would be merged,
     which for the at most a few hundred thousand sampled rows has a probability below 1e-8.
+    See :func:`group_hashes` for how they are counted; only the representative rows are copied.
+    """
+    uh, rep, counts = group_hashes(hashes)
+    return uh, values[rep], counts
+
+
+def group_hashes(hashes: np.ndarray, repeats=None):
+    """``(distinct hashes, index of one row with each, counts)``, sorted by hash.
+
     Many rows with few distinct hashes (the frequent values) are counted through a table
-    (:func:`_table_round`, no sort of every row); the rest are sorted (``np.unique``).
+    (:func:`_table_round`, no sort of every row); the rest are sorted (``np.unique``). Rows are
+    followed by their index, so that the caller copies only one row per distinct hash.
+    ``repeats`` says whether hashes repeat a lot (None: a look at the first ones tells); it
+    changes only the speed.
     """
     parts = []
+    pos = None  # index of each remaining hash among the given ones (None: all of them, in order)
     shift = 0
     # the table pays off when rows repeat a lot; a look at the first rows tells (speed only)
-    look = _TABLE_MIN // 4
-    repeats = hashes.size > _TABLE_MIN and np.unique(hashes[:look]).size < look * 3 // 4
+    if repeats is None and hashes.size > _TABLE_MIN:
+        look = _TABLE_MIN // 4
+        repeats = np.unique(hashes[:look]).size < look * 3 // 4
     while repeats and hashes.size > _TABLE_MIN and shift + _TABLE_BITS <= 64:
-        found, hit = _table_round(hashes, values, shift)
-        parts.append(found)
-        miss = ~hit
-        hashes, values = hashes[miss], _rows(values, miss)
+        (found, rep, counts), miss = _table_round(hashes, shift)
+        parts.append((found, rep if pos is None else pos[rep], counts))
+        hashes = hashes[miss]
+        pos = miss if pos is None else pos[miss]
         shift += _TABLE_BITS
-        if found[0].size > _TABLE_SIZE // 8:  # many distinct rows: sorting is cheaper now
+        if found.size > _TABLE_SIZE // 8:  # many distinct rows: sorting is cheaper now
             break
     uh, first, counts = np.unique(hashes, return_index=True, return_counts=True)
+    first = first if pos is None else pos[first]
     if not parts:
-        return uh, values[first], counts
-    parts.append((uh, values[first], counts))
+        return uh, first, counts
+    parts.append((uh, first, counts))
     keys = np.concatenate([q[0] for q in parts])
     order = np.argsort(keys)
-    rows = np.concatenate([q[1] for q in parts])
-    return keys[order], rows[order], np.concatenate([q[2] for q in parts])[order]
+    reps = np.concatenate([q[1] for q in parts])
+    return keys[order], reps[order], np.concatenate([q[2] for q in parts])[order]
 
 
 _TABLE_BITS = 18
@@ -160,14 +175,15 @@ _TABLE_SIZE = 1 << _TABLE_BITS
 _TABLE_MIN = 1 << 16  # rows from which by_hash counts through a table before sorting the rest
 
 
-def _table_round(hashes, values, shift):
-    """One round of counting rows by hash through a table of ``_TABLE_SIZE`` slots.
+def _table_round(hashes, shift):
+    """One round of counting hashes through a table of ``_TABLE_SIZE`` slots.
 
-    Each row's slot is given by ``_TABLE_BITS`` bits of its hash from ``shift``; the table
-    keeps one hash per slot, and the rows with that very hash are counted (``hit``). Rows
-    whose slot went to another hash are left for the next round. Which hash keeps a slot may
-    depend on the row order, but every row is counted exactly once in its own hash's group,
-    so the grouping that results does not.
+    Each hash's slot is given by ``_TABLE_BITS`` of its bits from ``shift``; the table keeps
+    one hash per slot, and the rows with that very hash are counted (``hit``). Rows whose slot
+    went to another hash are left for the next round. Which hash keeps a slot may depend on the
+    row order, but every row is counted exactly once in its own hash's group, so the grouping
+    that results does not. Returns ``((hashes found, index of a row with each, counts), miss)``,
+    ``miss`` the index of every row left for the next round.
     """
     mask = np.uint64(_TABLE_SIZE - 1)
     slot = np.right_shift(hashes, np.uint64(shift)) if shift else hashes.copy()
@@ -175,17 +191,23 @@ def _table_round(hashes, values, shift):
     slot = slot.view(np.intp)  # below 2**18: the same numbers
     table = np.zeros(_TABLE_SIZE, np.uint64)
     table[slot] = hashes
-    hit = table[slot] == hashes
+    hit = np.take(table, slot) == hashes
+    counts = np.bincount(slot, minlength=_TABLE_SIZE)
+    miss = np.flatnonzero(~hit)
+    if miss.size:  # rows whose slot went to another hash are not counted here
+        counts -= np.bincount(slot[miss], minlength=_TABLE_SIZE)
+    # any row of a slot's hash stands for it: the last one written, as for the table above;
+    # checked, as numpy does not promise which of repeated indices is written last
     rep = np.zeros(_TABLE_SIZE, np.intp)
-    if hit.all():  # every row kept its slot: count them all (any row stands for its hash)
-        counts = np.bincount(slot, minlength=_TABLE_SIZE)
-        rep[slot] = np.arange(slot.size)
-    else:
-        hits = np.flatnonzero(hit)
-        counts = np.bincount(slot[hits], minlength=_TABLE_SIZE)
-        rep[slot[hits]] = hits
+    rep[slot] = np.arange(slot.size)
     used = np.flatnonzero(counts)
-    return (table[used], values[rep[used]], counts[used]), hit
+    rep = rep[used]
+    if not np.array_equal(hashes[rep], table[used]):  # pragma: no cover (another write order)
+        hits = np.flatnonzero(hit)
+        rep = np.zeros(_TABLE_SIZE, np.intp)
+        rep[slot[hits]] = hits
+        rep = rep[used]
+    return (table[used], rep, counts[used]), miss
 
 
 def merge_hashed(a, b):
@@ -223,9 +245,10 @@ def sample_chunk(values, seed, *, keep, buckets, hot=None):
     if keep is not None:
         sel = slice(None) if isinstance(keep, str) else h < keep
         kept = by_hash(values[sel] if isinstance(keep, str) else _rows(values, sel), h[sel])
-    if hot is not None:
-        sel = hot[top]
-        cand = by_hash(_rows(values, sel), h[sel])
+    if hot is not None:  # only the row of each distinct hash is copied, not every hot row
+        sel = np.flatnonzero(hot[top])
+        uh, rep, n_rows = group_hashes(h[sel], repeats=True)
+        cand = uh, values[sel[rep]], n_rows
     return values.shape[0], counts, kept, cand
 
 
