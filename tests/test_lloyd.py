@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import napari_kmeans.lloyd as lloyd_module
 from napari_kmeans.lloyd import (
     assign,
     kmeans,
@@ -66,6 +67,23 @@ def test_assign_ties_go_to_the_first_centre():
     labels, d2 = assign(np.array([[0.0, 0.0], [2.0, 0.0]]), np.array([[1.0, 0.0], [-1.0, 0.0]]))
     np.testing.assert_array_equal(labels, [0, 0])
     np.testing.assert_allclose(d2, [1.0, 1.0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("d", [1, 2, 3, 4])
+def test_assign_labels_as_scipy_vq(dtype, d):
+    """The direct-difference kernel gives scipy's vq labels (the kernel it replaced), also on
+    integer-valued data with exact ties, and distances within rounding of vq's."""
+    from scipy.cluster.vq import vq
+
+    rng = np.random.default_rng(d)
+    points = rng.integers(0, 40, (5000, d)).astype(dtype)
+    centers = rng.integers(0, 40, (6, d)).astype(dtype) + 0.5 * rng.integers(0, 2, (6, d))
+    centers = centers.astype(dtype)
+    ref, dist = vq(points, centers, check_finite=False)
+    for labels, d2 in (assign(points, centers), lloyd_module._nearest_few(points, centers)):
+        np.testing.assert_array_equal(labels, ref)
+        np.testing.assert_allclose(d2, dist.astype(np.float64) ** 2, rtol=1e-5)
 
 
 def test_assign_does_not_depend_on_chunking():

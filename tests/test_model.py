@@ -657,3 +657,19 @@ def test_wide_float32_rows_are_labelled_like_their_float64_values():
     idx64, d64 = model.assign_values(pixels.astype(np.float64), np.float64)
     np.testing.assert_array_equal(idx32, idx64)
     np.testing.assert_array_equal(d32, d64)
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32])
+def test_label_pixels_in_threads_gives_the_same_labels(dtype):
+    """Chunks labelled by several threads give the labels, inertia and counts of one thread."""
+    rng = np.random.default_rng(12)
+    image = (rng.random((300, 200, 3)) * 1000).astype(dtype)
+    model = segment(image, 4, rgb=False, channel_axis=-1).model
+    pixels = image.reshape(-1, 3)
+    valid = rng.random(pixels.shape[0]) < 0.9
+    one = model.label_pixels(pixels, valid, image.dtype, chunk_size=1000, threads=1)
+    two = model.label_pixels(pixels, valid, image.dtype, chunk_size=1000, threads=2)
+    np.testing.assert_array_equal(two.labels, one.labels)
+    np.testing.assert_array_equal(two.counts, one.counts)
+    assert two.inertia == one.inertia
+    assert (one.labels[~valid] == 0).all() and (one.labels[valid] > 0).all()

@@ -138,6 +138,20 @@ def test_sample_ignores_pixel_order_and_chunking(monkeypatch):
     np.testing.assert_allclose(chunked[1], ref[1], rtol=1e-12)
 
 
+def test_sample_in_threads_is_the_same(monkeypatch):
+    """Chunks sampled by several threads, merged in order, give the one-thread sample."""
+    px = big_image()
+    valid = np.random.default_rng(7).random(px.shape[0]) < 0.9
+    n_valid = int(valid.sum())
+    monkeypatch.setattr(sampling, "CHUNK", 999)
+    monkeypatch.setattr(sampling, "THREADS", 1)
+    ref = hash_sample(px, valid, n_valid, seed=5, size=3000)
+    monkeypatch.setattr(sampling, "THREADS", 2)
+    got = hash_sample(px, valid, n_valid, seed=5, size=3000)
+    np.testing.assert_array_equal(got[0], ref[0])
+    np.testing.assert_array_equal(got[1], ref[1])
+
+
 def test_sample_depends_on_the_seed():
     px = big_image()
     a = hash_sample(px, None, px.shape[0], seed=0, size=2000)[0]

@@ -2,9 +2,9 @@
 
 Points carry weights (pixel counts of distinct colours, or sample weights), so an image with
 millions of pixels but a hundred thousand distinct colours costs a hundred thousand points per
-iteration. Nearest-centre assignment uses :func:`scipy.cluster.vq.vq` up to four features
-(compiled, direct differences, no ``(n, k)`` temporary) and a loop over centres beyond; centre
-updates are weighted ``np.bincount`` sums.
+iteration. Nearest-centre assignment computes direct differences (scipy's ``vq``, or numpy
+calls that release the GIL, one centre at a time over slices of points; no ``(n, k)``
+temporary); centre updates are weighted ``np.bincount`` sums.
 
 The robustness details follow scikit-learn's ``KMeans``: greedy k-means++ with ``2 + log k`` local
 trials, a tolerance relative to the data's mean variance, strict convergence when no label
@@ -49,11 +49,13 @@ def assign(points: np.ndarray, centers: np.ndarray, progress=None):
     """Nearest centre of each point (first one on ties) and the squared distance to it.
 
     Rows are independent, so the result does not depend on how points are chunked. Up to four
-    features, :func:`scipy.cluster.vq.vq` computes the differences directly in compiled code;
-    from five on it switches to the ``|x|^2 - 2 x.c + |c|^2`` expansion, which cancels badly for
-    data far from the origin and needs an ``(n, k)`` matrix, so there the distances are computed
-    directly (:func:`_two_nearest`, in float64 over slices of points of any float dtype). With
-    ``progress``, many points are assigned in slices with a report after each (the same result).
+    features, the differences are computed directly in the points' float dtype, by
+    :func:`scipy.cluster.vq.vq` (compiled) or, for float32 points or up to two features, by
+    :func:`_nearest_few` with the same arithmetic (numpy calls that release the GIL, so that
+    chunks can be labelled in threads; as fast as vq on one thread for these, slower for three
+    or four float64 features). From five on, the distances are computed in float64 over slices
+    of points of any float dtype (:func:`_two_nearest`). With ``progress``, many points are
+    assigned in slices with a report after each (the same result).
     """
     n = points.shape[0]
     if progress is not None and n > PROGRESS_ROWS:
@@ -65,6 +67,8 @@ def assign(points: np.ndarray, centers: np.ndarray, progress=None):
             )
             labels[s : s + PROGRESS_ROWS] = part_labels
         return labels, dist
+    if points.shape[1] < 5 and (points.shape[1] <= 2 or points.dtype == np.float32):
+        return _nearest_few(points, centers)  # as fast as vq here, and in threads faster
     if points.shape[1] < 5:
         from scipy.cluster.vq import vq  # imported here: scipy.cluster takes ~0.5 s to import
 
@@ -73,6 +77,45 @@ def assign(points: np.ndarray, centers: np.ndarray, progress=None):
         return labels, np.multiply(dist, dist, out=dist)
     best, _, labels = _two_nearest(points, centers, second=False)
     return labels, best
+
+
+_FEW_ROWS = 1 << 14  # points per slice of _nearest_few: a few arrays of 64-128 kB each
+
+
+def _nearest_few(points, centers):
+    """Nearest centre (first one on ties) and squared distance, for up to four features.
+
+    Over slices of ``_FEW_ROWS`` points, channel by channel: for each centre the sum of
+    squared differences in the points' dtype (float32 or float64), compared with the best so
+    far. Distances are returned as float64.
+    """
+    n, d = points.shape
+    dtype = points.dtype if points.dtype in (np.float32, np.float64) else np.dtype(np.float64)
+    c = np.asarray(centers).astype(dtype)
+    labels = np.zeros(n, np.intp)
+    dist = np.empty(n)
+    m = min(n, _FEW_ROWS)
+    best, cur, tmp = np.empty(m, dtype), np.empty(m, dtype), np.empty(m, dtype)
+    closer = np.empty(m, bool)
+    for s in range(0, n, _FEW_ROWS):
+        e = min(n, s + _FEW_ROWS)
+        cols = [np.ascontiguousarray(points[s:e, j], dtype=dtype) for j in range(d)]
+        lab = labels[s:e]
+        b, x, t, lt = best[: e - s], cur[: e - s], tmp[: e - s], closer[: e - s]
+        for j in range(c.shape[0]):
+            out = b if j == 0 else x
+            np.subtract(cols[0], c[j, 0], out=out)
+            np.multiply(out, out, out=out)
+            for f in range(1, d):
+                np.subtract(cols[f], c[j, f], out=t)
+                np.multiply(t, t, out=t)
+                np.add(out, t, out=out)
+            if j:
+                np.less(x, b, out=lt)
+                np.copyto(lab, j, where=lt)
+                np.minimum(b, x, out=b)
+        dist[s:e] = b
+    return labels, dist
 
 
 def _two_nearest(points, centers, second=True):

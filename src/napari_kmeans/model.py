@@ -16,6 +16,7 @@ from .compress import CHUNK, codec_for, compress, lookup, present_codes
 from .kmeans1d import assign_1d, label_1d, thresholds
 from .lloyd import assign, dot
 from .recipe import Recipe, recipe_features
+from .threads import THREADS, map_ordered
 
 FORMAT = "napari-kmeans-model"
 FORMAT_VERSION = 3  # 2 adds the feature recipe; 3 seed means and labels absent from the model
@@ -273,7 +274,7 @@ class KMeansModel:
 
     def label_pixels(
         self, pixels, valid, dtype, *, support=None, assignment=None, chunk_size=None,
-        stats=True, progress=None,
+        stats=True, progress=None, threads=1,
     ) -> Labelling:  # fmt: skip
         """The labelling kernel: labels of ``(n, n_channels)`` pixels, with inertia and counts.
 
@@ -302,6 +303,8 @@ class KMeansModel:
             False skips ``inertia`` and ``counts`` (None) where they cost extra work.
         progress : callable, optional
             ``progress(fraction, step)``, called before each chunk.
+        threads : int, optional
+            Threads labelling chunks side by side (in-memory images; the result is the same).
 
         Returns
         -------
@@ -336,28 +339,35 @@ class KMeansModel:
             return Labelling(lookup(lut, codes, valid), None, None)
         n = pixels.shape[0]
         out = np.zeros(n, ldtype)
-        inertia = 0.0
-        counts = np.zeros(k, np.int64)
         by_thresholds = self._by_thresholds()
-        for s in range(0, n, chunk):
-            ft.tick(progress, s / n, "labelling pixels")
+
+        def label_chunk(s):  # labels written in place (chunks are disjoint); stats returned
             part = pixels[s : s + chunk]
             ok = None if valid is None else valid[s : s + chunk]
             if ok is not None:
                 part = part[ok]
             if by_thresholds:  # one comparison per cut: the rule of assign_values, faster
                 idx, part_counts, part_inertia = label_1d(part, self.centers[:, 0], stats=stats)
-                if stats:
-                    inertia += part_inertia
-                    counts += part_counts
             else:
                 idx, d2 = self.assign_values(part, dtype)
-                inertia += float(d2.sum())
-                counts += np.bincount(idx, minlength=k)
+                part_inertia, part_counts = float(d2.sum()), np.bincount(idx, minlength=k)
             if ok is None:
                 out[s : s + chunk] = idx + 1
             else:
                 out[s : s + chunk][ok] = idx + 1
+            return part_inertia, part_counts
+
+        def starts():
+            for s in range(0, n, chunk):
+                ft.tick(progress, s / n, "labelling pixels")
+                yield s
+
+        inertia = 0.0
+        counts = np.zeros(k, np.int64)
+        for part_inertia, part_counts in map_ordered(label_chunk, starts(), threads):
+            if stats or not by_thresholds:  # summed in chunk order, as with one thread
+                inertia += part_inertia
+                counts += part_counts
         if by_thresholds and not stats:
             return Labelling(out, None, None)
         return Labelling(out, inertia, counts)
@@ -387,7 +397,7 @@ class KMeansModel:
         """
         return self.label_pixels(
             prep.pixels, prep.valid, prep.dtype, support=compressed, assignment=distinct,
-            chunk_size=chunk_size, progress=progress,
+            chunk_size=chunk_size, progress=progress, threads=THREADS,
         )  # fmt: skip
 
     def predict(self, image, *, mask=None, chunk_size=None, rgb=None) -> np.ndarray:

@@ -32,6 +32,7 @@ from .compress import (
     value_range,
 )
 from .features import tick
+from .threads import THREADS, map_ordered
 
 SAMPLE_SIZE = 1 << 17  # expected number of sampled pixels for images that do not compress
 CHUNK = 1 << 19  # pixels per sampling step: 64-bit hashes and bucket indices of 4 MB each
@@ -332,12 +333,15 @@ def chunks(pixels, valid, progress=None, step="sampling pixels", stop=1.0):
 
 
 def reduce_chunks(pixels, valid, progress=None, stop=0.8):
-    """A ``reduce`` for :func:`draw_sample` over an in-memory image, chunk by chunk."""
+    """A ``reduce`` for :func:`draw_sample` over an in-memory image, chunk by chunk.
+
+    The chunks' steps run in ``THREADS`` threads; their results are merged in chunk order.
+    """
 
     def reduce(step, merge, **kwargs):
         found = None
-        for part in chunks(pixels, valid, progress, stop=stop):
-            one = step(part, **kwargs)
+        parts = chunks(pixels, valid, progress, stop=stop)
+        for one in map_ordered(lambda part: step(part, **kwargs), parts, THREADS):
             found = one if found is None else merge(found, one)
         return found
 

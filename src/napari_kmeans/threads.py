@@ -1,0 +1,39 @@
+"""Chunks of an in-memory image worked on by a few threads, results in chunk order.
+
+numpy releases the GIL inside its loops, so per-chunk steps made of numpy calls (hashing for
+the sample, nearest-centre labelling) run side by side on several cores. Results are consumed
+in chunk order, so that merging them gives exactly the one-thread result. Only the in-memory
+path uses threads; on dask, the scheduler already runs blocks in parallel.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+
+THREADS = max(1, min(2, os.cpu_count() or 1))  # threads for the passes over in-memory images
+
+
+def map_ordered(fn, items, threads: int):
+    """``fn(item)`` for each of ``items``, yielded in order, ``threads`` at a time.
+
+    At most ``threads + 1`` items are in flight, so that memory stays bounded whatever the
+    number of items. ``items`` is consumed in the calling thread (a progress report in its
+    generator runs there too). With one thread, no pool is made.
+    """
+    if threads <= 1:
+        for item in items:
+            yield fn(item)
+        return
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="napari-kmeans")
+    pending = deque()
+    try:
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) > threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
