@@ -243,24 +243,17 @@ def sample_chunk(values, seed, *, keep, buckets, hot=None):
         top = np.right_shift(h, _SHIFT).view(np.intp)
     counts = np.bincount(top, minlength=_N_BUCKETS) if buckets else None
     kept = cand = None
-    if keep is not None:
-        sel = slice(None) if isinstance(keep, str) else h < keep
-        kept = by_hash(values[sel] if isinstance(keep, str) else _rows(values, sel), h[sel])
+    if isinstance(keep, str):
+        kept = by_hash(values, h)
+    elif keep is not None:  # a few rows: by index, and only the row of each distinct hash copied
+        sel = np.flatnonzero(h < keep)
+        uh, rep, n_rows = group_hashes(h[sel])
+        kept = uh, values[sel[rep]], n_rows
     if hot is not None:  # only the row of each distinct hash is copied, not every hot row
         sel = np.flatnonzero(hot[top])
         uh, rep, n_rows = group_hashes(h[sel], repeats=True)
         cand = uh, values[sel[rep]], n_rows
     return values.shape[0], counts, kept, cand
-
-
-def _rows(values: np.ndarray, sel: np.ndarray) -> np.ndarray:
-    """``values[sel]`` for a boolean ``sel``; rows of 2, 4 or 8 bytes are selected as single
-    numbers (one 1-D selection instead of one per row)."""
-    size = values.shape[1] * values.dtype.itemsize
-    if size not in (2, 4, 8) or not values.flags.c_contiguous:
-        return values[sel]
-    flat = values.view(f"u{size}").reshape(-1)
-    return flat[sel].view(values.dtype).reshape(-1, values.shape[1])
 
 
 def merge_samples(a, b):
@@ -339,10 +332,20 @@ def reduce_chunks(pixels, valid, progress=None, stop=0.8):
     """
 
     def reduce(step, merge, **kwargs):
-        found = None
+        # merged as a balanced tree (a stack of runs of 1, 2, 4... chunks), each merge of an
+        # earlier run with the next one: the merges used here give the same result in any
+        # grouping, and the sorted runs of the sample grow to the whole only once
+        stack = []
         parts = chunks(pixels, valid, progress, stop=stop)
         for one in map_ordered(lambda part: step(part, **kwargs), parts, THREADS):
-            found = one if found is None else merge(found, one)
+            size = 1
+            while stack and stack[-1][0] == size:
+                one, size = merge(stack.pop()[1], one), 2 * size
+            stack.append((size, one))
+        found = None
+        while stack:
+            one = stack.pop()[1]
+            found = one if found is None else merge(one, found)
         return found
 
     return reduce
