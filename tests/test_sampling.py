@@ -240,3 +240,20 @@ def test_by_hash_table_equals_sorting(monkeypatch, bits):
         np.testing.assert_array_equal(got[1], rows[first])
         np.testing.assert_array_equal(got[2], counts)
     assert rounds  # the table was used
+
+
+def test_merge_hashed_equals_grouping_everything():
+    """Merging two groupings (sorted distinct hashes, rows, counts) groups their union."""
+    rng = np.random.default_rng(8)
+    rows = rng.integers(0, 30, (3000, 2)).astype(np.uint8)
+    h = hash_values(rows, 2)
+    a, b = sampling.by_hash(rows[:1000], h[:1000]), sampling.by_hash(rows[1000:], h[1000:])
+    uh, first, counts = np.unique(h, return_index=True, return_counts=True)
+    for got in (sampling.merge_hashed(a, b), sampling.merge_hashed(b, a)):
+        np.testing.assert_array_equal(got[0], uh)
+        np.testing.assert_array_equal(got[1], rows[first])
+        np.testing.assert_array_equal(got[2], counts)
+    empty = sampling.by_hash(rows[:0], h[:0])
+    for got in (sampling.merge_hashed(a, empty), sampling.merge_hashed(empty, a)):
+        np.testing.assert_array_equal(got[0], a[0])
+        np.testing.assert_array_equal(got[2], a[2])
