@@ -86,6 +86,20 @@ def test_assign_labels_as_scipy_vq(dtype, d):
         np.testing.assert_allclose(d2, dist.astype(np.float64) ** 2, rtol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("d", [3, 4])
+def test_assign_threaded_kernel_gives_the_same_labels(dtype, d):
+    """``threaded`` picks the numpy kernel for three or four features: the labels of vq, on
+    data with no exact ties, and distances within rounding."""
+    rng = np.random.default_rng(10 + d)
+    points = rng.normal(0, 50, (200_000, d)).astype(dtype)
+    centers = rng.normal(0, 30, (8, d)).astype(dtype)
+    ref, ref_d2 = assign(points, centers)
+    labels, d2 = assign(points, centers, threaded=True)
+    np.testing.assert_array_equal(labels, ref)
+    np.testing.assert_allclose(d2, ref_d2, rtol=1e-5 if dtype == np.float32 else 1e-12)
+
+
 def test_assign_does_not_depend_on_chunking():
     rng = np.random.default_rng(1)
     points = rng.random((1000, 4)).astype(np.float32)

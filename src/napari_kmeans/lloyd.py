@@ -45,17 +45,18 @@ def dot(a: np.ndarray, b: np.ndarray) -> float:
 PROGRESS_ROWS = 1 << 20  # with a progress callback, assignment reports every this many points
 
 
-def assign(points: np.ndarray, centers: np.ndarray, progress=None):
+def assign(points: np.ndarray, centers: np.ndarray, progress=None, *, threaded=False):
     """Nearest centre of each point (first one on ties) and the squared distance to it.
 
     Rows are independent, so the result does not depend on how points are chunked. Up to four
     features, the differences are computed directly in the points' float dtype, by
     :func:`scipy.cluster.vq.vq` (compiled) or, for float32 points or up to two features, by
-    :func:`_nearest_few` with the same arithmetic (numpy calls that release the GIL, so that
-    chunks can be labelled in threads; as fast as vq on one thread for these, slower for three
-    or four float64 features). From five on, the distances are computed in float64 over slices
-    of points of any float dtype (:func:`_two_nearest`). With ``progress``, many points are
-    assigned in slices with a report after each (the same result).
+    :func:`_nearest_few` with the same arithmetic, so the same labels (numpy calls that release
+    the GIL, so that chunks can be labelled in threads; as fast as vq on one thread for these,
+    1.5-2x slower for three or four float64 features, for which ``threaded`` asks for it: a
+    caller labelling chunks in threads). From five on, the distances are computed in float64
+    over slices of points of any float dtype (:func:`_two_nearest`). With ``progress``, many
+    points are assigned in slices with a report after each (the same result).
     """
     n = points.shape[0]
     if progress is not None and n > PROGRESS_ROWS:
@@ -63,11 +64,11 @@ def assign(points: np.ndarray, centers: np.ndarray, progress=None):
         for s in range(0, n, PROGRESS_ROWS):
             tick(progress, s / n, "assigning points to centres")
             part_labels, dist[s : s + PROGRESS_ROWS] = assign(
-                points[s : s + PROGRESS_ROWS], centers
+                points[s : s + PROGRESS_ROWS], centers, threaded=threaded
             )
             labels[s : s + PROGRESS_ROWS] = part_labels
         return labels, dist
-    if points.shape[1] < 5 and (points.shape[1] <= 2 or points.dtype == np.float32):
+    if points.shape[1] < 5 and (threaded or points.shape[1] <= 2 or points.dtype == np.float32):
         return _nearest_few(points, centers)  # as fast as vq here, and in threads faster
     if points.shape[1] < 5:
         from scipy.cluster.vq import vq  # imported here: scipy.cluster takes ~0.5 s to import

@@ -227,11 +227,12 @@ class KMeansModel:
                 "declared not RGB; apply it to RGB images, or fit a model on this kind of image."
             )
 
-    def assign_values(self, values: np.ndarray, dtype):
+    def assign_values(self, values: np.ndarray, dtype, *, threaded=False):
         """Nearest centre of pixel values ``(n, n_channels)`` of the given input dtype.
 
         Returns the 0-based label index of each value (label - 1) and its squared distance to
-        its centre in feature space.
+        its centre in feature space. ``threaded`` (the same result) picks the kernel that runs
+        side by side with other threads (see :func:`napari_kmeans.lloyd.assign`).
         """
         # wide float32 rows: assign converts them slice by slice (exactly), no float64 copy
         wide = values.ndim == 2 and values.shape[1] >= WIDE_ROWS
@@ -241,7 +242,7 @@ class KMeansModel:
         feats = ft.to_features(values, self.spec, dtype, self.centers)
         no_tree = self.parent is None  # flat, or flat with its IDs renumbered (match_to)
         if no_tree and feats.shape[1] > 1:
-            idx, d2 = assign(feats, self.centers)  # vq gives the distances too
+            idx, d2 = assign(feats, self.centers, threaded=threaded)  # distances too
             return (idx, d2) if self.center_labels is None else (self.center_labels[idx] - 1, d2)
         idx = _nearest(feats, self.centers) if no_tree else self._descend(feats)
         d2 = _sq_dist(feats, self.centers, idx)
@@ -349,7 +350,7 @@ class KMeansModel:
             if by_thresholds:  # one comparison per cut: the rule of assign_values, faster
                 idx, part_counts, part_inertia = label_1d(part, self.centers[:, 0], stats=stats)
             else:
-                idx, d2 = self.assign_values(part, dtype)
+                idx, d2 = self.assign_values(part, dtype, threaded=threads > 1)
                 part_inertia, part_counts = float(d2.sum()), np.bincount(idx, minlength=k)
             if ok is None:
                 out[s : s + chunk] = idx + 1
