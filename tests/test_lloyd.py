@@ -100,6 +100,19 @@ def test_assign_threaded_kernel_gives_the_same_labels(dtype, d):
     np.testing.assert_allclose(d2, ref_d2, rtol=1e-5 if dtype == np.float32 else 1e-12)
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32])
+@pytest.mark.parametrize("d", [2, 3, 4, 5])
+@pytest.mark.parametrize("threaded", [False, True])
+def test_assign_integer_points_as_their_float64_values(dtype, d, threaded):
+    rng = np.random.default_rng(d)
+    points = rng.integers(0, 200, (3000, d)).astype(dtype)
+    centers = rng.uniform(0, 200, (5, d))
+    got = assign(points, centers, threaded=threaded)
+    ref = assign(points.astype(np.float64), centers, threaded=threaded)
+    np.testing.assert_array_equal(got[0], ref[0])
+    np.testing.assert_array_equal(got[1], ref[1])
+
+
 def test_assign_does_not_depend_on_chunking():
     rng = np.random.default_rng(1)
     points = rng.random((1000, 4)).astype(np.float32)
@@ -319,6 +332,27 @@ def test_swap_search_escapes_a_lloyd_local_optimum():
     fixed = improve_by_swaps(points, weights, stuck, 4, np.random.default_rng(1))
     np.testing.assert_allclose(np.sort(fixed.centers[:, 0]), blobs[:, 0], atol=0.1)
     assert fixed.inertia < 10
+
+
+def test_lloyd_gives_up_a_run_that_cannot_reach_the_bar():
+    """``give_up_above``: a slow run whose inertia stays far above the bar stops early; a run
+    that gets below the bar is the same as without it."""
+    from napari_kmeans.lloyd import lloyd
+
+    rng = np.random.default_rng(3)
+    points = np.sort(rng.random((4000, 1)) * 100, axis=0)
+    points = np.concatenate([points, rng.normal(0, 1, (4000, 1))], axis=1)
+    weights = np.ones(len(points))
+    start = np.array([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0]])
+    full = lloyd(points, weights, start, max_iter=60)
+    assert full.n_iter > 10  # centres creep along the line
+    hopeless = lloyd(points, weights, start, max_iter=60, give_up_above=full.inertia / 2)
+    assert hopeless.n_iter < full.n_iter and hopeless.inertia > full.inertia / 2
+    labels, _ = assign(points, hopeless.centers)
+    np.testing.assert_array_equal(hopeless.labels, labels)  # labels of the returned centres
+    reachable = lloyd(points, weights, start, max_iter=60, give_up_above=full.inertia * 1.001)
+    np.testing.assert_array_equal(reachable.centers, full.centers)
+    assert reachable.n_iter == full.n_iter
 
 
 def test_assign_is_exact_for_many_features_far_from_the_origin():

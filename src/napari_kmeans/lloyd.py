@@ -53,9 +53,10 @@ def assign(points: np.ndarray, centers: np.ndarray, progress=None, *, threaded=F
     :func:`scipy.cluster.vq.vq` (compiled) or, for float32 points or up to two features, by
     :func:`_nearest_few` with the same arithmetic, so the same labels (numpy calls that release
     the GIL, so that chunks can be labelled in threads; as fast as vq on one thread for these,
-    1.5-2x slower for three or four float64 features, for which ``threaded`` asks for it: a
-    caller labelling chunks in threads). From five on, the distances are computed in float64
-    over slices of points of any float dtype (:func:`_two_nearest`). With ``progress``, many
+    1.5x slower for three float64 features, for which ``threaded`` asks for it: a caller
+    labelling chunks in threads; 2x for four, which stay with vq). From five on, the distances
+    are computed in float64 over slices of points of any float dtype (:func:`_two_nearest`).
+    Integer points are compared in float64, as their features would be. With ``progress``, many
     points are assigned in slices with a report after each (the same result).
     """
     n = points.shape[0]
@@ -68,9 +69,12 @@ def assign(points: np.ndarray, centers: np.ndarray, progress=None, *, threaded=F
             )
             labels[s : s + PROGRESS_ROWS] = part_labels
         return labels, dist
-    if points.shape[1] < 5 and (threaded or points.shape[1] <= 2 or points.dtype == np.float32):
+    d = points.shape[1]
+    if d < 5 and (d <= 2 or points.dtype == np.float32 or (threaded and d <= 3)):
         return _nearest_few(points, centers)  # as fast as vq here, and in threads faster
-    if points.shape[1] < 5:
+    if points.dtype.kind != "f":  # integer values: float64, as features are
+        points = points.astype(np.float64)
+    if d < 5:
         from scipy.cluster.vq import vq  # imported here: scipy.cluster takes ~0.5 s to import
 
         labels, dist = vq(points, centers.astype(points.dtype, copy=False), check_finite=False)
@@ -198,8 +202,9 @@ def _cluster_sums(wpoints, weights, labels, k):
 
 
 def lloyd(
-    points, weights, centers, *, max_iter=300, tol_abs=0.0, wpoints=None, progress=None
-) -> LloydResult:
+    points, weights, centers, *, max_iter=300, tol_abs=0.0, wpoints=None, progress=None,
+    give_up_above=None,
+) -> LloydResult:  # fmt: skip
     """Weighted Lloyd iterations from ``centers`` until no label changes or the shift is tiny.
 
     ``tol_abs`` bounds the squared centre shift (summed over centres) below which iterations stop;
@@ -207,16 +212,27 @@ def lloyd(
     sums are updated incrementally from the points whose label changed, so late iterations cost
     one assignment pass. Empty clusters move to the points with the largest weighted squared
     distance to their centre. A final assignment step makes labels and centres consistent.
+
+    ``give_up_above`` (a swap trial's bar, the inertia to beat) stops the run after an
+    assignment whose inertia is so far above it that, going down by the last iteration's
+    decrease for every iteration left, it would not get below: labels and centres are then
+    those of that assignment (consistent), and the inertia is above the bar.
     """
     k = centers.shape[0]
     if wpoints is None:
         wpoints = points * weights[:, None]
     labels = None
     sums = mass = npts = None
+    before = None  # the last assignment's inertia, with give_up_above
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
         tick(progress, (n_iter - 1) / max_iter, f"Lloyd iteration {n_iter}")
         new_labels, dist = assign(points, centers)
+        if give_up_above is not None:
+            now = dot(weights, dist)
+            if n_iter > 1 and now - give_up_above > (before - now) * (max_iter - n_iter + 1):
+                return LloydResult(centers, new_labels, now, n_iter, dist)
+            before = now
         if labels is None:
             sums, mass, npts = _cluster_sums(wpoints, weights, new_labels, k)
         else:
@@ -289,6 +305,7 @@ def improve_by_swaps(
     costs least (the increase in inertia if its points went to their second-nearest centre) to
     a point drawn with probability proportional to weight times squared distance (as k-means++
     does), runs Lloyd, and keeps the result if the inertia went down (Kanungo et al. 2004).
+    A trial that cannot get below the best inertia is given up early (``give_up_above``).
     """
     k = res.centers.shape[0]
     if k < 2:
@@ -305,8 +322,9 @@ def improve_by_swaps(
         start = best.centers.astype(np.float64, copy=True)
         start[int(np.argmin(loss))] = points[pick]
         cand = lloyd(
-            points, weights, start.astype(points.dtype), max_iter=max_iter, tol_abs=tol_abs
-        )
+            points, weights, start.astype(points.dtype), max_iter=max_iter, tol_abs=tol_abs,
+            give_up_above=best.inertia,
+        )  # fmt: skip
         if cand.inertia < best.inertia:
             best = cand
     return best

@@ -239,8 +239,14 @@ class KMeansModel:
         single = values.dtype.kind == "f" and values.dtype.itemsize < 8
         if self.is_flat and wide and single and self.spec.color_space == "rgb":
             return assign(values, self.centers)
-        feats = ft.to_features(values, self.spec, dtype, self.centers)
         no_tree = self.parent is None  # flat, or flat with its IDs renumbered (match_to)
+        # integer values of several channels: assign compares them in float64 itself, column by
+        # column, without a float64 copy of them all (the features of "rgb" are the values)
+        raw = values.ndim == 2 and values.shape[1] > 1 and values.dtype.kind in "ui"
+        if raw and no_tree and self.spec.color_space == "rgb":
+            feats = values
+        else:
+            feats = ft.to_features(values, self.spec, dtype, self.centers)
         if no_tree and feats.shape[1] > 1:
             idx, d2 = assign(feats, self.centers, threaded=threaded)  # distances too
             return (idx, d2) if self.center_labels is None else (self.center_labels[idx] - 1, d2)
