@@ -88,27 +88,26 @@ def test_assign_labels_as_scipy_vq(dtype, d):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("d", [3, 4])
-def test_assign_threaded_kernel_gives_the_same_labels(dtype, d):
-    """``threaded`` picks the numpy kernel for three or four features: the labels of vq, on
-    data with no exact ties, and distances within rounding."""
+def test_numpy_kernel_gives_the_labels_of_vq(dtype, d):
+    """The numpy kernel has vq's arithmetic: the same labels on many random points, and
+    distances within rounding."""
     rng = np.random.default_rng(10 + d)
     points = rng.normal(0, 50, (200_000, d)).astype(dtype)
     centers = rng.normal(0, 30, (8, d)).astype(dtype)
     ref, ref_d2 = assign(points, centers)
-    labels, d2 = assign(points, centers, threaded=True)
+    labels, d2 = lloyd_module._nearest_few(points, centers)
     np.testing.assert_array_equal(labels, ref)
     np.testing.assert_allclose(d2, ref_d2, rtol=1e-5 if dtype == np.float32 else 1e-12)
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32])
 @pytest.mark.parametrize("d", [2, 3, 4, 5])
-@pytest.mark.parametrize("threaded", [False, True])
-def test_assign_integer_points_as_their_float64_values(dtype, d, threaded):
+def test_assign_integer_points_as_their_float64_values(dtype, d):
     rng = np.random.default_rng(d)
     points = rng.integers(0, 200, (3000, d)).astype(dtype)
     centers = rng.uniform(0, 200, (5, d))
-    got = assign(points, centers, threaded=threaded)
-    ref = assign(points.astype(np.float64), centers, threaded=threaded)
+    got = assign(points, centers)
+    ref = assign(points.astype(np.float64), centers)
     np.testing.assert_array_equal(got[0], ref[0])
     np.testing.assert_array_equal(got[1], ref[1])
 

@@ -45,7 +45,7 @@ def dot(a: np.ndarray, b: np.ndarray) -> float:
 PROGRESS_ROWS = 1 << 20  # with a progress callback, assignment reports every this many points
 
 
-def assign(points: np.ndarray, centers: np.ndarray, progress=None, *, threaded=False):
+def assign(points: np.ndarray, centers: np.ndarray, progress=None):
     """Nearest centre of each point (first one on ties) and the squared distance to it.
 
     Rows are independent, so the result does not depend on how points are chunked. Up to four
@@ -53,9 +53,9 @@ def assign(points: np.ndarray, centers: np.ndarray, progress=None, *, threaded=F
     :func:`scipy.cluster.vq.vq` (compiled) or, for float32 points or up to two features, by
     :func:`_nearest_few` with the same arithmetic, so the same labels (numpy calls that release
     the GIL, so that chunks can be labelled in threads; as fast as vq on one thread for these,
-    1.5x slower for three float64 features, for which ``threaded`` asks for it: a caller
-    labelling chunks in threads; 2x for four, which stay with vq). From five on, the distances
-    are computed in float64 over slices of points of any float dtype (:func:`_two_nearest`).
+    1.5-2x slower for three or four float64 features, which stay with vq). From five on, the
+    distances are computed in float64 over slices of points of any float dtype
+    (:func:`_two_nearest`).
     Integer points are compared in float64, as their features would be. With ``progress``, many
     points are assigned in slices with a report after each (the same result).
     """
@@ -65,12 +65,12 @@ def assign(points: np.ndarray, centers: np.ndarray, progress=None, *, threaded=F
         for s in range(0, n, PROGRESS_ROWS):
             tick(progress, s / n, "assigning points to centres")
             part_labels, dist[s : s + PROGRESS_ROWS] = assign(
-                points[s : s + PROGRESS_ROWS], centers, threaded=threaded
+                points[s : s + PROGRESS_ROWS], centers
             )
             labels[s : s + PROGRESS_ROWS] = part_labels
         return labels, dist
     d = points.shape[1]
-    if d < 5 and (d <= 2 or points.dtype == np.float32 or (threaded and d <= 3)):
+    if d < 5 and (d <= 2 or points.dtype == np.float32):
         return _nearest_few(points, centers)  # as fast as vq here, and in threads faster
     if points.dtype.kind != "f":  # integer values: float64, as features are
         points = points.astype(np.float64)

@@ -227,12 +227,11 @@ class KMeansModel:
                 "declared not RGB; apply it to RGB images, or fit a model on this kind of image."
             )
 
-    def assign_values(self, values: np.ndarray, dtype, *, threaded=False):
+    def assign_values(self, values: np.ndarray, dtype):
         """Nearest centre of pixel values ``(n, n_channels)`` of the given input dtype.
 
         Returns the 0-based label index of each value (label - 1) and its squared distance to
-        its centre in feature space. ``threaded`` (the same result) picks the kernel that runs
-        side by side with other threads (see :func:`napari_kmeans.lloyd.assign`).
+        its centre in feature space.
         """
         # wide float32 rows: assign converts them slice by slice (exactly), no float64 copy
         wide = values.ndim == 2 and values.shape[1] >= WIDE_ROWS
@@ -248,7 +247,7 @@ class KMeansModel:
         else:
             feats = ft.to_features(values, self.spec, dtype, self.centers)
         if no_tree and feats.shape[1] > 1:
-            idx, d2 = assign(feats, self.centers, threaded=threaded)  # distances too
+            idx, d2 = assign(feats, self.centers)  # the distances too
             return (idx, d2) if self.center_labels is None else (self.center_labels[idx] - 1, d2)
         idx = _nearest(feats, self.centers) if no_tree else self._descend(feats)
         d2 = _sq_dist(feats, self.centers, idx)
@@ -356,7 +355,7 @@ class KMeansModel:
             if by_thresholds:  # one comparison per cut: the rule of assign_values, faster
                 idx, part_counts, part_inertia = label_1d(part, self.centers[:, 0], stats=stats)
             else:
-                idx, d2 = self.assign_values(part, dtype, threaded=threads > 1)
+                idx, d2 = self.assign_values(part, dtype)
                 part_inertia, part_counts = float(d2.sum()), np.bincount(idx, minlength=k)
             if ok is None:
                 out[s : s + chunk] = idx + 1
