@@ -673,3 +673,14 @@ def test_label_pixels_in_threads_gives_the_same_labels(dtype):
     np.testing.assert_array_equal(two.counts, one.counts)
     assert two.inertia == one.inertia
     assert (one.labels[~valid] == 0).all() and (one.labels[valid] > 0).all()
+
+
+def test_recolor_in_threads_is_the_same():
+    rng = np.random.default_rng(13)
+    image = rng.integers(0, 255, (700, 500, 3)).astype(np.uint8)
+    seg = segment(image, 3)
+    labels = seg.labels.copy()
+    labels[:5] = 0  # kept pixels
+    one = seg.model.recolor(image, labels)
+    two = seg.model.recolor(image, labels, threads=2)
+    np.testing.assert_array_equal(two, one)

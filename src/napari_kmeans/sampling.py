@@ -233,9 +233,10 @@ def merge_hashed(a, b):
 def sample_chunk(values, seed, *, keep, buckets, hot=None):
     """Step: one chunk's share of the sample, ``(n, bucket counts, kept, heavy candidates)``.
 
-    ``values`` are the chunk's valid pixel values. ``keep`` is "all" (every value), a hash
-    threshold, or None (no values); ``buckets`` asks for hash-bucket counts; ``hot`` (a boolean
-    per bucket) for the values in hot buckets, grouped by hash.
+    ``values`` are the chunk's valid pixel values. ``keep`` is "all" (every value, grouped by
+    hash), a hash threshold (the rows below it, not grouped: ``(hashes, rows, None)``), or None
+    (no values); ``buckets`` asks for hash-bucket counts; ``hot`` (a boolean per bucket) for the
+    values in hot buckets, grouped by hash.
     """
     h = hash_values(values, seed)
     top = None
@@ -245,10 +246,9 @@ def sample_chunk(values, seed, *, keep, buckets, hot=None):
     kept = cand = None
     if isinstance(keep, str):
         kept = by_hash(values, h)
-    elif keep is not None:  # a few rows: by index, and only the row of each distinct hash copied
+    elif keep is not None:  # a few rows, grouped once all are in (see merge_kept, group_kept)
         sel = np.flatnonzero(h < keep)
-        uh, rep, n_rows = group_hashes(h[sel])
-        kept = uh, values[sel[rep]], n_rows
+        kept = h[sel], values[sel], None
     if hot is not None:  # only the row of each distinct hash is copied, not every hot row
         sel = np.flatnonzero(hot[top])
         uh, rep, n_rows = group_hashes(h[sel], repeats=True)
@@ -259,9 +259,30 @@ def sample_chunk(values, seed, *, keep, buckets, hot=None):
 def merge_samples(a, b):
     """Merge two :func:`sample_chunk` results."""
     buckets = None if a[1] is None else a[1] + b[1]
-    kept = None if a[2] is None else merge_hashed(a[2], b[2])
+    kept = None if a[2] is None else merge_kept(a[2], b[2])
     cand = None if a[3] is None else merge_hashed(a[3], b[3])
     return a[0] + b[0], buckets, kept, cand
+
+
+def merge_kept(a, b):
+    """Merge two kept parts: groupings by :func:`merge_hashed`, rows not grouped yet (the
+    sampled rows, few) by putting them together."""
+    if a[2] is not None:
+        return merge_hashed(a, b)
+    return np.concatenate([a[0], b[0]]), np.concatenate([a[1], b[1]]), None
+
+
+def group_kept(kept):
+    """The kept rows grouped by hash, ``(hashes, rows, counts)`` sorted by hash (as
+    :func:`by_hash`): one sort of all the sampled rows, not one per chunk and merges."""
+    if kept[2] is not None:
+        return kept
+    h, rows, _ = kept
+    order = np.argsort(h)
+    h = h[order]
+    start = np.flatnonzero(np.concatenate([[True], h[1:] != h[:-1]]))
+    counts = np.diff(np.append(start, h.size))
+    return h[start], rows[order[start]], counts.astype(np.int64)
 
 
 def finish_sample(kept, cand, p, n_valid) -> Support:
@@ -314,7 +335,7 @@ def draw_sample(reduce, n_total, seed, size=SAMPLE_SIZE, progress=None) -> Suppo
             hot=hot if hot.any() else None, **opts,
         )  # fmt: skip
         kept = kept if again is None else kept2
-    return finish_sample(kept, cand, p, n)
+    return finish_sample(group_kept(kept), cand, p, n)
 
 
 def chunks(pixels, valid, progress=None, step="sampling pixels", stop=1.0):
