@@ -401,9 +401,12 @@ class KMeansModel:
         does), saving one assignment pass. ``progress(fraction, step)`` is called before each
         chunk. See :meth:`label_pixels`, the kernel this applies.
         """
+        # in threads for pixels of 8 bytes or more (as sampling.reduce_chunks: for narrower ones
+        # the chunks' float64 temporaries are large next to the image)
+        wide = prep.pixels.shape[1] * prep.pixels.dtype.itemsize >= 8
         return self.label_pixels(
             prep.pixels, prep.valid, prep.dtype, support=compressed, assignment=distinct,
-            chunk_size=chunk_size, progress=progress, threads=THREADS,
+            chunk_size=chunk_size, progress=progress, threads=THREADS if wide else 1,
         )  # fmt: skip
 
     def predict(self, image, *, mask=None, chunk_size=None, rgb=None) -> np.ndarray:

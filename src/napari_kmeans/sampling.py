@@ -35,17 +35,18 @@ from .features import tick
 from .threads import THREADS, map_ordered
 
 SAMPLE_SIZE = 1 << 17  # expected number of sampled pixels for images that do not compress
-CHUNK = 1 << 19  # pixels per sampling step: 64-bit hashes and bucket indices of 4 MB each
+CHUNK = 1 << 18  # pixels per sampling step: 64-bit hashes of 2 MB, two steps in threads
 # Single-channel images are fitted on all their distinct values up to this many, beyond on the
 # sample (in memory and on dask alike, so that both give the same result).
 DISTINCT_CAP = 1 << 22
 # With fewer occupied grid bins than this (values crowded by far outliers), the grid is too
 # coarse: the distinct values are used as before (or the sample beyond DISTINCT_CAP).
 GRID_MIN_OCCUPIED = 1 << 10
-# hash buckets counted by the first pass: 2 MB of counters, cache-friendly; a frequent value
-# (heavy_min copies) fills its bucket to 8 times the mean load (the sample does not depend on
-# this: only how many pixels the second pass looks at)
-_BUCKET_BITS = 18
+# hash buckets counted by the first pass: 512 kB of counters, cache-friendly; a frequent value
+# (heavy_min copies) fills its bucket to at least twice the mean load, which a bucket of other
+# values reaches very rarely (the sample does not depend on this: only how many pixels the
+# second pass looks at, and whether it runs)
+_BUCKET_BITS = 16
 _N_BUCKETS = 1 << _BUCKET_BITS
 _SHIFT = np.uint64(64 - _BUCKET_BITS)
 _MIX = np.uint64(0x9E3779B97F4A7C15)
@@ -239,20 +240,21 @@ def sample_chunk(values, seed, *, keep, buckets, hot=None):
     values in hot buckets, grouped by hash.
     """
     h = hash_values(values, seed)
-    top = None
-    if buckets or hot is not None:  # the top bits, as intp in place (below 2**20: same values)
-        top = np.right_shift(h, _SHIFT).view(np.intp)
-    counts = np.bincount(top, minlength=_N_BUCKETS) if buckets else None
-    kept = cand = None
+    kept = cand = counts = None
     if isinstance(keep, str):
         kept = by_hash(values, h)
     elif keep is not None:  # a few rows, grouped once all are in (see merge_kept, group_kept)
         sel = np.flatnonzero(h < keep)
         kept = h[sel], values[sel], None
-    if hot is not None:  # only the row of each distinct hash is copied, not every hot row
-        sel = np.flatnonzero(hot[top])
-        uh, rep, n_rows = group_hashes(h[sel], repeats=True)
-        cand = uh, values[sel[rep]], n_rows
+    if buckets or hot is not None:  # the top bits, as intp (below 2**16: the same values)
+        # in place when the hashes are not needed any more (one array less per chunk)
+        top = np.right_shift(h, _SHIFT, out=h if hot is None else None).view(np.intp)
+        if buckets:
+            counts = np.bincount(top, minlength=_N_BUCKETS)
+        if hot is not None:  # only the row of each distinct hash is copied, not every hot row
+            sel = np.flatnonzero(hot[top])
+            uh, rep, n_rows = group_hashes(h[sel], repeats=True)
+            cand = uh, values[sel[rep]], n_rows
     return values.shape[0], counts, kept, cand
 
 
@@ -349,24 +351,18 @@ def chunks(pixels, valid, progress=None, step="sampling pixels", stop=1.0):
 def reduce_chunks(pixels, valid, progress=None, stop=0.8):
     """A ``reduce`` for :func:`draw_sample` over an in-memory image, chunk by chunk.
 
-    The chunks' steps run in ``THREADS`` threads; their results are merged in chunk order.
+    For pixels of 8 bytes or more, the chunks' steps run in ``THREADS`` threads, their results
+    merged in chunk order. Narrower pixels stay on one thread: a step's temporaries (8-byte
+    hashes and words per pixel) would then be large next to the image, and two steps at once
+    would break the memory bound (peak <= 3x the input).
     """
+    threads = THREADS if pixels.shape[1] * pixels.dtype.itemsize >= 8 else 1
 
     def reduce(step, merge, **kwargs):
-        # merged as a balanced tree (a stack of runs of 1, 2, 4... chunks), each merge of an
-        # earlier run with the next one: the merges used here give the same result in any
-        # grouping, and the sorted runs of the sample grow to the whole only once
-        stack = []
-        parts = chunks(pixels, valid, progress, stop=stop)
-        for one in map_ordered(lambda part: step(part, **kwargs), parts, THREADS):
-            size = 1
-            while stack and stack[-1][0] == size:
-                one, size = merge(stack.pop()[1], one), 2 * size
-            stack.append((size, one))
         found = None
-        while stack:
-            one = stack.pop()[1]
-            found = one if found is None else merge(one, found)
+        parts = chunks(pixels, valid, progress, stop=stop)
+        for one in map_ordered(lambda part: step(part, **kwargs), parts, threads):
+            found = one if found is None else merge(found, one)
         return found
 
     return reduce

@@ -9,8 +9,9 @@ path uses threads; on dask, the scheduler already runs blocks in parallel.
 from __future__ import annotations
 
 import os
+import threading
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 THREADS = max(1, min(2, os.cpu_count() or 1))  # threads for the passes over in-memory images
 
@@ -20,13 +21,15 @@ def map_ordered(fn, items, threads: int):
 
     At most ``threads + 1`` items are in flight, so that memory stays bounded whatever the
     number of items. ``items`` is consumed in the calling thread (a progress report in its
-    generator runs there too). With one thread, no pool is made.
+    generator runs there too). With one thread, no pool is used. The pool's threads are kept
+    for later calls (memory freed by a thread is reused by the same thread); ``fn`` must not
+    call ``map_ordered`` itself.
     """
     if threads <= 1:
         for item in items:
             yield fn(item)
         return
-    pool = ThreadPoolExecutor(threads, thread_name_prefix="napari-kmeans")
+    pool = _pool(threads)
     pending = deque()
     try:
         for item in items:
@@ -36,4 +39,18 @@ def map_ordered(fn, items, threads: int):
         while pending:
             yield pending.popleft().result()
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        for future in pending:  # stopped early (an error, a cancelled run): drop the rest
+            future.cancel()
+        wait(pending)
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """The shared pool of ``threads`` threads (made at first use)."""
+    with _POOLS_LOCK:
+        if threads not in _POOLS:
+            _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="napari-kmeans")
+        return _POOLS[threads]
