@@ -684,3 +684,24 @@ def test_recolor_in_threads_is_the_same():
     one = seg.model.recolor(image, labels)
     two = seg.model.recolor(image, labels, threads=2)
     np.testing.assert_array_equal(two, one)
+
+
+def test_threads_work_in_a_forked_child():
+    """The shared thread pool is per process: a child forked after the parent used it labels
+    in threads too (a pool inherited through fork has no threads and would hang)."""
+    import multiprocessing as mp
+
+    rng = np.random.default_rng(14)
+    image = rng.random((200, 300, 3)).astype(np.float32)
+    model = segment(image, 3).model
+    pixels = image.reshape(-1, 3)
+    want = model.label_pixels(pixels, None, image.dtype, chunk_size=1000, threads=2).labels
+    ctx = mp.get_context("fork")
+    with ctx.Pool(1) as pool:
+        got = pool.apply_async(_label_in_threads, (model.to_json(), pixels)).get(timeout=60)
+    np.testing.assert_array_equal(got, want)
+
+
+def _label_in_threads(text, pixels):
+    model = KMeansModel.from_json(text)
+    return model.label_pixels(pixels, None, pixels.dtype, chunk_size=1000, threads=2).labels

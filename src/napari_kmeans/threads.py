@@ -44,13 +44,15 @@ def map_ordered(fn, items, threads: int):
         wait(pending)
 
 
-_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
 _POOLS_LOCK = threading.Lock()
 
 
 def _pool(threads: int) -> ThreadPoolExecutor:
-    """The shared pool of ``threads`` threads (made at first use)."""
+    """The shared pool of ``threads`` threads of this process (made at first use; a forked
+    child, which has none of its parent's threads, makes its own)."""
+    key = (os.getpid(), threads)
     with _POOLS_LOCK:
-        if threads not in _POOLS:
-            _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="napari-kmeans")
-        return _POOLS[threads]
+        if key not in _POOLS:
+            _POOLS[key] = ThreadPoolExecutor(threads, thread_name_prefix="napari-kmeans")
+        return _POOLS[key]
