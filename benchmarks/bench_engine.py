@@ -903,7 +903,8 @@ How to read the tables:
   (labels *and* the recoloured image); scikit-learn is `fit` + `predict` on the pixels cast to
   float32 (its fastest dtype, cast included); OpenCV is `cv2.kmeans` on float32 with k-means++
   centres; multi-Otsu is `threshold_multiotsu` + `np.digitize`. scikit-learn (OpenMP) and OpenCV
-  use both cores; our engine is numpy and mostly runs on one.
+  use both cores; our engine is numpy and runs its passes over pixels of 8 bytes or more
+  (sampling, labelling, recolouring) in two threads, the fit on one.
 - **Inertia** is computed by one function for every method: the k-means objective of the
   partition the method returns, i.e. the sum over all pixels of the squared distance (float64,
   input units, our feature space) to the mean of the pixels sharing its label.

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import napari_kmeans.lloyd as lloyd_module
 from napari_kmeans.lloyd import (
     assign,
     kmeans,
@@ -66,6 +67,49 @@ def test_assign_ties_go_to_the_first_centre():
     labels, d2 = assign(np.array([[0.0, 0.0], [2.0, 0.0]]), np.array([[1.0, 0.0], [-1.0, 0.0]]))
     np.testing.assert_array_equal(labels, [0, 0])
     np.testing.assert_allclose(d2, [1.0, 1.0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("d", [1, 2, 3, 4])
+def test_assign_labels_as_scipy_vq(dtype, d):
+    """The direct-difference kernel gives scipy's vq labels (the kernel it replaced), also on
+    integer-valued data with exact ties, and distances within rounding of vq's."""
+    from scipy.cluster.vq import vq
+
+    rng = np.random.default_rng(d)
+    points = rng.integers(0, 40, (5000, d)).astype(dtype)
+    centers = rng.integers(0, 40, (6, d)).astype(dtype) + 0.5 * rng.integers(0, 2, (6, d))
+    centers = centers.astype(dtype)
+    ref, dist = vq(points, centers, check_finite=False)
+    for labels, d2 in (assign(points, centers), lloyd_module._nearest_few(points, centers)):
+        np.testing.assert_array_equal(labels, ref)
+        np.testing.assert_allclose(d2, dist.astype(np.float64) ** 2, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("d", [3, 4])
+def test_numpy_kernel_gives_the_labels_of_vq(dtype, d):
+    """The numpy kernel has vq's arithmetic: the same labels on many random points, and
+    distances within rounding."""
+    rng = np.random.default_rng(10 + d)
+    points = rng.normal(0, 50, (200_000, d)).astype(dtype)
+    centers = rng.normal(0, 30, (8, d)).astype(dtype)
+    ref, ref_d2 = assign(points, centers)
+    labels, d2 = lloyd_module._nearest_few(points, centers)
+    np.testing.assert_array_equal(labels, ref)
+    np.testing.assert_allclose(d2, ref_d2, rtol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32])
+@pytest.mark.parametrize("d", [2, 3, 4, 5])
+def test_assign_integer_points_as_their_float64_values(dtype, d):
+    rng = np.random.default_rng(d)
+    points = rng.integers(0, 200, (3000, d)).astype(dtype)
+    centers = rng.uniform(0, 200, (5, d))
+    got = assign(points, centers)
+    ref = assign(points.astype(np.float64), centers)
+    np.testing.assert_array_equal(got[0], ref[0])
+    np.testing.assert_array_equal(got[1], ref[1])
 
 
 def test_assign_does_not_depend_on_chunking():
@@ -287,6 +331,27 @@ def test_swap_search_escapes_a_lloyd_local_optimum():
     fixed = improve_by_swaps(points, weights, stuck, 4, np.random.default_rng(1))
     np.testing.assert_allclose(np.sort(fixed.centers[:, 0]), blobs[:, 0], atol=0.1)
     assert fixed.inertia < 10
+
+
+def test_lloyd_gives_up_a_run_that_cannot_reach_the_bar():
+    """``give_up_above``: a slow run whose inertia stays far above the bar stops early; a run
+    that gets below the bar is the same as without it."""
+    from napari_kmeans.lloyd import lloyd
+
+    rng = np.random.default_rng(3)
+    points = np.sort(rng.random((4000, 1)) * 100, axis=0)
+    points = np.concatenate([points, rng.normal(0, 1, (4000, 1))], axis=1)
+    weights = np.ones(len(points))
+    start = np.array([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0]])
+    full = lloyd(points, weights, start, max_iter=60)
+    assert full.n_iter > 10  # centres creep along the line
+    hopeless = lloyd(points, weights, start, max_iter=60, give_up_above=full.inertia / 2)
+    assert hopeless.n_iter < full.n_iter and hopeless.inertia > full.inertia / 2
+    labels, _ = assign(points, hopeless.centers)
+    np.testing.assert_array_equal(hopeless.labels, labels)  # labels of the returned centres
+    reachable = lloyd(points, weights, start, max_iter=60, give_up_above=full.inertia * 1.001)
+    np.testing.assert_array_equal(reachable.centers, full.centers)
+    assert reachable.n_iter == full.n_iter
 
 
 def test_assign_is_exact_for_many_features_far_from_the_origin():

@@ -657,3 +657,51 @@ def test_wide_float32_rows_are_labelled_like_their_float64_values():
     idx64, d64 = model.assign_values(pixels.astype(np.float64), np.float64)
     np.testing.assert_array_equal(idx32, idx64)
     np.testing.assert_array_equal(d32, d64)
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32])
+def test_label_pixels_in_threads_gives_the_same_labels(dtype):
+    """Chunks labelled by several threads give the labels, inertia and counts of one thread."""
+    rng = np.random.default_rng(12)
+    image = (rng.random((300, 200, 3)) * 1000).astype(dtype)
+    model = segment(image, 4, rgb=False, channel_axis=-1).model
+    pixels = image.reshape(-1, 3)
+    valid = rng.random(pixels.shape[0]) < 0.9
+    one = model.label_pixels(pixels, valid, image.dtype, chunk_size=1000, threads=1)
+    two = model.label_pixels(pixels, valid, image.dtype, chunk_size=1000, threads=2)
+    np.testing.assert_array_equal(two.labels, one.labels)
+    np.testing.assert_array_equal(two.counts, one.counts)
+    assert two.inertia == one.inertia
+    assert (one.labels[~valid] == 0).all() and (one.labels[valid] > 0).all()
+
+
+def test_recolor_in_threads_is_the_same():
+    rng = np.random.default_rng(13)
+    image = rng.integers(0, 255, (700, 500, 3)).astype(np.uint8)
+    seg = segment(image, 3)
+    labels = seg.labels.copy()
+    labels[:5] = 0  # kept pixels
+    one = seg.model.recolor(image, labels)
+    two = seg.model.recolor(image, labels, threads=2)
+    np.testing.assert_array_equal(two, one)
+
+
+def test_threads_work_in_a_forked_child():
+    """The shared thread pool is per process: a child forked after the parent used it labels
+    in threads too (a pool inherited through fork has no threads and would hang)."""
+    import multiprocessing as mp
+
+    rng = np.random.default_rng(14)
+    image = rng.random((200, 300, 3)).astype(np.float32)
+    model = segment(image, 3).model
+    pixels = image.reshape(-1, 3)
+    want = model.label_pixels(pixels, None, image.dtype, chunk_size=1000, threads=2).labels
+    ctx = mp.get_context("fork")
+    with ctx.Pool(1) as pool:
+        got = pool.apply_async(_label_in_threads, (model.to_json(), pixels)).get(timeout=60)
+    np.testing.assert_array_equal(got, want)
+
+
+def _label_in_threads(text, pixels):
+    model = KMeansModel.from_json(text)
+    return model.label_pixels(pixels, None, pixels.dtype, chunk_size=1000, threads=2).labels

@@ -138,6 +138,20 @@ def test_sample_ignores_pixel_order_and_chunking(monkeypatch):
     np.testing.assert_allclose(chunked[1], ref[1], rtol=1e-12)
 
 
+def test_sample_in_threads_is_the_same(monkeypatch):
+    """Chunks sampled by several threads, merged in order, give the one-thread sample."""
+    px = big_image()
+    valid = np.random.default_rng(7).random(px.shape[0]) < 0.9
+    n_valid = int(valid.sum())
+    monkeypatch.setattr(sampling, "CHUNK", 999)
+    monkeypatch.setattr(sampling, "THREADS", 1)
+    ref = hash_sample(px, valid, n_valid, seed=5, size=3000)
+    monkeypatch.setattr(sampling, "THREADS", 2)
+    got = hash_sample(px, valid, n_valid, seed=5, size=3000)
+    np.testing.assert_array_equal(got[0], ref[0])
+    np.testing.assert_array_equal(got[1], ref[1])
+
+
 def test_sample_depends_on_the_seed():
     px = big_image()
     a = hash_sample(px, None, px.shape[0], seed=0, size=2000)[0]
@@ -226,3 +240,20 @@ def test_by_hash_table_equals_sorting(monkeypatch, bits):
         np.testing.assert_array_equal(got[1], rows[first])
         np.testing.assert_array_equal(got[2], counts)
     assert rounds  # the table was used
+
+
+def test_merge_hashed_equals_grouping_everything():
+    """Merging two groupings (sorted distinct hashes, rows, counts) groups their union."""
+    rng = np.random.default_rng(8)
+    rows = rng.integers(0, 30, (3000, 2)).astype(np.uint8)
+    h = hash_values(rows, 2)
+    a, b = sampling.by_hash(rows[:1000], h[:1000]), sampling.by_hash(rows[1000:], h[1000:])
+    uh, first, counts = np.unique(h, return_index=True, return_counts=True)
+    for got in (sampling.merge_hashed(a, b), sampling.merge_hashed(b, a)):
+        np.testing.assert_array_equal(got[0], uh)
+        np.testing.assert_array_equal(got[1], rows[first])
+        np.testing.assert_array_equal(got[2], counts)
+    empty = sampling.by_hash(rows[:0], h[:0])
+    for got in (sampling.merge_hashed(a, empty), sampling.merge_hashed(empty, a)):
+        np.testing.assert_array_equal(got[0], a[0])
+        np.testing.assert_array_equal(got[2], a[2])

@@ -360,10 +360,9 @@ def layout(image: np.ndarray, spec: FeatureSpec, inside=None):
     if pixels.dtype.kind == "b":
         pixels = pixels.view(np.uint8)
     valid = None if inside is None else np.asarray(inside, dtype=bool).reshape(-1)
-    if pixels.dtype.kind == "f":
+    if pixels.dtype.kind == "f" and not _all_finite(pixels):
         finite = _finite_rows(pixels)
-        if not finite.all():
-            valid = finite if valid is None else valid & finite
+        valid = finite if valid is None else valid & finite
     if alpha is not None:
         opaque = (alpha != 0) & (np.isfinite(alpha) if alpha.dtype.kind == "f" else True)
         if not opaque.all():
@@ -374,6 +373,14 @@ def layout(image: np.ndarray, spec: FeatureSpec, inside=None):
 def valid_pixels(pixels: np.ndarray, valid) -> np.ndarray:
     """The rows of ``pixels`` that are ``valid`` (all of them when ``valid`` is None)."""
     return pixels if valid is None else pixels[valid]
+
+
+def _all_finite(pixels: np.ndarray) -> bool:
+    """Whether every value is finite: its minimum and maximum are (NaN propagates through both,
+    an infinity shows in one); two vectorised reductions, no boolean array per value."""
+    if pixels.size == 0:
+        return True
+    return bool(np.isfinite(pixels.min()) and np.isfinite(pixels.max()))
 
 
 def _finite_rows(pixels: np.ndarray) -> np.ndarray:

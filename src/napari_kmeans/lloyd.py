@@ -2,9 +2,9 @@
 
 Points carry weights (pixel counts of distinct colours, or sample weights), so an image with
 millions of pixels but a hundred thousand distinct colours costs a hundred thousand points per
-iteration. Nearest-centre assignment uses :func:`scipy.cluster.vq.vq` up to four features
-(compiled, direct differences, no ``(n, k)`` temporary) and a loop over centres beyond; centre
-updates are weighted ``np.bincount`` sums.
+iteration. Nearest-centre assignment computes direct differences (scipy's ``vq``, or numpy
+calls that release the GIL, one centre at a time over slices of points; no ``(n, k)``
+temporary); centre updates are weighted ``np.bincount`` sums.
 
 The robustness details follow scikit-learn's ``KMeans``: greedy k-means++ with ``2 + log k`` local
 trials, a tolerance relative to the data's mean variance, strict convergence when no label
@@ -49,11 +49,15 @@ def assign(points: np.ndarray, centers: np.ndarray, progress=None):
     """Nearest centre of each point (first one on ties) and the squared distance to it.
 
     Rows are independent, so the result does not depend on how points are chunked. Up to four
-    features, :func:`scipy.cluster.vq.vq` computes the differences directly in compiled code;
-    from five on it switches to the ``|x|^2 - 2 x.c + |c|^2`` expansion, which cancels badly for
-    data far from the origin and needs an ``(n, k)`` matrix, so there the distances are computed
-    directly (:func:`_two_nearest`, in float64 over slices of points of any float dtype). With
-    ``progress``, many points are assigned in slices with a report after each (the same result).
+    features, the differences are computed directly in the points' float dtype, by
+    :func:`scipy.cluster.vq.vq` (compiled) or, for float32 points or up to two features, by
+    :func:`_nearest_few` with the same arithmetic, so the same labels (numpy calls that release
+    the GIL, so that chunks can be labelled in threads; as fast as vq on one thread for these,
+    1.5-2x slower for three or four float64 features, which stay with vq). From five on, the
+    distances are computed in float64 over slices of points of any float dtype
+    (:func:`_two_nearest`).
+    Integer points are compared in float64, as their features would be. With ``progress``, many
+    points are assigned in slices with a report after each (the same result).
     """
     n = points.shape[0]
     if progress is not None and n > PROGRESS_ROWS:
@@ -65,7 +69,12 @@ def assign(points: np.ndarray, centers: np.ndarray, progress=None):
             )
             labels[s : s + PROGRESS_ROWS] = part_labels
         return labels, dist
-    if points.shape[1] < 5:
+    d = points.shape[1]
+    if d < 5 and (d <= 2 or points.dtype == np.float32):
+        return _nearest_few(points, centers)  # as fast as vq here, and in threads faster
+    if points.dtype.kind != "f":  # integer values: float64, as features are
+        points = points.astype(np.float64)
+    if d < 5:
         from scipy.cluster.vq import vq  # imported here: scipy.cluster takes ~0.5 s to import
 
         labels, dist = vq(points, centers.astype(points.dtype, copy=False), check_finite=False)
@@ -73,6 +82,45 @@ def assign(points: np.ndarray, centers: np.ndarray, progress=None):
         return labels, np.multiply(dist, dist, out=dist)
     best, _, labels = _two_nearest(points, centers, second=False)
     return labels, best
+
+
+_FEW_ROWS = 1 << 14  # points per slice of _nearest_few: a few arrays of 64-128 kB each
+
+
+def _nearest_few(points, centers):
+    """Nearest centre (first one on ties) and squared distance, for up to four features.
+
+    Over slices of ``_FEW_ROWS`` points, channel by channel: for each centre the sum of
+    squared differences in the points' dtype (float32 or float64), compared with the best so
+    far. Distances are returned as float64.
+    """
+    n, d = points.shape
+    dtype = points.dtype if points.dtype in (np.float32, np.float64) else np.dtype(np.float64)
+    c = np.asarray(centers).astype(dtype)
+    labels = np.zeros(n, np.intp)
+    dist = np.empty(n)
+    m = min(n, _FEW_ROWS)
+    best, cur, tmp = np.empty(m, dtype), np.empty(m, dtype), np.empty(m, dtype)
+    closer = np.empty(m, bool)
+    for s in range(0, n, _FEW_ROWS):
+        e = min(n, s + _FEW_ROWS)
+        cols = [np.ascontiguousarray(points[s:e, j], dtype=dtype) for j in range(d)]
+        lab = labels[s:e]
+        b, x, t, lt = best[: e - s], cur[: e - s], tmp[: e - s], closer[: e - s]
+        for j in range(c.shape[0]):
+            out = b if j == 0 else x
+            np.subtract(cols[0], c[j, 0], out=out)
+            np.multiply(out, out, out=out)
+            for f in range(1, d):
+                np.subtract(cols[f], c[j, f], out=t)
+                np.multiply(t, t, out=t)
+                np.add(out, t, out=out)
+            if j:
+                np.less(x, b, out=lt)
+                np.copyto(lab, j, where=lt)
+                np.minimum(b, x, out=b)
+        dist[s:e] = b
+    return labels, dist
 
 
 def _two_nearest(points, centers, second=True):
@@ -154,8 +202,9 @@ def _cluster_sums(wpoints, weights, labels, k):
 
 
 def lloyd(
-    points, weights, centers, *, max_iter=300, tol_abs=0.0, wpoints=None, progress=None
-) -> LloydResult:
+    points, weights, centers, *, max_iter=300, tol_abs=0.0, wpoints=None, progress=None,
+    give_up_above=None,
+) -> LloydResult:  # fmt: skip
     """Weighted Lloyd iterations from ``centers`` until no label changes or the shift is tiny.
 
     ``tol_abs`` bounds the squared centre shift (summed over centres) below which iterations stop;
@@ -163,16 +212,27 @@ def lloyd(
     sums are updated incrementally from the points whose label changed, so late iterations cost
     one assignment pass. Empty clusters move to the points with the largest weighted squared
     distance to their centre. A final assignment step makes labels and centres consistent.
+
+    ``give_up_above`` (a swap trial's bar, the inertia to beat) stops the run after an
+    assignment whose inertia is so far above it that, going down by the last iteration's
+    decrease for every iteration left, it would not get below: labels and centres are then
+    those of that assignment (consistent), and the inertia is above the bar.
     """
     k = centers.shape[0]
     if wpoints is None:
         wpoints = points * weights[:, None]
     labels = None
     sums = mass = npts = None
+    before = None  # the last assignment's inertia, with give_up_above
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
         tick(progress, (n_iter - 1) / max_iter, f"Lloyd iteration {n_iter}")
         new_labels, dist = assign(points, centers)
+        if give_up_above is not None:
+            now = dot(weights, dist)
+            if n_iter > 1 and now - give_up_above > (before - now) * (max_iter - n_iter + 1):
+                return LloydResult(centers, new_labels, now, n_iter, dist)
+            before = now
         if labels is None:
             sums, mass, npts = _cluster_sums(wpoints, weights, new_labels, k)
         else:
@@ -245,6 +305,7 @@ def improve_by_swaps(
     costs least (the increase in inertia if its points went to their second-nearest centre) to
     a point drawn with probability proportional to weight times squared distance (as k-means++
     does), runs Lloyd, and keeps the result if the inertia went down (Kanungo et al. 2004).
+    A trial that cannot get below the best inertia is given up early (``give_up_above``).
     """
     k = res.centers.shape[0]
     if k < 2:
@@ -261,8 +322,9 @@ def improve_by_swaps(
         start = best.centers.astype(np.float64, copy=True)
         start[int(np.argmin(loss))] = points[pick]
         cand = lloyd(
-            points, weights, start.astype(points.dtype), max_iter=max_iter, tol_abs=tol_abs
-        )
+            points, weights, start.astype(points.dtype), max_iter=max_iter, tol_abs=tol_abs,
+            give_up_above=best.inertia,
+        )  # fmt: skip
         if cand.inertia < best.inertia:
             best = cand
     return best

@@ -16,6 +16,7 @@ from .compress import CHUNK, codec_for, compress, lookup, present_codes
 from .kmeans1d import assign_1d, label_1d, thresholds
 from .lloyd import assign, dot
 from .recipe import Recipe, recipe_features
+from .threads import THREADS, map_ordered
 
 FORMAT = "napari-kmeans-model"
 FORMAT_VERSION = 3  # 2 adds the feature recipe; 3 seed means and labels absent from the model
@@ -237,10 +238,16 @@ class KMeansModel:
         single = values.dtype.kind == "f" and values.dtype.itemsize < 8
         if self.is_flat and wide and single and self.spec.color_space == "rgb":
             return assign(values, self.centers)
-        feats = ft.to_features(values, self.spec, dtype, self.centers)
         no_tree = self.parent is None  # flat, or flat with its IDs renumbered (match_to)
+        # integer values of several channels: assign compares them in float64 itself, column by
+        # column, without a float64 copy of them all (the features of "rgb" are the values)
+        raw = values.ndim == 2 and values.shape[1] > 1 and values.dtype.kind in "ui"
+        if raw and no_tree and self.spec.color_space == "rgb":
+            feats = values
+        else:
+            feats = ft.to_features(values, self.spec, dtype, self.centers)
         if no_tree and feats.shape[1] > 1:
-            idx, d2 = assign(feats, self.centers)  # vq gives the distances too
+            idx, d2 = assign(feats, self.centers)  # the distances too
             return (idx, d2) if self.center_labels is None else (self.center_labels[idx] - 1, d2)
         idx = _nearest(feats, self.centers) if no_tree else self._descend(feats)
         d2 = _sq_dist(feats, self.centers, idx)
@@ -273,7 +280,7 @@ class KMeansModel:
 
     def label_pixels(
         self, pixels, valid, dtype, *, support=None, assignment=None, chunk_size=None,
-        stats=True, progress=None,
+        stats=True, progress=None, threads=1,
     ) -> Labelling:  # fmt: skip
         """The labelling kernel: labels of ``(n, n_channels)`` pixels, with inertia and counts.
 
@@ -302,6 +309,8 @@ class KMeansModel:
             False skips ``inertia`` and ``counts`` (None) where they cost extra work.
         progress : callable, optional
             ``progress(fraction, step)``, called before each chunk.
+        threads : int, optional
+            Threads labelling chunks side by side (in-memory images; the result is the same).
 
         Returns
         -------
@@ -336,28 +345,35 @@ class KMeansModel:
             return Labelling(lookup(lut, codes, valid), None, None)
         n = pixels.shape[0]
         out = np.zeros(n, ldtype)
-        inertia = 0.0
-        counts = np.zeros(k, np.int64)
         by_thresholds = self._by_thresholds()
-        for s in range(0, n, chunk):
-            ft.tick(progress, s / n, "labelling pixels")
+
+        def label_chunk(s):  # labels written in place (chunks are disjoint); stats returned
             part = pixels[s : s + chunk]
             ok = None if valid is None else valid[s : s + chunk]
             if ok is not None:
                 part = part[ok]
             if by_thresholds:  # one comparison per cut: the rule of assign_values, faster
                 idx, part_counts, part_inertia = label_1d(part, self.centers[:, 0], stats=stats)
-                if stats:
-                    inertia += part_inertia
-                    counts += part_counts
             else:
                 idx, d2 = self.assign_values(part, dtype)
-                inertia += float(d2.sum())
-                counts += np.bincount(idx, minlength=k)
+                part_inertia, part_counts = float(d2.sum()), np.bincount(idx, minlength=k)
             if ok is None:
                 out[s : s + chunk] = idx + 1
             else:
                 out[s : s + chunk][ok] = idx + 1
+            return part_inertia, part_counts
+
+        def starts():
+            for s in range(0, n, chunk):
+                ft.tick(progress, s / n, "labelling pixels")
+                yield s
+
+        inertia = 0.0
+        counts = np.zeros(k, np.int64)
+        for part_inertia, part_counts in map_ordered(label_chunk, starts(), threads):
+            if stats or not by_thresholds:  # summed in chunk order, as with one thread
+                inertia += part_inertia
+                counts += part_counts
         if by_thresholds and not stats:
             return Labelling(out, None, None)
         return Labelling(out, inertia, counts)
@@ -385,9 +401,12 @@ class KMeansModel:
         does), saving one assignment pass. ``progress(fraction, step)`` is called before each
         chunk. See :meth:`label_pixels`, the kernel this applies.
         """
+        # in threads for pixels of 8 bytes or more (as sampling.reduce_chunks: for narrower ones
+        # the chunks' float64 temporaries are large next to the image)
+        wide = prep.pixels.shape[1] * prep.pixels.dtype.itemsize >= 8
         return self.label_pixels(
             prep.pixels, prep.valid, prep.dtype, support=compressed, assignment=distinct,
-            chunk_size=chunk_size, progress=progress,
+            chunk_size=chunk_size, progress=progress, threads=THREADS if wide else 1,
         )  # fmt: skip
 
     def predict(self, image, *, mask=None, chunk_size=None, rgb=None) -> np.ndarray:
@@ -543,12 +562,13 @@ class KMeansModel:
             out[s : s + chunk] = np.where(total > 0, ratio, 0.0)
         return out
 
-    def recolor(self, image, labels, *, rgb=None) -> np.ndarray:
+    def recolor(self, image, labels, *, rgb=None, threads=1) -> np.ndarray:
         """``image`` with every labelled pixel painted with its cluster's colour.
 
         Pixels with label 0 keep their value, and so does the alpha channel of an RGBA image. The
         result has the shape and dtype of ``image``. ``rgb`` declares the image's layout, as for
-        :meth:`check_image`.
+        :meth:`check_image`. ``threads`` paint chunks of an in-memory image side by side (the
+        same result).
         """
         if blocks.is_dask(image) or blocks.is_dask(labels):
             return blocks.recolor_blocks(self, image, labels, rgb=rgb)
@@ -569,7 +589,7 @@ class KMeansModel:
         if spec.channel_axis is None:
             if labels.shape != image.shape:
                 raise ValueError(f"labels shape {labels.shape} != image shape {image.shape}.")
-            out = _take_rows(palette[:, 0], labels)
+            out = _take_rows(palette[:, 0], labels, threads)
             keep = labels == 0
             if keep.any():
                 out[keep] = image[keep]
@@ -579,7 +599,7 @@ class KMeansModel:
             raise ValueError(
                 f"labels shape {labels.shape} != the image's spatial shape {moved.shape[:-1]}."
             )
-        out = _take_rows(palette, labels)
+        out = _take_rows(palette, labels, threads)
         if moved.shape[-1] == 4 and spec.rgb:
             out = np.concatenate([out, moved[..., 3:]], axis=-1)
         keep = labels == 0
@@ -690,13 +710,17 @@ class KMeansModel:
         return _model_from_dict(cls, data)
 
 
-def _take_rows(palette, labels):
+def _take_rows(palette, labels, threads=1):
     """``palette[labels]`` in chunks: np.take converts its index to intp, so bound that copy."""
     flat = labels.reshape(-1)
     out = np.empty((flat.size, *palette.shape[1:]), palette.dtype)
     step = CHUNK // 4  # np.take's intp copy of the index: 8 MB
-    for s in range(0, flat.size, step):
+
+    def paint(s):
         np.take(palette, flat[s : s + step], axis=0, out=out[s : s + step])
+
+    for _ in map_ordered(paint, range(0, flat.size, step), threads):
+        pass
     return out.reshape(*labels.shape, *palette.shape[1:])
 
 

@@ -32,19 +32,21 @@ from .compress import (
     value_range,
 )
 from .features import tick
+from .threads import THREADS, map_ordered
 
 SAMPLE_SIZE = 1 << 17  # expected number of sampled pixels for images that do not compress
-CHUNK = 1 << 19  # pixels per sampling step: 64-bit hashes and bucket indices of 4 MB each
+CHUNK = 1 << 19  # pixels per sampling step: 64-bit hashes of 4 MB (half that in threads)
 # Single-channel images are fitted on all their distinct values up to this many, beyond on the
 # sample (in memory and on dask alike, so that both give the same result).
 DISTINCT_CAP = 1 << 22
 # With fewer occupied grid bins than this (values crowded by far outliers), the grid is too
 # coarse: the distinct values are used as before (or the sample beyond DISTINCT_CAP).
 GRID_MIN_OCCUPIED = 1 << 10
-# hash buckets counted by the first pass: 2 MB of counters, cache-friendly; a frequent value
-# (heavy_min copies) fills its bucket to 8 times the mean load (the sample does not depend on
-# this: only how many pixels the second pass looks at)
-_BUCKET_BITS = 18
+# hash buckets counted by the first pass: 512 kB of counters, cache-friendly; a frequent value
+# (heavy_min copies) fills its bucket to at least twice the mean load, which a bucket of other
+# values reaches very rarely (the sample does not depend on this: only how many pixels the
+# second pass looks at, and whether it runs)
+_BUCKET_BITS = 16
 _N_BUCKETS = 1 << _BUCKET_BITS
 _SHIFT = np.uint64(64 - _BUCKET_BITS)
 _MIX = np.uint64(0x9E3779B97F4A7C15)
@@ -129,30 +131,45 @@ def by_hash(values: np.ndarray, hashes: np.ndarray):
 
     Equal rows have equal hashes; two different rows sharing a 64-bit hash would be merged,
     which for the at most a few hundred thousand sampled rows has a probability below 1e-8.
+    See :func:`group_hashes` for how they are counted; only the representative rows are copied.
+    """
+    uh, rep, counts = group_hashes(hashes)
+    return uh, values[rep], counts
+
+
+def group_hashes(hashes: np.ndarray, repeats=None):
+    """``(distinct hashes, index of one row with each, counts)``, sorted by hash.
+
     Many rows with few distinct hashes (the frequent values) are counted through a table
-    (:func:`_table_round`, no sort of every row); the rest are sorted (``np.unique``).
+    (:func:`_table_round`, no sort of every row); the rest are sorted (``np.unique``). Rows are
+    followed by their index, so that the caller copies only one row per distinct hash.
+    ``repeats`` says whether hashes repeat a lot (None: a look at the first ones tells); it
+    changes only the speed.
     """
     parts = []
+    pos = None  # index of each remaining hash among the given ones (None: all of them, in order)
     shift = 0
     # the table pays off when rows repeat a lot; a look at the first rows tells (speed only)
-    look = _TABLE_MIN // 4
-    repeats = hashes.size > _TABLE_MIN and np.unique(hashes[:look]).size < look * 3 // 4
+    if repeats is None and hashes.size > _TABLE_MIN:
+        look = _TABLE_MIN // 4
+        repeats = np.unique(hashes[:look]).size < look * 3 // 4
     while repeats and hashes.size > _TABLE_MIN and shift + _TABLE_BITS <= 64:
-        found, hit = _table_round(hashes, values, shift)
-        parts.append(found)
-        miss = ~hit
-        hashes, values = hashes[miss], _rows(values, miss)
+        (found, rep, counts), miss = _table_round(hashes, shift)
+        parts.append((found, rep if pos is None else pos[rep], counts))
+        hashes = hashes[miss]
+        pos = miss if pos is None else pos[miss]
         shift += _TABLE_BITS
-        if found[0].size > _TABLE_SIZE // 8:  # many distinct rows: sorting is cheaper now
+        if found.size > _TABLE_SIZE // 8:  # many distinct rows: sorting is cheaper now
             break
     uh, first, counts = np.unique(hashes, return_index=True, return_counts=True)
+    first = first if pos is None else pos[first]
     if not parts:
-        return uh, values[first], counts
-    parts.append((uh, values[first], counts))
+        return uh, first, counts
+    parts.append((uh, first, counts))
     keys = np.concatenate([q[0] for q in parts])
     order = np.argsort(keys)
-    rows = np.concatenate([q[1] for q in parts])
-    return keys[order], rows[order], np.concatenate([q[2] for q in parts])[order]
+    reps = np.concatenate([q[1] for q in parts])
+    return keys[order], reps[order], np.concatenate([q[2] for q in parts])[order]
 
 
 _TABLE_BITS = 18
@@ -160,14 +177,15 @@ _TABLE_SIZE = 1 << _TABLE_BITS
 _TABLE_MIN = 1 << 16  # rows from which by_hash counts through a table before sorting the rest
 
 
-def _table_round(hashes, values, shift):
-    """One round of counting rows by hash through a table of ``_TABLE_SIZE`` slots.
+def _table_round(hashes, shift):
+    """One round of counting hashes through a table of ``_TABLE_SIZE`` slots.
 
-    Each row's slot is given by ``_TABLE_BITS`` bits of its hash from ``shift``; the table
-    keeps one hash per slot, and the rows with that very hash are counted (``hit``). Rows
-    whose slot went to another hash are left for the next round. Which hash keeps a slot may
-    depend on the row order, but every row is counted exactly once in its own hash's group,
-    so the grouping that results does not.
+    Each hash's slot is given by ``_TABLE_BITS`` of its bits from ``shift``; the table keeps
+    one hash per slot, and the rows with that very hash are counted (``hit``). Rows whose slot
+    went to another hash are left for the next round. Which hash keeps a slot may depend on the
+    row order, but every row is counted exactly once in its own hash's group, so the grouping
+    that results does not. Returns ``((hashes found, index of a row with each, counts), miss)``,
+    ``miss`` the index of every row left for the next round.
     """
     mask = np.uint64(_TABLE_SIZE - 1)
     slot = np.right_shift(hashes, np.uint64(shift)) if shift else hashes.copy()
@@ -175,17 +193,23 @@ def _table_round(hashes, values, shift):
     slot = slot.view(np.intp)  # below 2**18: the same numbers
     table = np.zeros(_TABLE_SIZE, np.uint64)
     table[slot] = hashes
-    hit = table[slot] == hashes
+    hit = np.take(table, slot) == hashes
+    counts = np.bincount(slot, minlength=_TABLE_SIZE)
+    miss = np.flatnonzero(~hit)
+    if miss.size:  # rows whose slot went to another hash are not counted here
+        counts -= np.bincount(slot[miss], minlength=_TABLE_SIZE)
+    # any row of a slot's hash stands for it: the last one written, as for the table above;
+    # checked, as numpy does not promise which of repeated indices is written last
     rep = np.zeros(_TABLE_SIZE, np.intp)
-    if hit.all():  # every row kept its slot: count them all (any row stands for its hash)
-        counts = np.bincount(slot, minlength=_TABLE_SIZE)
-        rep[slot] = np.arange(slot.size)
-    else:
-        hits = np.flatnonzero(hit)
-        counts = np.bincount(slot[hits], minlength=_TABLE_SIZE)
-        rep[slot[hits]] = hits
+    rep[slot] = np.arange(slot.size)
     used = np.flatnonzero(counts)
-    return (table[used], values[rep[used]], counts[used]), hit
+    rep = rep[used]
+    if not np.array_equal(hashes[rep], table[used]):  # pragma: no cover (another write order)
+        hits = np.flatnonzero(hit)
+        rep = np.zeros(_TABLE_SIZE, np.intp)
+        rep[slot[hits]] = hits
+        rep = rep[used]
+    return (table[used], rep, counts[used]), miss
 
 
 def merge_hashed(a, b):
@@ -210,41 +234,57 @@ def merge_hashed(a, b):
 def sample_chunk(values, seed, *, keep, buckets, hot=None):
     """Step: one chunk's share of the sample, ``(n, bucket counts, kept, heavy candidates)``.
 
-    ``values`` are the chunk's valid pixel values. ``keep`` is "all" (every value), a hash
-    threshold, or None (no values); ``buckets`` asks for hash-bucket counts; ``hot`` (a boolean
-    per bucket) for the values in hot buckets, grouped by hash.
+    ``values`` are the chunk's valid pixel values. ``keep`` is "all" (every value, grouped by
+    hash), a hash threshold (the rows below it, not grouped: ``(hashes, rows, None)``), or None
+    (no values); ``buckets`` asks for hash-bucket counts; ``hot`` (a boolean per bucket) for the
+    values in hot buckets, grouped by hash.
     """
     h = hash_values(values, seed)
-    top = None
-    if buckets or hot is not None:  # the top bits, as intp in place (below 2**20: same values)
-        top = np.right_shift(h, _SHIFT).view(np.intp)
-    counts = np.bincount(top, minlength=_N_BUCKETS) if buckets else None
-    kept = cand = None
-    if keep is not None:
-        sel = slice(None) if isinstance(keep, str) else h < keep
-        kept = by_hash(values[sel] if isinstance(keep, str) else _rows(values, sel), h[sel])
-    if hot is not None:
-        sel = hot[top]
-        cand = by_hash(_rows(values, sel), h[sel])
+    kept = cand = counts = None
+    if isinstance(keep, str):
+        kept = by_hash(values, h)
+    elif keep is not None:  # a few rows, grouped once all are in (see merge_kept, group_kept)
+        sel = np.flatnonzero(h < keep)
+        kept = h[sel], values[sel], None
+    if buckets or hot is not None:  # the top bits, as intp (below 2**16: the same values)
+        # in place when the hashes are not needed any more (one array less per chunk)
+        top = np.right_shift(h, _SHIFT, out=h if hot is None else None).view(np.intp)
+        if buckets:
+            counts = np.bincount(top, minlength=_N_BUCKETS)
+        if hot is not None:  # only the row of each distinct hash is copied, not every hot row
+            sel = np.flatnonzero(hot[top])
+            uh, rep, n_rows = group_hashes(h[sel], repeats=True)
+            cand = uh, values[sel[rep]], n_rows
     return values.shape[0], counts, kept, cand
-
-
-def _rows(values: np.ndarray, sel: np.ndarray) -> np.ndarray:
-    """``values[sel]`` for a boolean ``sel``; rows of 2, 4 or 8 bytes are selected as single
-    numbers (one 1-D selection instead of one per row)."""
-    size = values.shape[1] * values.dtype.itemsize
-    if size not in (2, 4, 8) or not values.flags.c_contiguous:
-        return values[sel]
-    flat = values.view(f"u{size}").reshape(-1)
-    return flat[sel].view(values.dtype).reshape(-1, values.shape[1])
 
 
 def merge_samples(a, b):
     """Merge two :func:`sample_chunk` results."""
     buckets = None if a[1] is None else a[1] + b[1]
-    kept = None if a[2] is None else merge_hashed(a[2], b[2])
+    kept = None if a[2] is None else merge_kept(a[2], b[2])
     cand = None if a[3] is None else merge_hashed(a[3], b[3])
     return a[0] + b[0], buckets, kept, cand
+
+
+def merge_kept(a, b):
+    """Merge two kept parts: groupings by :func:`merge_hashed`, rows not grouped yet (the
+    sampled rows, few) by putting them together."""
+    if a[2] is not None:
+        return merge_hashed(a, b)
+    return np.concatenate([a[0], b[0]]), np.concatenate([a[1], b[1]]), None
+
+
+def group_kept(kept):
+    """The kept rows grouped by hash, ``(hashes, rows, counts)`` sorted by hash (as
+    :func:`by_hash`): one sort of all the sampled rows, not one per chunk and merges."""
+    if kept[2] is not None:
+        return kept
+    h, rows, _ = kept
+    order = np.argsort(h)
+    h = h[order]
+    start = np.flatnonzero(np.concatenate([[True], h[1:] != h[:-1]]))
+    counts = np.diff(np.append(start, h.size))
+    return h[start], rows[order[start]], counts.astype(np.int64)
 
 
 def finish_sample(kept, cand, p, n_valid) -> Support:
@@ -297,24 +337,34 @@ def draw_sample(reduce, n_total, seed, size=SAMPLE_SIZE, progress=None) -> Suppo
             hot=hot if hot.any() else None, **opts,
         )  # fmt: skip
         kept = kept if again is None else kept2
-    return finish_sample(kept, cand, p, n)
+    return finish_sample(group_kept(kept), cand, p, n)
 
 
-def chunks(pixels, valid, progress=None, step="sampling pixels", stop=1.0):
-    """The valid rows of ``pixels``, ``CHUNK`` rows at a time (``progress`` ticks each)."""
-    for s in range(0, pixels.shape[0], CHUNK):
+def chunks(pixels, valid, progress=None, step="sampling pixels", stop=1.0, rows=None):
+    """The valid rows of ``pixels``, ``rows`` (default ``CHUNK``) at a time (``progress``
+    ticks each)."""
+    rows = rows or CHUNK
+    for s in range(0, pixels.shape[0], rows):
         tick(progress, stop * s / pixels.shape[0], step)
-        part = pixels[s : s + CHUNK]
-        yield (part if valid is None else part[valid[s : s + CHUNK]])
+        part = pixels[s : s + rows]
+        yield (part if valid is None else part[valid[s : s + rows]])
 
 
 def reduce_chunks(pixels, valid, progress=None, stop=0.8):
-    """A ``reduce`` for :func:`draw_sample` over an in-memory image, chunk by chunk."""
+    """A ``reduce`` for :func:`draw_sample` over an in-memory image, chunk by chunk.
+
+    For pixels of 8 bytes or more, the chunks' steps run in ``THREADS`` threads, on chunks of
+    half the size, their results merged in chunk order. Narrower pixels stay on one thread: a
+    step's temporaries (8-byte hashes and words per pixel) would then be large next to the
+    image, and two steps at once would break the memory bound (peak <= 3x the input).
+    """
+    threads = THREADS if pixels.shape[1] * pixels.dtype.itemsize >= 8 else 1
+    rows = max(1, CHUNK // threads)
 
     def reduce(step, merge, **kwargs):
         found = None
-        for part in chunks(pixels, valid, progress, stop=stop):
-            one = step(part, **kwargs)
+        parts = chunks(pixels, valid, progress, stop=stop, rows=rows)
+        for one in map_ordered(lambda part: step(part, **kwargs), parts, threads):
             found = one if found is None else merge(found, one)
         return found
 

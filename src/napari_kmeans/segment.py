@@ -37,6 +37,7 @@ from .recipe import (
     recipe_features,
 )
 from .sampling import draw_sample, gray_support, pool_supports, reduce_chunks
+from .threads import THREADS
 
 __all__ = [
     "Fit",
@@ -413,7 +414,7 @@ def segment(
     )
     ft.tick(progress, 0.95, "recolouring")
     model = fitted.model
-    recolored = model.recolor(fitted.prepared.image, labels)
+    recolored = model.recolor(fitted.prepared.image, labels, threads=THREADS)
     if source_dtype is not None and recolored.dtype != source_dtype:  # big-endian input
         recolored = recolored.astype(source_dtype)
     ft.tick(progress, 1.0, "done")
