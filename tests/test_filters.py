@@ -173,3 +173,24 @@ def ndi_smooth_noise(rng, shape):
     plane = np.tile(data.brick(), (1, 1))[: shape[-2], : shape[-1]].astype(np.float32)
     noise = ndi.gaussian_filter(rng.normal(0, 40, shape), 6).astype(np.float32)
     return plane + noise
+
+
+def test_texture_segmentation_of_a_2048_image_stays_within_the_memory_bound():
+    """Issue 12: peak memory above the input within (features + 2) x the image's float32 size
+    (17 texture features: the table, the labels and the recoloured image). Below about 1500²
+    the FFT tiles' fixed cost dominates and the ratio is higher."""
+    import tracemalloc
+
+    tiles = [data.brick(), data.grass(), data.gravel()]
+    image = np.zeros((2048, 2048), np.float32)
+    for i, tile in enumerate(tiles):
+        image[:, 683 * i : 683 * (i + 1)] = np.tile(tile, (4, 4))[:, 683 * i : 683 * (i + 1)]
+    tracemalloc.start()
+    try:
+        result = segment(image, 3, features="texture")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak <= (17 + 2) * image.size * 4
+    truth = np.repeat(np.arange(3), 683)[None, :2048].repeat(2048, axis=0)
+    assert accuracy(truth, result.labels - 1) > 0.95

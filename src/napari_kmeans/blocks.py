@@ -197,7 +197,8 @@ def support_of_blocks(lazy: LazyImage, seed: int = 0, *, distinct_cap=None) -> S
     elif lazy.spec.n_channels == 1:
         found = sampling.gray_support(reduce, lazy.dtype, lazy.n_pixels, seed, cap=distinct_cap)
     else:
-        found = sampling.draw_sample(reduce, lazy.n_pixels, seed)
+        size = sampling.sample_size(lazy.spec.n_channels)
+        found = sampling.draw_sample(reduce, lazy.n_pixels, seed, size)
     if found.n_valid == 0:
         raise no_pixel_left(lazy)
     return found

@@ -262,7 +262,8 @@ class FeatureBlocks:
         if self.n_features == 1:
             found = sampling.gray_support(self.reduce, self.dtype, n_pixels, seed)
         else:
-            found = sampling.draw_sample(self.reduce, n_pixels, seed)
+            size = sampling.sample_size(self.n_features)
+            found = sampling.draw_sample(self.reduce, n_pixels, seed, size)
         if found.n_valid == 0:
             raise no_pixel_left(self.source)
         return found

@@ -187,23 +187,31 @@ def kmeans_plusplus(points, weights, k, rng) -> np.ndarray:
     return centers
 
 
-def _cluster_sums(wpoints, weights, labels, k):
-    """Weighted sums ``(k, d)``, masses ``(k,)`` and point counts ``(k,)`` of each cluster.
+def _cluster_sums(points, weights, labels, k, rows=None):
+    """Weighted sums ``(k, d)``, masses ``(k,)`` and point counts ``(k,)`` of each cluster (of
+    the points ``rows`` only when given: ``weights`` and ``labels`` are then theirs).
 
     The integer counts, unlike the float masses, stay exact under incremental updates, so they
-    are what tells an empty cluster.
+    are what tells an empty cluster. Each column is taken and weighted as it is summed (no
+    weighted copy of the points).
     """
     mass = np.bincount(labels, weights=weights, minlength=k)
     sums = np.stack(
-        [np.bincount(labels, weights=wpoints[:, c], minlength=k) for c in range(wpoints.shape[1])],
+        [
+            np.bincount(
+                labels,
+                weights=(points[:, c] if rows is None else points[rows, c]) * weights,
+                minlength=k,
+            )
+            for c in range(points.shape[1])
+        ],
         axis=1,
     )
     return sums, mass, np.bincount(labels, minlength=k)
 
 
 def lloyd(
-    points, weights, centers, *, max_iter=300, tol_abs=0.0, wpoints=None, progress=None,
-    give_up_above=None,
+    points, weights, centers, *, max_iter=300, tol_abs=0.0, progress=None, give_up_above=None,
 ) -> LloydResult:  # fmt: skip
     """Weighted Lloyd iterations from ``centers`` until no label changes or the shift is tiny.
 
@@ -219,8 +227,6 @@ def lloyd(
     those of that assignment (consistent), and the inertia is above the bar.
     """
     k = centers.shape[0]
-    if wpoints is None:
-        wpoints = points * weights[:, None]
     labels = None
     sums = mass = npts = None
     before = None  # the last assignment's inertia, with give_up_above
@@ -234,13 +240,14 @@ def lloyd(
                 return LloydResult(centers, new_labels, now, n_iter, dist)
             before = now
         if labels is None:
-            sums, mass, npts = _cluster_sums(wpoints, weights, new_labels, k)
+            sums, mass, npts = _cluster_sums(points, weights, new_labels, k)
         else:
             moved = np.flatnonzero(new_labels != labels)
             if moved.size == 0:  # converged: centres are the means of these very labels
                 return LloydResult(centers, labels, dot(weights, dist), n_iter, dist)
-            old = _cluster_sums(wpoints[moved], weights[moved], labels[moved], k)
-            new = _cluster_sums(wpoints[moved], weights[moved], new_labels[moved], k)
+            moved_weights = weights[moved]
+            old = _cluster_sums(points, moved_weights, labels[moved], k, moved)
+            new = _cluster_sums(points, moved_weights, new_labels[moved], k, moved)
             sums += new[0] - old[0]
             mass += new[1] - old[1]
             npts += new[2] - old[2]

@@ -35,6 +35,7 @@ from .features import tick
 from .threads import THREADS, map_ordered
 
 SAMPLE_SIZE = 1 << 17  # expected number of sampled pixels for images that do not compress
+WIDE = 8  # beyond this many channels (feature stacks), the sample holds as many values as 8 do
 CHUNK = 1 << 19  # pixels per sampling step: 64-bit hashes of 4 MB (half that in threads)
 # Single-channel images are fitted on all their distinct values up to this many, beyond on the
 # sample (in memory and on dask alike, so that both give the same result).
@@ -304,6 +305,17 @@ def finish_sample(kept, cand, p, n_valid) -> Support:
     values = np.concatenate([values, heavy_vals])
     weights = np.concatenate([counts / p, heavy_counts])
     return Support(values, weights, False, n_valid)
+
+
+def sample_size(n_channels: int) -> int:
+    """Expected sampled pixels for ``n_channels``: ``SAMPLE_SIZE``, fewer beyond ``WIDE``
+    channels, so that a wide feature stack's sample (and its float64 copy for the fit) stays as
+    small as an 8-channel one (the bound on memory of the texture features).
+
+    >>> sample_size(3), sample_size(17)
+    (131072, 61680)
+    """
+    return SAMPLE_SIZE if n_channels <= WIDE else SAMPLE_SIZE * WIDE // n_channels
 
 
 def draw_sample(reduce, n_total, seed, size=SAMPLE_SIZE, progress=None) -> Support:

@@ -36,7 +36,7 @@ from .recipe import (
     order_by_input,
     recipe_features,
 )
-from .sampling import draw_sample, gray_support, pool_supports, reduce_chunks
+from .sampling import draw_sample, gray_support, pool_supports, reduce_chunks, sample_size
 from .threads import THREADS
 
 __all__ = [
@@ -102,7 +102,8 @@ def image_support(pixels: ft.Prepared, seed: int, progress=None) -> Support:
     reduce = reduce_chunks(pixels.pixels, pixels.valid, progress)
     if pixels.spec.n_channels == 1:
         return gray_support(reduce, pixels.dtype, pixels.n_valid, seed, progress)
-    return draw_sample(reduce, pixels.n_valid, seed, progress=progress)
+    size = sample_size(pixels.spec.n_channels)
+    return draw_sample(reduce, pixels.n_valid, seed, size, progress=progress)
 
 
 def prepare_image(
@@ -413,8 +414,9 @@ def segment(
         chunk_size=params.chunk_size, progress=ft.part(progress, 0.8, 0.95)
     )
     ft.tick(progress, 0.95, "recolouring")
-    model = fitted.model
-    recolored = model.recolor(fitted.prepared.image, labels, threads=THREADS)
+    model, source, n_iter, exact = fitted.model, fitted.prepared.image, fitted.n_iter, fitted.exact
+    del fitted  # the laid-out pixels (a feature table, for a recipe) are not needed any more
+    recolored = model.recolor(source, labels, threads=THREADS)
     if source_dtype is not None and recolored.dtype != source_dtype:  # big-endian input
         recolored = recolored.astype(source_dtype)
     ft.tick(progress, 1.0, "done")
@@ -423,9 +425,9 @@ def segment(
         centers=model.colors.copy(),
         recolored=recolored,
         inertia=inertia,
-        n_iter=fitted.n_iter,
+        n_iter=n_iter,
         counts=counts,
-        exact=fitted.exact,
+        exact=exact,
         model=model,
     )
 
