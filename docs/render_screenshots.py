@@ -108,7 +108,7 @@ def editing():
     edit.controls.clusters.value = "1"
     edit.split()
     _settle(until=idle)
-    edit.table.select_labels([1, 2])
+    edit.table.select_labels([1, 5])  # the two parts of the split cluster (numbers kept)
     _shot(viewer, "editing_merge_split.png")
     _grab(dock, "editing_panel.png")
     edit.controls.clusters.value = "1"
