@@ -5,7 +5,7 @@ Runs the cases of the performance targets (issues 2 and 11) in one process on th
 median times, speed-ups, inertia ratios and peak memory with a PASS/FAIL line per target, and
 (for a full run of every case) writes ``docs/performance.md`` and ``docs/images/performance.png``.
 
-    python benchmarks/bench_engine.py              # full run, about 10-15 minutes on 2 cores
+    python benchmarks/bench_engine.py              # full run, about 6 minutes on 2 cores
     python benchmarks/bench_engine.py --quick      # small sizes, one repeat, prints only
     python benchmarks/bench_engine.py --cases 1,3  # a selection (prints only unless --write)
 
@@ -54,7 +54,7 @@ class Config:
     vol2: tuple = (16, 512, 512)  # case 11 (planes, rows, columns); 2 channels
 
 
-FULL = Config(False, (3000, 4000), (64, 1024, 1024), (2048, 2048), tuple(PHOTOS), 5, 1)
+FULL = Config(False, (3000, 4000), (64, 1024, 1024), (2048, 2048), tuple(PHOTOS), 5, 3)
 QUICK = Config(
     True, (600, 800), (8, 256, 256), (512, 512), ("chelsea",), 1, 1,
     (4, 512, 512), (8, 512, 512), (512, 512), (4, 256, 256),
