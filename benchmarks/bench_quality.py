@@ -228,7 +228,7 @@ def write(rows, sp):
         "",
         "## Speed targets (ratios in this run)",
         "",
-        "Times are medians of 3 runs (texture, by hand and ours) or 3 (smoothing).",
+        "Times are medians of 3 runs.",
         "",
         f"- Smoothing a {sp['side']}² grey image (sigma 2) and segmenting it: "
         f"{sp['t_smooth']:.2f} s = **{sp['smoothing_ratio']:.2f}x** scipy's Gaussian filter "
