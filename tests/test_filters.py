@@ -194,3 +194,23 @@ def test_texture_segmentation_of_a_2048_image_stays_within_the_memory_bound():
     assert peak <= (17 + 2) * image.size * 4
     truth = np.repeat(np.arange(3), 683)[None, :2048].repeat(2048, axis=0)
     assert accuracy(truth, result.labels - 1) > 0.95
+
+
+def test_standardiser_in_threads_gives_the_one_thread_numbers():
+    """Slices' sums computed side by side and added in slice order: bit for bit the same."""
+    rng = np.random.default_rng(3)
+    features = (rng.normal(5, 3, (fl.CHUNK_ROWS * 5 + 123, 6)) * [1, 10, 1e3, 1, 1, 0]).astype(
+        np.float32
+    )
+    valid = rng.random(features.shape[0]) > 0.2
+    valid[: fl.CHUNK_ROWS + 7] = False  # the first slice has no valid row
+    for mask in (None, valid):
+        one = fl.Standardiser.fit(features, mask)
+        two = fl.Standardiser.fit(features, mask, threads=2)
+        np.testing.assert_array_equal(one.mean, two.mean)
+        np.testing.assert_array_equal(one.std, two.std)
+        assert one.std[-1] == 1.0  # a constant feature
+        np.testing.assert_array_equal(one.apply(features), two.apply(features, threads=2))
+    inplace = features.copy()
+    assert two.apply(inplace, inplace=True, threads=2) is inplace
+    np.testing.assert_array_equal(inplace, one.apply(features))

@@ -22,6 +22,8 @@ from numbers import Real
 import numpy as np
 from scipy import ndimage as ndi
 
+from .threads import map_ordered
+
 FILTERS = ("gaussian", "gradient", "log", "std", "hessian", "structure")
 TEXTURE_FREQUENCIES = (0.05, 0.1, 0.2, 0.35)  # cycles per pixel
 TEXTURE_ORIENTATIONS = 4
@@ -558,47 +560,58 @@ class Standardiser:
     std: np.ndarray
 
     @classmethod
-    def fit(cls, features: np.ndarray, valid=None) -> Standardiser:
+    def fit(cls, features: np.ndarray, valid=None, threads: int = 1) -> Standardiser:
         """Statistics of ``(n, f)`` features over the ``valid`` rows (all when None).
 
         One pass over cache-sized row slices in float64: sums of the deviations from the first
         valid row and of their squares (so that a constant feature has exactly no variance and
-        large offsets do not cancel), no float64 copy of the whole table.
+        large offsets do not cancel), no float64 copy of the whole table. With ``threads``, the
+        slices' sums are computed side by side and added in slice order: the same numbers.
         """
         n, f = features.shape
         total, square, count = np.zeros(f), np.zeros(f), 0
-        pilot = None
-        for s in range(0, n, CHUNK_ROWS):
+        if valid is None:
+            pilot = features[0].astype(np.float64) if n else None
+        else:
+            pilot = features[int(np.argmax(valid))].astype(np.float64) if valid.any() else None
+        if pilot is None:
+            return cls(np.zeros(f), np.ones(f))
+
+        def sums(s):
             rows = features[s : s + CHUNK_ROWS]
             if valid is not None:
                 rows = rows[valid[s : s + CHUNK_ROWS]]
             if rows.shape[0] == 0:
-                continue
-            if pilot is None:
-                pilot = rows[0].astype(np.float64)
+                return None
             dev = rows.astype(np.float64)
             dev -= pilot
-            total += dev.sum(axis=0)
-            square += np.einsum("ij,ij->j", dev, dev)
-            count += rows.shape[0]
-        if pilot is None:
-            return cls(np.zeros(f), np.ones(f))
+            return dev.sum(axis=0), np.einsum("ij,ij->j", dev, dev), rows.shape[0]
+
+        for found in map_ordered(sums, range(0, n, CHUNK_ROWS), threads):
+            if found is not None:
+                total += found[0]
+                square += found[1]
+                count += found[2]
         shift = total / count
         std = np.sqrt(np.maximum(square / count - shift * shift, 0.0))
         std[~(std > 0)] = 1.0  # a constant feature stays 0 rather than dividing by 0
         return cls(pilot + shift, std)
 
-    def apply(self, features: np.ndarray, inplace: bool = False) -> np.ndarray:
+    def apply(self, features: np.ndarray, inplace: bool = False, threads: int = 1) -> np.ndarray:
         """``(features - mean) / std`` as float32, in float32 by cache-sized row slices (into
-        ``features`` itself when ``inplace`` and it is float32)."""
+        ``features`` itself when ``inplace`` and it is float32; ``threads`` at a time)."""
         reuse = inplace and features.dtype == np.float32
         out = features if reuse else np.empty(features.shape, np.float32)
         mean = self.mean.astype(np.float32)
         scale = (1.0 / self.std).astype(np.float32)
-        for s in range(0, features.shape[0], CHUNK_ROWS):
+
+        def scaled(s):
             part = out[s : s + CHUNK_ROWS]
             np.subtract(features[s : s + CHUNK_ROWS], mean, out=part, casting="unsafe")
             part *= scale
+
+        for _ in map_ordered(scaled, range(0, features.shape[0], CHUNK_ROWS), threads):
+            pass
         return out
 
     def to_dict(self) -> dict:

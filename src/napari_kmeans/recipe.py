@@ -12,6 +12,7 @@ import numpy as np
 
 from . import cleanup
 from . import filters as fl
+from .threads import THREADS
 
 PRESETS = ("values", "texture")
 # Planes up to this many pixels are read whole for texture on dask (no overlap to recompute; larger
@@ -136,7 +137,9 @@ class Recipe:
             np.stack([m[s : s + step] for m in flat_maps], axis=1, out=flat[s : s + step])
         return out
 
-    def fitted(self, features: np.ndarray, valid=None, n_positions: int = 0) -> Recipe:
+    def fitted(
+        self, features: np.ndarray, valid=None, n_positions: int = 0, threads: int = 1
+    ) -> Recipe:
         """This recipe with the standardisation of ``features`` ``(n, F)`` (valid rows only).
 
         The last ``n_positions`` columns are pixel coordinates: after standardisation they are
@@ -145,12 +148,14 @@ class Recipe:
         """
         if not self.derives:
             return self
-        found = fl.Standardiser.fit(features, valid)
+        found = fl.Standardiser.fit(features, valid, threads)
         if self.spatial_weight > 0 and n_positions:
             found.std[-n_positions:] /= self.spatial_weight
         return replace(self, standardiser=found)
 
-    def standardise(self, features: np.ndarray, inplace: bool = False) -> np.ndarray:
+    def standardise(
+        self, features: np.ndarray, inplace: bool = False, threads: int = 1
+    ) -> np.ndarray:
         """``(n, F)`` features on the fitted scale (unchanged when values are not derived);
         ``inplace`` overwrites float32 ``features`` instead of copying them."""
         if not self.derives:
@@ -162,7 +167,7 @@ class Recipe:
                 f"the recipe was fitted on {self.standardiser.mean.size} features, but this image "
                 f"gives {features.shape[-1]}: apply the model to images with the same channels."
             )
-        return self.standardiser.apply(features, inplace)
+        return self.standardiser.apply(features, inplace, threads)
 
     # -- reach: how far a pixel's features and clean-up look (the dask overlap) ------------------
 
@@ -441,8 +446,8 @@ def recipe_features(recipe: Recipe, prep, *, fit: bool = False):
     flat = feature_table(recipe, prep)
     if fit:
         positions = len(prep.spatial_shape) if recipe.spatial_weight > 0 else 0
-        recipe = recipe.fitted(flat, prep.valid, positions)
-    flat = recipe.standardise(flat, inplace=True)  # the table is ours: no second copy
+        recipe = recipe.fitted(flat, prep.valid, positions, THREADS)
+    flat = recipe.standardise(flat, inplace=True, threads=THREADS)  # ours: no second copy
     n = flat.shape[1]
     spec = ft.FeatureSpec(None if n == 1 else -1, False, "rgb", n)
     feats = ft.Prepared(
