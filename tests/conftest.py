@@ -108,3 +108,24 @@ def click(request, qtbot):
             qtbot.waitUntil(lambda: host.worker is None, timeout=timeout)
 
     return go
+
+
+def _bands(shape=(96, 96), levels=(20, 120, 220), seed=0):
+    """Three bands of known values with a little noise, and their classes: ``(image, truth)``
+    (uint8, bands across the last axis): clusters with a known truth."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    truth = np.zeros(shape, np.uint8)
+    third = shape[-1] // 3
+    truth[..., third:] = 1
+    truth[..., 2 * third :] = 2
+    image = np.asarray(levels, np.float64)[truth] + rng.normal(0, 4, shape)
+    return np.clip(image, 0, 255).astype(np.uint8), truth
+
+
+@pytest.fixture
+def bands():
+    """``bands(shape=(96, 96), levels=(20, 120, 220), seed=0)``: a synthetic ``(image, truth)``
+    of three bands (the preview and pyramid tests)."""
+    return _bands

@@ -18,17 +18,6 @@ from napari_kmeans._napari.outputs import KEY
 LABELS = "{} k-means labels"
 
 
-def blobs(shape=(96, 96), levels=(20, 120, 220), seed=0):
-    """Three bands of known values with a little noise: clusters with a known truth."""
-    rng = np.random.default_rng(seed)
-    truth = np.zeros(shape, np.uint8)
-    third = shape[-1] // 3
-    truth[..., third:] = 1
-    truth[..., 2 * third :] = 2
-    image = np.asarray(levels, np.float64)[truth] + rng.normal(0, 4, shape)
-    return np.clip(image, 0, 255).astype(np.uint8), truth
-
-
 def preview_of(viewer, name):
     name = LABELS.format(name)
     if name not in viewer.layers:
@@ -41,8 +30,8 @@ def no_engine_thread() -> bool:
     return not any(t.name == "napari-kmeans fit" and t.is_alive() for t in threading.enumerate())
 
 
-def test_preview_follows_a_change_of_k_without_run(viewer, widget, qtbot):
-    image, _ = blobs()
+def test_preview_follows_a_change_of_k_without_run(viewer, widget, qtbot, bands):
+    image, _ = bands()
     source = viewer.add_image(image, name="img")
     c = widget.controls
     c.image.value = source
@@ -77,8 +66,8 @@ def test_preview_follows_a_change_of_k_without_run(viewer, widget, qtbot):
     ]
 
 
-def test_preview_follows_a_stroke_on_the_mask(viewer, widget, qtbot):
-    image, _ = blobs()
+def test_preview_follows_a_stroke_on_the_mask(viewer, widget, qtbot, bands):
+    image, _ = bands()
     source = viewer.add_image(image, name="img")
     mask = viewer.add_labels(np.ones(image.shape, np.uint8), name="mask")
     c = widget.controls
@@ -131,7 +120,9 @@ def test_preview_of_a_volume_is_the_slice_on_screen_and_follows_the_slider(viewe
     assert sum(la.name.startswith("vol k-means") for la in viewer.layers) == 2
 
 
-def test_a_stale_preview_never_overwrites_a_newer_one(viewer, widget, qtbot, held_fit, monkeypatch):
+def test_a_stale_preview_never_overwrites_a_newer_one(
+    viewer, widget, qtbot, held_fit, monkeypatch, bands
+):
     shown = []
     real = widget_module.publish
 
@@ -140,7 +131,7 @@ def test_a_stale_preview_never_overwrites_a_newer_one(viewer, widget, qtbot, hel
         return real(viewer_, outcome, info, previous, style)
 
     monkeypatch.setattr(widget_module, "publish", recording)
-    image, _ = blobs()
+    image, _ = bands()
     source = viewer.add_image(image, name="img")
     c = widget.controls
     c.image.value = source
@@ -156,8 +147,8 @@ def test_a_stale_preview_never_overwrites_a_newer_one(viewer, widget, qtbot, hel
     assert viewer.layers["img k-means labels"].data.max() == 5
 
 
-def test_cancel_during_a_preview_leaves_no_worker(viewer, widget, qtbot, held_fit):
-    image, _ = blobs()
+def test_cancel_during_a_preview_leaves_no_worker(viewer, widget, qtbot, held_fit, bands):
+    image, _ = bands()
     source = viewer.add_image(image, name="img")
     names = [la.name for la in viewer.layers]
     c = widget.controls
@@ -172,12 +163,14 @@ def test_cancel_during_a_preview_leaves_no_worker(viewer, widget, qtbot, held_fi
     assert [la.name for la in viewer.layers] == names
 
 
-def test_closing_the_viewer_during_a_preview_leaves_no_worker(make_napari_viewer, qtbot, held_fit):
+def test_closing_the_viewer_during_a_preview_leaves_no_worker(
+    make_napari_viewer, qtbot, held_fit, bands
+):
     from qtpy.QtCore import QThreadPool
 
     viewer = make_napari_viewer()
     _, dock = viewer.window.add_plugin_dock_widget("napari-kmeans", "K-means segmentation")
-    image, _ = blobs()
+    image, _ = bands()
     dock.controls.image.value = viewer.add_image(image, name="img")
     dock.controls.live_preview.value = True
     qtbot.waitUntil(held_fit.started.is_set, timeout=10_000)
@@ -187,8 +180,8 @@ def test_closing_the_viewer_during_a_preview_leaves_no_worker(make_napari_viewer
     qtbot.waitUntil(lambda: QThreadPool.globalInstance().activeThreadCount() == 0, timeout=10_000)
 
 
-def test_run_while_a_preview_runs_replaces_it(viewer, widget, qtbot, held_fit):
-    image, _ = blobs()
+def test_run_while_a_preview_runs_replaces_it(viewer, widget, qtbot, held_fit, bands):
+    image, _ = bands()
     source = viewer.add_image(image, name="img")
     c = widget.controls
     c.image.value = source
@@ -206,8 +199,8 @@ def test_run_while_a_preview_runs_replaces_it(viewer, widget, qtbot, held_fit):
     np.testing.assert_array_equal(layer.data, segment(image, 3).labels)
 
 
-def test_editing_refuses_a_preview_with_a_pointer_to_run(viewer, widget, qtbot):
-    image, _ = blobs()
+def test_editing_refuses_a_preview_with_a_pointer_to_run(viewer, widget, qtbot, bands):
+    image, _ = bands()
     c = widget.controls
     c.image.value = viewer.add_image(image, name="img")
     c.live_preview.value = True
@@ -232,8 +225,8 @@ def test_new_seeds_makes_an_aligned_layer_ready_to_paint(viewer, widget):
     assert seeds not in widget.controls.mask.choices  # never offered as a mask
 
 
-def test_preview_of_a_multiscale_image_is_the_level_on_screen(viewer, widget, qtbot):
-    image, _ = blobs((4096, 3840))
+def test_preview_of_a_multiscale_image_is_the_level_on_screen(viewer, widget, qtbot, bands):
+    image, _ = bands((4096, 3840))
     pyramid = [image, image[::4, ::4], image[::16, ::16]]
     source = viewer.add_image(pyramid, name="pyr", multiscale=True, scale=(0.5, 0.5))
     c = widget.controls
@@ -251,10 +244,10 @@ def test_preview_of_a_multiscale_image_is_the_level_on_screen(viewer, widget, qt
     assert layer.metadata[KEY]["parameters"]["level"] == level
 
 
-def test_preview_of_a_multiscale_image_follows_the_zoom(make_napari_viewer, qtbot):
+def test_preview_of_a_multiscale_image_follows_the_zoom(make_napari_viewer, qtbot, bands):
     viewer = make_napari_viewer(show=True)  # napari picks the level on screen as it paints
     _, widget = viewer.window.add_plugin_dock_widget("napari-kmeans", "K-means segmentation")
-    image, _ = blobs((4096, 3840))
+    image, _ = bands((4096, 3840))
     pyramid = [image, image[::4, ::4], image[::16, ::16]]
     source = viewer.add_image(pyramid, name="pyr", multiscale=True, scale=(0.5, 0.5))
     c = widget.controls
@@ -285,8 +278,8 @@ def band_mode(labels, truth, band):
     return int(values[np.argmax(counts)])
 
 
-def test_seeds_set_the_label_ids_and_the_preview_follows_a_scribble(viewer, widget, qtbot):
-    image, truth = blobs()
+def test_seeds_set_the_label_ids_and_the_preview_follows_a_scribble(viewer, widget, qtbot, bands):
+    image, truth = bands()
     source = viewer.add_image(image, name="img")
     c = widget.controls
     c.image.value = source
@@ -309,8 +302,8 @@ def test_seeds_set_the_label_ids_and_the_preview_follows_a_scribble(viewer, widg
     assert labels.metadata[KEY]["model"]["seed_means"] is not None
 
 
-def test_label_ids_stay_put_when_k_changes(viewer, widget, qtbot, run_and_wait):
-    image, truth = blobs(levels=(20, 120, 220))
+def test_label_ids_stay_put_when_k_changes(viewer, widget, qtbot, run_and_wait, bands):
+    image, truth = bands(levels=(20, 120, 220))
     source = viewer.add_image(image, name="img")
     c = widget.controls
     c.image.value = source
@@ -335,8 +328,8 @@ def test_label_ids_stay_put_when_k_changes(viewer, widget, qtbot, run_and_wait):
     assert [band_mode(third, truth, b) for b in range(3)] == [1, 2, 3]
 
 
-def test_confidence_image_is_made_on_request(viewer, widget, qtbot, run_and_wait):
-    image, truth = blobs()
+def test_confidence_image_is_made_on_request(viewer, widget, qtbot, run_and_wait, bands):
+    image, truth = bands()
     source = viewer.add_image(image, name="img", scale=(2.0, 2.0))
     c = widget.controls
     c.image.value = source
@@ -355,8 +348,8 @@ def test_confidence_image_is_made_on_request(viewer, widget, qtbot, run_and_wait
     assert layer.data[truth == 0].mean() > 0.5
 
 
-def test_the_share_explained_is_shown_next_to_the_inertia(viewer, widget, run_and_wait):
-    image, _ = blobs()
+def test_the_share_explained_is_shown_next_to_the_inertia(viewer, widget, run_and_wait, bands):
+    image, _ = bands()
     c = widget.controls
     c.image.value = viewer.add_image(image, name="img")
     c.n_clusters.value = 3
@@ -370,11 +363,11 @@ def test_the_share_explained_is_shown_next_to_the_inertia(viewer, widget, run_an
     assert f"{share:.0%} of the variation" in c.result.value
 
 
-def test_each_frame_keeps_ids_through_a_drifting_timelapse(viewer, widget, run_and_wait):
+def test_each_frame_keeps_ids_through_a_drifting_timelapse(viewer, widget, run_and_wait, bands):
     """Red and blue classes stay; a green class brightens past both: ordered by brightness
     frame by frame its label would change, matched frame to frame it keeps its label."""
     rng = np.random.default_rng(0)
-    _, band = blobs(shape=(40, 60))
+    _, band = bands(shape=(40, 60))
     frames = []
     for t in range(5):
         colours = np.array([[150, 30, 30], [30, 60 + 35 * t, 30], [30, 30, 200]], float)
@@ -399,10 +392,10 @@ def test_each_frame_keeps_ids_through_a_drifting_timelapse(viewer, widget, run_a
         assert (labels.data[t] == np.array(ids[t])[truth[t]]).mean() > 0.99
 
 
-def test_seeds_and_confidence_on_a_lazy_image(viewer, widget, run_and_wait):
+def test_seeds_and_confidence_on_a_lazy_image(viewer, widget, run_and_wait, bands):
     import dask.array as da
 
-    image, truth = blobs((96, 96))
+    image, truth = bands((96, 96))
     source = viewer.add_image(da.from_array(image, chunks=(32, 48)), name="lazy")
     seeds = np.zeros(image.shape, np.uint8)
     seeds[40:50, 80:90] = 1  # class 1: the brightest band

@@ -11,20 +11,10 @@ from napari_kmeans._napari.outputs import KEY
 LABELS = "{} k-means labels"
 
 
-def blobs(shape=(96, 96), levels=(20, 120, 220), seed=0):
-    rng = np.random.default_rng(seed)
-    truth = np.zeros(shape, np.uint8)
-    third = shape[-1] // 3
-    truth[..., third:] = 1
-    truth[..., 2 * third :] = 2
-    image = np.asarray(levels, np.float64)[truth] + rng.normal(0, 4, shape)
-    return np.clip(image, 0, 255).astype(np.uint8)
-
-
 def test_switching_the_image_during_a_preview_previews_the_new_one_only(
-    viewer, widget, qtbot, held_fit
+    viewer, widget, qtbot, held_fit, bands
 ):
-    a, b = blobs(seed=1), blobs((80, 90), levels=(0, 90, 250), seed=2)
+    a, b = bands(seed=1)[0], bands((80, 90), levels=(0, 90, 250), seed=2)[0]
     first, second = viewer.add_image(a, name="a"), viewer.add_image(b, name="b")
     c = widget.controls
     c.image.value = first
@@ -41,8 +31,8 @@ def test_switching_the_image_during_a_preview_previews_the_new_one_only(
     np.testing.assert_array_equal(viewer.layers[LABELS.format("b")].data, segment(b, 3).labels)
 
 
-def test_removing_the_image_during_a_preview_adds_no_layer(viewer, widget, qtbot, held_fit):
-    image = blobs((256, 240))
+def test_removing_the_image_during_a_preview_adds_no_layer(viewer, widget, qtbot, held_fit, bands):
+    image = bands((256, 240))[0]
     source = viewer.add_image([image, image[::2, ::2]], name="pyr", multiscale=True)
     c = widget.controls
     c.image.value = source
@@ -57,11 +47,11 @@ def test_removing_the_image_during_a_preview_adds_no_layer(viewer, widget, qtbot
 
 
 def test_an_unexpected_error_in_a_preview_does_not_break_the_setting(
-    viewer, widget, qtbot, monkeypatch
+    viewer, widget, qtbot, monkeypatch, bands
 ):
     """The preview starts inside the control's signal now: an error there must not stop the
     control's own handlers (here: the features preset showing its smoothing)."""
-    source = viewer.add_image(blobs(), name="img", scale=(1.5, 1.5))
+    source = viewer.add_image(bands()[0], name="img", scale=(1.5, 1.5))
     c = widget.controls
     c.image.value = source
     c.live_preview.value = True
@@ -80,10 +70,12 @@ def test_an_unexpected_error_in_a_preview_does_not_break_the_setting(
     assert viewer.layers[LABELS.format("img")].metadata[KEY].get("preview")
 
 
-def test_a_preset_change_previews_with_the_smoothing_it_sets(viewer, widget, qtbot, monkeypatch):
+def test_a_preset_change_previews_with_the_smoothing_it_sets(
+    viewer, widget, qtbot, monkeypatch, bands
+):
     """Choosing 'smoothed' sets a smoothing (its own handler, after the preview's): the preview
     started inside the preset's signal read the settings before that, a wasted preview."""
-    source = viewer.add_image(blobs(), name="img", scale=(1.5, 1.5))
+    source = viewer.add_image(bands()[0], name="img", scale=(1.5, 1.5))
     c = widget.controls
     c.image.value = source
     c.live_preview.value = True

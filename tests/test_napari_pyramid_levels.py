@@ -14,20 +14,10 @@ from napari_kmeans.params import Params
 LABELS = "{} k-means labels"
 
 
-def blobs(shape, levels=(20, 120, 220), seed=0):
-    rng = np.random.default_rng(seed)
-    truth = np.zeros(shape, np.uint8)
-    third = shape[-1] // 3
-    truth[..., third:] = 1
-    truth[..., 2 * third :] = 2
-    image = np.asarray(levels, np.float64)[truth] + rng.normal(0, 4, shape)
-    return np.clip(image, 0, 255).astype(np.uint8)
-
-
-def test_a_level_previewed_on_a_rolled_view_uses_the_sliced_level_s_factors(viewer):
+def test_a_level_previewed_on_a_rolled_view_uses_the_sliced_level_s_factors(viewer, bands):
     """A 3-D pyramid (every axis halved) seen in the z-x plane (y sliced): the slice on screen
     is downsampled by 2 on both its axes, so the recipe's sigma is halved on both."""
-    volume = blobs((16, 64, 128))
+    volume = bands((16, 64, 128))[0]
     source = viewer.add_image([volume, volume[::2, ::2, ::2]], name="vol", multiscale=True)
     viewer.dims.order = (1, 0, 2)  # show z and x, slice y
     assert tuple(viewer.dims.displayed) == (0, 2)
@@ -38,10 +28,12 @@ def test_a_level_previewed_on_a_rolled_view_uses_the_sliced_level_s_factors(view
     assert params_at_level(job.params, job.factors).recipe.smoothing == 2.0
 
 
-def test_preview_follows_the_zoom_of_an_image_opened_before_the_widget(make_napari_viewer, qtbot):
+def test_preview_follows_the_zoom_of_an_image_opened_before_the_widget(
+    make_napari_viewer, qtbot, bands
+):
     """The usual order: open the image, then the plugin (the image picker starts on it)."""
     viewer = make_napari_viewer(show=True)
-    image = blobs((4096, 3840))
+    image = bands((4096, 3840))[0]
     pyramid = [image, image[::4, ::4], image[::16, ::16]]
     source = viewer.add_image(pyramid, name="pyr", multiscale=True)
     _, widget = viewer.window.add_plugin_dock_widget("napari-kmeans", "K-means segmentation")
@@ -73,13 +65,15 @@ def _finish(steps):
         return done.value
 
 
-def test_a_preview_at_a_level_keeps_the_full_resolution_recipe_in_its_model(viewer, tmp_path):
+def test_a_preview_at_a_level_keeps_the_full_resolution_recipe_in_its_model(
+    viewer, tmp_path, bands
+):
     """widget.md: 'the model keeps the full-resolution recipe' - also for a preview at a coarse
     level, whose model Save model and Apply to image take from the preview layer."""
     from napari_kmeans._napari.workers import run_segment
 
     rng = np.random.default_rng(3)
-    image = (blobs((256, 240)) + rng.normal(0, 30, (256, 240))).clip(0, 255).astype(np.uint8)
+    image = (bands((256, 240))[0] + rng.normal(0, 30, (256, 240))).clip(0, 255).astype(np.uint8)
     source = viewer.add_image([image, image[::4, ::4]], name="pyr", multiscale=True)
     params = Params(n_clusters=3, smoothing=8.0, spatial_weight=0.5)
     job, _ = build_job(viewer, source, params, current_slice=True, level=1, preview=True)
@@ -94,14 +88,14 @@ def test_a_preview_at_a_level_keeps_the_full_resolution_recipe_in_its_model(view
     assert (full[::4, ::4] == outcome.labels).mean() > 0.97
 
 
-def test_fit_on_a_slice_of_a_rolled_view_is_not_taken_for_a_pyramid_level(viewer):
+def test_fit_on_a_slice_of_a_rolled_view_is_not_taken_for_a_pyramid_level(viewer, bands):
     """A plain 3-D volume seen in the z-x plane, fitted on the slice on screen: full
     resolution, so the recipe must not be rescaled (the slice's axes are z and x, not y and x)."""
     from napari_kmeans._napari.inputs import fit_on_slice_job
     from napari_kmeans._napari.workers import run_segment
 
     rng = np.random.default_rng(4)
-    volume = (blobs((16, 64, 128)) + rng.normal(0, 20, (16, 64, 128))).clip(0, 255)
+    volume = (bands((16, 64, 128))[0] + rng.normal(0, 20, (16, 64, 128))).clip(0, 255)
     volume = volume.astype(np.uint8)
     source = viewer.add_image(volume, name="vol")
     viewer.dims.order = (1, 0, 2)  # show z and x, slice y
@@ -118,7 +112,7 @@ def test_fit_on_a_slice_of_a_rolled_view_is_not_taken_for_a_pyramid_level(viewer
     np.testing.assert_allclose(outcome.model.centers, direct.centers, rtol=1e-3, atol=1e-3)
 
 
-def test_fit_on_a_slice_with_a_spatial_weight_is_refused_clearly(viewer):
+def test_fit_on_a_slice_with_a_spatial_weight_is_refused_clearly(viewer, bands):
     """Positions of a slice cannot describe the other slices: the run failed at labelling with
     'the recipe was fitted on 3 features, but this image gives 4: apply the model to images
     with the same channels' (no model was applied, and the channels are the same)."""
@@ -127,7 +121,7 @@ def test_fit_on_a_slice_with_a_spatial_weight_is_refused_clearly(viewer):
     from napari_kmeans._napari.inputs import fit_on_slice_job
     from napari_kmeans._napari.jobs import InputError
 
-    source = viewer.add_image(blobs((6, 40, 60)), name="stack")
+    source = viewer.add_image(bands((6, 40, 60))[0], name="stack")
     params = Params(n_clusters=3, spatial_weight=0.5)
     with pytest.raises(InputError, match="spatial weight"):
         fit_on_slice_job(viewer, source, params)
