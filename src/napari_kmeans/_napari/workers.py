@@ -23,6 +23,7 @@ from .. import features as ft
 from ..choose_k import elbow, inertia_curve
 from ..model import KMeansModel
 from ..segment import fit, fit_prepared, prepare_image, segment_frames
+from ..threads import THREADS
 from .jobs import (
     POLL_SECONDS,
     SLAB_PIXELS,
@@ -228,7 +229,9 @@ def _run_in_memory(job: Job, start: float, stop=None):
     labels, inertia, counts = yield from _in_thread(tick, fitted.label)
     tick = Progress(0.85, "recolouring")
     yield tick
-    recolored = yield from _in_thread(tick, fitted.model.recolor, fitted.prepared.image, labels)
+    recolored = yield from _in_thread(
+        tick, fitted.model.recolor, fitted.prepared.image, labels, threads=THREADS
+    )  # as segment does: chunks side by side
     if full.extras:  # drop the extra channels again: the recoloured layer is the source's shape
         source = np.asarray(full.image)
         recolored = recolored[..., 0]
