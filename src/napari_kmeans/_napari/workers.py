@@ -248,9 +248,10 @@ def _run_in_memory(job: Job, start: float, stop=None):
     full = job.full.materialized()
     tick = Progress(0.05, "fitting")
     yield tick
+    kept = {} if job.kept is None else {"kept": job.kept}  # a live preview's stage 1
     fitted, notes = yield from _in_thread(
         tick, fit_planes, full, params_at_level(job.params, job.factors),
-        progress=stopper(stop, 0.05, 0.6), match_to=job.match_to, kept=job.kept,
+        progress=stopper(stop, 0.05, 0.6), match_to=job.match_to, **kept,
     )  # fmt: skip
     tick = Progress(0.6, "labelling")
     yield tick
