@@ -8,6 +8,7 @@ action changes nothing.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -217,7 +218,8 @@ class EditPanel:
         """The chosen layer's table or colours changed (a live preview, a script): the table
         follows once, from the event loop, if the Edit tab shows; else when it is shown."""
         self._stale = True
-        self._soon.start(0)
+        with contextlib.suppress(RuntimeError):  # the widget's Qt objects are gone (closed)
+            self._soon.start(0)
 
     def refresh_if_stale(self, *_) -> None:
         """Fill the table again if the layer changed since, now that the Edit tab shows."""
