@@ -40,6 +40,38 @@ def test_labels_colormap_distinct_colours_and_transparent_background():
     assert out.transparent_label(out.Style(background="largest"), 3, None) is None  # unknown
 
 
+def test_each_labels_colormap_is_its_own():
+    """Colormaps are reused between runs (building one is slow): a layer's colormap changed in
+    place (as napari's controls may) must not change the next layer's."""
+    style = out.Style(background="darkest")
+    first = out.labels_colormap(3, style)
+    second = out.labels_colormap(3, style)
+    assert first is not second and first.color_dict is not second.color_dict
+    first.color_dict[2] = np.array([0.0, 0.0, 0.0, 1.0])
+    third = out.labels_colormap(3, style)
+    for cmap in (second, third):
+        np.testing.assert_allclose(cmap.map(np.array([2]))[0, :3], out.palette(2)[1], atol=1e-6)
+        np.testing.assert_allclose(cmap.map(np.array([1]))[0, 3], 0.0)  # darkest: transparent
+
+
+def test_a_rewrite_with_other_colours_gives_the_labels_their_own_colormap():
+    """publish sets a colormap on the labels layer only when the transparent label changes,
+    and then one that the layer alone holds."""
+    viewer = ViewerModel()
+    source = viewer.add_image(np.arange(64, dtype=np.uint8).reshape(8, 8), name="img")
+    info = info_for(source)
+    made, _ = out.publish(viewer, outcome_of(source.data, 3), info, None, out.Style("darkest"))
+    before = made.labels.colormap
+    made, how = out.publish(viewer, outcome_of(source.data, 4), info, made, out.Style("darkest"))
+    assert how == "updated" and made.labels.colormap is before  # the same colours: kept
+    made, _ = out.publish(viewer, outcome_of(source.data, 4), info, made, out.Style("brightest"))
+    after = made.labels.colormap
+    np.testing.assert_allclose(after.map(np.array([1, 4]))[:, 3], [1.0, 0.0])
+    after.color_dict[2] = np.array([0.0, 0.0, 0.0, 1.0])  # changed in place on the layer
+    fresh = out.labels_colormap(4, out.Style("brightest"))
+    np.testing.assert_allclose(fresh.map(np.array([2]))[0, :3], out.palette(2)[1], atol=1e-6)
+
+
 def test_label_colors_rgb_gray_and_channels():
     rgb = Image(np.zeros((4, 4, 3), np.uint8), rgb=True)
     colors = np.array([[255.0, 0, 51], [10, 20, 30]])

@@ -66,6 +66,102 @@ def test_preview_follows_a_change_of_k_without_run(viewer, widget, qtbot, bands)
     ]
 
 
+def test_the_clusters_table_follows_previews_only_while_the_edit_tab_shows(
+    viewer, widget, qtbot, monkeypatch, bands
+):
+    """A preview comes with every change: the Edit tab's clusters table is rebuilt once per
+    preview while the tab shows, not at all while another tab shows, and is brought up to date
+    when the tab is shown again."""
+    image, _ = bands()
+    c = widget.controls
+    c.image.value = viewer.add_image(image, name="img")
+    c.n_clusters.value = 3
+    c.live_preview.value = True
+
+    def shown(k):
+        layer = preview_of(viewer, "img")
+        return (
+            widget.worker is None and layer is not None and layer.metadata[KEY]["n_clusters"] == k
+        )
+
+    qtbot.waitUntil(lambda: shown(3), timeout=10_000)
+    edit = widget.edit
+    assert edit.controls.labels.value is preview_of(viewer, "img")  # the table follows it
+    rebuilt = []
+    real = edit.table.show_layer
+    monkeypatch.setattr(
+        edit.table, "show_layer", lambda layer: (rebuilt.append(layer), real(layer))
+    )
+    tab = [widget.tabs.tabText(i) for i in range(widget.tabs.count())].index("Edit")
+    assert widget.tabs.currentIndex() != tab
+    c.n_clusters.value = 4
+    qtbot.waitUntil(lambda: shown(4), timeout=10_000)
+    qtbot.wait(50)
+    assert rebuilt == []  # hidden: not rebuilt
+    widget.tabs.setCurrentIndex(tab)
+    qtbot.waitUntil(lambda: edit.table.rowCount() == 4, timeout=5_000)  # shown: up to date
+    assert "4 clusters explain" in edit.summary.value
+    c.n_clusters.value = 5
+    qtbot.waitUntil(lambda: shown(5) and edit.table.rowCount() == 5, timeout=10_000)
+    qtbot.wait(50)
+    assert len(rebuilt) == 2  # once on showing the tab, once for the preview of k = 5
+
+
+def test_a_preview_lays_out_the_same_pixels_once(viewer, widget, qtbot, monkeypatch, bands):
+    """Stage 1 (laying the pixels out, compressing them) is kept from one preview to the next
+    while the pixels and the settings it uses are the same: a change of k or of the restarts
+    fits again only. Other pixels (even changed in place) or another smoothing lay out again."""
+    from napari_kmeans._napari import workers
+
+    image, _ = bands()
+    source = viewer.add_image(image.copy(), name="img")
+    prepared = []
+    real = workers.prepare_image
+
+    def counted(*args, **kwargs):
+        prepared.append(kwargs.get("params"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(workers, "prepare_image", counted)
+    c = widget.controls
+    c.image.value = source
+    c.n_clusters.value = 3
+    c.live_preview.value = True
+
+    def shown(k):
+        layer = preview_of(viewer, "img")
+        return (
+            widget.worker is None and layer is not None and layer.metadata[KEY]["n_clusters"] == k
+        )
+
+    qtbot.waitUntil(lambda: shown(3), timeout=10_000)
+    assert len(prepared) == 1
+    c.n_clusters.value = 4
+    qtbot.waitUntil(lambda: shown(4), timeout=10_000)
+    c.n_init.value = 2
+    qtbot.waitUntil(
+        lambda: widget.worker is None and widget.preview.shown == widget.preview.generation
+    )
+    assert len(prepared) == 1  # fitted again, not laid out again
+    layer = preview_of(viewer, "img")
+    kept = segment(image, 4, match_to=segment(image, 3), n_init=2)
+    np.testing.assert_array_equal(layer.data, kept.labels)
+
+    source.data[:, :20] = 255  # the pixels changed in place: laid out again
+    source.refresh()
+    c.n_clusters.value = 3
+    qtbot.waitUntil(lambda: shown(3), timeout=10_000)
+    assert len(prepared) == 2
+    assert (preview_of(viewer, "img").data[:, :20] == 3).all()  # the brightest cluster
+
+    c.preset.value = "smoothed"  # another smoothing: laid out again
+    qtbot.waitUntil(
+        lambda: widget.worker is None and widget.preview.shown == widget.preview.generation
+    )
+    qtbot.wait(300)
+    assert len(prepared) == 3 and np.all(np.asarray(prepared[-1].smoothing) > 0)
+
+
 def test_preview_follows_a_stroke_on_the_mask(viewer, widget, qtbot, bands):
     image, _ = bands()
     source = viewer.add_image(image, name="img")

@@ -299,14 +299,15 @@ def checked_layers(viewer, source, extras, mask, *, lazy=False):
 
 def build_job(
     viewer, source, params: Params, *, extras=(), mask=None, current_slice=False, level=0,
-    preview=False, seeds=None, match_to=None, confidence=False,
+    preview=False, seeds=None, match_to=None, confidence=False, kept=None,
 ):  # fmt: skip
     """Check the chosen layers and gather them as a :class:`Job`; returns ``(job, info)``.
 
     ``level`` > 0 (a multiscale image) reads that pyramid level instead of the full resolution
     (a preview of the level on screen); ``preview`` marks the outputs as a live preview.
     ``seeds`` is a Labels layer of scribbles, ``match_to`` the model whose label IDs to keep,
-    ``confidence`` asks for the confidence image too.
+    ``confidence`` asks for the confidence image too; ``kept`` (a live preview's
+    :class:`~.jobs.Kept`) keeps the laid-out pixels from one preview to the next.
 
     Raises
     ------
@@ -331,7 +332,7 @@ def build_job(
     factors = None
     if level:  # a coarser level on screen: the recipe at its scale (sigma in its pixels)
         factors = level_factors(full.full_shape, full.spatial_shape)
-    return Job(full, params, fit, match_to, confidence, factors), info
+    return Job(full, params, fit, match_to, confidence, factors, kept), info
 
 
 def for_preview(viewer, source, params: Params, **kwargs) -> tuple:

@@ -175,6 +175,28 @@ class Planes:
         return {"channel_axis": None, "rgb": False}
 
 
+class Kept:
+    """The laid-out pixels of a widget's last live preview (stage 1 of ``segment``: layout and
+    compression), kept for its next preview: a change of k, restarts or seeds fits again
+    without laying the same pixels out again. One ``(key, prepared)`` pair, replaced whole (the
+    worker of a stale preview may still write it)."""
+
+    def __init__(self):
+        self._pair = (None, None)
+
+    def get(self, key):
+        """The prepared image kept under ``key``, or None."""
+        kept, prepared = self._pair
+        return prepared if kept is not None and kept == key else None
+
+    def put(self, key, prepared) -> None:
+        self._pair = (key, prepared)
+
+    def clear(self) -> None:
+        """Forget it (the preview is off, or a layer left: keep no removed image alive)."""
+        self._pair = (None, None)
+
+
 @dataclass(frozen=True)
 class Job:
     """A run: full-resolution planes, optional lower resolution planes to fit on, settings."""
@@ -187,6 +209,7 @@ class Job:
     # full-resolution pixels per pixel of ``full`` (a coarser pyramid level previewed): fitted
     # and labelled with the recipe at that scale, the model keeps the full-resolution recipe
     factors: tuple[float, ...] | None = None
+    kept: Kept | None = None  # a live preview's: the last preview's laid-out pixels
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import uuid
 import weakref
@@ -96,23 +97,28 @@ def _expanded(array: np.ndarray, info: RunInfo) -> np.ndarray:
     return np.expand_dims(array, axis=tuple(sorted(info.slice_index)))
 
 
-def _layer_kwargs(outcome: Outcome, info: RunInfo, role: str, run_id: str, style: Style) -> dict:
+def _layer_kwargs(outcome: Outcome, info: RunInfo, run_id: str, style: Style) -> tuple:
+    """The keyword arguments of the labels layer and of the recoloured layer (their placement
+    and metadata made once: a live preview makes them on every change)."""
     src = info.source
-    kwargs = {**placement(info), "metadata": metadata(outcome, info, role, run_id, style)}
-    if role == "labels":
-        names = channel_names(info)
-        kwargs["colormap"] = labels_colormap(
+    place = placement(info)
+    meta = metadata(outcome, info, "labels", run_id, style)
+    names = channel_names(info)
+    labels = {
+        **place, "metadata": meta, "features": outcome_table(outcome, names),
+        "colormap": _colormap(*_colormap_key(
             outcome.model.n_clusters, style, outcome.counts, brightness=brightness(outcome.model)
-        )
-        kwargs["features"] = outcome_table(outcome, names)
-    elif not src.rgb:  # shown as the source is: its colormap, limits and blending
-        kwargs.update(
+        )),
+    }  # fmt: skip
+    recolored = {**place, "metadata": {KEY: {**copy.deepcopy(meta[KEY]), "role": "recolored"}}}
+    if not src.rgb:  # shown as the source is: its colormap, limits and blending
+        recolored.update(
             colormap=src.colormap, contrast_limits=src.contrast_limits, gamma=src.gamma,
             blending=src.blending,
         )  # fmt: skip
     elif outcome.lazy:  # napari would compute the data to find contrast limits
-        kwargs.update(contrast_limits=src.contrast_limits)
-    return kwargs
+        recolored.update(contrast_limits=src.contrast_limits)
+    return labels, recolored
 
 
 def remember(memory: KMeansModel | None, model: KMeansModel) -> KMeansModel:
@@ -155,7 +161,10 @@ def _new_layers(outcome: Outcome, info: RunInfo, labels, recolored, kw: tuple, s
         recolored, name=f"{name} k-means recolored", rgb=info.source.rgb,
         multiscale=multiscale, visible=style.show_recolored, **kw[1],
     )  # fmt: skip
-    layer = Labels(labels, name=f"{name} k-means labels", multiscale=multiscale, **kw[0])
+    layer = Labels(
+        labels, name=f"{name} k-means labels", multiscale=multiscale,
+        **{key: _own(value) for key, value in kw[0].items()},
+    )  # fmt: skip
     return layer, image
 
 
@@ -168,6 +177,8 @@ def _normalized(values, layer) -> np.ndarray:
 
 def _same(old, new) -> bool:
     """Whether a layer attribute already holds ``new`` (setting it again redraws the layer)."""
+    if old is new:
+        return True
     if isinstance(new, np.ndarray) or isinstance(old, np.ndarray):
         old, new = np.asarray(old), np.asarray(new)
         return old.shape == new.shape and bool(np.array_equal(old, new))
@@ -190,7 +201,7 @@ def _update(layer, data, kwargs: dict) -> None:
     layer.data = data
     for name, value in kwargs.items():
         if name in ("metadata", "features") or not _same(getattr(layer, name), value):
-            setattr(layer, name, value)
+            setattr(layer, name, _own(value))
 
 
 def channel_names(info: RunInfo) -> list[str]:
@@ -276,24 +287,43 @@ def labels_colormap(
     """Distinct colours for labels 1..k (and painted labels up to ``n_labels``), 0 and the
     style's background cluster transparent. The clusters' own colours stay in the recoloured
     image and the table's swatches (``metadata['kmeans']['cluster_colors']``)."""
+    return _own(_colormap(*_colormap_key(k, style, counts, n_labels, brightness)))
+
+
+def _colormap_key(k: int, style: Style, counts=None, n_labels=None, brightness=None) -> tuple:
+    """How many labels the colormap colours, and the one it leaves transparent."""
     # at least COLORED labels: the same colormap for every k, so a re-run or a live preview
     # with another k does not rebuild it (a label keeps its colour whatever k is)
     n = max(k, n_labels or 0, COLORED) + SPARE_LABELS
+    return n, transparent_label(style, k, counts, brightness)
+
+
+@functools.lru_cache(maxsize=16)
+def _colormap(n: int, hidden: int | None) -> DirectLabelColormap:
+    """The colormap of labels 1..n, ``hidden`` transparent, made once (making one takes a
+    millisecond or two, which a live preview would pay on every change). Shared: a layer is
+    given its own copy (:func:`_own`), which napari's controls may change in place."""
     colors = {0: "transparent", None: UNNAMED}
     colors.update({i + 1: (*map(float, c), 1.0) for i, c in enumerate(palette(n))})
-    hidden = transparent_label(style, k, counts, brightness)
     if hidden is not None:
         colors[hidden] = "transparent"
     return DirectLabelColormap(color_dict=colors)
+
+
+def _own(value):
+    """``value`` to set on a layer: a copy of a (shared) labels colormap, else itself."""
+    return value.model_copy(deep=True) if isinstance(value, DirectLabelColormap) else value
 
 
 def digest(data) -> bytes:
     """A hash of the labels' values, to notice edits (painting, filling, erasing).
 
     Lazy data (a dask array, or a list of pyramid levels) are not computed: a dask array is
-    hashed by its name, which any change of its values (``__setitem__``) replaces.
+    hashed by its name, which any change of its values (``__setitem__``) replaces. SHA-1 (not
+    for security): three times as fast as BLAKE2 here, and a live preview hashes its labels
+    twice per change (4 MB for a 2048 x 2048 slice).
     """
-    h = hashlib.blake2b(digest_size=16)
+    h = hashlib.sha1(usedforsecurity=False)
     for level in data if isinstance(data, Sequence) else [data]:
         if is_dask(level):
             h.update(f"dask {level.name} {level.shape} {level.dtype.str}".encode())
@@ -519,11 +549,7 @@ def publish(viewer, outcome: Outcome, info: RunInfo, previous: Outputs | None, s
     labels = _expanded(outcome.labels, info)
     recolored = _expanded(outcome.recolored, info)
     multiscale = isinstance(labels, list)
-    run_id = uuid.uuid4().hex
-    kw = (
-        _layer_kwargs(outcome, info, "labels", run_id, style),
-        _layer_kwargs(outcome, info, "recolored", run_id, style),
-    )
+    kw = _layer_kwargs(outcome, info, uuid.uuid4().hex, style)
     source = weakref.ref(info.source)
     sliced = bool(info.slice_index)
     same_scope = previous is not None and (previous.sliced == sliced or previous.preview)

@@ -10,6 +10,7 @@ that Cancel stops the computation itself. Nothing here imports napari or Qt.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import threading
 import time
@@ -23,6 +24,7 @@ from .. import features as ft
 from ..choose_k import elbow, inertia_curve
 from ..model import KMeansModel
 from ..segment import fit, fit_prepared, prepare_image, segment_frames
+from ..threads import THREADS
 from .jobs import (
     POLL_SECONDS,
     SLAB_PIXELS,
@@ -115,24 +117,51 @@ def model_at_level(model: KMeansModel, full_shape, shape) -> KMeansModel:
     return dataclasses.replace(model, recipe=model.recipe.at_level(factors))
 
 
-def fit_planes(planes: Planes, params: Params, progress=None, match_to=None):
+def fit_planes(planes: Planes, params: Params, progress=None, match_to=None, kept=None):
     """Stages 1 and 2 of :func:`napari_kmeans.segment` on in-memory planes (with their seeds,
     the label IDs matched to ``match_to``'s when given).
 
+    ``kept`` (a live preview's :class:`~.jobs.Kept`) gives back stage 1 when the pixels, mask
+    and the settings it uses are those of the last preview, and keeps it for the next.
     Returns ``(FittedImage, notes)``: its ``label()`` finishes the job exactly as ``segment``
     does, without laying the image out or assigning its values again.
     """
 
     def stages():
         image = ft.as_image(planes.assembled())
-        prepared = prepare_image(
-            image, mask=planes.mask, params=params, progress=progress, **planes.layout()
-        )
+        key = None if kept is None else preparation_key(image, planes, params)
+        prepared = None if key is None else kept.get(key)
+        if prepared is None:
+            prepared = prepare_image(
+                image, mask=planes.mask, params=params, progress=progress, **planes.layout()
+            )
+            if key is not None:
+                kept.put(key, prepared)
         return fit_prepared(
             prepared, params, seeds=planes.seeds, match_to=match_to, progress=progress
         )
 
     return _with_notes(stages)
+
+
+# the settings stage 1 (laying pixels out, compressing or sampling them) does not use
+FIT_ONLY = ("n_clusters", "n_init", "max_iter", "tol", "pin_seeds", "chunk_size")
+
+
+def preparation_key(image: np.ndarray, planes: Planes, params: Params) -> tuple:
+    """What stage 1 of ``image`` (``planes`` assembled) depends on: its pixels and the mask's
+    (hashed: a layer's data may be changed in place), the layout, and every setting but the
+    fit's (:data:`FIT_ONLY`)."""
+    h = hashlib.sha1(usedforsecurity=False)
+    for array in (image, planes.mask):
+        if array is None:
+            h.update(b"none")
+            continue
+        array = np.ascontiguousarray(array)
+        h.update(f"{array.shape} {array.dtype.str}".encode())
+        h.update(memoryview(array).cast("B"))
+    settings = {k: v for k, v in dataclasses.asdict(params).items() if k not in FIT_ONLY}
+    return h.digest(), repr(sorted(planes.layout().items())), repr(sorted(settings.items()))
 
 
 def _in_thread(tick: Progress, func, *args, **kwargs) -> Iterator[Progress]:
@@ -219,16 +248,19 @@ def _run_in_memory(job: Job, start: float, stop=None):
     full = job.full.materialized()
     tick = Progress(0.05, "fitting")
     yield tick
+    kept = {} if job.kept is None else {"kept": job.kept}  # a live preview's stage 1
     fitted, notes = yield from _in_thread(
         tick, fit_planes, full, params_at_level(job.params, job.factors),
-        progress=stopper(stop, 0.05, 0.6), match_to=job.match_to,
+        progress=stopper(stop, 0.05, 0.6), match_to=job.match_to, **kept,
     )  # fmt: skip
     tick = Progress(0.6, "labelling")
     yield tick
     labels, inertia, counts = yield from _in_thread(tick, fitted.label)
     tick = Progress(0.85, "recolouring")
     yield tick
-    recolored = yield from _in_thread(tick, fitted.model.recolor, fitted.prepared.image, labels)
+    recolored = yield from _in_thread(
+        tick, fitted.model.recolor, fitted.prepared.image, labels, threads=THREADS
+    )  # as segment does: chunks side by side
     if full.extras:  # drop the extra channels again: the recoloured layer is the source's shape
         source = np.asarray(full.image)
         recolored = recolored[..., 0]

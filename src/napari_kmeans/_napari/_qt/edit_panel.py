@@ -8,12 +8,14 @@ action changes nothing.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 from magicgui import widgets
 from napari.utils.notifications import show_error, show_warning
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QFileDialog, QLabel, QVBoxLayout, QWidget
 
 from .. import editing, outputs, workers
@@ -157,6 +159,10 @@ class EditPanel:
         for part in parts:
             layout.addWidget(getattr(part, "native", part))
         self._parts = parts  # keep the magicgui containers alive
+        self._stale = False  # the watched layer's table or colours changed since it was shown
+        self._soon = QTimer(self.group)  # one refresh for the several changes of a write
+        self._soon.setSingleShot(True)
+        self._soon.timeout.connect(self.refresh_if_stale)
         for name in ("compute", "update", "undo", "merge", "split", "instances", "mask", "csv", "apply",
                      "save_model", "load_model"):  # fmt: skip
             # a click passes the button's state (False): the actions take no argument from it
@@ -193,11 +199,11 @@ class EditPanel:
         layer = self.controls.labels.value
         if self._watched is not layer:
             for old in [self._watched] if self._watched is not None else []:
-                old.events.features.disconnect(self._show_table)
-                old.events.colormap.disconnect(self._show_table)
+                old.events.features.disconnect(self._table_changed)
+                old.events.colormap.disconnect(self._table_changed)
             if layer is not None:
-                layer.events.features.connect(self._show_table)
-                layer.events.colormap.connect(self._show_table)
+                layer.events.features.connect(self._table_changed)
+                layer.events.colormap.connect(self._table_changed)
             self._watched = layer
         lazy = layer is not None and is_lazy(layer)
         c = self.controls
@@ -208,7 +214,20 @@ class EditPanel:
             self._say(str(lazy_refusal(layer)))
         self._show_table()
 
+    def _table_changed(self, *_) -> None:
+        """The chosen layer's table or colours changed (a live preview, a script): the table
+        follows once, from the event loop, if the Edit tab shows; else when it is shown."""
+        self._stale = True
+        with contextlib.suppress(RuntimeError):  # the widget's Qt objects are gone (closed)
+            self._soon.start(0)
+
+    def refresh_if_stale(self, *_) -> None:
+        """Fill the table again if the layer changed since, now that the Edit tab shows."""
+        if self._stale and self.group.isVisibleTo(self.host):
+            self._show_table()
+
     def _show_table(self, *_) -> None:
+        self._stale = False
         layer = self.controls.labels.value
         self.table.show_layer(layer)
         self.summary.value = outputs.summary(layer)

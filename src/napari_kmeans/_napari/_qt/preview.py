@@ -15,7 +15,7 @@ import time
 from qtpy.QtCore import QTimer
 
 from .. import inputs
-from ..jobs import InputError, failure
+from ..jobs import InputError, Kept, failure
 
 DELAY_MS = 80  # quiet time after the last change before a preview starts (after the first)
 
@@ -47,6 +47,7 @@ class LivePreview:
         self._zoomed = None  # the multiscale image whose level on screen is followed
         self._level = None  # the level it showed at the last change seen
         self._last = 0.0  # time of the last change
+        self.kept = Kept()  # the last preview's laid-out pixels, for the next preview
         self.timer = QTimer()
         self.timer.setSingleShot(True)
         self.timer.setInterval(DELAY_MS)
@@ -124,8 +125,9 @@ class LivePreview:
             return
         try:
             plan = inputs.for_preview(
-                host._viewer, source, host.params(), **host.run_inputs(), **host.reuse()
-            )
+                host._viewer, source, host.params(), **host.run_inputs(), **host.reuse(),
+                kept=self.kept,
+            )  # fmt: skip
         except (InputError, ValueError, TypeError) as err:  # a setting the engine refuses
             self.shown = self.generation
             host._say(f"Preview not run: {err}")
@@ -143,12 +145,14 @@ class LivePreview:
         """The widget is going away: no new preview, the one in flight is stopped."""
         self.closed = True
         self.timer.stop()
+        self.kept.clear()
 
     def _toggled(self, value) -> None:
         if value:
             self.changed()
         else:
             self.timer.stop()
+            self.kept.clear()
             if self.host.previewing():
                 self.host.stop_flight()
 
@@ -183,6 +187,7 @@ class LivePreview:
     def _removed(self, event) -> None:
         """A layer left the viewer: stop watching it (and so keep no removed image alive)."""
         gone = event.value
+        self.kept.clear()  # it may hold the pixels of the layer that left
         if gone is self._zoomed:
             gone.events.set_data.disconnect(self._zoom)
             self._zoomed = None

@@ -86,6 +86,7 @@ class KMeansWidget(QWidget):
         self.tabs = form.lay_out(c, self, choose_k=self.suggest.group, edit=self.edit.group)
         self._source = None  # the image the choices were last set up for
         self.preview = LivePreview(self)
+        self.tabs.currentChanged.connect(self.edit.refresh_if_stale)
         c.image.changed.connect(self._source_changed)
         c.scope.changed.connect(self._source_changed)
         c.extra_channels.changed.connect(self._say_channels)
