@@ -257,3 +257,24 @@ def test_merge_hashed_equals_grouping_everything():
     for got in (sampling.merge_hashed(a, empty), sampling.merge_hashed(empty, a)):
         np.testing.assert_array_equal(got[0], a[0])
         np.testing.assert_array_equal(got[2], a[2])
+
+
+def test_values_enter_with_their_exact_count_from_heavy_min_copies():
+    """From ``heavy_min(p)`` = 16 / p copies a value is counted exactly; rarer values are in or
+    out whole, standing for 1 / p pixels a copy (or absent)."""
+    from napari_kmeans.sampling import heavy_min
+
+    n, size = 200_000, 2000
+    p = size / n
+    assert heavy_min(p) == 1600
+    px = distinct_pixels(n, 3, np.float32, seed=5)
+    px[:1600] = (0.25, 0.5, 0.75)  # exactly heavy_min copies
+    px[1600:3199] = (0.125, 0.25, 0.375)  # one copy fewer
+    for seed in range(4):
+        values, weights, _ = hash_sample(px, None, n, seed=seed, size=size)
+        at = (values == (0.25, 0.5, 0.75)).all(axis=1)
+        assert at.sum() == 1 and weights[at][0] == 1600
+        below = (values == (0.125, 0.25, 0.375)).all(axis=1)
+        assert below.sum() <= 1
+        if below.any():
+            assert weights[below][0] == pytest.approx(1599 / p)
