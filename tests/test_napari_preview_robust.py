@@ -93,3 +93,28 @@ def test_a_preset_change_previews_with_the_smoothing_it_sets(
     qtbot.waitUntil(lambda: bool(seen) and widget.worker is None, timeout=10_000)
     qtbot.wait(300)
     assert seen == [(2.0, 2.0)]  # 3 (world units) / 1.5 per pixel
+
+
+def test_a_preview_finishing_after_its_image_left_keeps_none_of_its_pixels(
+    viewer, widget, qtbot, held_fit, bands
+):
+    """The preview's kept stage 1 is forgotten when a layer leaves; the preview of that layer
+    still in flight must not keep its pixels again when it finishes (they would stay alive,
+    unreachable, until the next preview)."""
+    from napari_kmeans import features as ft
+    from napari_kmeans._napari import workers
+    from napari_kmeans._napari.jobs import Planes
+
+    image = bands()[0]
+    source = viewer.add_image(image, name="img")
+    c = widget.controls
+    c.image.value = source
+    c.n_clusters.value = 3
+    c.live_preview.value = True
+    qtbot.waitUntil(held_fit.started.is_set, timeout=10_000)  # the preview of 'img' is held
+    key = workers.preparation_key(ft.as_image(image), Planes(image), widget.params())
+    viewer.layers.remove(source)
+    held_fit.set()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=15_000)
+    qtbot.wait(300)
+    assert widget.preview.kept.get(key) is None
