@@ -130,6 +130,34 @@ def test_result_does_not_depend_on_chunking(name):
     assert a.inertia == pytest.approx(b.inertia, rel=1e-12)
 
 
+def test_values_repeated_near_the_exact_count_threshold_same_in_memory_and_dask():
+    """Values repeated on either side of 4 / p and 16 / p copies (the exact-count threshold
+    ``heavy_min`` was 4 / p, is 16 / p): the sample, so the result, is the same in memory and
+    on dask for any chunking."""
+    from napari_kmeans.sampling import heavy_min
+
+    rng = np.random.default_rng(3)
+    side = 400
+    pixels = rng.random((side * side, 2)).astype(np.float32)
+    p = SAMPLE_SIZE / pixels.shape[0]
+    start = 0
+    for copies in (
+        int(4 / p) - 1,
+        int(4 / p) + 2,
+        heavy_min(p) - 1,
+        heavy_min(p),
+        3 * heavy_min(p),
+    ):
+        values = rng.random((400, 2)).astype(np.float32)
+        pixels[start : start + 400 * copies] = np.repeat(values, copies, axis=0)
+        start += 400 * copies
+    rng.shuffle(pixels)
+    image = pixels.reshape(side, side, 2)
+    ref = segment(image, 4, channel_axis=-1)
+    for chunks in ((97, 61, -1), (400, 13, -1)):
+        assert_same(segment_lazy(da.from_array(image, chunks=chunks), 4, channel_axis=-1), ref)
+
+
 @settings(max_examples=15, deadline=None)
 @given(
     seed=st.integers(0, 2**16),

@@ -93,3 +93,67 @@ def test_a_preset_change_previews_with_the_smoothing_it_sets(
     qtbot.waitUntil(lambda: bool(seen) and widget.worker is None, timeout=10_000)
     qtbot.wait(300)
     assert seen == [(2.0, 2.0)]  # 3 (world units) / 1.5 per pixel
+
+
+def test_a_preview_finishing_after_its_image_left_keeps_none_of_its_pixels(
+    viewer, widget, qtbot, held_fit, bands
+):
+    """The preview's kept stage 1 is forgotten when a layer leaves; the preview of that layer
+    still in flight must not keep its pixels again when it finishes (they would stay alive,
+    unreachable, until the next preview)."""
+    from napari_kmeans import features as ft
+    from napari_kmeans._napari import workers
+    from napari_kmeans._napari.jobs import Planes
+
+    image = bands()[0]
+    source = viewer.add_image(image, name="img")
+    c = widget.controls
+    c.image.value = source
+    c.n_clusters.value = 3
+    c.live_preview.value = True
+    qtbot.waitUntil(held_fit.started.is_set, timeout=10_000)  # the preview of 'img' is held
+    key = workers.preparation_key(ft.as_image(image), Planes(image), widget.params())
+    viewer.layers.remove(source)
+    held_fit.set()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=15_000)
+    qtbot.wait(300)
+    assert widget.preview.kept.get(key) is None
+
+
+def test_a_preview_turned_off_while_laying_out_its_pixels_keeps_none_of_them(
+    viewer, widget, qtbot, monkeypatch, bands
+):
+    """Stage 1's last stretch (after its last progress tick) cannot be stopped: turning the
+    preview off then forgets what was kept, and the preview finishing after that must not
+    keep its laid-out pixels again (held while the preview is off, and no next preview to
+    replace them)."""
+    import threading
+
+    from napari_kmeans import features as ft
+    from napari_kmeans._napari import workers
+    from napari_kmeans._napari.jobs import Planes
+
+    inside, release = threading.Event(), threading.Event()
+    real = workers.prepare_image
+
+    def slow(*args, **kwargs):
+        prepared = real(*args, **kwargs)
+        inside.set()
+        release.wait(30)
+        return prepared
+
+    monkeypatch.setattr(workers, "prepare_image", slow)
+    image = bands()[0]
+    c = widget.controls
+    c.image.value = viewer.add_image(image, name="img")
+    c.n_clusters.value = 3
+    try:
+        c.live_preview.value = True
+        qtbot.waitUntil(inside.is_set, timeout=10_000)
+        key = workers.preparation_key(ft.as_image(image), Planes(image), widget.params())
+        c.live_preview.value = False
+    finally:
+        release.set()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=15_000)
+    qtbot.wait(100)
+    assert widget.preview.kept.get(key) is None

@@ -91,6 +91,24 @@ def test_seeded_with_smoothing_recipe():
     np.testing.assert_array_equal(r.model.predict(image), r.labels)
 
 
+@pytest.mark.parametrize("recipe", [{"features": "texture"}, {"spatial_weight": 0.2}])
+@pytest.mark.parametrize("pin", [False, True])
+def test_seeded_rgb_with_more_features_than_channels(recipe, pin):
+    """Seeds on an RGB image with a recipe of more feature channels than its 3 (texture,
+    positions): the seed classes give labels 1..m (their regions), each seeded cluster's colour is its pixels'
+    mean RGB, or pinned its seeds' (raised a shape mismatch between the feature centres and the
+    seeds' RGB colours)."""
+    image, truth = _rgb_regions()
+    seeds = _scribble(truth, [2, 3, 1])
+    r = segment(image, 3, seeds=seeds, pin_seeds=pin, **recipe)
+    assert (r.labels[seeds > 0] == seeds[seeds > 0]).mean() > 0.9  # texture blurs the borders
+    assert (r.labels == np.array([0, 3, 1, 2])[truth]).mean() > 0.9
+    assert r.model.colors.shape == (3, 3)
+    for j in range(3):
+        mine = (seeds if pin else r.labels) == j + 1
+        np.testing.assert_allclose(r.model.colors[j], image[mine].mean(axis=0), atol=1e-4)
+
+
 def test_masked_seeds_are_ignored():
     image, truth = _plateaus()
     seeds = _scribble(truth, [3, 1])

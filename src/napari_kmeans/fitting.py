@@ -280,7 +280,8 @@ def _ordered_model(centers, idx, values, weights, spec, dtype, seed, seeds=None,
         colors = np.stack(sums, axis=1) / np.maximum(mass, 1e-300)[:, None]
     else:
         colors = centers.astype(np.float64)
-    if m:
+    if m and seeds.colors.shape[1] == colors.shape[1]:  # else feature centres (a recipe's fit
+        # colours its clusters from their pixels' input values afterwards)
         unfilled = (mass[:m] <= 0) | pinned
         colors[:m][unfilled] = seeds.colors[unfilled]
     keep = m + np.flatnonzero(mass[m:] > 0)

@@ -183,18 +183,30 @@ class Kept:
 
     def __init__(self):
         self._pair = (None, None)
+        self._cleared = 0  # times forgotten: what a worker laid out before then is not kept
+        self._lock = threading.Lock()
 
     def get(self, key):
         """The prepared image kept under ``key``, or None."""
         kept, prepared = self._pair
         return prepared if kept is not None and kept == key else None
 
-    def put(self, key, prepared) -> None:
-        self._pair = (key, prepared)
+    def ticket(self) -> int:
+        """To give to :meth:`put` when the laying out starts."""
+        return self._cleared
+
+    def put(self, key, prepared, ticket: int | None = None) -> None:
+        """Keep ``prepared`` under ``key``, unless it was forgotten since ``ticket`` (then
+        the preview that laid it out was turned off or lost a layer while at it)."""
+        with self._lock:
+            if ticket is None or ticket == self._cleared:
+                self._pair = (key, prepared)
 
     def clear(self) -> None:
         """Forget it (the preview is off, or a layer left: keep no removed image alive)."""
-        self._pair = (None, None)
+        with self._lock:
+            self._cleared += 1
+            self._pair = (None, None)
 
 
 @dataclass(frozen=True)

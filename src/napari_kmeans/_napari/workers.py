@@ -129,6 +129,7 @@ def fit_planes(planes: Planes, params: Params, progress=None, match_to=None, kep
 
     def stages():
         image = ft.as_image(planes.assembled())
+        ticket = None if kept is None else kept.ticket()  # a clear() from now on: not kept
         key = None if kept is None else preparation_key(image, planes, params)
         prepared = None if key is None else kept.get(key)
         if prepared is None:
@@ -136,7 +137,7 @@ def fit_planes(planes: Planes, params: Params, progress=None, match_to=None, kep
                 image, mask=planes.mask, params=params, progress=progress, **planes.layout()
             )
             if key is not None:
-                kept.put(key, prepared)
+                kept.put(key, prepared, ticket)
         return fit_prepared(
             prepared, params, seeds=planes.seeds, match_to=match_to, progress=progress
         )
