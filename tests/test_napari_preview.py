@@ -26,6 +26,12 @@ def preview_of(viewer, name):
     return layer if layer.metadata[KEY].get("preview") else None
 
 
+def previewed(viewer, widget, k, name="img") -> bool:
+    """Whether the preview of ``k`` clusters of ``name`` is in the viewer and no run is on."""
+    layer = preview_of(viewer, name)
+    return widget.worker is None and layer is not None and layer.metadata[KEY]["n_clusters"] == k
+
+
 def no_engine_thread() -> bool:
     return not any(t.name == "napari-kmeans fit" and t.is_alive() for t in threading.enumerate())
 
@@ -78,13 +84,7 @@ def test_the_clusters_table_follows_previews_only_while_the_edit_tab_shows(
     c.n_clusters.value = 3
     c.live_preview.value = True
 
-    def shown(k):
-        layer = preview_of(viewer, "img")
-        return (
-            widget.worker is None and layer is not None and layer.metadata[KEY]["n_clusters"] == k
-        )
-
-    qtbot.waitUntil(lambda: shown(3), timeout=10_000)
+    qtbot.waitUntil(lambda: previewed(viewer, widget, 3), timeout=10_000)
     edit = widget.edit
     assert edit.controls.labels.value is preview_of(viewer, "img")  # the table follows it
     rebuilt = []
@@ -95,14 +95,16 @@ def test_the_clusters_table_follows_previews_only_while_the_edit_tab_shows(
     tab = [widget.tabs.tabText(i) for i in range(widget.tabs.count())].index("Edit")
     assert widget.tabs.currentIndex() != tab
     c.n_clusters.value = 4
-    qtbot.waitUntil(lambda: shown(4), timeout=10_000)
+    qtbot.waitUntil(lambda: previewed(viewer, widget, 4), timeout=10_000)
     qtbot.wait(50)
     assert rebuilt == []  # hidden: not rebuilt
     widget.tabs.setCurrentIndex(tab)
     qtbot.waitUntil(lambda: edit.table.rowCount() == 4, timeout=5_000)  # shown: up to date
     assert "4 clusters explain" in edit.summary.value
     c.n_clusters.value = 5
-    qtbot.waitUntil(lambda: shown(5) and edit.table.rowCount() == 5, timeout=10_000)
+    qtbot.waitUntil(
+        lambda: previewed(viewer, widget, 5) and edit.table.rowCount() == 5, timeout=10_000
+    )
     qtbot.wait(50)
     assert len(rebuilt) == 2  # once on showing the tab, once for the preview of k = 5
 
@@ -128,16 +130,10 @@ def test_a_preview_lays_out_the_same_pixels_once(viewer, widget, qtbot, monkeypa
     c.n_clusters.value = 3
     c.live_preview.value = True
 
-    def shown(k):
-        layer = preview_of(viewer, "img")
-        return (
-            widget.worker is None and layer is not None and layer.metadata[KEY]["n_clusters"] == k
-        )
-
-    qtbot.waitUntil(lambda: shown(3), timeout=10_000)
+    qtbot.waitUntil(lambda: previewed(viewer, widget, 3), timeout=10_000)
     assert len(prepared) == 1
     c.n_clusters.value = 4
-    qtbot.waitUntil(lambda: shown(4), timeout=10_000)
+    qtbot.waitUntil(lambda: previewed(viewer, widget, 4), timeout=10_000)
     c.n_init.value = 2
     qtbot.waitUntil(
         lambda: widget.worker is None and widget.preview.shown == widget.preview.generation
@@ -150,7 +146,7 @@ def test_a_preview_lays_out_the_same_pixels_once(viewer, widget, qtbot, monkeypa
     source.data[:, :20] = 255  # the pixels changed in place: laid out again
     source.refresh()
     c.n_clusters.value = 3
-    qtbot.waitUntil(lambda: shown(3), timeout=10_000)
+    qtbot.waitUntil(lambda: previewed(viewer, widget, 3), timeout=10_000)
     assert len(prepared) == 2
     assert (preview_of(viewer, "img").data[:, :20] == 3).all()  # the brightest cluster
 
