@@ -312,7 +312,11 @@ def _colormap(n: int, hidden: int | None) -> DirectLabelColormap:
 
 def _own(value):
     """``value`` to set on a layer: a copy of a (shared) labels colormap, else itself."""
-    return value.model_copy(deep=True) if isinstance(value, DirectLabelColormap) else value
+    if not isinstance(value, DirectLabelColormap):
+        return value
+    # pydantic 2 (napari >= 0.6) names it model_copy; napari 0.5's models have copy
+    copy = getattr(value, "model_copy", None) or value.copy
+    return copy(deep=True)
 
 
 def digest(data) -> bytes:
