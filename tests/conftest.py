@@ -129,3 +129,19 @@ def bands():
     """``bands(shape=(96, 96), levels=(20, 120, 220), seed=0)``: a synthetic ``(image, truth)``
     of three bands (the preview and pyramid tests)."""
     return _bands
+
+
+def _run_to_end(generator):
+    """Run a worker generator to its end, as the worker thread would; its result."""
+    try:
+        while True:
+            next(generator)
+    except StopIteration as stop:
+        return stop.value
+
+
+@pytest.fixture
+def run_to_end():
+    """``run_to_end(generator)``: a worker generator run to its end, its returned value (the
+    worker and lazy-job tests)."""
+    return _run_to_end

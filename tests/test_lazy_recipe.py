@@ -391,7 +391,7 @@ def _fit_chunks(sizes, total):
     return tuple(out)
 
 
-def test_pyramid_levels_use_the_recipe_at_their_own_scale():
+def test_pyramid_levels_use_the_recipe_at_their_own_scale(run_to_end):
     """The widget's lazy outputs of a multiscale image: each level is labelled with the
     model's recipe at that level's scale (sigma in its own pixels), so a coarse level's labels
     are the full resolution's, downsampled, and a model fitted on the coarse level keeps the
@@ -406,12 +406,7 @@ def test_pyramid_levels_use_the_recipe_at_their_own_scale():
     params = Params(n_clusters=2, smoothing=6.0)
     levels = tuple(Planes(da.from_array(x, chunks=128)) for x in (image, level))
     job = LazyJob(levels, params, fit=Planes(level), multiscale=True)
-    steps = run_lazy(job)
-    try:
-        while True:
-            next(steps)
-    except StopIteration as done:
-        outcome = done.value
+    outcome = run_to_end(run_lazy(job))
     assert outcome.error is None
     assert outcome.model.recipe.smoothing == 6.0  # the full resolution's
     full, coarse = (np.asarray(x.compute()) for x in outcome.labels)

@@ -57,16 +57,8 @@ def test_preview_follows_the_zoom_of_an_image_opened_before_the_widget(
     np.testing.assert_array_equal(layer.data, segment(image, 3).labels)
 
 
-def _finish(steps):
-    try:
-        while True:
-            next(steps)
-    except StopIteration as done:
-        return done.value
-
-
 def test_a_preview_at_a_level_keeps_the_full_resolution_recipe_in_its_model(
-    viewer, tmp_path, bands
+    viewer, tmp_path, bands, run_to_end
 ):
     """widget.md: 'the model keeps the full-resolution recipe' - also for a preview at a coarse
     level, whose model Save model and Apply to image take from the preview layer."""
@@ -77,7 +69,7 @@ def test_a_preview_at_a_level_keeps_the_full_resolution_recipe_in_its_model(
     source = viewer.add_image([image, image[::4, ::4]], name="pyr", multiscale=True)
     params = Params(n_clusters=3, smoothing=8.0, spatial_weight=0.5)
     job, _ = build_job(viewer, source, params, current_slice=True, level=1, preview=True)
-    outcome = _finish(run_segment(job))
+    outcome = run_to_end(run_segment(job))
     assert outcome.error is None
     # the level itself is labelled at its scale (sigma 2 in its pixels)
     at_level = segment(image[::4, ::4], 3, smoothing=2.0, spatial_weight=0.5).labels
@@ -88,7 +80,9 @@ def test_a_preview_at_a_level_keeps_the_full_resolution_recipe_in_its_model(
     assert (full[::4, ::4] == outcome.labels).mean() > 0.97
 
 
-def test_fit_on_a_slice_of_a_rolled_view_is_not_taken_for_a_pyramid_level(viewer, bands):
+def test_fit_on_a_slice_of_a_rolled_view_is_not_taken_for_a_pyramid_level(
+    viewer, bands, run_to_end
+):
     """A plain 3-D volume seen in the z-x plane, fitted on the slice on screen: full
     resolution, so the recipe must not be rescaled (the slice's axes are z and x, not y and x)."""
     from napari_kmeans._napari.inputs import fit_on_slice_job
@@ -102,7 +96,7 @@ def test_fit_on_a_slice_of_a_rolled_view_is_not_taken_for_a_pyramid_level(viewer
     viewer.dims.set_point(1, 10)
     params = Params(n_clusters=3, smoothing=2.0, features=(("gaussian", 1.0), ("gradient", 1.0)))
     job, _ = fit_on_slice_job(viewer, source, params)
-    outcome = _finish(run_segment(job))
+    outcome = run_to_end(run_segment(job))
     assert outcome.error is None
     plane = volume[:, 10, :]
     direct = segment(plane, 3, smoothing=2.0, features=params.features).model

@@ -13,22 +13,20 @@ from napari_kmeans._napari.jobs import InputError, Params
 from napari_kmeans._napari.session import Session
 
 
-def finish(generator):
-    """Run a worker generator to its end, as the worker thread would; its result."""
-    try:
-        while True:
-            next(generator)
-    except StopIteration as stop:
-        return stop.value
+@pytest.fixture
+def run(run_to_end):
+    """``run(viewer, session, source, k)``: a run of k clusters published as the widget does;
+    ``(made, how)``."""
 
+    def run_k(viewer, session, source, k):
+        job, info = inputs.build_job(viewer, source, Params(n_clusters=k))
+        outcome = run_to_end(workers.run_segment(job))
+        previous = session.previous(source)
+        made, how = outputs.publish(viewer, outcome, info, previous)
+        session.record(made, replaces=previous)
+        return made, how
 
-def run(viewer, session, source, k):
-    job, info = inputs.build_job(viewer, source, Params(n_clusters=k))
-    outcome = finish(workers.run_segment(job))
-    previous = session.previous(source)
-    made, how = outputs.publish(viewer, outcome, info, previous)
-    session.record(made, replaces=previous)
-    return made, how
+    return run_k
 
 
 @pytest.fixture
@@ -38,7 +36,7 @@ def scene():
     return viewer, Session(), viewer.add_image(image, name="img"), image
 
 
-def test_runs_update_in_place_until_touched(scene):
+def test_runs_update_in_place_until_touched(scene, run):
     viewer, session, source, image = scene
     first, how = run(viewer, session, source, 3)
     assert how == "added" and session.previous(source) is first
@@ -55,12 +53,12 @@ def test_runs_update_in_place_until_touched(scene):
     assert session.previous(source) is None
 
 
-def test_undo_takes_back_an_edit_only_while_nothing_changed(scene):
+def test_undo_takes_back_an_edit_only_while_nothing_changed(scene, run, run_to_end):
     viewer, session, source, _ = scene
     made, _ = run(viewer, session, source, 3)
     target = editing.resolve(viewer, made.labels, session.runs)
     job = editing.merge_job(target, [1, 2])
-    edited = finish(workers.run_edit(job))
+    edited = run_to_end(workers.run_edit(job))
     assert edited.error is None and edited.model.n_clusters == 2
     session.push(editing.commit(job, edited, viewer))
     merged = made.labels.data.copy()
@@ -75,7 +73,7 @@ def test_undo_takes_back_an_edit_only_while_nothing_changed(scene):
         session.undo(viewer)
 
 
-def test_undo_refuses_after_a_rerun_in_place(scene):
+def test_undo_refuses_after_a_rerun_in_place(scene, run, run_to_end):
     """A re-run updates untouched labels in place: the edit Undo must not bring the old run back."""
     import dataclasses
 
@@ -83,7 +81,7 @@ def test_undo_refuses_after_a_rerun_in_place(scene):
     made, _ = run(viewer, session, source, 3)
     target = editing.resolve(viewer, made.labels, session.runs)
     job = editing.update_job(target)
-    edited = finish(workers.run_edit(job))
+    edited = run_to_end(workers.run_edit(job))
     recoloured = dataclasses.replace(edited.model, colors=edited.model.colors + 1.0)
     snap = editing.commit(job, dataclasses.replace(edited, model=recoloured), viewer)
     assert snap is not None  # the colours changed, the labels did not
