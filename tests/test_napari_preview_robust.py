@@ -157,3 +157,42 @@ def test_a_preview_turned_off_while_laying_out_its_pixels_keeps_none_of_them(
     qtbot.waitUntil(lambda: widget.worker is None, timeout=15_000)
     qtbot.wait(100)
     assert widget.preview.kept.get(key) is None
+
+
+def test_new_data_in_the_image_is_previewed_and_the_old_pixels_are_not_kept(
+    viewer, widget, qtbot, bands
+):
+    """Giving the image layer new data (another plugin, a script) previews it again, as any
+    other change does; data equal to the old lays the new array out again, so the kept stage 1
+    holds no reference to the array the layer no longer shows."""
+    import gc
+    import weakref
+
+    image = bands(seed=1)[0]
+    other = bands((80, 90), levels=(0, 90, 250), seed=2)[0]
+    source = viewer.add_image(image.copy(), name="img")
+    c = widget.controls
+    c.image.value = source
+    c.n_clusters.value = 3
+    c.live_preview.value = True
+    layer = LABELS.format("img")
+
+    def shows(expected):
+        return (
+            widget.worker is None
+            and layer in viewer.layers
+            and np.array_equal(viewer.layers[layer].data, expected)
+        )
+
+    qtbot.waitUntil(lambda: shows(segment(image, 3).labels), timeout=15_000)
+    old = weakref.ref(source.data)
+    source.data = other.copy()  # the test holds no reference to the layer's arrays
+    qtbot.waitUntil(lambda: shows(segment(other, 3).labels), timeout=15_000)
+    before = weakref.ref(source.data)
+    source.data = other.copy()  # equal pixels, a new array
+    qtbot.wait(500)
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=15_000)
+    gc.collect()
+    assert old() is None
+    assert before() is None  # not kept alive by the preview's stage 1
+    np.testing.assert_array_equal(viewer.layers[layer].data, segment(other, 3).labels)

@@ -42,7 +42,7 @@ class LivePreview:
         self.generation = 0  # bumped by every change
         self.shown = -1  # the generation of the last preview shown
         self.closed = False
-        self._painted = []  # layers whose painting is watched
+        self._painted = []  # (layer, event name, handler): strokes and new data watched
         self._slice = None  # the slice of the last change seen
         self._zoomed = None  # the multiscale image whose level on screen is followed
         self._level = None  # the level it showed at the last change seen
@@ -57,7 +57,7 @@ class LivePreview:
         for name in WATCHED:
             soon = name in PICKERS or name in COMPLETED
             getattr(c, name).changed.connect(self.changed_soon if soon else self.changed)
-        for name in ("mask", "seeds", "image"):
+        for name in ("mask", "seeds", "image", "extra_channels"):
             getattr(c, name).changed.connect(self._watch_painting)
         c.image.changed.connect(self._watch_level)
         host._viewer.layers.events.removed.connect(self._removed)
@@ -191,24 +191,32 @@ class LivePreview:
         if gone is self._zoomed:
             gone.events.set_data.disconnect(self._zoom)
             self._zoomed = None
-        if any(gone is layer for layer in self._painted):
-            for name in ("paint", "data"):
-                emitter = getattr(gone.events, name, None)
-                if emitter is not None:
-                    emitter.disconnect(self.changed_soon)
-            self._painted = [layer for layer in self._painted if layer is not gone]
+        for layer, name, handler in self._painted:
+            emitter = getattr(layer.events, name, None) if layer is gone else None
+            if emitter is not None:
+                emitter.disconnect(handler)
+        self._painted = [watched for watched in self._painted if watched[0] is not gone]
 
     def _watch_painting(self, *_) -> None:
-        """Follow strokes on the seeds and mask layers (painting, filling, erasing)."""
-        for layer in self._painted:
-            for name in ("paint", "data"):
-                emitter = getattr(layer.events, name, None)
-                if emitter is not None:
-                    emitter.disconnect(self.changed_soon)
+        """Follow strokes on the seeds and mask layers (painting, filling, erasing) and new
+        data given to the image and extra channel layers."""
+        for layer, name, handler in self._painted:
+            emitter = getattr(layer.events, name, None)
+            if emitter is not None:
+                emitter.disconnect(handler)
         c = self.host.controls
-        self._painted = [layer for layer in (c.mask.value, c.seeds.value) if layer is not None]
-        for layer in self._painted:
-            for name in ("paint", "data"):
-                emitter = getattr(layer.events, name, None)
-                if emitter is not None:
-                    emitter.connect(self.changed_soon)
+        drawn = [layer for layer in (c.mask.value, c.seeds.value) if layer is not None]
+        fed = [c.image.value, *(c.extra_channels.value or ())]
+        self._painted = [(layer, name, self.changed_soon) for layer in drawn
+                         for name in ("paint", "data")]  # fmt: skip
+        self._painted += [(layer, "data", self._new_data) for layer in fed if layer is not None]
+        for layer, name, handler in self._painted:
+            emitter = getattr(layer.events, name, None)
+            if emitter is not None:
+                emitter.connect(handler)
+
+    def _new_data(self, *_) -> None:
+        """An input layer was given new data: forget the old pixels kept (even when equal,
+        they are another array, which nothing else may hold any more) and preview again."""
+        self.kept.clear()
+        self.changed_soon()
