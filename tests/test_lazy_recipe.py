@@ -138,6 +138,29 @@ def test_the_json_model_applied_lazily_equals_memory():
             assert agreement(model.predict(lazy_image), want) >= AGREE  # dispatches to dask
 
 
+@pytest.mark.parametrize(
+    "kw",
+    [dict(smoothing=1.5, spatial_weight=0.3), dict(features="texture"), dict(majority=1)],
+    ids=["smoothing and position", "texture", "clean-up only"],
+)
+def test_confidence_of_a_recipe_model_on_dask_equals_memory(kw):
+    """Features are computed block by block with overlap, as for the labels: the confidence
+    of every pixel equals the in-memory one (the clean-up is not part of it)."""
+    from napari_kmeans.lazy import confidence_lazy
+
+    image, _ = noisy_blobs(seed=7)
+    mask = np.ones(image.shape, bool)
+    mask[100:130, 30:60] = False
+    model = segment(image, 3, mask=mask, **kw).model
+    want = model.confidence(image, mask=mask)
+    assert np.isnan(want[~mask]).all() and not np.isnan(want[mask]).any()
+    for chunks in [(160, 192), (33, 47)]:
+        got = confidence_lazy(model, da.from_array(image, chunks=chunks),
+                              mask=da.from_array(mask, chunks=(40, 40)))  # fmt: skip
+        assert got.chunks == da.from_array(image, chunks=chunks).chunks
+        np.testing.assert_allclose(got.compute(), want, rtol=1e-5, atol=1e-6)
+
+
 def test_fit_lazy_with_a_recipe_fits_as_fit():
     image, _ = noisy_blobs(seed=7)
     ref = fit(image, 3, smoothing=2.0, features=(("gaussian", 2.0), ("gradient", 1.0)))

@@ -171,18 +171,18 @@ def _confidence_block(block, mask_block=None, *, model, spec, image_dtype, chunk
 def confidence_lazy(model, image, *, mask=None, rgb=None, chunk_size=None):
     """:meth:`KMeansModel.confidence` for dask arrays: a lazy float32 image in 0..1.
 
-    The image's spatial shape and chunks; NaN on masked and invalid pixels. Models with a
-    feature recipe are refused, as for :func:`predict_lazy`.
+    The image's spatial shape and chunks; NaN on masked and invalid pixels. For a model with
+    a feature recipe, in its feature space (the features computed block by block with overlap,
+    as for :func:`predict_lazy`); the clean-up is not part of it, as in memory.
     """
-    if model.uses_recipe:
-        raise ValueError(
-            "this model computes features (smoothing, texture, filters or position) or cleans "
-            "its labels, which dask arrays do not support yet; use model.confidence on the "
-            "array in memory (np.asarray(image)) or a region of it."
-        )
     chunk_size = ft.check_chunk_size(chunk_size)
     image = as_dask_image(image)
     laid = lay_out_blocks(image, model.check_image(image, rgb=rgb), mask)
+    if model.uses_recipe:
+        conf = lf.confidence_with_recipe(model, laid, chunk_size)
+        if conf is not None:
+            return conf
+        model = replace(model, recipe=None)  # clean-up only: raw values
     index, spatial = laid.index()
     args = [laid.pixels, index]
     if laid.mask is not None:

@@ -203,6 +203,13 @@ def _labels_of_block(block, block_info=None, *, geo, recipe, model, chunk_size):
     return labelled.labels.reshape(shape)
 
 
+def _confidence_of_block(block, block_info=None, *, geo, recipe, model, chunk_size):
+    loc = block_info[0]["chunk-location"][:-1]
+    feats, valid, shape = block_features(block, loc, geo, recipe, True)
+    conf = model.confidence_pixels(feats, valid, np.dtype(np.float32), chunk_size=chunk_size)
+    return conf.reshape(shape)
+
+
 @dataclass(frozen=True)
 class FeatureBlocks:
     """A dask image's features by a recipe, block by block: each task computes the features of
@@ -282,6 +289,15 @@ class FeatureBlocks:
             recipe=self.recipe, model=feature_model, chunk_size=chunk_size,
         )  # fmt: skip
 
+    def confidence(self, feature_model, chunk_size=None):
+        """Lazy confidence (:meth:`KMeansModel.confidence_pixels`) by ``feature_model``,
+        chunked like the blocks' own pixels."""
+        return dask_array_module().map_blocks(
+            _confidence_of_block, self.grown, dtype=np.float32, chunks=self.geo.chunks,
+            drop_axis=self.grown.ndim - 1, geo=self.geo, recipe=self.recipe,
+            model=feature_model, chunk_size=chunk_size,
+        )  # fmt: skip
+
 
 def features_of(lazy: LazyImage, recipe: Recipe, *, standardise: bool = True) -> FeatureBlocks:
     """The features of ``lazy`` by ``recipe`` (not plain), standardised with its statistics
@@ -358,6 +374,15 @@ def labels_with_recipe(model, lazy: LazyImage, chunk_size=None):
     else:
         labels = features_of(lazy, recipe).labels(model.feature_model(), chunk_size)
     return clean_blocks(labels, recipe).rechunk(lazy.spatial_chunks)
+
+
+def confidence_with_recipe(model, lazy: LazyImage, chunk_size=None):
+    """Lazy confidence of ``lazy`` by a model with a recipe, as in memory: in its feature space
+    (features computed with overlap), without the clean-up; chunked like ``lazy``'s pixels."""
+    if model.recipe.is_plain:
+        return None  # clean-up only: the confidence of the raw values
+    conf = features_of(lazy, model.recipe).confidence(model.feature_model(), chunk_size)
+    return conf.rechunk(lazy.spatial_chunks)
 
 
 def predict_with_recipe(model, image, *, mask=None, chunk_size=None, rgb=None):
