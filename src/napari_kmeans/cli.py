@@ -95,8 +95,9 @@ fitting:
   --fit-on each (default)  fit every image on its own pixels
   --fit-on first           fit on the first image, apply that model to all
   --fit-on all             fit one model on the pixels of all images together
-  --model FILE             apply a saved model (no fitting; -k, --fit-on and the channel
-                           options come from the model)
+  --model FILE             apply a saved model (no fitting; -k, --fit-on, the channel,
+                           colour space, feature, clean-up, seed and frame options come
+                           from the model and are refused with it)
   --each-frame             fit every frame of a timelapse (frames along --time-axis, default
                            0) on its own, each frame's label IDs matched to the previous
                            frame's, so a label means the same class through time; the model

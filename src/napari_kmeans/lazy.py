@@ -5,7 +5,8 @@ reading the image one block at a time:
 
 - **fit**: integer data that compress (8-bit with up to three channels, 16-bit and float16 gray)
   are fitted from a histogram of pixel codes, summed over blocks; other single-channel data from
-  their distinct values, merged over blocks, while there are at most ``DISTINCT_CAP`` of them;
+  their distinct values, merged over blocks, while there are few enough of them, else from a
+  fixed grid over the value range refined on the pixels near the cuts (as in memory);
   everything else from the same seeded, order-independent sample as :mod:`napari_kmeans.sampling`,
   drawn block by block. Then :func:`napari_kmeans.fitting.fit_support` fits the model, as in
   memory.

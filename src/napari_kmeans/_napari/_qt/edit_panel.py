@@ -1,7 +1,8 @@
 """The "Edit" tab of the widget: its controls and what each button does.
 
-The work is done elsewhere: :mod:`.editing` (update, merge, split, undo), :mod:`.derived`
-(instances, masks, CSV), :mod:`.model_io` (model files) and the widget's runner (applying a model).
+The work is done elsewhere: :mod:`..editing` (update, merge, split, undo, instances, model
+files), :mod:`..outputs` (the layers of instances and masks, the CSV of the features table) and
+the widget's runner (applying a model).
 Every action reports in the group's status line, and as a notification when it fails; a failed
 action changes nothing.
 """
