@@ -3,8 +3,9 @@
 ``segment``, ``fit``, ``segment_lazy``, ``inertia_curve``, the command line and the widget all
 take their settings as keywords (or a ``Params`` given as ``params=``) and build one of these
 (``edit.split`` builds one from its few keywords); its constructor is the only place the
-settings are checked, with the messages of :func:`napari_kmeans.features.check_fit_args`. A new setting is added here once: a field with
-its default and its check in ``__post_init__``, then the keyword of the entry points that take it.
+settings are checked, with the messages of :func:`napari_kmeans.features.check_fit_args`. A
+new setting is added here once: a field with its default and its check in ``__post_init__``,
+then the keyword of the entry points that take it.
 
 The per-pixel feature settings (smoothing, features, spatial weight) and the clean-up of the
 labels (majority, min_size) are fields too; :attr:`Params.recipe` turns them into the
