@@ -64,6 +64,32 @@ def test_new_data_of_another_kind_is_previewed(viewer, widget, qtbot, bands, mak
     np.testing.assert_array_equal(shown, _segment(plane))
 
 
+@pytest.mark.parametrize(
+    ("new", "said"),
+    [
+        (np.full((96, 96), np.nan, np.float32), "no pixel is left to cluster"),
+        (np.linspace(5e300, 2e302, 96 * 96).reshape(96, 96), "more than the 1e+100"),
+    ],
+    ids=["all NaN", "huge values"],
+)
+def test_new_data_refused_leaves_the_preview_and_the_next_data_previews(
+    viewer, widget, qtbot, bands, new, said
+):
+    source = _previewing(viewer, widget, qtbot, bands(seed=1)[0])
+    labels = viewer.layers[LABELS.format("img")]
+    before, names = labels.data.copy(), [layer.name for layer in viewer.layers]
+    source.data = new
+    _settle(widget, qtbot)
+    assert widget.controls.result.value.startswith("Preview not run: ")
+    assert said in widget.controls.result.value
+    np.testing.assert_array_equal(labels.data, before)
+    assert [layer.name for layer in viewer.layers] == names  # none added, none removed
+    good = bands(seed=3)[0]
+    source.data = good
+    _settle(widget, qtbot)
+    np.testing.assert_array_equal(labels.data, _segment(good))
+
+
 def test_an_extra_channel_of_another_shape_is_named_and_the_next_valid_data_previews(
     viewer, widget, qtbot, bands
 ):
