@@ -211,3 +211,25 @@ def test_pyramid_confidence_with_a_preset_and_an_extra_channel(
     for level, (a, b) in zip(sure, levels, strict=True):
         want = model_at_level(model, image.shape, a.shape).confidence(np.stack([a, b], -1))
         np.testing.assert_allclose(np.asarray(level), want, rtol=1e-5, atol=1e-6)
+
+
+def test_dask_pyramid_confidence_with_a_mask_is_nan_where_the_labels_are_masked(
+    viewer, widget, run_and_wait, bands
+):
+    import dask.array as da
+
+    image = bands((128, 120), seed=1)[0]
+    levels = [da.from_array(image[::f, ::f], chunks=16) for f in (1, 2, 4)]
+    source = viewer.add_image(levels, name="img", multiscale=True)
+    mask = np.ones(image.shape, np.uint8)
+    mask[40:90, 10:50] = 0
+    c = widget.controls
+    c.image.value, c.n_clusters.value = source, 3
+    c.mask.value = viewer.add_labels(mask, name="m")
+    c.preset.value, c.confidence.value = "smoothed", True
+    run_and_wait(widget)
+    sure = viewer.layers["img k-means confidence"].data
+    labels = viewer.layers[LABELS.format("img")].data
+    assert [np.isnan(np.asarray(s)).sum() for s in sure] == [2000, 500, 130]
+    for level, found in zip(sure, labels, strict=True):
+        np.testing.assert_array_equal(np.isnan(np.asarray(level)), np.asarray(found) == 0)
