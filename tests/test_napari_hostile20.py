@@ -233,3 +233,19 @@ def test_dask_pyramid_confidence_with_a_mask_is_nan_where_the_labels_are_masked(
     assert [np.isnan(np.asarray(s)).sum() for s in sure] == [2000, 500, 130]
     for level, found in zip(sure, labels, strict=True):
         np.testing.assert_array_equal(np.isnan(np.asarray(level)), np.asarray(found) == 0)
+
+
+def test_new_data_during_a_preview_shows_only_the_new(viewer, widget, qtbot, held_fit, bands):
+    source = viewer.add_image(bands(seed=1)[0], name="img")
+    c = widget.controls
+    c.image.value, c.n_clusters.value, c.keep_ids.value = source, 3, False
+    c.live_preview.value = True
+    qtbot.waitUntil(held_fit.started.is_set, timeout=10_000)  # the old data's preview is held
+    new = bands((50, 70), seed=2)[0]
+    source.data = new
+    shapes = []
+    viewer.layers.events.inserted.connect(lambda e: shapes.append(e.value.data.shape))
+    held_fit.set()
+    _settle(widget, qtbot)
+    assert set(shapes) == {(50, 70)}  # the stale (96, 96) preview was never shown
+    np.testing.assert_array_equal(viewer.layers[LABELS.format("img")].data, _segment(new))
