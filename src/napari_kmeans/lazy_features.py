@@ -319,6 +319,8 @@ def features_of(lazy: LazyImage, recipe: Recipe, *, standardise: bool = True) ->
     source = LazyImage(lazy.spec, lazy.pixels.rechunk(_with_channel(chunks, lazy)), None,
                        lazy.dtype)  # fmt: skip
     use = standardise and recipe.derives
+    if use:  # refused now, not when a block is computed (napari drawing it, far from here)
+        recipe.check_n_features(n_features)
     return FeatureBlocks(grown, geo, recipe, use, source, n_features)
 
 

@@ -162,12 +162,17 @@ class Recipe:
             return features
         if self.standardiser is None:
             raise ValueError("this recipe is not fitted: its standardisation is unknown.")
-        if self.standardiser.mean.size != features.shape[-1]:
+        self.check_n_features(features.shape[-1])
+        return self.standardiser.apply(features, inplace, threads)
+
+    def check_n_features(self, n: int) -> None:
+        """Refuse an image giving ``n`` features when the recipe was fitted on another number
+        (other channels, or positions along other axes)."""
+        if self.standardiser is not None and self.standardiser.mean.size != n:
             raise ValueError(
                 f"the recipe was fitted on {self.standardiser.mean.size} features, but this image "
-                f"gives {features.shape[-1]}: apply the model to images with the same channels."
+                f"gives {n}: apply the model to images with the same channels."
             )
-        return self.standardiser.apply(features, inplace, threads)
 
     # -- reach: how far a pixel's features and clean-up look (the dask overlap) ------------------
 

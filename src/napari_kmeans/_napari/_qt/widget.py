@@ -132,13 +132,24 @@ class KMeansWidget(QWidget):
 
     def _layers_changed(self, event=None) -> None:
         layers = self._viewer.layers
+        added = list(layers) if event is None else []
         if event is not None and event.type == "inserted":
             event.value.events.name.connect(self._layers_changed)
+            added = [event.value]
+        for layer in added:
+            if isinstance(layer, Image):  # new data may change its shape
+                layer.events.data.connect(self._data_changed)
         c = self.controls
         c.image.choices = [(layer.name, layer) for layer in layers if _segmentable(layer)]
         c.mask.choices = [(layer.name, layer) for layer in layers if _mask_like(layer)]
         c.seeds.choices = [(layer.name, layer) for layer in layers if _seeds_like(layer)]
         self._source_changed()
+
+    def _data_changed(self, event) -> None:
+        """New data in an image layer (a script, another plugin): its shape, and so the extra
+        channels and the scope offered, may have changed, as for another image chosen."""
+        if not self.preview.closed and not self.publishing and _segmentable(event.source):
+            self._source_changed()
 
     def _source_changed(self, *_) -> None:
         c = self.controls
@@ -154,6 +165,9 @@ class KMeansWidget(QWidget):
             if _segmentable(layer) and layer is not source and not rgb and not layer.rgb
             and [d.shape for d in levels(layer)] == shapes
         ]  # fmt: skip
+        if source is self._source:  # new data of another shape: the channels chosen stay (a
+            # preview or run names the mismatch), a script may give the extras theirs next
+            candidates += [e for e in kept if e not in candidates and e in self._viewer.layers]
         c.extra_channels.choices = [(layer.name, layer) for layer in candidates]
         if source is not self._source:
             if not kept and source is not None and source.blending == "additive":
