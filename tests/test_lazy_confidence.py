@@ -1,4 +1,4 @@
-"""Hostile input to lazy.confidence_lazy for models with a feature recipe, against memory."""
+"""lazy.confidence_lazy for models with a feature recipe against memory: hostile cases."""
 
 from __future__ import annotations
 

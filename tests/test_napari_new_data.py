@@ -1,5 +1,5 @@
-"""Hostile input to the live preview following new data in its input layers, and to the
-lazy confidence map with a recipe on pyramids (under Xvfb)."""
+"""The live preview and the widget following new data given to their input layers, and the
+lazy confidence map with a recipe on pyramids: hostile cases (under Xvfb)."""
 
 from __future__ import annotations
 
