@@ -538,7 +538,8 @@ def publish(viewer, outcome: Outcome, info: RunInfo, previous: Outputs | None, s
     same scope (a current-slice run never replaces a whole-data result, nor the reverse); a
     live preview (``previous.preview``) is replaced by the next preview or run of either scope.
     Lazy outcomes (dask arrays, or lists of levels for a multiscale source) give lazy layers.
-    Unedited ``previous`` layers of the other kind (multiscale or not) are replaced, in place.
+    Unedited ``previous`` layers of the other kind (multiscale or not, or with other
+    dimensions) are replaced, in place.
     When new layers are added beside kept ones, the kept ones are hidden, so that one result
     shows at a time.
 
@@ -558,7 +559,11 @@ def publish(viewer, outcome: Outcome, info: RunInfo, previous: Outputs | None, s
     sliced = bool(info.slice_index)
     same_scope = previous is not None and (previous.sliced == sliced or previous.preview)
     if same_scope and previous.unedited(viewer):
-        if previous.labels.multiscale == multiscale == previous.recolored.multiscale:
+        if (
+            previous.labels.multiscale == multiscale == previous.recolored.multiscale
+            and _ndim(previous.labels) == _ndim(labels, multiscale)
+            and _ndim(previous.recolored) == _ndim(recolored, multiscale)
+        ):
             _update(previous.recolored, recolored, kw[1])
             _update(previous.labels, labels, kw[0])
             _lock(previous.labels)
@@ -620,10 +625,18 @@ def publish_confidence(viewer, outcome: Outcome, info: RunInfo, made: Outputs):
     return layer
 
 
+def _ndim(data, multiscale=None) -> int:
+    """Dimensions of a layer's data, or of ``data`` (of the first level when multiscale)."""
+    if multiscale is None:  # a layer
+        data, multiscale = data.data, data.multiscale
+    return np.ndim(data[0] if multiscale else data)
+
+
 def swap(viewer, old, new) -> None:
     """Put layer ``new`` where ``old`` is in the layer list, under its name; ``old`` leaves.
 
-    napari cannot turn a layer from multiscale to single-scale (or back) by setting its data.
+    napari cannot turn a layer from multiscale to single-scale (or back) by setting its data,
+    and napari 0.5 fails to redraw a layer whose data gained or lost a dimension.
     """
     index = list(viewer.layers).index(old)
     name = old.name
