@@ -300,6 +300,8 @@ def split(model: KMeansModel, image, labels, target, n=2, *, seed=0, n_init=4, p
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 2:
         raise ValueError(f"a cluster is split into at least 2 sub-clusters, got n={n!r}.")
     labels = _check_label_array(labels)
+    image = ft.as_image(image)
+    model.check_image(image)  # its sub-centres must be in the model's units
     parents = model.parents
     leaves = ~np.isin(np.arange(parents.size), parents)
     under = np.flatnonzero(leaves & (model.labels_of_centers == target))
