@@ -49,6 +49,13 @@ def match_labels(model: KMeansModel, reference, *, fixed=None) -> np.ndarray:
             f"one {b.n_channels} (rgb={b.rgb}, color_space={b.color_space!r}); match models of "
             "the same kind of image."
         )
+    if not reference.compares_with(model.dtype):
+        raise ValueError(
+            f"cannot match labels to a model of another dtype: this model was fitted on "
+            f"{model.dtype} data, the earlier one on {reference.dtype}, and color_space='rgb' "
+            f"compares raw values; convert the images to {reference.dtype} first, or fit both "
+            "models with color_space='lab' (RGB), which works across dtypes."
+        )
     if fixed is None:
         fixed = 0 if model.seed_means is None else model.seed_means.shape[0]
     new_ids = model.present_labels
@@ -115,7 +122,8 @@ def match_model(model: KMeansModel, reference, *, fixed=None) -> KMeansModel:
     TypeError
         If ``reference`` is not a model or a result with one.
     ValueError
-        If the models' channel layouts differ.
+        If the models' channel layouts differ, or their raw values are in other units
+        (``color_space='rgb'`` models of different dtypes, unless both are floating point).
 
     Examples
     --------

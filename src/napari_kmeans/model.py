@@ -180,9 +180,7 @@ class KMeansModel:
         self._check_declared(image, ft.check_rgb(rgb))
         dtype = np.dtype(image.dtype).newbyteorder("=")
         fitted = np.dtype(self.dtype)
-        if spec.color_space == "rgb" and (
-            (dtype.kind in "biu" or fitted.kind in "biu") and dtype != fitted
-        ):
+        if not self.compares_with(dtype):
             raise ValueError(
                 f"this model was fitted on {fitted} data and compares raw values, but the image is "
                 f"{dtype}; convert the image to {fitted} (or fit with color_space='lab', which "
@@ -204,6 +202,14 @@ class KMeansModel:
                 f"(shape {image.shape}); apply it to images with the same channel layout."
             )
         return spec
+
+    def compares_with(self, dtype) -> bool:
+        """Whether raw values of ``dtype`` are in this model's units: always for CIELAB (the
+        features are scaled by the dtype's range); for raw values, when the dtypes are equal or
+        both floating point."""
+        dtype, fitted = np.dtype(dtype).newbyteorder("="), np.dtype(self.dtype)
+        raw = self.spec.color_space == "rgb"
+        return not (raw and (dtype.kind in "biu" or fitted.kind in "biu") and dtype != fitted)
 
     def _check_declared(self, image, rgb):
         """Raise if the layout the caller declared (``rgb``) is not the model's."""

@@ -1,0 +1,37 @@
+"""Hostile inputs to the engine's public functions: results that were silently wrong, errors
+that did not say what was found or how to fix it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_kmeans import fit, segment
+from napari_kmeans.edit import split
+
+BANDS = np.repeat(np.array([[0, 10, 100, 110, 200, 210]], np.uint8), 4, axis=0)
+
+
+def test_split_refuses_an_image_of_another_dtype_than_the_model():
+    r = segment(BANDS, 3)
+    wide = BANDS.astype(np.uint16) * 300  # the same picture in 16-bit units
+    with pytest.raises(ValueError, match=r"uint8.*uint16"):
+        split(r.model, wide, r.labels, 3)
+    # the model's own dtype still splits, into the band's two values
+    model, labels = split(r.model, BANDS, r.labels, 3)
+    assert model.colors.ravel().tolist() == [5.0, 105.0, 200.0, 210.0]
+    assert np.array_equal(labels[0], [1, 1, 2, 2, 3, 4])
+
+
+def test_match_to_a_model_of_another_integer_dtype_is_refused():
+    earlier = fit(BANDS[:, ::2], 3).model  # 0, 100, 200: IDs 1, 2, 3 dark to bright
+    wide = BANDS.astype(np.uint16) * 257  # raw 16-bit values are not comparable with 8-bit ones
+    with pytest.raises(ValueError, match=r"uint16.*uint8.*lab"):
+        segment(wide, 3, match_to=earlier)
+    floats = BANDS / 255.0
+    with pytest.raises(ValueError, match=r"float64.*uint8"):
+        segment(floats, 3, match_to=earlier)
+    # float32 and float64 compare as raw values: matched, dark to dark
+    f64 = fit(floats, 3).model
+    r = segment(floats.astype(np.float32), 3, match_to=f64)
+    assert np.array_equal(r.labels[0], [1, 1, 2, 2, 3, 3])
