@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_kmeans import fit, segment
+from napari_kmeans import Params, fit, segment
+from napari_kmeans.choose_k import inertia_curve
 from napari_kmeans.edit import split
 
 BANDS = np.repeat(np.array([[0, 10, 100, 110, 200, 210]], np.uint8), 4, axis=0)
@@ -35,3 +36,16 @@ def test_match_to_a_model_of_another_integer_dtype_is_refused():
     f64 = fit(floats, 3).model
     r = segment(floats.astype(np.float32), 3, match_to=f64)
     assert np.array_equal(r.labels[0], [1, 1, 2, 2, 3, 3])
+
+
+def test_inertia_curve_takes_params_alone():
+    image = np.repeat(np.array([0, 10, 100, 110, 200, 210], np.uint8), 10)
+    ks, inertias = inertia_curve(image, 4, params=Params())
+    assert ks.tolist() == [2, 3, 4]
+    assert inertias.tolist() == [101500.0, 1500.0, 1000.0]
+    # its own n_init default (2) still yields to params, and a clash is still refused
+    rgb = np.random.default_rng(0).integers(0, 255, (8, 8, 3)).astype(np.uint8)
+    with_params = inertia_curve(rgb, 3, params=Params(n_init=3))[1]
+    assert np.array_equal(with_params, inertia_curve(rgb, 3, n_init=3)[1])
+    with pytest.raises(TypeError, match="n_init"):
+        inertia_curve(rgb, 3, n_init=5, params=Params(n_init=3))

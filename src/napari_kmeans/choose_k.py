@@ -14,7 +14,7 @@ from .segment import prepare_image
 
 def inertia_curve(
     image, k_max=10, *, k_min=2, channel_axis=None, rgb=None, color_space="rgb", mask=None,
-    seed=0, n_init=2, progress=None, params=None,
+    seed=0, n_init=None, progress=None, params=None,
 ):  # fmt: skip
     """Inertia of k-means for every k in ``k_min..k_max``.
 
@@ -27,7 +27,8 @@ def inertia_curve(
     Parameters
     ----------
     image, channel_axis, rgb, color_space, mask, seed, n_init
-        As for :func:`napari_kmeans.segment` (``n_init`` restarts for each k).
+        As for :func:`napari_kmeans.segment` (``n_init`` restarts for each k; default 2, or
+        those of ``params``).
     params : Params, optional
         ``color_space``, ``seed`` and ``n_init`` as one validated object (its ``n_clusters``
         is not used: the curve runs over ``k_min..k_max``).
@@ -65,6 +66,8 @@ def inertia_curve(
     progress = ft.checked_progress(progress)
     ft.tick(progress, 0.0, "reading pixels")
     k_min, k_max = check_k_range(k_min, k_max)
+    if n_init is None:  # the curve's own default, which yields to params
+        n_init = 2 if params is None else getattr(params, "n_init", 2)
     params = make_params(params, color_space=color_space, seed=seed, n_init=n_init)
     n_init, seed = params.n_init, params.seed
     if blocks.is_dask(image) or blocks.is_dask(mask):
