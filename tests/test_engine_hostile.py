@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_kmeans import Params, fit, segment
+from napari_kmeans import Params, fit, fit_many, segment
 from napari_kmeans.choose_k import inertia_curve
 from napari_kmeans.edit import split
 
@@ -49,3 +49,17 @@ def test_inertia_curve_takes_params_alone():
     assert np.array_equal(with_params, inertia_curve(rgb, 3, n_init=3)[1])
     with pytest.raises(TypeError, match="n_init"):
         inertia_curve(rgb, 3, n_init=5, params=Params(n_init=3))
+
+
+def test_fit_many_refuses_a_mask_count_other_than_the_image_count():
+    a = np.array([[10, 10, 120, 120, 240, 240]], np.uint8)
+    b = a + 3
+    inside = np.ones(a.shape, bool)
+    with pytest.raises(ValueError, match=r"1 mask.*image 2"):
+        fit_many([a, b], 3, masks=[inside])  # b was fitted unmasked, silently
+    with pytest.raises(ValueError, match=r"1 mask.*image 2"):
+        fit_many([a, b], masks=[inside], params=Params(n_clusters=3, smoothing=1.0))
+    # one mask (or None) per image: b's bright pixels left out of the fit
+    bright = b > 200
+    model = fit_many([a, b], 3, masks=[None, ~bright]).model
+    assert model.colors.ravel().tolist() == [11.5, 121.5, 240.0]

@@ -524,7 +524,8 @@ def fit_many(
     n_clusters, channel_axis, rgb, color_space, seed, n_init, max_iter, tol, params
         As for :func:`segment`; the layout settings apply to every image.
     masks : iterable of (ndarray or None), optional
-        One mask per image (as for :func:`segment`), or None.
+        One mask per image (as for :func:`segment`; None for an image without one), or None.
+        Each is taken right after its image; masks beyond the last image are not read.
     progress : callable, optional
         ``progress(fraction, step)``, called during the final fit; raise from it to cancel.
 
@@ -552,10 +553,8 @@ def fit_many(
     )  # fmt: skip
     if not params.recipe.is_plain:
         return _fit_many_features(images, masks, params, channel_axis, rgb, progress)
-    masks = iter(masks) if masks is not None else None
     supports, layout = [], None
-    for i, image in enumerate(images, 1):
-        mask = next(masks, None) if masks is not None else None
+    for i, (image, mask) in enumerate(_with_masks(images, masks), 1):
         spec, dtype, found = _support_of(image, mask, params, channel_axis, rgb)
         if layout is not None and (spec, dtype) != layout:
             raise ValueError(
@@ -575,14 +574,34 @@ def fit_many(
     return Fit(res.model, res.n_iter, res.exact)
 
 
+def _with_masks(images, masks):
+    """``(image, mask)`` of :func:`fit_many`, one at a time, each mask taken right after its
+    image (so that a generator may make it then); ``masks`` must not run out before the images
+    (masks beyond the last image are not read)."""
+    if masks is None:
+        yield from ((image, None) for image in images)
+        return
+    masks = iter(masks)
+    for n, image in enumerate(images, 1):
+        mask = next(masks, _NONE_LEFT)
+        if mask is _NONE_LEFT:
+            raise ValueError(
+                f"masks has {n - 1} mask(s) but there are more images (image {n} has none); "
+                "give one mask, or None, per image."
+            )
+        yield image, mask
+
+
+_NONE_LEFT = object()
+
+
 def _fit_many_features(images, masks, params, channel_axis, rgb, progress) -> Fit:
     """:func:`fit_many` with a feature recipe: three passes over the images (kept in a list, each
     mask taken right after its image), each image's features computed in its pass (numpy, or
     dask block by block): the statistics
     of the standardisation over all images together, the pooled support of the standardised
     features, then each cluster's input values (its colour and the dark-to-bright order)."""
-    masks = iter(masks) if masks is not None else None
-    pairs = [(image, None if masks is None else next(masks, None)) for image in images]
+    pairs = list(_with_masks(images, masks))
     if not pairs:
         raise ValueError("fit_many needs at least one image.")
     laid = [_laid_out(image, mask, params, channel_axis, rgb) for image, mask in pairs]
