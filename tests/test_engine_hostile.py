@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_kmeans import Params, fit, fit_many, segment
+from napari_kmeans import Params, fit, fit_many, segment, segment_frames
 from napari_kmeans.choose_k import inertia_curve
 from napari_kmeans.edit import split
 
@@ -63,3 +63,39 @@ def test_fit_many_refuses_a_mask_count_other_than_the_image_count():
     bright = b > 200
     model = fit_many([a, b], 3, masks=[None, ~bright]).model
     assert model.colors.ravel().tolist() == [11.5, 121.5, 240.0]
+
+
+MOVIE = np.stack([BANDS, BANDS + 5, BANDS + 10])  # 3 frames of 4 x 6
+
+
+def test_segment_frames_says_what_is_wrong_with_the_timelapse():
+    with pytest.raises(ValueError, match=r"(empty|no frames).*\(0, 4, 6\)"):
+        segment_frames(MOVIE[:0], 3)  # was: "the mask leaves no pixel in any frame"
+    with pytest.raises(ValueError, match=r"spatial axis.*\(6,\)"):
+        segment_frames(BANDS[0], 2)  # was: "image is a scalar"
+    as_list = segment_frames(MOVIE.tolist(), 3)  # was: AttributeError
+    assert np.array_equal(as_list.labels[:, 0], [[1, 1, 2, 2, 3, 3]] * 3)
+
+
+def test_segment_frames_refuses_a_channel_axis_out_of_range():
+    movie = np.stack([MOVIE, MOVIE[:, ::-1]], axis=-1)  # 3 frames of 4 x 6 x 2 channels
+    assert segment_frames(movie, 3, channel_axis=-1).labels.shape == (3, 4, 6)
+    for axis in (4, 7, -5):  # 7 and -5 were read as axis 3, silently
+        with pytest.raises(ValueError, match=rf"channel_axis.*{axis}"):
+            segment_frames(movie, 3, channel_axis=axis)
+    with pytest.raises(TypeError, match=r"channel_axis.*True"):
+        segment_frames(movie, 3, channel_axis=True)  # was axis 1
+
+
+def test_segment_frames_refuses_a_mask_or_seeds_of_another_number_of_frames():
+    five = np.ones((5, 4, 6), bool)  # 5 frames for a 3-frame movie: two were ignored
+    with pytest.raises(ValueError, match=r"mask.*\(5, 4, 6\).*\(3, 4, 6\)"):
+        segment_frames(MOVIE, 3, mask=five)
+    with pytest.raises(ValueError, match=r"seeds.*\(5, 4, 6\).*\(3, 4, 6\)"):
+        segment_frames(MOVIE, 3, seeds=five.astype(np.uint8))
+    # the timelapse's shape, or one frame's, is taken
+    inside = np.ones((3, 4, 6), bool)
+    inside[1] = False
+    r = segment_frames(MOVIE, 3, mask=inside)
+    assert np.array_equal(r.labels[1], np.zeros((4, 6)))
+    assert np.array_equal(r.labels[2, 0], [1, 1, 2, 2, 3, 3])

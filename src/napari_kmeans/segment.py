@@ -755,11 +755,17 @@ def segment_frames(
     array([[1, 1, 2, 3],
            [1, 1, 3, 2]], dtype=uint8)
     """
-    ndim = np.ndim(image)
+    if not blocks.is_dask(image):
+        image = ft.as_image(image)  # lists, dtypes, empty images
+    ndim = image.ndim
     t_ax = ft.check_int("time_axis", time_axis, -ndim, ndim - 1) % ndim
-    ch = None if channel_axis is None else channel_axis % ndim
+    if channel_axis is None:
+        ch = None
+    else:
+        ch = ft.check_int("channel_axis", channel_axis, -ndim, ndim - 1) % ndim
     if ch == t_ax:
         raise ValueError(f"time_axis and channel_axis are both {t_ax}; give different axes.")
+    _check_timelapse(image, t_ax, ch, mask=mask, seeds=seeds)
     frame_ch = None if ch is None else (ch - (ch > t_ax)) - (ndim - 1)  # negative, per frame
     # the time axis among the spatial axes (masks, seeds, labels)
     t_sp = t_ax - (ch is not None and ch < t_ax)
@@ -806,6 +812,34 @@ def segment_frames(
     labels = np.stack([f.labels.astype(dtype) for f in frames], axis=t_sp)
     recolored = np.stack([f.recolored for f in frames], axis=t_ax)
     return FramesSegmentation(labels, recolored, tuple(frames))
+
+
+def _check_timelapse(image, t_ax, ch, **per_pixel):
+    """Raise if ``image`` has no frame or no spatial axis, or a per-pixel array given for the
+    whole timelapse (``mask``, ``seeds``) has another shape than its pixels."""
+    shape = tuple(image.shape)
+    spatial = shape if ch is None else shape[:ch] + shape[ch + 1 :]
+    if len(spatial) < 2:
+        raise ValueError(
+            f"segment_frames needs frames along time_axis with at least one spatial axis each, "
+            f"got an image of shape {shape}"
+            + ("" if ch is None else f" with its channels on axis {ch}")
+            + "; segment a single image with segment()."
+        )
+    if shape[t_ax] == 0:
+        raise ValueError(
+            f"the image has no frames (axis {t_ax} of shape {shape} has length 0); give at "
+            "least one frame."
+        )
+    t_sp = t_ax - (ch is not None and ch < t_ax)  # the time axis among the spatial axes
+    frame = spatial[:t_sp] + spatial[t_sp + 1 :]
+    for name, array in per_pixel.items():
+        if array is not None and np.ndim(array) == len(spatial) and np.shape(array) != spatial:
+            raise ValueError(
+                f"{name} has shape {np.shape(array)} but the timelapse's pixels are laid out as "
+                f"{spatial} (image shape {shape}); give {name} of that shape, or of one frame's "
+                f"shape {frame} for every frame."
+            )
 
 
 def _first_seeded(seeds, n, t_sp, ndim, ch) -> int:
