@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from napari_kmeans import Params, fit, fit_many, segment, segment_frames
-from napari_kmeans.choose_k import inertia_curve
+from napari_kmeans.choose_k import elbow, inertia_curve
 from napari_kmeans.edit import split
 
 BANDS = np.repeat(np.array([[0, 10, 100, 110, 200, 210]], np.uint8), 4, axis=0)
@@ -99,3 +99,15 @@ def test_segment_frames_refuses_a_mask_or_seeds_of_another_number_of_frames():
     r = segment_frames(MOVIE, 3, mask=inside)
     assert np.array_equal(r.labels[1], np.zeros((4, 6)))
     assert np.array_equal(r.labels[2, 0], [1, 1, 2, 2, 3, 3])
+
+
+def test_elbow_refuses_ks_out_of_order_and_non_finite_inertias():
+    assert elbow([2, 3, 4], [10.0, 2.0, 1.0]) == 3
+    with pytest.raises(ValueError, match=r"increasing.*\[4, 2, 3\]"):
+        elbow([4, 2, 3], [1.0, 10.0, 2.0])  # the same curve shuffled gave 2
+    with pytest.raises(ValueError, match=r"increasing.*\[2, 2, 3\]"):
+        elbow([2, 2, 3], [10.0, 10.0, 2.0])
+    with pytest.raises(ValueError, match=r"finite.*nan"):
+        elbow([2, 3, 4], [10.0, np.nan, 1.0])  # gave 3
+    with pytest.raises(ValueError, match=r"finite.*inf"):
+        elbow([2, 3, 4], [np.inf, 2.0, 1.0])

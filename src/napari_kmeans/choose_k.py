@@ -122,6 +122,7 @@ def elbow(ks, inertias) -> int:
 
     Both axes are scaled to [0, 1]; the elbow maximises the gap between the straight line from
     the first to the last point and the curve (the "kneedle" criterion of Satopää et al. 2011).
+    ``ks`` must increase and the inertias be finite (a ValueError otherwise).
     """
     ks = np.asarray(ks, dtype=np.float64)
     y = np.asarray(inertias, dtype=np.float64)
@@ -130,8 +131,23 @@ def elbow(ks, inertias) -> int:
             f"elbow needs ks and inertias of the same length, at least one point each, got "
             f"shapes {ks.shape} and {y.shape}; pass the two arrays inertia_curve returns."
         )
+    if np.any(np.diff(ks) <= 0) or not np.all(np.isfinite(ks)):
+        raise ValueError(
+            f"elbow needs ks in increasing order, each once, got {_listed(ks)}; sort the curve "
+            "by k (np.argsort(ks)) and keep one inertia per k."
+        )
+    if not np.all(np.isfinite(y)):
+        raise ValueError(
+            f"elbow needs finite inertias, got {_listed(y)}; pass the inertias inertia_curve "
+            "returns."
+        )
     if ks.size < 3 or y[0] == y[-1]:
         return int(ks[0])
     x = (ks - ks[0]) / (ks[-1] - ks[0])
     yn = (y - y[-1]) / (y[0] - y[-1])
     return int(ks[np.argmax((1 - x) - yn)])
+
+
+def _listed(values) -> str:
+    """Numbers as a short list for a message (integers without a decimal point)."""
+    return "[" + ", ".join(f"{v:g}" for v in values[:20]) + (", ...]" if values.size > 20 else "]")
