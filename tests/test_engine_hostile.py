@@ -8,7 +8,7 @@ import pytest
 
 from napari_kmeans import Params, fit, fit_many, segment, segment_frames
 from napari_kmeans.choose_k import elbow, inertia_curve
-from napari_kmeans.edit import split
+from napari_kmeans.edit import instances, split
 
 BANDS = np.repeat(np.array([[0, 10, 100, 110, 200, 210]], np.uint8), 4, axis=0)
 
@@ -111,3 +111,15 @@ def test_elbow_refuses_ks_out_of_order_and_non_finite_inertias():
         elbow([2, 3, 4], [10.0, np.nan, 1.0])  # gave 3
     with pytest.raises(ValueError, match=r"finite.*inf"):
         elbow([2, 3, 4], [np.inf, 2.0, 1.0])
+
+
+def test_instances_errors_name_what_is_wrong():
+    labels = np.array([[1, 0, 1], [2, 2, 0]])
+    with pytest.raises(ValueError, match=r"clusters.*0.*background") as err:
+        instances(labels, [0, 1])
+    assert "inf" not in str(err.value) and "model" not in str(err.value)
+    huge = np.array([[2**64 - 1, 0, 2**64 - 1]], np.uint64)
+    with pytest.raises(ValueError, match=r"18446744073709551615.*relabel_sequential"):
+        instances(huge)  # was OverflowError: Python int too large to convert to C long
+    inst, cluster_of = instances(np.array([[2**62, 0, 2**62]], np.uint64))
+    assert inst.tolist() == [[1, 0, 2]] and cluster_of.tolist() == [2**62, 2**62]

@@ -143,8 +143,8 @@ def recount(image, labels, model: KMeansModel) -> KMeansModel:
 
 
 def _check_labels(values, k, what, present=None):
-    """``values`` as sorted distinct ints in 1..k (and among ``present``, the model's present
-    labels, when given), or a TypeError/ValueError naming the bad values."""
+    """``values`` as sorted distinct ints in 1..k (k None: no bound; and among ``present``, the
+    model's present labels, when given), or a TypeError/ValueError naming the bad values."""
     if isinstance(values, str | bytes) or not np.iterable(values):
         raise TypeError(f"{what} must be a list of integers, got {values!r}.")
     out = set()
@@ -156,10 +156,15 @@ def _check_labels(values, k, what, present=None):
             )
         out.add(int(v))
     out = sorted(out)
-    bad = [v for v in out if not 1 <= v <= k]
+    bad = [v for v in out if not 1 <= v <= (np.inf if k is None else k)]
     if bad:
         shown = ", ".join(map(str, bad[:8])) + (", …" if len(bad) > 8 else "")
         noun = "label" if len(bad) == 1 else "labels"
+        if k is None:  # no model: any label but the background
+            raise ValueError(
+                f"{what} must be labels of 1 or more (0 is background), got {shown}; leave "
+                f"{'it' if len(bad) == 1 else 'them'} out."
+            )
         raise ValueError(
             f"{what}: {noun} {shown} {'is not a cluster' if len(bad) == 1 else 'are not clusters'}"
             f" of this model, whose labels are 1 to {k}."
@@ -444,11 +449,18 @@ def instances(labels, clusters=None, *, min_size=1, connectivity=None):
                 f"connectivity must be 1..{labels.ndim} for {labels.ndim}-D labels (or None, "
                 f"full connectivity), got {connectivity}."
             )
+    top = int(labels.max(initial=0))
+    if top > np.iinfo(np.int64).max:
+        raise ValueError(
+            f"labels hold values up to {top}, beyond what int64 holds (the dtype of the "
+            "instances' cluster numbers); renumber them first "
+            "(skimage.segmentation.relabel_sequential)."
+        )
     present = np.unique(labels[labels > 0])
     if clusters is None:
         clusters = present
     else:
-        clusters = np.array(_check_labels(clusters, np.inf, "clusters"), np.int64)
+        clusters = np.array(_check_labels(clusters, None, "clusters"), np.int64)
     out = np.zeros(labels.shape, np.uint32)
     cluster_of = []
     for c in clusters:
