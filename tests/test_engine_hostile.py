@@ -123,3 +123,13 @@ def test_instances_errors_name_what_is_wrong():
         instances(huge)  # was OverflowError: Python int too large to convert to C long
     inst, cluster_of = instances(np.array([[2**62, 0, 2**62]], np.uint64))
     assert inst.tolist() == [[1, 0, 2]] and cluster_of.tolist() == [2**62, 2**62]
+
+
+def test_seeds_with_a_huge_class_number_are_told_to_renumber_not_to_raise_k():
+    seeds = np.zeros(BANDS.shape, np.int64)
+    seeds[0, 0], seeds[0, 5] = 1, 2**40  # two classes, numbered with a gap
+    with pytest.raises(ValueError, match="relabel_sequential") as err:
+        segment(BANDS, 3, seeds=seeds)
+    assert "at least 1099511627776" not in str(err.value)  # n_clusters stops at 1000
+    seeds[0, 5] = 2
+    assert segment(BANDS, 3, seeds=seeds).labels[0].tolist() == [1, 1, 3, 3, 2, 2]

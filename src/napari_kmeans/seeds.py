@@ -73,9 +73,11 @@ def check_values(seeds: np.ndarray, n_clusters=None) -> int:
             "for the seed classes."
         )
     if n_clusters is not None and hi > n_clusters:
+        raise_k = f"raise n_clusters to at least {hi}, or " if hi <= ft.MAX_CLUSTERS else ""
         raise ValueError(
-            f"the seeds have {hi} seed classes (values up to {hi}), more than n_clusters="
-            f"{n_clusters}; raise n_clusters to at least {hi} or use fewer seed classes."
+            f"the seeds ask for {hi} seed classes (values up to {hi}; classes are numbered 1..m "
+            f"without gaps), more than n_clusters={n_clusters}; {raise_k}use fewer seed classes, "
+            "numbered without gaps (skimage.segmentation.relabel_sequential)."
         )
     return hi
 
