@@ -133,3 +133,25 @@ def test_seeds_with_a_huge_class_number_are_told_to_renumber_not_to_raise_k():
     assert "at least 1099511627776" not in str(err.value)  # n_clusters stops at 1000
     seeds[0, 5] = 2
     assert segment(BANDS, 3, seeds=seeds).labels[0].tolist() == [1, 1, 3, 3, 2, 2]
+
+
+def _three_groups(channels, seed=1):
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, 3, (10, 10))
+    means = np.array([[0.0, 0, 0], [5, 0, 5], [0, 10, 10]])[:, :channels]
+    return means[truth] + rng.normal(0, 1, (10, 10, channels))
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_values_too_small_for_squared_distances_are_refused_with_the_fix(channels):
+    image = _three_groups(channels)
+    kw = {"channel_axis": -1} if channels > 1 else {}
+    image = image if channels > 1 else image[..., 0]
+    labels = segment(image, 3, **kw).labels
+    assert np.array_equal(segment(image * 1e-90, 3, **kw).labels, labels)  # a common scale
+    with pytest.raises(ValueError, match=r"span only.*underflow.*image \* 1e\+\d+"):
+        segment(image * 1e-200, 3, **kw)  # was clustered on squares that underflow to 0
+    assert np.array_equal(segment(image * 1e-200 * 1e200, 3, **kw).labels, labels)
+    one_value = np.full((4, 4), 1e-200)  # no spread at all: one cluster, nothing to resolve
+    with pytest.warns(UserWarning, match="distinct"):
+        assert segment(one_value, 2).labels.tolist() == np.ones((4, 4), int).tolist()

@@ -412,10 +412,12 @@ def to_features(values: np.ndarray, spec: FeatureSpec, dtype, centers=None) -> n
 
 
 MAX_SPREAD = 1e100  # squares 1e200: sums over 1e12 weighted points and 1e6 channels stay finite
+MIN_SPREAD = 1e-100  # squares 1e-200: far from float64's smallest normal number (2.2e-308)
 
 
 def _check_spread(feats, centers):
-    """Raise when the values (and centres) of a channel span more than ``MAX_SPREAD``."""
+    """Raise when the values (and centres) of a channel span more than ``MAX_SPREAD``, or
+    those of every channel less than ``MIN_SPREAD`` but not nothing."""
     lo, hi = feats.min(axis=0), feats.max(axis=0)
     if centers is not None and len(centers):
         lo = np.minimum(lo, np.min(centers, axis=0))
@@ -433,6 +435,17 @@ def _check_spread(feats, centers):
             f"distances overflow float64. Rescale the image first, e.g. image / "
             f"{10.0 ** np.floor(np.log10(scale)):.0e} (clustering is unchanged by a common "
             "scale), or np.log10 of positive data."
+        )
+    widest = float(spread.max())
+    if 0 < widest < MIN_SPREAD:
+        c = int(np.argmax(spread))
+        scale = max(abs(float(lo[c])), abs(float(hi[c])))
+        raise ValueError(
+            f"the image's values span only {widest:.3g} (from {float(lo[c]):.3g} to "
+            f"{float(hi[c]):.3g}), less than the {MIN_SPREAD:.0e} k-means can resolve: squared "
+            f"distances underflow float64. Rescale the image first, e.g. image * "
+            f"{10.0 ** -np.floor(np.log10(scale)):.0e} (clustering is unchanged by a common "
+            "scale)."
         )
 
 
