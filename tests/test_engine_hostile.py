@@ -155,3 +155,19 @@ def test_values_too_small_for_squared_distances_are_refused_with_the_fix(channel
     one_value = np.full((4, 4), 1e-200)  # no spread at all: one cluster, nothing to resolve
     with pytest.warns(UserWarning, match="distinct"):
         assert segment(one_value, 2).labels.tolist() == np.ones((4, 4), int).tolist()
+
+
+@pytest.mark.parametrize("recipe", [{"smoothing": 1.0}, {"features": "texture"}])
+def test_float64_nan_and_inf_pixels_with_a_recipe_on_dask_equal_memory(recipe):
+    import dask.array as da
+
+    from napari_kmeans.lazy import segment_lazy
+
+    image = _three_groups(1)[..., 0]
+    image[3, 4], image[7, 7] = np.nan, np.inf
+    expected = segment(image, 3, **recipe)
+    assert expected.labels[3, 4] == 0 and expected.labels[7, 7] == 0
+    # was: "the image's values span nan ..., more than the 1e+100 k-means can handle"
+    got = segment_lazy(da.from_array(image, chunks=5), 3, **recipe)
+    assert np.array_equal(np.asarray(got.labels), expected.labels)
+    assert np.allclose(got.centers, expected.centers)

@@ -40,7 +40,7 @@ from .blocks import (
     merged,
     no_pixel_left,
 )
-from .recipe import Recipe, feature_moments, merge_moments
+from .recipe import Recipe, feature_moments, input_features, merge_moments
 
 
 def _grown_chunks(chunks, depth):
@@ -72,8 +72,7 @@ def _with_overlap(array, depths, fn, dtype):
 def _block_input(block, rest, spec, image_dtype, has_mask):
     """``(features float32 (n, C), valid or None, spatial shape)`` of one block's input."""
     pixels, valid = ft.layout(block, spec, rest[0] if has_mask else None)
-    base = ft.to_features(pixels, spec, image_dtype).astype(np.float32)
-    return base, valid, ft.spatial_shape_of(block.shape, spec)
+    return input_features(pixels, spec, image_dtype), valid, ft.spatial_shape_of(block.shape, spec)
 
 
 def _block_sums(block, *rest, spec, image_dtype, has_mask):

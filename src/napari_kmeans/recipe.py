@@ -420,16 +420,22 @@ def order_by_input(feature_model, counts, sums, spec, dtype, recipe: Recipe):
     return model, lut
 
 
+def input_features(pixels, spec, dtype) -> np.ndarray:
+    """Laid-out input pixels ``(n, channels)`` as the float32 features a recipe starts from:
+    the values themselves for ``color_space='rgb'`` (float32 ones not copied), else CIELAB.
+    Invalid pixels (NaN, inf) are converted as they are: the caller fills them."""
+    from . import features as ft
+
+    if spec.color_space == "rgb":
+        return pixels.astype(np.float32, copy=False)
+    return ft.to_features(pixels, spec, dtype).astype(np.float32, copy=False)
+
+
 def feature_table(recipe: Recipe, prep) -> np.ndarray:
     """The ``(n_pixels, F)`` float32 features of a laid-out image (``features.Prepared``), not
     standardised; invalid pixels are filled with the mean of the valid ones before filtering
     (see :func:`recipe_features`)."""
-    from . import features as ft
-
-    if prep.spec.color_space == "rgb":  # the values themselves (float32 ones not copied)
-        base = prep.pixels.astype(np.float32, copy=False)
-    else:
-        base = ft.to_features(prep.pixels, prep.spec, prep.dtype).astype(np.float32, copy=False)
+    base = input_features(prep.pixels, prep.spec, prep.dtype)
     if prep.valid is not None and prep.valid.any() and not prep.valid.all():
         if np.shares_memory(base, prep.pixels):
             base = base.copy()  # filled below: never the caller's image
