@@ -171,3 +171,20 @@ def test_float64_nan_and_inf_pixels_with_a_recipe_on_dask_equal_memory(recipe):
     got = segment_lazy(da.from_array(image, chunks=5), 3, **recipe)
     assert np.array_equal(np.asarray(got.labels), expected.labels)
     assert np.allclose(got.centers, expected.centers)
+
+
+def test_transparent_pixels_are_filled_alike_in_memory_and_on_dask():
+    """The fill of invalid pixels (the mean of the valid ones) was a float32 mean in memory and
+    float64 sums on dask: CIELAB features a few 1e-7 apart led the fit elsewhere."""
+    import dask.array as da
+
+    from napari_kmeans.lazy import segment_lazy
+
+    rng = np.random.default_rng(2)
+    rgb = rng.random((12, 13, 3))
+    alpha = rng.random((12, 13, 1)) > 0.2
+    image = (np.concatenate([rgb, alpha], -1) * 255).astype(np.uint8)
+    expected = segment(image, 3, color_space="lab", smoothing=1.0)
+    got = segment_lazy(da.from_array(image, chunks=(5, 4, 4)), 3, color_space="lab", smoothing=1.0)
+    assert np.array_equal(np.asarray(got.labels), expected.labels)
+    assert np.array_equal(got.centers, expected.centers)

@@ -439,7 +439,7 @@ def feature_table(recipe: Recipe, prep) -> np.ndarray:
     if prep.valid is not None and prep.valid.any() and not prep.valid.all():
         if np.shares_memory(base, prep.pixels):
             base = base.copy()  # filled below: never the caller's image
-        base[~prep.valid] = base[prep.valid].mean(axis=0)
+        base[~prep.valid] = base[prep.valid].mean(axis=0, dtype=np.float64)
     maps = recipe.channels(base.reshape(*prep.spatial_shape, base.shape[1]))
     return maps.reshape(-1, maps.shape[-1])
 
