@@ -188,3 +188,14 @@ def test_transparent_pixels_are_filled_alike_in_memory_and_on_dask():
     got = segment_lazy(da.from_array(image, chunks=(5, 4, 4)), 3, color_space="lab", smoothing=1.0)
     assert np.array_equal(np.asarray(got.labels), expected.labels)
     assert np.array_equal(got.centers, expected.centers)
+
+
+@pytest.mark.parametrize("features", ["texture", [("hessian", 1.0)], [("structure", 1.0)]])
+def test_planar_features_of_a_1d_signal_are_refused_naming_the_fix(features):
+    signal = np.repeat(np.array([0.0, 5.0, 10.0]), 8)
+    # were IndexError, AxisError and scikit-image's "must be a 2-or-3-or-4-or-5-dimensional"
+    with pytest.raises(ValueError, match=r"2 or more spatial axes.*1-D.*gaussian"):
+        segment(signal, 3, features=features)
+    # the filters that work on a line still do
+    labels = segment(signal, 3, features=[("gaussian", 0.5)]).labels
+    assert labels[[0, 12, 23]].tolist() == [1, 2, 3]

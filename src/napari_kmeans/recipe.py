@@ -100,6 +100,7 @@ class Recipe:
         and positions are the image's.
         """
         spatial = channels.shape[:-1]
+        self._check_axes(len(spatial))
         region = fl.Region.whole(spatial) if region is None else region
         inner = tuple(region.inner)
         out_shape = tuple(len(range(*s.indices(n))) for s, n in zip(inner, spatial, strict=True))
@@ -136,6 +137,19 @@ class Recipe:
         for s in range(0, flat.shape[0], step):
             np.stack([m[s : s + step] for m in flat_maps], axis=1, out=flat[s : s + step])
         return out
+
+    def _check_axes(self, n_axes: int) -> None:
+        """Raise if the features need more spatial axes than ``n_axes`` (texture, Hessian and
+        structure-tensor eigenvalues are planar or volumetric)."""
+        names = ["texture"] if self.features == "texture" else []
+        if isinstance(self.features, tuple):
+            names = [name for name, _ in self.features if name in ("hessian", "structure")]
+        if names and n_axes < 2:
+            raise ValueError(
+                f"{' and '.join(sorted(set(names)))} features need images of 2 or more spatial "
+                f"axes, got {n_axes}-D data; use features='values' or the filters gaussian, "
+                "gradient, log or std, which work on a line."
+            )
 
     def fitted(
         self, features: np.ndarray, valid=None, n_positions: int = 0, threads: int = 1
