@@ -199,3 +199,15 @@ def test_planar_features_of_a_1d_signal_are_refused_naming_the_fix(features):
     # the filters that work on a line still do
     labels = segment(signal, 3, features=[("gaussian", 0.5)]).labels
     assert labels[[0, 12, 23]].tolist() == [1, 2, 3]
+
+
+@pytest.mark.parametrize("name", ["hessian", "structure"])
+def test_eigenvalue_features_of_an_axis_one_pixel_long_are_refused_naming_the_fix(name):
+    rng = np.random.default_rng(0)
+    one_plane = rng.random((1, 9, 9))  # was RuntimeError "sequence argument must have length..."
+    with pytest.raises(ValueError, match=rf"{name}.*2 pixels.*\(1, 9, 9\).*squeeze"):
+        segment(one_plane, 2, features=[(name, 1.0)])
+    model = fit(rng.random((2, 9, 9)), 2, features=[(name, 1.0)]).model
+    assert model.centers.shape == (2, 3)  # three eigenvalues of a volume
+    with pytest.raises(ValueError, match=rf"{name}.*\(1, 9, 9\)"):
+        model.predict(one_plane)

@@ -100,7 +100,7 @@ class Recipe:
         and positions are the image's.
         """
         spatial = channels.shape[:-1]
-        self._check_axes(len(spatial))
+        self._check_axes(spatial)
         region = fl.Region.whole(spatial) if region is None else region
         inner = tuple(region.inner)
         out_shape = tuple(len(range(*s.indices(n))) for s, n in zip(inner, spatial, strict=True))
@@ -138,17 +138,27 @@ class Recipe:
             np.stack([m[s : s + step] for m in flat_maps], axis=1, out=flat[s : s + step])
         return out
 
-    def _check_axes(self, n_axes: int) -> None:
-        """Raise if the features need more spatial axes than ``n_axes`` (texture, Hessian and
-        structure-tensor eigenvalues are planar or volumetric)."""
+    def _check_axes(self, spatial) -> None:
+        """Raise if the features cannot be computed on data of this spatial shape: texture,
+        Hessian and structure-tensor eigenvalues are planar or volumetric, and the eigenvalue
+        filters need every axis at least 2 pixels long."""
         names = ["texture"] if self.features == "texture" else []
         if isinstance(self.features, tuple):
             names = [name for name, _ in self.features if name in ("hessian", "structure")]
-        if names and n_axes < 2:
+        if not names:
+            return
+        what = " and ".join(sorted(set(names)))
+        if len(spatial) < 2:
             raise ValueError(
-                f"{' and '.join(sorted(set(names)))} features need images of 2 or more spatial "
-                f"axes, got {n_axes}-D data; use features='values' or the filters gaussian, "
+                f"{what} features need images of 2 or more spatial axes, got "
+                f"{len(spatial)}-D data; use features='values' or the filters gaussian, "
                 "gradient, log or std, which work on a line."
+            )
+        if names != ["texture"] and min(spatial) < 2:
+            raise ValueError(
+                f"{what} features need every spatial axis at least 2 pixels long, got pixels "
+                f"of shape {tuple(spatial)}; drop the axes of length 1 (np.squeeze) or use "
+                "other filters (gaussian, gradient, log, std)."
             )
 
     def fitted(
