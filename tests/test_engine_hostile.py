@@ -211,3 +211,14 @@ def test_eigenvalue_features_of_an_axis_one_pixel_long_are_refused_naming_the_fi
     assert model.centers.shape == (2, 3)  # three eigenvalues of a volume
     with pytest.raises(ValueError, match=rf"{name}.*\(1, 9, 9\)"):
         model.predict(one_plane)
+
+
+@pytest.mark.parametrize("recipe", [{}, {"smoothing": 1.0}])
+def test_fit_many_names_the_image_left_without_pixels(recipe):
+    a = np.array([[10, 10, 120, 120, 240, 240]] * 3, np.uint8)
+    inside, outside = np.ones(a.shape, bool), np.zeros(a.shape, bool)
+    params = Params(n_clusters=3, **recipe)
+    with pytest.raises(ValueError, match=r"image 3 of fit_many: no pixel is left"):
+        fit_many([a, a + 3, a + 6], masks=[inside, inside, outside], params=params)
+    model = fit_many([a, a + 3], masks=[inside, inside], params=params).model
+    assert model.colors.ravel().tolist() == [11.5, 121.5, 241.5]

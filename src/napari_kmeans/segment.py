@@ -555,7 +555,7 @@ def fit_many(
         return _fit_many_features(images, masks, params, channel_axis, rgb, progress)
     supports, layout = [], None
     for i, (image, mask) in enumerate(_with_masks(images, masks), 1):
-        spec, dtype, found = _support_of(image, mask, params, channel_axis, rgb)
+        spec, dtype, found = _of_image(i, _support_of, image, mask, params, channel_axis, rgb)
         if layout is not None and (spec, dtype) != layout:
             raise ValueError(
                 f"fitting several images together needs images of one dtype and channel "
@@ -595,6 +595,14 @@ def _with_masks(images, masks):
 _NONE_LEFT = object()
 
 
+def _of_image(i, step, *args):
+    """``step(*args)`` on image ``i`` of :func:`fit_many`; a ValueError names the image."""
+    try:
+        return step(*args)
+    except ValueError as err:
+        raise ValueError(f"image {i} of fit_many: {err}") from err
+
+
 def _fit_many_features(images, masks, params, channel_axis, rgb, progress) -> Fit:
     """:func:`fit_many` with a feature recipe: three passes over the images (kept in a list, each
     mask taken right after its image), each image's features computed in its pass (numpy, or
@@ -604,7 +612,10 @@ def _fit_many_features(images, masks, params, channel_axis, rgb, progress) -> Fi
     pairs = list(_with_masks(images, masks))
     if not pairs:
         raise ValueError("fit_many needs at least one image.")
-    laid = [_laid_out(image, mask, params, channel_axis, rgb) for image, mask in pairs]
+    laid = [
+        _of_image(i, _laid_out, image, mask, params, channel_axis, rgb)
+        for i, (image, mask) in enumerate(pairs, 1)
+    ]
     first = (laid[0].spec, laid[0].dtype, len(laid[0].spatial_shape))
     for i, one in enumerate(laid[1:], 2):
         if (one.spec, one.dtype, len(one.spatial_shape)) != first:
@@ -619,11 +630,14 @@ def _fit_many_features(images, masks, params, channel_axis, rgb, progress) -> Fi
     recipe = params.recipe
     if recipe.derives:
         ft.tick(progress, 0.0, "standardising features")
-        moments = functools.reduce(merge_moments, [_moments_of(one, recipe) for one in laid])
+        each = [_of_image(i, _moments_of, one, recipe) for i, one in enumerate(laid, 1)]
+        moments = functools.reduce(merge_moments, each)
         n_positions = len(laid[0].spatial_shape) if recipe.spatial_weight > 0 else 0
         recipe = recipe.fitted_from_moments(moments, n_positions)
     ft.tick(progress, 0.2, "reading features")
-    supports = [_feature_support(one, recipe, params.seed) for one in laid]
+    supports = [
+        _of_image(i, _feature_support, one, recipe, params.seed) for i, one in enumerate(laid, 1)
+    ]
     n = supports[0].values.shape[1]
     spec = ft.FeatureSpec(None if n == 1 else -1, False, "rgb", n)
     pooled = pool_supports(supports, None, params.seed)
