@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_kmeans import Params, fit, fit_many, segment, segment_frames
+from napari_kmeans import Params, fit, fit_many, prepare_image, segment, segment_frames
 from napari_kmeans.choose_k import elbow, inertia_curve
 from napari_kmeans.edit import instances, split
+from napari_kmeans.segment import fit_prepared
 
 BANDS = np.repeat(np.array([[0, 10, 100, 110, 200, 210]], np.uint8), 4, axis=0)
 
@@ -222,3 +223,26 @@ def test_fit_many_names_the_image_left_without_pixels(recipe):
         fit_many([a, a + 3, a + 6], masks=[inside, inside, outside], params=params)
     model = fit_many([a, a + 3], masks=[inside, inside], params=params).model
     assert model.colors.ravel().tolist() == [11.5, 121.5, 241.5]
+
+
+def test_a_prepared_image_refuses_settings_it_was_not_prepared_with():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (10, 10, 3)).astype(np.uint8)
+    prepared = prepare_image(image)
+    # each was silently ignored: the labels were those of the prepared settings
+    with pytest.raises(ValueError, match=r"mask.*prepare_image"):
+        segment(prepared, 3, mask=np.zeros((10, 10), bool))
+    with pytest.raises(ValueError, match=r"channel_axis.*prepare_image"):
+        segment(prepared, 3, channel_axis=0)
+    with pytest.raises(ValueError, match=r"color_space='lab' \(prepared: 'rgb'\)"):
+        segment(prepared, 3, color_space="lab")
+    with pytest.raises(ValueError, match=r"smoothing=2\.0 \(prepared: 0\.0\)"):
+        fit_prepared(prepared, Params(n_clusters=3, smoothing=2.0))
+    smoothed = prepare_image(image, params=Params(smoothing=1.0, min_size=2))
+    with pytest.raises(ValueError, match=r"smoothing=0\.0 \(prepared: 1\.0\)"):
+        segment(smoothed, 3, min_size=2)
+    # the settings it was prepared with (and those of the fit only) give segment's result
+    again = segment(smoothed, 4, smoothing=1.0, min_size=2, n_init=2)
+    direct = segment(image, 4, smoothing=1.0, min_size=2, n_init=2)
+    assert np.array_equal(again.labels, direct.labels)
+    assert np.array_equal(segment(prepared, 3).labels, segment(image, 3).labels)

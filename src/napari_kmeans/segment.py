@@ -195,6 +195,7 @@ def fit_prepared(
     ``match_to`` are as for :func:`segment`.
     """
     params = make_params(params)
+    _check_prepared_with(prepared, params)
     pixels = prepared.pixels
     means = None
     if seeds is not None:
@@ -211,6 +212,27 @@ def fit_prepared(
         exact = res.exact and (recipe is None or not recipe.cleans)
         fitted = FittedImage(model, res.n_iter, exact, prepared, res.idx, res.d2)
     return fitted if match_to is None else _matched(fitted, match_to)
+
+
+def _check_prepared_with(prepared: PreparedImage, params) -> None:
+    """Raise if ``params`` ask for another colour space, features or clean-up than
+    ``prepared`` was made with (stage 1 used them; the fit cannot change them)."""
+    had = prepared.recipe if prepared.recipe is not None else Recipe()
+    wanted = params.recipe
+    space = (prepared.pixels if prepared.source is None else prepared.source).spec.color_space
+    differ = [] if params.color_space == space else [
+        f"color_space={params.color_space!r} (prepared: {space!r})"]  # fmt: skip
+    differ += [
+        f"{name}={getattr(wanted, name)!r} (prepared: {getattr(had, name)!r})"
+        for name in ("smoothing", "features", "spatial_weight", "majority", "min_size")
+        if getattr(wanted, name) != getattr(had, name)
+    ]
+    if differ:
+        raise ValueError(
+            f"the image was prepared with other settings: {'; '.join(differ)}; prepare it "
+            "again with these (prepare_image(image, params=...)), or fit with those it was "
+            "prepared with."
+        )
 
 
 def _matched(fitted: FittedImage, match_to) -> FittedImage:
@@ -437,6 +459,16 @@ def _fitted(
 ) -> FittedImage:
     """Stages 1 and 2 on an in-memory image (a :class:`PreparedImage` skips stage 1)."""
     if isinstance(image, PreparedImage):
+        given = [
+            n
+            for n, v in (("channel_axis", channel_axis), ("rgb", rgb), ("mask", mask))
+            if v is not None
+        ]
+        if given:
+            raise ValueError(
+                f"{' and '.join(given)} cannot change a PreparedImage, whose pixels are laid out "
+                "already; give them to prepare_image, or segment the image itself."
+            )
         prepared = image
     else:
         prepared = prepare_image(
