@@ -246,3 +246,15 @@ def test_a_prepared_image_refuses_settings_it_was_not_prepared_with():
     direct = segment(image, 4, smoothing=1.0, min_size=2, n_init=2)
     assert np.array_equal(again.labels, direct.labels)
     assert np.array_equal(segment(prepared, 3).labels, segment(image, 3).labels)
+
+
+def test_fit_lazy_given_k_instead_of_params_says_so():
+    import dask.array as da
+
+    from napari_kmeans.lazy import fit_lazy
+
+    image = da.from_array(BANDS, chunks=2)
+    with pytest.raises(TypeError, match=r"params must be a napari_kmeans.params.Params.*int"):
+        fit_lazy(image, 3)  # was AttributeError: 'int' object has no attribute 'color_space'
+    model = fit_lazy(image, Params(n_clusters=3)).model
+    assert model.colors.ravel().tolist() == [5.0, 105.0, 205.0]

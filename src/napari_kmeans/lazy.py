@@ -105,6 +105,7 @@ def fit_lazy(
         ``(model, n_iter, exact, counts, inertia, layout)``; counts and inertia are None when
         the fit used a sample (:func:`segment_lazy` then counts in one more pass).
     """
+    params = make_params(params)  # a Params (None: the defaults), not k
     progress = ft.checked_progress(progress)
     image = as_dask_image(image)
     spec = ft.make_spec(image, channel_axis=channel_axis, rgb=rgb, color_space=params.color_space)
