@@ -258,3 +258,23 @@ def test_fit_lazy_given_k_instead_of_params_says_so():
         fit_lazy(image, 3)  # was AttributeError: 'int' object has no attribute 'color_space'
     model = fit_lazy(image, Params(n_clusters=3)).model
     assert model.colors.ravel().tolist() == [5.0, 105.0, 205.0]
+
+
+def test_a_cielab_model_recolours_another_dtype_in_that_dtype_s_range():
+    import dask.array as da
+
+    from napari_kmeans.lazy import recolor_lazy
+
+    rgb8 = np.zeros((4, 6, 3), np.uint8)
+    rgb8[:, :3], rgb8[:, 3:] = [200, 30, 30], [30, 30, 200]
+    model = segment(rgb8, 2, color_space="lab").model
+    rgb16 = rgb8.astype(np.uint16) * 257
+    labels = model.predict(rgb16)
+    assert labels[0].tolist() == [2, 2, 2, 1, 1, 1]  # works across dtypes
+    # was [200, 30, 30]: 8-bit colours painted into a 16-bit image (nearly black)
+    assert model.recolor(rgb16, labels)[0, 0].tolist() == [51400, 7710, 7710]
+    lazy = recolor_lazy(model, da.from_array(rgb16, chunks=2), labels)
+    assert np.asarray(lazy)[0, 0].tolist() == [51400, 7710, 7710]
+    floats = model.recolor(rgb8 / 255.0, labels)
+    assert np.allclose(floats[0, 0], [200 / 255, 30 / 255, 30 / 255])
+    assert model.recolor(rgb8, labels)[0, 0].tolist() == [200, 30, 30]

@@ -203,6 +203,14 @@ class KMeansModel:
             )
         return spec
 
+    def colors_for(self, dtype) -> np.ndarray:
+        """The labels' colours in the units of an image of ``dtype``: a CIELAB model, which
+        applies across dtypes, scales its colours to the dtype's full intensity (255 for uint8,
+        65535 for uint16, 1 for floats); raw-value colours are returned as they are."""
+        if self.spec.color_space != "lab":
+            return self.colors
+        return self.colors * (ft.rgb_scale(dtype) / ft.rgb_scale(self.dtype))
+
     def compares_with(self, dtype) -> bool:
         """Whether raw values of ``dtype`` are in this model's units: always for CIELAB (the
         features are scaled by the dtype's range); for raw values, when the dtypes are equal or
@@ -572,7 +580,8 @@ class KMeansModel:
         """``image`` with every labelled pixel painted with its cluster's colour.
 
         Pixels with label 0 keep their value, and so does the alpha channel of an RGBA image. The
-        result has the shape and dtype of ``image``. ``rgb`` declares the image's layout, as for
+        result has the shape and dtype of ``image`` (a CIELAB model paints an image of another
+        dtype in that dtype's range, see :meth:`colors_for`). ``rgb`` declares the image's layout, as for
         :meth:`check_image`. ``threads`` paint chunks of an in-memory image side by side (the
         same result).
         """
@@ -590,7 +599,7 @@ class KMeansModel:
                 f"{int(labels.min())}..{int(labels.max())}; labels painted beyond k have no "
                 "colour here (napari_kmeans.edit.recount gives them one)."
             )
-        palette = ft.cast_colors(self.colors, dtype)
+        palette = ft.cast_colors(self.colors_for(dtype), dtype)
         palette = np.concatenate([np.zeros_like(palette[:1]), palette])
         if spec.channel_axis is None:
             if labels.shape != image.shape:
