@@ -8,7 +8,7 @@ import pytest
 
 from napari_kmeans import Params, fit, fit_many, prepare_image, segment, segment_frames
 from napari_kmeans.choose_k import elbow, inertia_curve
-from napari_kmeans.edit import instances, split
+from napari_kmeans.edit import instances, label_stats, recount, split
 from napari_kmeans.segment import fit_prepared
 
 BANDS = np.repeat(np.array([[0, 10, 100, 110, 200, 210]], np.uint8), 4, axis=0)
@@ -278,3 +278,19 @@ def test_a_cielab_model_recolours_another_dtype_in_that_dtype_s_range():
     floats = model.recolor(rgb8 / 255.0, labels)
     assert np.allclose(floats[0, 0], [200 / 255, 30 / 255, 30 / 255])
     assert model.recolor(rgb8, labels)[0, 0].tolist() == [200, 30, 30]
+
+
+def test_edits_of_a_cielab_model_with_another_dtype_keep_the_model_s_units():
+    rgb8 = np.zeros((4, 6, 3), np.uint8)
+    rgb8[:, :2], rgb8[:, 2:4], rgb8[:, 4:] = [200, 30, 30], [150, 30, 30], [30, 30, 200]
+    model = segment(rgb8, 2, color_space="lab").model
+    assert model.colors.tolist() == [[30, 30, 200], [175, 30, 30]]
+    rgb16 = rgb8.astype(np.uint16) * 257
+    labels = model.predict(rgb16)
+    # were 16-bit colours (7710, 44975, ...) in a uint8 model: its recolouring turned white
+    assert recount(rgb16, labels, model).colors.tolist() == [[30, 30, 200], [175, 30, 30]]
+    split_model, split_labels = split(model, rgb16, labels, 2)
+    assert split_model.colors.tolist() == [[30, 30, 200], [150, 30, 30], [200, 30, 30]]
+    assert split_model.recolor(rgb8, split_labels)[0].tolist() == rgb8[0].tolist()
+    _, counts = label_stats(rgb16, labels, model)
+    assert counts.tolist() == [8, 16]

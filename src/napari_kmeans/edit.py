@@ -83,8 +83,9 @@ def label_stats(image, labels, model: KMeansModel, *, sparse=False):
     ids : (n,) ndarray of int64
         Only when ``sparse``: the label value of each row, ascending.
     colors : (n, n_channels) ndarray of float64
-        Mean value (input units) of the valid source pixels with each label; the model's colour
-        for labels 1..k without valid pixels, 0 for others.
+        Mean value (the image's units) of the valid source pixels with each label; the model's
+        colour (:meth:`~napari_kmeans.model.KMeansModel.colors_for` the image) for labels 1..k
+        without valid pixels, 0 for others.
     counts : (n,) ndarray of int64
         Pixels carrying each label.
 
@@ -125,7 +126,7 @@ def label_stats(image, labels, model: KMeansModel, *, sparse=False):
     pos = np.minimum(np.searchsorted(ids, want), ids.size - 1)
     found = ids[pos] == want
     colors = np.zeros((want.size, spec.n_channels))
-    colors[want <= k] = model.colors[want[want <= k] - 1]
+    colors[want <= k] = model.colors_for(image.dtype)[want[want <= k] - 1]
     filled = found & (mass[pos] > 0)
     colors[filled] = sums[pos[filled]] / mass[pos[filled], None]
     counts = np.where(found, counts[pos], 0).astype(np.int64)
@@ -138,8 +139,10 @@ def recount(image, labels, model: KMeansModel) -> KMeansModel:
     Use after painting: the recoloured image, the colormap and the features table follow the
     colours. Labels painted beyond ``model.n_clusters`` have no centre and are not added.
     """
+    image = ft.as_image(image)
     _, colors, _ = label_stats(image, labels, model, sparse=True)
-    return dataclasses.replace(model, colors=colors[: model.n_clusters])
+    colors = colors[: model.n_clusters] / model.units_factor(image.dtype)  # the model's units
+    return dataclasses.replace(model, colors=colors)
 
 
 def _check_labels(values, k, what, present=None):
@@ -338,6 +341,7 @@ def split(model: KMeansModel, image, labels, target, n=2, *, seed=0, n_init=4, p
             sub_colors = sub.centers
     if sub.n_clusters < 2:
         raise ValueError(f"cluster {target} has a single distinct value; it cannot be split.")
+    sub_colors = sub_colors / model.units_factor(image.dtype)  # the image's units -> the model's
     for w in caught:
         warnings.warn(w.message, w.category, stacklevel=2)
     m = sub.n_clusters

@@ -207,9 +207,15 @@ class KMeansModel:
         """The labels' colours in the units of an image of ``dtype``: a CIELAB model, which
         applies across dtypes, scales its colours to the dtype's full intensity (255 for uint8,
         65535 for uint16, 1 for floats); raw-value colours are returned as they are."""
+        factor = self.units_factor(dtype)
+        return self.colors if factor == 1 else self.colors * factor
+
+    def units_factor(self, dtype) -> float:
+        """Colours in this model's units times this are in the units of an image of
+        ``dtype`` (1 but for CIELAB models of another dtype's range)."""
         if self.spec.color_space != "lab":
-            return self.colors
-        return self.colors * (ft.rgb_scale(dtype) / ft.rgb_scale(self.dtype))
+            return 1.0
+        return ft.rgb_scale(dtype) / ft.rgb_scale(self.dtype)
 
     def compares_with(self, dtype) -> bool:
         """Whether raw values of ``dtype`` are in this model's units: always for CIELAB (the
