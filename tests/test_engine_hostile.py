@@ -294,3 +294,16 @@ def test_edits_of_a_cielab_model_with_another_dtype_keep_the_model_s_units():
     assert split_model.recolor(rgb8, split_labels)[0].tolist() == rgb8[0].tolist()
     _, counts = label_stats(rgb16, labels, model)
     assert counts.tolist() == [8, 16]
+
+
+def test_ids_absent_after_matching_a_cielab_model_of_another_dtype_keep_its_colour():
+    rgb8 = np.zeros((4, 6, 3), np.uint8)
+    rgb8[:, :2], rgb8[:, 2:4], rgb8[:, 4:] = [200, 30, 30], [30, 200, 30], [30, 30, 200]
+    earlier = segment(rgb8, 3, color_space="lab").model
+    rgb16 = rgb8[:, 2:].astype(np.uint16) * 257  # the red class is gone
+    r = segment(rgb16, 2, color_space="lab", match_to=earlier)
+    absent = sorted(set(range(1, 4)) - set(np.unique(r.labels).tolist()))
+    assert len(absent) == 1
+    gone = r.model.colors[absent[0] - 1]
+    # the earlier colour, in this model's (16-bit) units; was [200, 30, 30] of 65535
+    assert gone.tolist() == [200 * 257, 30 * 257, 30 * 257]

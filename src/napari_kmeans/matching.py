@@ -89,7 +89,7 @@ def relabel_model(model: KMeansModel, lut, reference=None) -> KMeansModel:
     if reference is not None:
         ref = reference_model(reference)
         n = min(k, ref.n_clusters)
-        colors[:n] = ref.colors[:n]
+        colors[:n] = ref.colors_for(model.dtype)[:n]  # in this model's units
     colors[lut[present] - 1] = model.colors[present - 1]
     # centres whose label is absent are parents of split clusters: their label is never used
     center_labels = np.maximum(lut[model.labels_of_centers], 1)
