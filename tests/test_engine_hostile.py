@@ -307,3 +307,9 @@ def test_ids_absent_after_matching_a_cielab_model_of_another_dtype_keep_its_colo
     gone = r.model.colors[absent[0] - 1]
     # the earlier colour, in this model's (16-bit) units; was [200, 30, 30] of 65535
     assert gone.tolist() == [200 * 257, 30 * 257, 30 * 257]
+
+
+def test_segment_frames_refuses_a_match_that_is_not_a_bool():
+    with pytest.raises(TypeError, match=r"match must be True or False.*'no'"):
+        segment_frames(MOVIE, 3, match="no")  # a truthy string matched the frames
+    assert segment_frames(MOVIE, 3, match=False).labels[2, 0].tolist() == [1, 1, 2, 2, 3, 3]

@@ -801,6 +801,8 @@ def segment_frames(
     array([[1, 1, 2, 3],
            [1, 1, 3, 2]], dtype=uint8)
     """
+    if not isinstance(match, bool | np.bool_):
+        raise TypeError(f"match must be True or False, got {match!r} ({type(match).__name__}).")
     if not blocks.is_dask(image):
         image = ft.as_image(image)  # lists, dtypes, empty images
     ndim = image.ndim
