@@ -211,11 +211,11 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def _check_overlap(jobs, model_path):
-    """Exit 2 when an output is, holds or lies inside an input (symbolic links followed)."""
+def _check_overlap(jobs, other_inputs):
+    """Exit 2 when an output is, holds or lies inside an input (symbolic links followed);
+    ``other_inputs``: the files read besides the images (``--model``, ``--seeds``)."""
     protected = [(job.path, zarr_root(job.path) or job.path) for job in jobs]
-    if model_path is not None:
-        protected.append((model_path, model_path))
+    protected += [(p, zarr_root(p) or p) for p in other_inputs if p is not None]
     protected = [(given, p.resolve()) for given, p in protected]
     for job in jobs:
         for out in job.outputs:
@@ -290,14 +290,16 @@ def plan(args) -> list[Job]:
         _check_into_image(args.inputs)
     seen: dict[Path, Path] = {}
     for job in jobs:
-        if job.model in seen:
-            raise CliError(
-                EXIT_USAGE,
-                f"{seen[job.model]} and {job.path} would write the same outputs "
-                f"({job.model.name}, ...); rename one or run them with different --out folders.",
-            )
-        seen[job.model] = job.path
-    _check_overlap(jobs, args.model)
+        for out in job.outputs:  # resolved: one zarr given twice writes one labels/kmeans
+            real = out.resolve()
+            if real in seen:
+                raise CliError(
+                    EXIT_USAGE,
+                    f"{seen[real]} and {job.path} would write the same outputs ({out}, ...); "
+                    "rename one or run them with different --out folders.",
+                )
+            seen[real] = job.path
+    _check_overlap(jobs, [args.model, getattr(args, "seeds", None)])
     _check_existing(jobs, args.overwrite)
     try:
         args.out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,131 @@
+"""Hostile inputs to ``napari-kmeans segment``: paths, links, odd metadata and odd dtypes.
+
+Each test is a case a probe found wrong: it asserts on the files on disk, the exit code and
+the message, never only that nothing was raised.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+tifffile = pytest.importorskip("tifffile")
+zarr = pytest.importorskip("zarr")
+pytest.importorskip("dask.array")
+
+from napari_kmeans.cli import (  # noqa: E402
+    EXIT_OK,
+    EXIT_UNREADABLE,
+    EXIT_USAGE,
+    main,
+)
+
+
+def cli(*args) -> int:
+    return main(["segment", *map(str, args), "-q"])
+
+
+def gray(shape=(12, 16), seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 4000, shape, dtype=np.uint16)
+
+
+def tree_hashes(root: Path) -> dict:
+    """Hash of every file under ``root`` (relative path -> sha256), and every folder."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "/"
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def write_ome_zarr(path: Path, image: np.ndarray, version: str = "0.4"):
+    """A single-level z, y, x OME-Zarr image written by hand."""
+    group = zarr.open_group(str(path), mode="w", zarr_format=3 if version == "0.5" else 2)
+    array = group.create_array("0", shape=image.shape, dtype=image.dtype, chunks=image.shape)
+    array[:] = image
+    axes = [{"name": n, "type": "space", "unit": "micrometer"} for n in "zyx"]
+    datasets = [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1.0] * 3}]}]
+    multiscale = {"axes": axes, "datasets": datasets}
+    if version == "0.5":
+        group.attrs["ome"] = {"version": "0.5", "multiscales": [multiscale]}
+    else:
+        group.attrs["multiscales"] = [{"version": "0.4", **multiscale}]
+    return group
+
+
+# -- inputs are never replaced ----------------------------------------------------------------
+
+
+def test_the_seeds_file_is_an_input_never_replaced(tmp_path, capsys):
+    """Seeding with the labels of an earlier run (``--seeds out/a_labels.tif``) and
+    ``--overwrite``: the new labels would replace the seeds file being read."""
+    tifffile.imwrite(tmp_path / "a.tif", gray())
+    out = tmp_path / "out"
+    assert cli(tmp_path / "a.tif", "-k", "3", "--out", out) == EXIT_OK
+    seeds = out / "a_labels.tif"
+    before = tree_hashes(tmp_path)
+    code = cli(tmp_path / "a.tif", "-k", "3", "--out", out, "--seeds", seeds, "--overwrite")
+    assert code == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"would replace the input {seeds}" in err and "nothing was written" in err
+    assert tree_hashes(tmp_path) == before
+
+
+def test_one_image_twice_into_itself_is_refused(tmp_path, capsys):
+    """``--into-image`` of one OME-Zarr given twice (by a symbolic link): the second input's
+    labels would replace the first's, in the same run and without --overwrite."""
+    path = tmp_path / "cells.zarr"
+    write_ome_zarr(path, gray((2, 12, 16)))
+    (tmp_path / "link.zarr").symlink_to(path)
+    before = tree_hashes(tmp_path)
+    code = cli(path, tmp_path / "link.zarr", "-k", "3", "--out", tmp_path / "out", "--into-image")
+    assert code == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "would write the same outputs" in err and "kmeans" in err
+    assert tree_hashes(tmp_path) == before
+
+
+@pytest.mark.parametrize("case", ["labels is an array", "labels list is a string"])
+def test_into_image_refuses_a_labels_entry_it_cannot_add_to(tmp_path, capsys, case):
+    """An input whose ``labels`` is not an NGFF labels group: the labels were written inside
+    the input's array folder, then the run failed (exit 6, 'No group found'); or the list was
+    mangled into letters. It must be refused before anything is written, naming the fix."""
+    path = tmp_path / "cells.zarr"
+    group = write_ome_zarr(path, gray((2, 12, 16)))
+    if case == "labels is an array":
+        group.create_array("labels", shape=(2,), dtype="u1")
+    else:
+        group.create_group("labels").attrs["labels"] = "abc"
+    before = tree_hashes(tmp_path)
+    code = cli(path, "-k", "3", "--out", tmp_path / "out", "--into-image")
+    assert code == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"{path / 'labels'}" in err and "drop --into-image" in err
+    assert len(err.strip().splitlines()) == 1
+    assert tree_hashes(tmp_path) == before
+
+
+# -- nothing is created when a check fails ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("extra", "code", "message"),
+    [
+        (["--model", "missing.json"], EXIT_UNREADABLE, "cannot use --model"),
+        (["--seeds", "missing.tif"], EXIT_UNREADABLE, "cannot use --seeds"),
+        (["-k", "100000"], EXIT_USAGE, "n_clusters must be at most"),
+    ],
+)
+def test_a_failed_check_creates_no_output_folder(tmp_path, capsys, extra, code, message):
+    tifffile.imwrite(tmp_path / "a.tif", gray())
+    out = tmp_path / "new" / "out"
+    argv = ["segment", str(tmp_path / "a.tif"), "--out", str(out), "-q"]
+    argv += [str(tmp_path / e) if e.startswith("missing") else e for e in extra]
+    try:
+        assert main(argv) == code
+    except SystemExit as exc:  # argparse's error
+        assert exc.code == code
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
