@@ -148,6 +148,34 @@ def _check_into_image(paths):
                 "is not an OME-Zarr image (a .zarr folder with multiscales metadata); drop "
                 "--into-image to write the labels to --out.",
             )
+        why = _labels_group_problem(path / "labels")
+        if why:
+            raise CliError(
+                EXIT_USAGE,
+                f"--into-image adds labels to the input's labels group, but {path / 'labels'} "
+                f"{why}; nothing was written. Repair or move it, or drop --into-image to write "
+                "the labels to --out.",
+            )
+
+
+def _labels_group_problem(path: Path) -> str | None:
+    """Why the existing ``labels`` entry of an image cannot take more labels, or None."""
+    import zarr
+
+    if not os.path.lexists(path):
+        return None
+    try:
+        group = zarr.open_group(str(path), mode="r")
+    except Exception:
+        return "is not a zarr group (an array, a file or a plain folder)"
+    attrs = group.attrs.asdict()
+    ome = attrs.get("ome")
+    names = ome.get("labels") if isinstance(ome, dict) else attrs.get("labels")
+    if names is not None and not (
+        isinstance(names, list) and all(isinstance(n, str) for n in names)
+    ):
+        return f"lists its labels as {names!r}, not as a list of names"
+    return None
 
 
 def _check_out_dir(out: Path):
