@@ -47,6 +47,7 @@ from .cli_files import (
     Terminated,
     first_line,
     kind_of,
+    make_out_dir,
     open_image,
     plan,
     split_alpha,
@@ -504,13 +505,14 @@ def _exit_code(failures) -> int:
 
 
 def run_segment(args) -> int:
+    params, layout = _params(args), _layout(args)
     jobs = plan(args)
     model = _load_model(args.model) if args.model is not None else None
-    params, layout = _params(args), _layout(args)
     frames = {
         "seeds": None if args.seeds is None else _read_seeds(args.seeds),
         "time_axis": (args.time_axis or 0) if args.each_frame else None,
     }
+    make_out_dir(args.out)  # only now: a failed check leaves no folder behind
     if args.fit_on == "all":
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

@@ -179,7 +179,7 @@ def _labels_group_problem(path: Path) -> str | None:
 
 
 def _check_out_dir(out: Path):
-    if not out.exists():  # created by plan() once every other check has passed
+    if not out.exists():  # made by make_out_dir() once every check has passed
         base = next((p for p in out.absolute().parents if p.exists()), None)
         if base is None or not base.is_dir() or not os.access(base, os.W_OK | os.X_OK):
             raise CliError(
@@ -308,7 +308,8 @@ def _check_existing(jobs, overwrite):
 
 
 def plan(args) -> list[Job]:
-    """Check everything that can be checked before any work, and name every output."""
+    """Check everything about the files that can be checked before any work, and name every
+    output; :func:`make_out_dir` then creates ``--out``."""
     _check_out_dir(args.out)
     _check_inputs(args.inputs)
     into_image = bool(getattr(args, "into_image", False))
@@ -329,13 +330,17 @@ def plan(args) -> list[Job]:
             seen[real] = job.path
     _check_overlap(jobs, [args.model, getattr(args, "seeds", None)])
     _check_existing(jobs, args.overwrite)
+    return jobs
+
+
+def make_out_dir(out: Path):
+    """Create the output folder, once every check has passed (exit 3 when it cannot be)."""
     try:
-        args.out.mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise CliError(
-            EXIT_OUT_DIR, f"cannot create the output folder {args.out}: {err.strerror or err}."
+            EXIT_OUT_DIR, f"cannot create the output folder {out}: {err.strerror or err}."
         ) from None
-    return jobs
 
 
 # -- reading ----------------------------------------------------------------------------------
