@@ -129,3 +129,43 @@ def test_a_failed_check_creates_no_output_folder(tmp_path, capsys, extra, code, 
         assert exc.code == code
     assert message in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
+
+
+# -- units of pixel sizes ---------------------------------------------------------------------
+
+
+def ome_pixels(path: Path) -> dict:
+    with tifffile.TiffFile(path) as tif:
+        return tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]["Pixels"]
+
+
+@pytest.mark.parametrize(
+    ("key", "unit"),
+    [("PhysicalSizeX", "μm"), ("PhysicalSizeX", "in"), ("PhysicalSizeX", "pm"),
+     ("TimeIncrement", "µs"), ("TimeIncrement", "ns")],
+    ids=["greek mu", "inch", "picometre", "microsecond", "nanosecond"],
+)  # fmt: skip
+def test_ome_tiff_units_are_kept(tmp_path, key, unit):
+    """OME-XML units other than the handful the reader knew (the Greek letter mu some writers
+    use for µ, inches, picometres, micro- and nanoseconds) were dropped with their pixel size:
+    the labels said nothing of the size, silently."""
+    axes = "TYX" if key == "TimeIncrement" else "YX"
+    meta = {"axes": axes, key: 0.25, f"{key}Unit": unit}
+    tifffile.imwrite(tmp_path / "a.ome.tif", gray((2, 12, 16) if axes == "TYX" else (12, 16)),
+                     ome=True, photometric="minisblack", metadata=meta)  # fmt: skip
+    assert cli(tmp_path / "a.ome.tif", "-k", "3", "--out", tmp_path / "out") == EXIT_OK
+    pixels = ome_pixels(tmp_path / "out" / "a_labels.tif")
+    assert pixels[key] == 0.25
+    assert pixels[f"{key}Unit"] == ("µm" if unit == "μm" else unit)
+
+
+def test_ngff_time_unit_microsecond_is_kept(tmp_path):
+    path = tmp_path / "movie.zarr"
+    group = write_ome_zarr(path, gray((2, 12, 16)))
+    multiscales = group.attrs["multiscales"]
+    multiscales[0]["axes"][0] = {"name": "t", "type": "time", "unit": "microsecond"}
+    group.attrs["multiscales"] = multiscales
+    assert cli(path, "-k", "3", "--out", tmp_path / "out") == EXIT_OK
+    attrs = zarr.open_group(str(tmp_path / "out" / "movie_labels.zarr"), mode="r").attrs
+    axes = attrs["multiscales"][0]["axes"]
+    assert axes[0] == {"name": "t", "type": "time", "unit": "microsecond"}

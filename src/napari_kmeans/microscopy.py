@@ -22,26 +22,30 @@ import numpy as np
 LAZY_TIFF_BYTES = 256 << 20
 
 AXIS_TYPES = {"t": "time", "c": "channel", "s": "channel", "z": "space", "y": "space", "x": "space"}
-# units as NGFF names them (UDUNITS-2), from what OME-XML and ImageJ write
-_UNITS = {
-    "µm": "micrometer", "\\u00b5m": "micrometer", "um": "micrometer", "micron": "micrometer",
-    "microns": "micrometer", "micrometer": "micrometer", "nm": "nanometer",
-    "nanometer": "nanometer", "mm": "millimeter", "millimeter": "millimeter", "cm": "centimeter",
-    "m": "meter", "meter": "meter", "å": "angstrom", "angstrom": "angstrom", "s": "second",
-    "sec": "second", "second": "second", "ms": "millisecond", "millisecond": "millisecond",
-    "min": "minute", "minute": "minute", "h": "hour", "hour": "hour",
-}  # fmt: skip
+# units as NGFF names them (UDUNITS-2), from the symbols OME-XML writes (and back)
 _OME_UNITS = {
-    "micrometer": "µm", "nanometer": "nm", "millimeter": "mm", "centimeter": "cm", "meter": "m",
-    "angstrom": "Å", "second": "s", "millisecond": "ms", "minute": "min", "hour": "h",
+    "angstrom": "Å", "picometer": "pm", "nanometer": "nm", "micrometer": "µm",
+    "millimeter": "mm", "centimeter": "cm", "decimeter": "dm", "meter": "m", "kilometer": "km",
+    "inch": "in", "foot": "ft", "yard": "yd", "mile": "mi", "picosecond": "ps",
+    "nanosecond": "ns", "microsecond": "µs", "millisecond": "ms", "second": "s",
+    "minute": "min", "hour": "h", "day": "d",
 }  # fmt: skip
+# and from what ImageJ and others write; looked up as written, then in lower case
+_UNITS = {
+    **{symbol: name for name, symbol in _OME_UNITS.items()},
+    **{name: name for name in _OME_UNITS},
+    "\\u00b5m": "micrometer", "um": "micrometer", "micron": "micrometer",
+    "microns": "micrometer", "å": "angstrom", "us": "microsecond", "sec": "second",
+}  # fmt: skip
+_GREEK_MU = str.maketrans({"\u03bc": "\u00b5"})  # "μm" (Greek mu) is "µm" (micro sign)
 
 
 def ngff_unit(unit) -> str | None:
     """``unit`` as NGFF names it ("µm" -> "micrometer"), or None when unknown or absent."""
     if not isinstance(unit, str) or not unit.strip():
         return None
-    return _UNITS.get(unit.strip().lower(), _UNITS.get(unit.strip()))
+    unit = unit.strip().translate(_GREEK_MU)
+    return _UNITS.get(unit, _UNITS.get(unit.lower()))
 
 
 @dataclass(frozen=True)
