@@ -169,3 +169,29 @@ def test_ngff_time_unit_microsecond_is_kept(tmp_path):
     attrs = zarr.open_group(str(tmp_path / "out" / "movie_labels.zarr"), mode="r").attrs
     axes = attrs["multiscales"][0]["axes"]
     assert axes[0] == {"name": "t", "type": "time", "unit": "microsecond"}
+
+
+# -- dtypes OME-TIFF cannot hold --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float16", "int64", "uint64"])
+def test_tiff_of_a_dtype_ome_cannot_hold_is_segmented(tmp_path, capsys, dtype):
+    """A float16, int64 or uint64 TIFF failed as an 'unexpected error' (exit 1: OmeXmlError)
+    while its recoloured image, in the input's dtype, was written as OME-TIFF, which has no
+    such pixel type. It is written as a TIFF with the input's axes and pixel size instead."""
+    from napari_kmeans import microscopy, segment
+
+    image = gray((3, 12, 16)).astype(dtype)
+    tifffile.imwrite(tmp_path / "a.tif", image, metadata={"axes": "ZYX"},
+                     resolution=(1e4 / 0.5, 1e4 / 0.5), resolutionunit="CENTIMETER")  # fmt: skip
+    assert cli(tmp_path / "a.tif", "-k", "3", "--out", tmp_path / "out") == EXIT_OK
+    assert capsys.readouterr().err == ""
+    ref = segment(image, 3)
+    labels, axes = microscopy.read_tiff(tmp_path / "out" / "a_labels.tif")
+    np.testing.assert_array_equal(labels, ref.labels)
+    assert axes.names == ("z", "y", "x") and axes.scale[1:] == (0.5, 0.5)
+    recolored, axes = microscopy.read_tiff(tmp_path / "out" / "a_recolored.tif")
+    assert recolored.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(recolored, ref.recolored)
+    assert axes.names == ("z", "y", "x") and axes.scale[1:] == (0.5, 0.5)
+    assert axes.units[1:] == ("micrometer", "micrometer")

@@ -287,10 +287,30 @@ def _pages(data, n_page_dims: int):
             yield from block
 
 
+# pixel types OME-XML can describe (no float16, int64, uint64)
+_OME_DTYPES = {
+    np.dtype(t) for t in ("bool", "i1", "u1", "i2", "u2", "i4", "u4", "f4", "f8", "c8", "c16")
+}
+_MICROMETERS = {"nanometer": 1e-3, "micrometer": 1.0, "millimeter": 1e3, "centimeter": 1e4}
+
+
+def _resolution_tags(info: AxesInfo) -> dict:
+    """tifffile's ``resolution`` (pixels per centimetre) of ``info``'s x and y sizes, or {}."""
+    sizes = dict(zip(info.names, zip(info.scale, info.units, strict=True), strict=True))
+    if any(sizes.get(a, (0, None))[1] not in _MICROMETERS for a in "xy"):
+        return {}
+    import tifffile
+
+    per_cm = [1e4 / (sizes[a][0] * _MICROMETERS[sizes[a][1]]) for a in "xy"]
+    return {"resolution": tuple(per_cm), "resolutionunit": tifffile.RESUNIT.CENTIMETER}
+
+
 def write_ome_tiff(path, data, info: AxesInfo, *, rgb: bool = False):
     """Write ``data`` (numpy or dask) as a zlib-compressed OME-TIFF with ``info``'s axes and
     physical sizes; RGB samples (an ``s`` axis) as photometric RGB, interleaved or planar as
-    in ``info``. A dask array is written page by page."""
+    in ``info``. A dask array is written page by page. A dtype OME-XML cannot describe
+    (float16, int64, uint64) is written as a TIFF with tifffile's axes and the x and y pixel
+    sizes in its resolution tags."""
     import tifffile
 
     names = info.names
@@ -307,12 +327,8 @@ def write_ome_tiff(path, data, info: AxesInfo, *, rgb: bool = False):
         info = replace(info, names=tuple("q" if n == "s" else n for n in names))
     elif names[-1] == "s":
         n_page = 3
-    tifffile.imwrite(
-        path,
-        _pages(data, n_page),
-        shape=data.shape,
-        dtype=data.dtype,
-        ome=True,
-        metadata=_ome_metadata(info),
-        **options,
-    )
+    if np.dtype(data.dtype) in _OME_DTYPES:
+        options.update(ome=True, metadata=_ome_metadata(info))
+    else:
+        options.update(ome=False, metadata={"axes": info.described}, **_resolution_tags(info))
+    tifffile.imwrite(path, _pages(data, n_page), shape=data.shape, dtype=data.dtype, **options)
