@@ -195,3 +195,19 @@ def test_tiff_of_a_dtype_ome_cannot_hold_is_segmented(tmp_path, capsys, dtype):
     np.testing.assert_array_equal(recolored, ref.recolored)
     assert axes.names == ("z", "y", "x") and axes.scale[1:] == (0.5, 0.5)
     assert axes.units[1:] == ("micrometer", "micrometer")
+
+
+def test_no_rgb_on_an_interleaved_rgb_tiff_is_written(tmp_path, capsys):
+    """``--no-rgb`` on an RGB TIFF stored interleaved (YXS) reads its samples as gray planes,
+    as documented, but writing the (y, x, 3) labels failed: exit 7, 'cannot reshape array'."""
+    from napari_kmeans import segment
+
+    image = np.random.default_rng(1).integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "a.tif", image, photometric="rgb")
+    assert cli(tmp_path / "a.tif", "-k", "3", "--no-rgb", "--out", tmp_path / "out") == EXIT_OK
+    assert capsys.readouterr().err == ""
+    ref = segment(image, 3, rgb=False)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / "a_labels.tif"), ref.labels)
+    np.testing.assert_array_equal(
+        tifffile.imread(tmp_path / "out" / "a_recolored.tif"), ref.recolored
+    )

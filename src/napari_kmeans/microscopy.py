@@ -325,7 +325,8 @@ def write_ome_tiff(path, data, info: AxesInfo, *, rgb: bool = False):
         n_page = 3
     elif "s" in names[:-2]:  # samples read as planes (--no-rgb): planes of unknown kind
         info = replace(info, names=tuple("q" if n == "s" else n for n in names))
-    elif names[-1] == "s":
+    elif names[-1] == "s":  # samples read as planes, still stored as samples of each pixel
+        options["planarconfig"] = "contig"
         n_page = 3
     if np.dtype(data.dtype) in _OME_DTYPES:
         options.update(ome=True, metadata=_ome_metadata(info))
