@@ -211,3 +211,16 @@ def test_no_rgb_on_an_interleaved_rgb_tiff_is_written(tmp_path, capsys):
     np.testing.assert_array_equal(
         tifffile.imread(tmp_path / "out" / "a_recolored.tif"), ref.recolored
     )
+
+
+def test_a_tiff_of_several_series_says_only_the_first_is_segmented(tmp_path, capsys):
+    """A multi-position OME-TIFF (two image series): only the first was segmented, exit 0 and
+    not a word; the others were skipped silently."""
+    first, second = gray((12, 16), 1), gray((8, 9), 2)
+    with tifffile.TiffWriter(tmp_path / "a.ome.tif", ome=True) as tif:
+        tif.write(first, photometric="minisblack")
+        tif.write(second, photometric="minisblack")
+    assert cli(tmp_path / "a.ome.tif", "-k", "3", "--out", tmp_path / "out") == EXIT_OK
+    err = capsys.readouterr().err
+    assert "warning" in err and "2 image series" in err and "only the first" in err
+    assert tifffile.imread(tmp_path / "out" / "a_labels.tif").shape == first.shape

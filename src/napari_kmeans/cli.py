@@ -485,13 +485,13 @@ def _process(job, params, layout, model, frames=None):
     """Segment one input and write its outputs; returns the model it used or fitted.
 
     ``frames``: the keywords ``seeds`` and ``time_axis`` of :func:`segment_image`."""
-    opened = open_image(job)
-    if model is None:
-        layout = _file_layout(job, opened, layout)
-    single_channel = _gray(layout) if model is None else model.spec.channel_axis is None
-    image, rgb, alpha = split_alpha(job, opened.image, opened.rgb, single_channel)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        opened = open_image(job)
+        if model is None:
+            layout = _file_layout(job, opened, layout)
+        single_channel = _gray(layout) if model is None else model.spec.channel_axis is None
+        image, rgb, alpha = split_alpha(job, opened.image, opened.rgb, single_channel)
         labels, recolored, model = _compute(job, image, rgb, alpha, params, layout, model, frames)
         _write(job, labels, recolored, model, alpha, opened)
     return model, [f"napari-kmeans: warning: {job.path}: {w.message}" for w in caught]

@@ -14,6 +14,7 @@ are imported only when needed; no napari, no Qt.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -238,9 +239,9 @@ def tiff_axes(tif) -> AxesInfo:
 
 
 def read_tiff(path, *, lazy_bytes: int | None = None):
-    """``(image, axes)`` of a TIFF's first series: an ndarray, or a dask array for an image
-    larger than ``lazy_bytes`` (default :data:`LAZY_TIFF_BYTES`) read page by page (in memory
-    when dask or zarr is not installed)."""
+    """``(image, axes)`` of a TIFF's first series (a warning says when there are more): an
+    ndarray, or a dask array for an image larger than ``lazy_bytes`` (default
+    :data:`LAZY_TIFF_BYTES`) read page by page (in memory when dask or zarr is not installed)."""
     import tifffile
 
     lazy_bytes = LAZY_TIFF_BYTES if lazy_bytes is None else lazy_bytes
@@ -252,6 +253,13 @@ def read_tiff(path, *, lazy_bytes: int | None = None):
     with tifffile.TiffFile(path) as tif:
         info = tiff_axes(tif)
         series = tif.series[0]
+        if len(tif.series) > 1:
+            warnings.warn(
+                f"the file holds {len(tif.series)} image series (e.g. positions); only the "
+                f"first ({series.axes}, shape {series.shape}) is segmented; save the others "
+                "as files of their own to segment them.",
+                stacklevel=2,
+            )
         if lazy_bytes is None or series.nbytes <= lazy_bytes:
             return series.asarray(), info
 
