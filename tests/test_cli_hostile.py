@@ -224,3 +224,46 @@ def test_a_tiff_of_several_series_says_only_the_first_is_segmented(tmp_path, cap
     err = capsys.readouterr().err
     assert "warning" in err and "2 image series" in err and "only the first" in err
     assert tifffile.imread(tmp_path / "out" / "a_labels.tif").shape == first.shape
+
+
+# -- NGFF coordinate transformations ----------------------------------------------------------
+
+
+def _level0_transforms(path: Path) -> dict:
+    attrs = zarr.open_group(str(path), mode="r").attrs.asdict()
+    dataset = attrs["multiscales"][0]["datasets"][0]
+    return {t["type"]: t[t["type"]] for t in dataset["coordinateTransformations"]}
+
+
+@pytest.mark.parametrize("case", ["translation of level 1 only", "outer scale"])
+def test_ngff_full_resolution_position_is_kept(tmp_path, case):
+    """The labels' full-resolution scale and translation are the input's, as NGFF composes
+    them: a translation given only for level 1 was taken for level 0's; a dataset translation
+    under a multiscale-wide scale was not scaled by it (world = outer * (scale * i + t))."""
+    path = tmp_path / "cells.zarr"
+    image = gray((2, 16, 16))
+    group = write_ome_zarr(path, image)
+    level1 = group.create_array("1", shape=(2, 8, 8), dtype=image.dtype, chunks=(2, 8, 8))
+    level1[:] = image[:, ::2, ::2]
+    multiscales = group.attrs["multiscales"]
+    datasets = multiscales[0]["datasets"]
+    if case == "translation of level 1 only":
+        datasets[0]["coordinateTransformations"] = [{"type": "scale", "scale": [1, 0.5, 0.5]}]
+        datasets.append({"path": "1", "coordinateTransformations": [
+            {"type": "scale", "scale": [1, 1, 1]},
+            {"type": "translation", "translation": [0, 0.25, 0.25]}]})  # fmt: skip
+        expected = {"scale": [1, 0.5, 0.5], "translation": [0, 0, 0]}
+    else:
+        datasets[0]["coordinateTransformations"] = [
+            {"type": "scale", "scale": [1, 0.5, 0.5]},
+            {"type": "translation", "translation": [0, 1, 1]}]  # fmt: skip
+        datasets.append({"path": "1", "coordinateTransformations": [
+            {"type": "scale", "scale": [1, 1, 1]},
+            {"type": "translation", "translation": [0, 1.25, 1.25]}]})  # fmt: skip
+        multiscales[0]["coordinateTransformations"] = [{"type": "scale", "scale": [3, 2, 2]}]
+        expected = {"scale": [3, 1, 1], "translation": [0, 2, 2]}
+    group.attrs["multiscales"] = multiscales
+    assert cli(path, "-k", "3", "--out", tmp_path / "out") == EXIT_OK
+    found = _level0_transforms(tmp_path / "out" / "cells_labels.zarr")
+    assert found["scale"] == expected["scale"]
+    assert found.get("translation", [0, 0, 0]) == expected["translation"]

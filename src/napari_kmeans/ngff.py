@@ -96,13 +96,15 @@ def read_image_metadata(group, ndim: int) -> tuple[dict | None, NgffImage | None
     if found is None or not datasets:
         return entry, None
     names, types, units = found
+    # world = outer scale * (scale * index + translation) + outer translation
     outer, outer_t = _transforms(entry.get("coordinateTransformations"), ndim)
-    scales, translation = [], None
+    scales = []
     for d in datasets:
-        s, t = _transforms(d.get("coordinateTransformations"), ndim)
+        s, _ = _transforms(d.get("coordinateTransformations"), ndim)
         scales.append(tuple(a * b for a, b in zip(s, outer, strict=True)))
-        if translation is None:
-            translation = t
+    _, translation = _transforms(datasets[0].get("coordinateTransformations"), ndim)
+    if translation is not None:  # the full resolution's own, in the world's units
+        translation = [a * b for a, b in zip(translation, outer, strict=True)]
     if outer_t is not None:
         translation = [a + b for a, b in zip(translation or [0.0] * ndim, outer_t, strict=True)]
     axes = AxesInfo(
