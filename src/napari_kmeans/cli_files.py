@@ -59,6 +59,10 @@ class CliError(Exception):
         self.code = code
 
 
+class NotRestored(CliError):
+    """The previous outputs could not be put back: they are left in the hidden folder."""
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl+C so that the same clean-up runs."""
 
@@ -561,7 +565,7 @@ def _commit(pairs, trash: Path):
             for old, dest in kept:
                 os.replace(old, dest)
         except OSError as err:
-            raise CliError(
+            raise NotRestored(
                 EXIT_WRITE,
                 f"cannot move the outputs into place nor restore the previous ones ({err}); "
                 f"the previous outputs are in {trash}.",
@@ -615,7 +619,7 @@ def write_outputs(job: Job, labels, recolored, model, *, rgb: bool, opened: Open
             if job.into_image:
                 ngff.add_to_labels_group(job.path, LABELS_NAME, found.version)
                 made = None
-    except CliError:
+    except NotRestored:
         keep = True  # it holds the previous outputs that could not be restored
         raise
     finally:
