@@ -267,3 +267,44 @@ def test_ngff_full_resolution_position_is_kept(tmp_path, case):
     found = _level0_transforms(tmp_path / "out" / "cells_labels.zarr")
     assert found["scale"] == expected["scale"]
     assert found.get("translation", [0, 0, 0]) == expected["translation"]
+
+
+# -- failures leave nothing behind and say what was wrong -------------------------------------
+
+
+def test_into_image_of_mismatched_axes_leaves_no_hidden_folder(tmp_path, capsys):
+    """An OME-Zarr whose axes do not match its array, with --into-image: exit 6 as it should,
+    but the hidden staging folder was left in --out (kept as if it held previous outputs)."""
+    path = tmp_path / "cells.zarr"
+    group = write_ome_zarr(path, gray((2, 12, 16)))
+    multiscales = group.attrs["multiscales"]
+    multiscales[0]["axes"] = multiscales[0]["axes"][1:]  # y, x for a z, y, x array
+    multiscales[0]["datasets"][0]["coordinateTransformations"][0]["scale"] = [1.0, 1.0]
+    group.attrs["multiscales"] = multiscales
+    before = tree_hashes(path)
+    out = tmp_path / "out"
+    assert cli(path, "-k", "3", "--out", out, "--into-image") == 6
+    assert "drop --into-image" in capsys.readouterr().err
+    assert list(out.iterdir()) == []
+    assert tree_hashes(path) == before
+
+
+@pytest.mark.parametrize("fit_on", ["each", "all"])
+def test_a_corrupt_zarr_chunk_is_an_unreadable_input(tmp_path, capsys, fit_on):
+    """A zarr input with a corrupt chunk was reported as a bug of napari-kmeans ('unexpected
+    error RuntimeError: Zstd decompression error ... please report this', exit 1); it is an
+    input that cannot be read (exit 4), named, and the other inputs are still processed."""
+    z = zarr.create_array(tmp_path / "bad.zarr", shape=(4, 12, 16), chunks=(2, 12, 16),
+                          dtype="u2", zarr_format=2)  # fmt: skip
+    z[:] = gray((4, 12, 16))
+    (tmp_path / "bad.zarr" / "1.0.0").write_bytes(b"garbage")
+    tifffile.imwrite(tmp_path / "good.tif", gray((12, 16), 3))
+    out = tmp_path / "out"
+    inputs = [tmp_path / "good.tif", tmp_path / "bad.zarr"]
+    if fit_on == "all":
+        inputs = [tmp_path / "bad.zarr"]
+    assert cli(*inputs, "-k", "3", "--fit-on", fit_on, "--out", out) == EXIT_UNREADABLE
+    err = capsys.readouterr().err
+    assert f"cannot read {tmp_path / 'bad.zarr'}" in err and "please report" not in err
+    expected = ["good_labels.tif", "good_model.json", "good_recolored.tif"]
+    assert sorted(p.name for p in out.iterdir()) == (expected if fit_on == "each" else [])

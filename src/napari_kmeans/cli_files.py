@@ -350,14 +350,44 @@ def make_out_dir(out: Path):
 # -- reading ----------------------------------------------------------------------------------
 
 
+class _Guarded:
+    """A zarr array whose blocks that cannot be read or decoded (a damaged chunk, read lazily
+    while segmenting) raise a :class:`CliError` naming the input (exit 4), not a bug's error."""
+
+    def __init__(self, array, path: Path):
+        self.array, self.path = array, path
+        self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
+
+    def __getitem__(self, key):
+        try:
+            return self.array[key]
+        except Exception as err:
+            where = ", ".join(f"{k.start}:{k.stop}" if isinstance(k, slice) else str(k)
+                              for k in (key if isinstance(key, tuple) else (key,)))  # fmt: skip
+            raise CliError(
+                EXIT_UNREADABLE,
+                f"cannot read {self.path}: its block [{where}] cannot be read or decoded "
+                f"({type(err).__name__}: {first_line(err)}); the file is damaged, copy it "
+                "again from its source.",
+            ) from None
+
+
+def _lazy(array, path: Path):
+    """The dask array of a zarr array, chunked like it, its read errors named."""
+    import dask.array as da
+    from dask.base import tokenize
+
+    name = "napari-kmeans-input-" + tokenize(str(path), array.path, array.shape, str(array.dtype))
+    return da.from_array(_Guarded(array, path), chunks=array.chunks, name=name, asarray=True)
+
+
 def _open_zarr(path: Path):
     """``(dask array, NgffImage or None)`` of a zarr array or group."""
-    import dask.array as da
     import zarr
 
     node = zarr.open(str(path), mode="r")
     if isinstance(node, zarr.Array):
-        return da.from_zarr(node), None
+        return _lazy(node, path), None
     arrays = sorted(node.array_keys())
     hint = (
         f"give the path of one of its arrays, e.g. {path / arrays[0]}."
@@ -396,7 +426,7 @@ def _open_zarr(path: Path):
         _, image = ngff.read_image_metadata(node, array.ndim)
         if image is not None and image.paths[0] != name:
             image = None
-    return da.from_zarr(array), image
+    return _lazy(array, path), image
 
 
 @dataclass(frozen=True)
