@@ -308,3 +308,32 @@ def test_a_corrupt_zarr_chunk_is_an_unreadable_input(tmp_path, capsys, fit_on):
     assert f"cannot read {tmp_path / 'bad.zarr'}" in err and "please report" not in err
     expected = ["good_labels.tif", "good_model.json", "good_recolored.tif"]
     assert sorted(p.name for p in out.iterdir()) == (expected if fit_on == "each" else [])
+
+
+# -- a model is applied only to images of its channel layout ----------------------------------
+
+
+@pytest.mark.parametrize("case", ["channels on another axis", "gray model, file with channels"])
+def test_a_model_is_not_applied_across_the_files_channel_axis(tmp_path, capsys, case):
+    """--model ignored the channel axis the file declares: a CZYX model applied to an ImageJ
+    ZCYX stack (Z = C = 2) clustered its z-planes as channels, and a gray model applied to an
+    OME-TIFF CYX clustered its channels as planes of a volume, both with exit 0."""
+    from napari_kmeans import segment
+
+    rng = np.random.default_rng(5)
+    czyx = rng.integers(0, 4000, (2, 2, 12, 16), dtype=np.uint16)
+    if case == "channels on another axis":
+        segment(czyx, 3, channel_axis=0).model.save(tmp_path / "m.json")
+        tifffile.imwrite(tmp_path / "a.tif", czyx.swapaxes(0, 1), imagej=True,
+                         metadata={"axes": "ZCYX"})  # fmt: skip
+        found = "C (axis 1)"
+    else:
+        segment(czyx[0, 0], 3).model.save(tmp_path / "m.json")
+        tifffile.imwrite(tmp_path / "a.tif", czyx[:, 0], ome=True, photometric="minisblack",
+                         metadata={"axes": "CYX"})  # fmt: skip
+        found = "C (axis 0)"
+    out = tmp_path / "out"
+    assert cli(tmp_path / "a.tif", "--model", tmp_path / "m.json", "--out", out) == 6
+    err = capsys.readouterr().err
+    assert found in err and "model" in err and len(err.strip().splitlines()) == 1
+    assert list(out.iterdir()) == []

@@ -378,6 +378,38 @@ def _file_layout(job, opened, layout) -> dict:
     return {"channel_axis": axis, "rgb": rgb}
 
 
+def _check_model_layout(job, opened, model):
+    """With ``--model``: the channel axis the file declares (OME-XML, ImageJ, NGFF) must be the
+    model's, or the model would read channels as planes or planes as channels (exit 6).
+    Files that declare RGB samples or axes of unknown meaning are left to the model's check."""
+    from .microscopy import channel_layout
+
+    axes, shape = opened.axes, np.shape(opened.image)
+    if axes is None or opened.rgb or None in axes.types:
+        return
+    try:
+        declared, _ = channel_layout(axes, shape)
+    except ValueError:  # two channel axes: the model's own check decides
+        return
+    ndim, mine = len(shape), model.spec.channel_axis
+    if declared is None and mine is None:
+        return
+    if declared is not None and mine is not None and declared % ndim == mine % ndim:
+        return
+    has = (
+        "no channel axis"
+        if declared is None
+        else f"channels on {axes.names[declared].upper()} (axis {declared})"
+    )
+    wants = "is single-channel" if mine is None else f"expects channels on axis {mine}"
+    raise CliError(
+        EXIT_FAILED,
+        f"cannot segment {job.path}: its axes are {axes.described} (shape {tuple(shape)}, from "
+        f"{axes.source}), with {has}, but the model {wants}; apply the model to images of its "
+        "channel layout, or drop --model to fit one on this image.",
+    )
+
+
 def fit_all(jobs, params, layout, quiet=False):
     """One model fitted on the pixels of every input together (``--fit-on all``).
 
@@ -490,6 +522,8 @@ def _process(job, params, layout, model, frames=None):
         opened = open_image(job)
         if model is None:
             layout = _file_layout(job, opened, layout)
+        elif layout == {"channel_axis": None, "rgb": None}:  # else --fit-on first's options win
+            _check_model_layout(job, opened, model)
         single_channel = _gray(layout) if model is None else model.spec.channel_axis is None
         image, rgb, alpha = split_alpha(job, opened.image, opened.rgb, single_channel)
         labels, recolored, model = _compute(job, image, rgb, alpha, params, layout, model, frames)
