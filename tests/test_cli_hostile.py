@@ -337,3 +337,27 @@ def test_a_model_is_not_applied_across_the_files_channel_axis(tmp_path, capsys, 
     err = capsys.readouterr().err
     assert found in err and "model" in err and len(err.strip().splitlines()) == 1
     assert list(out.iterdir()) == []
+
+
+def test_ngff_pyramid_of_odd_sizes_is_mirrored_level_by_level(tmp_path):
+    """A 41 x 61 image with levels of 21 x 31 and 11 x 16 (every other pixel): the labels'
+    levels were 20 x 30 and 10 x 15 (the size divided by the scale ratio and rounded), so they
+    did not overlay the image's levels."""
+    path = tmp_path / "odd.zarr"
+    image = gray((41, 61))
+    group = zarr.open_group(str(path), mode="w", zarr_format=2)
+    datasets = []
+    for i in range(3):
+        level = image[:: 2**i, :: 2**i]
+        group.create_array(str(i), shape=level.shape, dtype=level.dtype, chunks=level.shape)
+        group[str(i)][:] = level
+        scale = {"type": "scale", "scale": [0.5 * 2**i] * 2}
+        datasets.append({"path": str(i), "coordinateTransformations": [scale]})
+    axes = [{"name": n, "type": "space", "unit": "micrometer"} for n in "yx"]
+    group.attrs["multiscales"] = [{"version": "0.4", "axes": axes, "datasets": datasets}]
+    assert cli(path, "-k", "3", "--out", tmp_path / "out") == EXIT_OK
+    for what in ("labels", "recolored"):
+        written = zarr.open_group(str(tmp_path / "out" / f"odd_{what}.zarr"), mode="r")
+        assert [written[str(i)].shape for i in range(3)] == [(41, 61), (21, 31), (11, 16)]
+    labels = zarr.open_group(str(tmp_path / "out" / "odd_labels.zarr"), mode="r")
+    np.testing.assert_array_equal(labels["1"][:], labels["0"][::2, ::2])

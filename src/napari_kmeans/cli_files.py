@@ -537,23 +537,29 @@ def _write_ngff(job: Job, paths, labels, recolored, model, found: ngff.NgffImage
     axis = model.spec.channel_axis
     full = np.asarray(found.scales[0])
     ratios = [tuple(np.asarray(s) / np.where(full > 0, full, 1.0)) for s in found.scales]
+    shapes = found.shapes  # mirrored level by level (an odd size halves to either side)
     if len(ratios) == 1:
-        ratios = None  # a single level: a new pyramid, so that large results open fast
-    label_ratios = ratios
+        ratios = shapes = None  # a single level: a new pyramid, so that large results open fast
+    if shapes is not None and tuple(shapes[0]) != tuple(recolored.shape):
+        shapes = None  # not the array read (a path inside the group): sizes over the ratios
+    label_ratios, label_shapes = ratios, shapes
     if ratios is not None and axis is not None:
         drop = axis % len(found.scales[0])
         label_ratios = [tuple(r for i, r in enumerate(ratio) if i != drop) for ratio in ratios]
+        if shapes is not None:
+            label_shapes = [tuple(n for i, n in enumerate(s) if i != drop) for s in shapes]
     source = "../../" if job.into_image else None
     pending = [
         ngff.create_multiscale(
             paths[0], labels, found.axes.without(axis), version=found.version,
-            ratios=label_ratios, name=LABELS_NAME if job.into_image else "labels",
+            ratios=label_ratios, shapes=label_shapes,
+            name=LABELS_NAME if job.into_image else "labels",
             label_meta=ngff.label_metadata(model, source=source),
             extra_attrs=_mark(job, "labels"),
         ),
         ngff.create_multiscale(
             paths[1], recolored, found.axes, version=found.version, ratios=ratios,
-            name="recolored", extra_attrs=_mark(job, "recolored"),
+            shapes=shapes, name="recolored", extra_attrs=_mark(job, "recolored"),
         ),
     ]  # fmt: skip
     ngff.write_levels(pending)
