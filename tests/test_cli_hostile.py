@@ -361,3 +361,23 @@ def test_ngff_pyramid_of_odd_sizes_is_mirrored_level_by_level(tmp_path):
         assert [written[str(i)].shape for i in range(3)] == [(41, 61), (21, 31), (11, 16)]
     labels = zarr.open_group(str(tmp_path / "out" / "odd_labels.zarr"), mode="r")
     np.testing.assert_array_equal(labels["1"][:], labels["0"][::2, ::2])
+
+
+def test_each_frame_follows_the_files_time_axis(tmp_path):
+    """--each-frame on an OME-TIFF ZTYX (T on axis 1) fitted frame by frame along Z, axis 0
+    (the default when --time-axis is not given), with exit 0: the frames are the file's T."""
+    from napari_kmeans.segment import segment_frames
+
+    image = gray((2, 3, 12, 16), 4)
+    tifffile.imwrite(tmp_path / "a.ome.tif", image, ome=True, photometric="minisblack",
+                     metadata={"axes": "ZTYX"})  # fmt: skip
+    by_t = segment_frames(image, 3, time_axis=1).labels
+    assert not np.array_equal(by_t, segment_frames(image, 3, time_axis=0).labels)
+    assert cli(tmp_path / "a.ome.tif", "-k", "3", "--each-frame", "--out", tmp_path / "o") == 0
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "o" / "a_labels.tif"), by_t)
+    # --time-axis still wins
+    args = ("-k", "3", "--each-frame", "--time-axis", "0", "--out", tmp_path / "o0")
+    assert cli(tmp_path / "a.ome.tif", *args) == 0
+    np.testing.assert_array_equal(
+        tifffile.imread(tmp_path / "o0" / "a_labels.tif"), segment_frames(image, 3).labels
+    )
