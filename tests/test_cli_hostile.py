@@ -381,3 +381,18 @@ def test_each_frame_follows_the_files_time_axis(tmp_path):
     np.testing.assert_array_equal(
         tifffile.imread(tmp_path / "o0" / "a_labels.tif"), segment_frames(image, 3).labels
     )
+
+
+def test_a_cmyk_jpeg_is_read_as_rgb_not_rgba(tmp_path, capsys):
+    """A CMYK JPEG decodes to four planes: its K plane was taken for alpha, so every pixel of
+    no black ink was masked as transparent (here all: exit 6, 'no pixel is left to cluster')."""
+    image_module = pytest.importorskip("PIL.Image")
+    iio = pytest.importorskip("imageio.v3")
+    rgb = np.zeros((20, 30, 3), np.uint8)
+    rgb[:, :10], rgb[:, 10:20], rgb[:, 20:] = [200, 30, 30], [30, 200, 30], [30, 30, 200]
+    image_module.fromarray(rgb).convert("CMYK").save(tmp_path / "a.jpg", quality=95)
+    assert cli(tmp_path / "a.jpg", "-k", "3", "--out", tmp_path / "out") == EXIT_OK
+    labels = tifffile.imread(tmp_path / "out" / "a_labels.tif")
+    assert sorted(np.unique(labels[:, 2:8]).tolist() + np.unique(labels[:, 12:18]).tolist()
+                  + np.unique(labels[:, 22:28]).tolist()) == [1, 2, 3]  # fmt: skip
+    assert iio.imread(tmp_path / "out" / "a_recolored.png").shape == (20, 30, 3)

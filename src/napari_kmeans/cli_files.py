@@ -464,6 +464,8 @@ def open_image(job: Job) -> Opened:
             import imageio.v3 as iio
 
             image = iio.imread(job.path)
+            if job.kind == "jpeg" and image.ndim == 3 and image.shape[-1] == 4:
+                image = iio.imread(job.path, mode="RGB")  # CMYK (JPEG has no alpha): not RGBA
             rgb = {2: False, 3: image.shape[-1] in (3, 4) or None}.get(image.ndim)
             return Opened(image, rgb)
         image, found = _open_zarr(job.path)
