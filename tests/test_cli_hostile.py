@@ -396,3 +396,23 @@ def test_a_cmyk_jpeg_is_read_as_rgb_not_rgba(tmp_path, capsys):
     assert sorted(np.unique(labels[:, 2:8]).tolist() + np.unique(labels[:, 12:18]).tolist()
                   + np.unique(labels[:, 22:28]).tolist()) == [1, 2, 3]  # fmt: skip
     assert iio.imread(tmp_path / "out" / "a_recolored.png").shape == (20, 30, 3)
+
+
+def test_a_damaged_page_of_a_large_tiff_is_an_unreadable_input(tmp_path, capsys, monkeypatch):
+    """A TIFF read lazily (over 256 MB; here the threshold is lowered) with a damaged page:
+    'unexpected error error: Error -3 while decompressing data ... please report this' (exit
+    1), where a small TIFF gives 'cannot read' (exit 4)."""
+    from napari_kmeans import microscopy
+
+    path = tmp_path / "a.tif"
+    tifffile.imwrite(path, gray((4, 20, 30)), compression="zlib", photometric="minisblack")
+    with tifffile.TiffFile(path) as tif:
+        offset, size = tif.pages[2].dataoffsets[0], tif.pages[2].databytecounts[0]
+    data = bytearray(path.read_bytes())
+    data[offset + 2 : offset + size] = bytes(size - 2)
+    path.write_bytes(bytes(data))
+    monkeypatch.setattr(microscopy, "LAZY_TIFF_BYTES", 0)
+    assert cli(path, "-k", "3", "--out", tmp_path / "out") == EXIT_UNREADABLE
+    err = capsys.readouterr().err
+    assert f"cannot read {path}" in err and "please report" not in err
+    assert list((tmp_path / "out").iterdir()) == []

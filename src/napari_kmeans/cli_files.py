@@ -351,8 +351,9 @@ def make_out_dir(out: Path):
 
 
 class _Guarded:
-    """A zarr array whose blocks that cannot be read or decoded (a damaged chunk, read lazily
-    while segmenting) raise a :class:`CliError` naming the input (exit 4), not a bug's error."""
+    """A zarr array (of a zarr input or a large TIFF) whose blocks that cannot be read or
+    decoded (a damaged chunk or page, read lazily while segmenting) raise a :class:`CliError`
+    naming the input (exit 4), not a bug's error."""
 
     def __init__(self, array, path: Path):
         self.array, self.path = array, path
@@ -442,7 +443,7 @@ class Opened:
 
 
 def _read_tiff(path: Path) -> Opened:
-    image, axes = microscopy.read_tiff(path)
+    image, axes = microscopy.read_tiff(path, as_dask=lambda array: _lazy(array, path))
     colour = bool(axes.rgb)
     rgb = True if colour and image.ndim >= 2 and image.shape[-1] in (3, 4) else None
     if len(axes.names) != image.ndim:

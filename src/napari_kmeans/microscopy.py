@@ -238,10 +238,11 @@ def tiff_axes(tif) -> AxesInfo:
     return axes_from_letters(letters, scale=scale, units=units, rgb=rgb, source=source)
 
 
-def read_tiff(path, *, lazy_bytes: int | None = None):
+def read_tiff(path, *, lazy_bytes: int | None = None, as_dask=None):
     """``(image, axes)`` of a TIFF's first series (a warning says when there are more): an
     ndarray, or a dask array for an image larger than ``lazy_bytes`` (default
-    :data:`LAZY_TIFF_BYTES`) read page by page (in memory when dask or zarr is not installed)."""
+    :data:`LAZY_TIFF_BYTES`) read page by page (in memory when dask or zarr is not installed).
+    ``as_dask`` makes that dask array of the series' zarr array (default ``da.from_zarr``)."""
     import tifffile
 
     lazy_bytes = LAZY_TIFF_BYTES if lazy_bytes is None else lazy_bytes
@@ -264,7 +265,7 @@ def read_tiff(path, *, lazy_bytes: int | None = None):
             return series.asarray(), info
 
     store = tifffile.imread(path, aszarr=True, series=0, level=0)
-    return da.from_zarr(zarr.open_array(store, mode="r")), info
+    return (as_dask or da.from_zarr)(zarr.open_array(store, mode="r")), info
 
 
 def _ome_metadata(info: AxesInfo) -> dict:
