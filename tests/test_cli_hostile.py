@@ -416,3 +416,16 @@ def test_a_damaged_page_of_a_large_tiff_is_an_unreadable_input(tmp_path, capsys,
     err = capsys.readouterr().err
     assert f"cannot read {path}" in err and "please report" not in err
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_zarr_group_without_arrays_suggests_an_image_inside_it(tmp_path, capsys):
+    """An HCS plate (images in plate.zarr/A/1/0): the message said 'it holds no array' and
+    nothing of what to give instead."""
+    plate = zarr.open_group(str(tmp_path / "plate.zarr"), mode="w", zarr_format=2)
+    plate.attrs["plate"] = {"version": "0.4", "wells": [{"path": "A/1"}]}
+    plate.create_group("A/1").attrs["well"] = {"version": "0.4", "images": [{"path": "0"}]}
+    write_ome_zarr(tmp_path / "plate.zarr" / "A" / "1" / "0", gray((2, 12, 16)))
+    assert cli(tmp_path / "plate.zarr", "-k", "3", "--out", tmp_path / "out") == EXIT_UNREADABLE
+    err = capsys.readouterr().err
+    assert f"e.g. {tmp_path / 'plate.zarr' / 'A' / '1' / '0'}" in err
+    assert cli(tmp_path / "plate.zarr" / "A" / "1" / "0", "-k", "3", "--out", tmp_path / "out") == 0

@@ -350,6 +350,28 @@ def make_out_dir(out: Path):
 # -- reading ----------------------------------------------------------------------------------
 
 
+def _image_inside(group, limit: int = 1000) -> str | None:
+    """The path of the first group with multiscale metadata, or array, under ``group``
+    (breadth first, at most ``limit`` groups looked at), or None."""
+    queue = [("", group)]
+    for _ in range(limit):
+        if not queue:
+            return None
+        prefix, node = queue.pop(0)
+        for name, child in sorted(node.members(), key=lambda m: m[0]):
+            child_path = f"{prefix}{name}"
+            attrs = child.attrs.asdict()
+            ome = attrs.get("ome")
+            if (
+                not hasattr(child, "members")
+                or "multiscales" in attrs
+                or (isinstance(ome, dict) and "multiscales" in ome)
+            ):  # an array, or an image group
+                return child_path
+            queue.append((f"{child_path}/", child))
+    return None
+
+
 class _Guarded:
     """A zarr array (of a zarr input or a large TIFF) whose blocks that cannot be read or
     decoded (a damaged chunk or page, read lazily while segmenting) raise a :class:`CliError`
@@ -390,11 +412,13 @@ def _open_zarr(path: Path):
     if isinstance(node, zarr.Array):
         return _lazy(node, path), None
     arrays = sorted(node.array_keys())
-    hint = (
-        f"give the path of one of its arrays, e.g. {path / arrays[0]}."
-        if arrays
-        else "it holds no array."
-    )
+    inner = None if arrays else _image_inside(node)
+    if arrays:
+        hint = f"give the path of one of its arrays, e.g. {path / arrays[0]}."
+    elif inner is not None:  # e.g. an HCS plate: plate.zarr/A/1/0
+        hint = f"give the path of an image inside it, e.g. {path / inner}."
+    else:
+        hint = "it holds no array; give a zarr image or array."
     ome = node.attrs.get("ome")
     multiscales = node.attrs.get("multiscales")
     if multiscales is None and isinstance(ome, dict):
