@@ -47,6 +47,7 @@ from .cli_files import (
     Terminated,
     first_line,
     kind_of,
+    make_out_dir,
     open_image,
     plan,
     split_alpha,
@@ -99,9 +100,9 @@ fitting:
                            colour space, feature, clean-up, seed and frame options come
                            from the model and are refused with it)
   --each-frame             fit every frame of a timelapse (frames along --time-axis, default
-                           0) on its own, each frame's label IDs matched to the previous
-                           frame's, so a label means the same class through time; the model
-                           written is the last frame's
+                           the file's time axis, else 0) on its own, each frame's label IDs
+                           matched to the previous frame's, so a label means the same class
+                           through time; the model written is the last frame's
   --seeds FILE             scribbled seed classes (a labels image of the input's spatial shape,
                            or one frame's with --each-frame): 0 unseeded, 1..m give labels 1..m;
                            --pin-seeds keeps their centres at the seeds' means
@@ -196,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="fit each frame of a timelapse separately, label IDs matched from "
                      "frame to frame")  # fmt: skip
     seg.add_argument("--time-axis", type=int, metavar="AXIS",
-                     help="axis of the frames for --each-frame (default 0)")  # fmt: skip
+                     help="axis of the frames for --each-frame (default: the file's time axis, else 0)")  # fmt: skip
     seg.add_argument("--seeds", type=Path, metavar="FILE",
                      help="labels image of scribbled seed classes (0 unseeded, 1..m)")  # fmt: skip
     seg.add_argument("--pin-seeds", action="store_true", default=None,
@@ -377,6 +378,48 @@ def _file_layout(job, opened, layout) -> dict:
     return {"channel_axis": axis, "rgb": rgb}
 
 
+_FILE_TIME = "file"  # --each-frame without --time-axis: the file's time axis, else axis 0
+
+
+def _time_axis(opened) -> int:
+    """The one axis the file declares as time (OME-XML, ImageJ, NGFF), else 0."""
+    types = opened.axes.types if opened.axes is not None else ()
+    found = [i for i, t in enumerate(types) if t == "time"]
+    return found[0] if len(found) == 1 else 0
+
+
+def _check_model_layout(job, opened, model):
+    """With ``--model``: the channel axis the file declares (OME-XML, ImageJ, NGFF) must be the
+    model's, or the model would read channels as planes or planes as channels (exit 6).
+    Files that declare RGB samples or axes of unknown meaning are left to the model's check."""
+    from .microscopy import channel_layout
+
+    axes, shape = opened.axes, np.shape(opened.image)
+    if axes is None or opened.rgb or None in axes.types:
+        return
+    try:
+        declared, _ = channel_layout(axes, shape)
+    except ValueError:  # two channel axes: the model's own check decides
+        return
+    ndim, mine = len(shape), model.spec.channel_axis
+    if declared is None and mine is None:
+        return
+    if declared is not None and mine is not None and declared % ndim == mine % ndim:
+        return
+    has = (
+        "no channel axis"
+        if declared is None
+        else f"channels on {axes.names[declared].upper()} (axis {declared})"
+    )
+    wants = "is single-channel" if mine is None else f"expects channels on axis {mine}"
+    raise CliError(
+        EXIT_FAILED,
+        f"cannot segment {job.path}: its axes are {axes.described} (shape {tuple(shape)}, from "
+        f"{axes.source}), with {has}, but the model {wants}; apply the model to images of its "
+        "channel layout, or drop --model to fit one on this image.",
+    )
+
+
 def fit_all(jobs, params, layout, quiet=False):
     """One model fitted on the pixels of every input together (``--fit-on all``).
 
@@ -484,13 +527,17 @@ def _process(job, params, layout, model, frames=None):
     """Segment one input and write its outputs; returns the model it used or fitted.
 
     ``frames``: the keywords ``seeds`` and ``time_axis`` of :func:`segment_image`."""
-    opened = open_image(job)
-    if model is None:
-        layout = _file_layout(job, opened, layout)
-    single_channel = _gray(layout) if model is None else model.spec.channel_axis is None
-    image, rgb, alpha = split_alpha(job, opened.image, opened.rgb, single_channel)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        opened = open_image(job)
+        if model is None:
+            layout = _file_layout(job, opened, layout)
+        elif layout == {"channel_axis": None, "rgb": None}:  # else --fit-on first's options win
+            _check_model_layout(job, opened, model)
+        single_channel = _gray(layout) if model is None else model.spec.channel_axis is None
+        image, rgb, alpha = split_alpha(job, opened.image, opened.rgb, single_channel)
+        if frames and frames["time_axis"] == _FILE_TIME:
+            frames = {**frames, "time_axis": _time_axis(opened)}
         labels, recolored, model = _compute(job, image, rgb, alpha, params, layout, model, frames)
         _write(job, labels, recolored, model, alpha, opened)
     return model, [f"napari-kmeans: warning: {job.path}: {w.message}" for w in caught]
@@ -504,13 +551,14 @@ def _exit_code(failures) -> int:
 
 
 def run_segment(args) -> int:
+    params, layout = _params(args), _layout(args)
     jobs = plan(args)
     model = _load_model(args.model) if args.model is not None else None
-    params, layout = _params(args), _layout(args)
     frames = {
         "seeds": None if args.seeds is None else _read_seeds(args.seeds),
-        "time_axis": (args.time_axis or 0) if args.each_frame else None,
+        "time_axis": _FILE_TIME if args.each_frame and args.time_axis is None else args.time_axis,
     }
+    make_out_dir(args.out)  # only now: a failed check leaves no folder behind
     if args.fit_on == "all":
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

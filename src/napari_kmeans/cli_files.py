@@ -59,6 +59,10 @@ class CliError(Exception):
         self.code = code
 
 
+class NotRestored(CliError):
+    """The previous outputs could not be put back: they are left in the hidden folder."""
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl+C so that the same clean-up runs."""
 
@@ -148,10 +152,38 @@ def _check_into_image(paths):
                 "is not an OME-Zarr image (a .zarr folder with multiscales metadata); drop "
                 "--into-image to write the labels to --out.",
             )
+        why = _labels_group_problem(path / "labels")
+        if why:
+            raise CliError(
+                EXIT_USAGE,
+                f"--into-image adds labels to the input's labels group, but {path / 'labels'} "
+                f"{why}; nothing was written. Repair or move it, or drop --into-image to write "
+                "the labels to --out.",
+            )
+
+
+def _labels_group_problem(path: Path) -> str | None:
+    """Why the existing ``labels`` entry of an image cannot take more labels, or None."""
+    import zarr
+
+    if not os.path.lexists(path):
+        return None
+    try:
+        group = zarr.open_group(str(path), mode="r")
+    except Exception:
+        return "is not a zarr group (an array, a file or a plain folder)"
+    attrs = group.attrs.asdict()
+    ome = attrs.get("ome")
+    names = ome.get("labels") if isinstance(ome, dict) else attrs.get("labels")
+    if names is not None and not (
+        isinstance(names, list) and all(isinstance(n, str) for n in names)
+    ):
+        return f"lists its labels as {names!r}, not as a list of names"
+    return None
 
 
 def _check_out_dir(out: Path):
-    if not out.exists():  # created by plan() once every other check has passed
+    if not out.exists():  # made by make_out_dir() once every check has passed
         base = next((p for p in out.absolute().parents if p.exists()), None)
         if base is None or not base.is_dir() or not os.access(base, os.W_OK | os.X_OK):
             raise CliError(
@@ -211,11 +243,11 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def _check_overlap(jobs, model_path):
-    """Exit 2 when an output is, holds or lies inside an input (symbolic links followed)."""
+def _check_overlap(jobs, other_inputs):
+    """Exit 2 when an output is, holds or lies inside an input (symbolic links followed);
+    ``other_inputs``: the files read besides the images (``--model``, ``--seeds``)."""
     protected = [(job.path, zarr_root(job.path) or job.path) for job in jobs]
-    if model_path is not None:
-        protected.append((model_path, model_path))
+    protected += [(p, zarr_root(p) or p) for p in other_inputs if p is not None]
     protected = [(given, p.resolve()) for given, p in protected]
     for job in jobs:
         for out in job.outputs:
@@ -280,7 +312,8 @@ def _check_existing(jobs, overwrite):
 
 
 def plan(args) -> list[Job]:
-    """Check everything that can be checked before any work, and name every output."""
+    """Check everything about the files that can be checked before any work, and name every
+    output; :func:`make_out_dir` then creates ``--out``."""
     _check_out_dir(args.out)
     _check_inputs(args.inputs)
     into_image = bool(getattr(args, "into_image", False))
@@ -290,41 +323,102 @@ def plan(args) -> list[Job]:
         _check_into_image(args.inputs)
     seen: dict[Path, Path] = {}
     for job in jobs:
-        if job.model in seen:
-            raise CliError(
-                EXIT_USAGE,
-                f"{seen[job.model]} and {job.path} would write the same outputs "
-                f"({job.model.name}, ...); rename one or run them with different --out folders.",
-            )
-        seen[job.model] = job.path
-    _check_overlap(jobs, args.model)
+        for out in job.outputs:  # resolved: one zarr given twice writes one labels/kmeans
+            real = out.resolve()
+            if real in seen:
+                raise CliError(
+                    EXIT_USAGE,
+                    f"{seen[real]} and {job.path} would write the same outputs ({out}, ...); "
+                    "rename one or run them with different --out folders.",
+                )
+            seen[real] = job.path
+    _check_overlap(jobs, [args.model, getattr(args, "seeds", None)])
     _check_existing(jobs, args.overwrite)
+    return jobs
+
+
+def make_out_dir(out: Path):
+    """Create the output folder, once every check has passed (exit 3 when it cannot be)."""
     try:
-        args.out.mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise CliError(
-            EXIT_OUT_DIR, f"cannot create the output folder {args.out}: {err.strerror or err}."
+            EXIT_OUT_DIR, f"cannot create the output folder {out}: {err.strerror or err}."
         ) from None
-    return jobs
 
 
 # -- reading ----------------------------------------------------------------------------------
 
 
+def _image_inside(group, limit: int = 1000) -> str | None:
+    """The path of the first group with multiscale metadata, or array, under ``group``
+    (breadth first, at most ``limit`` groups looked at), or None."""
+    queue = [("", group)]
+    for _ in range(limit):
+        if not queue:
+            return None
+        prefix, node = queue.pop(0)
+        for name, child in sorted(node.members(), key=lambda m: m[0]):
+            child_path = f"{prefix}{name}"
+            attrs = child.attrs.asdict()
+            ome = attrs.get("ome")
+            if (
+                not hasattr(child, "members")
+                or "multiscales" in attrs
+                or (isinstance(ome, dict) and "multiscales" in ome)
+            ):  # an array, or an image group
+                return child_path
+            queue.append((f"{child_path}/", child))
+    return None
+
+
+class _Guarded:
+    """A zarr array (of a zarr input or a large TIFF) whose blocks that cannot be read or
+    decoded (a damaged chunk or page, read lazily while segmenting) raise a :class:`CliError`
+    naming the input (exit 4), not a bug's error."""
+
+    def __init__(self, array, path: Path):
+        self.array, self.path = array, path
+        self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
+
+    def __getitem__(self, key):
+        try:
+            return self.array[key]
+        except Exception as err:
+            where = ", ".join(f"{k.start}:{k.stop}" if isinstance(k, slice) else str(k)
+                              for k in (key if isinstance(key, tuple) else (key,)))  # fmt: skip
+            raise CliError(
+                EXIT_UNREADABLE,
+                f"cannot read {self.path}: its block [{where}] cannot be read or decoded "
+                f"({type(err).__name__}: {first_line(err)}); the file is damaged, copy it "
+                "again from its source.",
+            ) from None
+
+
+def _lazy(array, path: Path):
+    """The dask array of a zarr array, chunked like it, its read errors named."""
+    import dask.array as da
+    from dask.base import tokenize
+
+    name = "napari-kmeans-input-" + tokenize(str(path), array.path, array.shape, str(array.dtype))
+    return da.from_array(_Guarded(array, path), chunks=array.chunks, name=name, asarray=True)
+
+
 def _open_zarr(path: Path):
     """``(dask array, NgffImage or None)`` of a zarr array or group."""
-    import dask.array as da
     import zarr
 
     node = zarr.open(str(path), mode="r")
     if isinstance(node, zarr.Array):
-        return da.from_zarr(node), None
+        return _lazy(node, path), None
     arrays = sorted(node.array_keys())
-    hint = (
-        f"give the path of one of its arrays, e.g. {path / arrays[0]}."
-        if arrays
-        else "it holds no array."
-    )
+    inner = None if arrays else _image_inside(node)
+    if arrays:
+        hint = f"give the path of one of its arrays, e.g. {path / arrays[0]}."
+    elif inner is not None:  # e.g. an HCS plate: plate.zarr/A/1/0
+        hint = f"give the path of an image inside it, e.g. {path / inner}."
+    else:
+        hint = "it holds no array; give a zarr image or array."
     ome = node.attrs.get("ome")
     multiscales = node.attrs.get("multiscales")
     if multiscales is None and isinstance(ome, dict):
@@ -357,7 +451,7 @@ def _open_zarr(path: Path):
         _, image = ngff.read_image_metadata(node, array.ndim)
         if image is not None and image.paths[0] != name:
             image = None
-    return da.from_zarr(array), image
+    return _lazy(array, path), image
 
 
 @dataclass(frozen=True)
@@ -373,7 +467,7 @@ class Opened:
 
 
 def _read_tiff(path: Path) -> Opened:
-    image, axes = microscopy.read_tiff(path)
+    image, axes = microscopy.read_tiff(path, as_dask=lambda array: _lazy(array, path))
     colour = bool(axes.rgb)
     rgb = True if colour and image.ndim >= 2 and image.shape[-1] in (3, 4) else None
     if len(axes.names) != image.ndim:
@@ -395,6 +489,8 @@ def open_image(job: Job) -> Opened:
             import imageio.v3 as iio
 
             image = iio.imread(job.path)
+            if job.kind == "jpeg" and image.ndim == 3 and image.shape[-1] == 4:
+                image = iio.imread(job.path, mode="RGB")  # CMYK (JPEG has no alpha): not RGBA
             rgb = {2: False, 3: image.shape[-1] in (3, 4) or None}.get(image.ndim)
             return Opened(image, rgb)
         image, found = _open_zarr(job.path)
@@ -468,23 +564,29 @@ def _write_ngff(job: Job, paths, labels, recolored, model, found: ngff.NgffImage
     axis = model.spec.channel_axis
     full = np.asarray(found.scales[0])
     ratios = [tuple(np.asarray(s) / np.where(full > 0, full, 1.0)) for s in found.scales]
+    shapes = found.shapes  # mirrored level by level (an odd size halves to either side)
     if len(ratios) == 1:
-        ratios = None  # a single level: a new pyramid, so that large results open fast
-    label_ratios = ratios
+        ratios = shapes = None  # a single level: a new pyramid, so that large results open fast
+    if shapes is not None and tuple(shapes[0]) != tuple(recolored.shape):
+        shapes = None  # not the array read (a path inside the group): sizes over the ratios
+    label_ratios, label_shapes = ratios, shapes
     if ratios is not None and axis is not None:
         drop = axis % len(found.scales[0])
         label_ratios = [tuple(r for i, r in enumerate(ratio) if i != drop) for ratio in ratios]
+        if shapes is not None:
+            label_shapes = [tuple(n for i, n in enumerate(s) if i != drop) for s in shapes]
     source = "../../" if job.into_image else None
     pending = [
         ngff.create_multiscale(
             paths[0], labels, found.axes.without(axis), version=found.version,
-            ratios=label_ratios, name=LABELS_NAME if job.into_image else "labels",
+            ratios=label_ratios, shapes=label_shapes,
+            name=LABELS_NAME if job.into_image else "labels",
             label_meta=ngff.label_metadata(model, source=source),
             extra_attrs=_mark(job, "labels"),
         ),
         ngff.create_multiscale(
             paths[1], recolored, found.axes, version=found.version, ratios=ratios,
-            name="recolored", extra_attrs=_mark(job, "recolored"),
+            shapes=shapes, name="recolored", extra_attrs=_mark(job, "recolored"),
         ),
     ]  # fmt: skip
     ngff.write_levels(pending)
@@ -526,7 +628,7 @@ def _commit(pairs, trash: Path):
             for old, dest in kept:
                 os.replace(old, dest)
         except OSError as err:
-            raise CliError(
+            raise NotRestored(
                 EXIT_WRITE,
                 f"cannot move the outputs into place nor restore the previous ones ({err}); "
                 f"the previous outputs are in {trash}.",
@@ -580,7 +682,7 @@ def write_outputs(job: Job, labels, recolored, model, *, rgb: bool, opened: Open
             if job.into_image:
                 ngff.add_to_labels_group(job.path, LABELS_NAME, found.version)
                 made = None
-    except CliError:
+    except NotRestored:
         keep = True  # it holds the previous outputs that could not be restored
         raise
     finally:

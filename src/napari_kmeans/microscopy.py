@@ -14,6 +14,7 @@ are imported only when needed; no napari, no Qt.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -22,26 +23,30 @@ import numpy as np
 LAZY_TIFF_BYTES = 256 << 20
 
 AXIS_TYPES = {"t": "time", "c": "channel", "s": "channel", "z": "space", "y": "space", "x": "space"}
-# units as NGFF names them (UDUNITS-2), from what OME-XML and ImageJ write
-_UNITS = {
-    "µm": "micrometer", "\\u00b5m": "micrometer", "um": "micrometer", "micron": "micrometer",
-    "microns": "micrometer", "micrometer": "micrometer", "nm": "nanometer",
-    "nanometer": "nanometer", "mm": "millimeter", "millimeter": "millimeter", "cm": "centimeter",
-    "m": "meter", "meter": "meter", "å": "angstrom", "angstrom": "angstrom", "s": "second",
-    "sec": "second", "second": "second", "ms": "millisecond", "millisecond": "millisecond",
-    "min": "minute", "minute": "minute", "h": "hour", "hour": "hour",
-}  # fmt: skip
+# units as NGFF names them (UDUNITS-2), from the symbols OME-XML writes (and back)
 _OME_UNITS = {
-    "micrometer": "µm", "nanometer": "nm", "millimeter": "mm", "centimeter": "cm", "meter": "m",
-    "angstrom": "Å", "second": "s", "millisecond": "ms", "minute": "min", "hour": "h",
+    "angstrom": "Å", "picometer": "pm", "nanometer": "nm", "micrometer": "µm",
+    "millimeter": "mm", "centimeter": "cm", "decimeter": "dm", "meter": "m", "kilometer": "km",
+    "inch": "in", "foot": "ft", "yard": "yd", "mile": "mi", "picosecond": "ps",
+    "nanosecond": "ns", "microsecond": "µs", "millisecond": "ms", "second": "s",
+    "minute": "min", "hour": "h", "day": "d",
 }  # fmt: skip
+# and from what ImageJ and others write; looked up as written, then in lower case
+_UNITS = {
+    **{symbol: name for name, symbol in _OME_UNITS.items()},
+    **{name: name for name in _OME_UNITS},
+    "\\u00b5m": "micrometer", "um": "micrometer", "micron": "micrometer",
+    "microns": "micrometer", "å": "angstrom", "us": "microsecond", "sec": "second",
+}  # fmt: skip
+_GREEK_MU = str.maketrans({"\u03bc": "\u00b5"})  # "μm" (Greek mu) is "µm" (micro sign)
 
 
 def ngff_unit(unit) -> str | None:
     """``unit`` as NGFF names it ("µm" -> "micrometer"), or None when unknown or absent."""
     if not isinstance(unit, str) or not unit.strip():
         return None
-    return _UNITS.get(unit.strip().lower(), _UNITS.get(unit.strip()))
+    unit = unit.strip().translate(_GREEK_MU)
+    return _UNITS.get(unit, _UNITS.get(unit.lower()))
 
 
 @dataclass(frozen=True)
@@ -233,10 +238,11 @@ def tiff_axes(tif) -> AxesInfo:
     return axes_from_letters(letters, scale=scale, units=units, rgb=rgb, source=source)
 
 
-def read_tiff(path, *, lazy_bytes: int | None = None):
-    """``(image, axes)`` of a TIFF's first series: an ndarray, or a dask array for an image
-    larger than ``lazy_bytes`` (default :data:`LAZY_TIFF_BYTES`) read page by page (in memory
-    when dask or zarr is not installed)."""
+def read_tiff(path, *, lazy_bytes: int | None = None, as_dask=None):
+    """``(image, axes)`` of a TIFF's first series (a warning says when there are more): an
+    ndarray, or a dask array for an image larger than ``lazy_bytes`` (default
+    :data:`LAZY_TIFF_BYTES`) read page by page (in memory when dask or zarr is not installed).
+    ``as_dask`` makes that dask array of the series' zarr array (default ``da.from_zarr``)."""
     import tifffile
 
     lazy_bytes = LAZY_TIFF_BYTES if lazy_bytes is None else lazy_bytes
@@ -248,11 +254,18 @@ def read_tiff(path, *, lazy_bytes: int | None = None):
     with tifffile.TiffFile(path) as tif:
         info = tiff_axes(tif)
         series = tif.series[0]
+        if len(tif.series) > 1:
+            warnings.warn(
+                f"the file holds {len(tif.series)} image series (e.g. positions); only the "
+                f"first ({series.axes}, shape {series.shape}) is segmented; save the others "
+                "as files of their own to segment them.",
+                stacklevel=2,
+            )
         if lazy_bytes is None or series.nbytes <= lazy_bytes:
             return series.asarray(), info
 
     store = tifffile.imread(path, aszarr=True, series=0, level=0)
-    return da.from_zarr(zarr.open_array(store, mode="r")), info
+    return (as_dask or da.from_zarr)(zarr.open_array(store, mode="r")), info
 
 
 def _ome_metadata(info: AxesInfo) -> dict:
@@ -283,10 +296,30 @@ def _pages(data, n_page_dims: int):
             yield from block
 
 
+# pixel types OME-XML can describe (no float16, int64, uint64)
+_OME_DTYPES = {
+    np.dtype(t) for t in ("bool", "i1", "u1", "i2", "u2", "i4", "u4", "f4", "f8", "c8", "c16")
+}
+_MICROMETERS = {"nanometer": 1e-3, "micrometer": 1.0, "millimeter": 1e3, "centimeter": 1e4}
+
+
+def _resolution_tags(info: AxesInfo) -> dict:
+    """tifffile's ``resolution`` (pixels per centimetre) of ``info``'s x and y sizes, or {}."""
+    sizes = dict(zip(info.names, zip(info.scale, info.units, strict=True), strict=True))
+    if any(sizes.get(a, (0, None))[1] not in _MICROMETERS for a in "xy"):
+        return {}
+    import tifffile
+
+    per_cm = [1e4 / (sizes[a][0] * _MICROMETERS[sizes[a][1]]) for a in "xy"]
+    return {"resolution": tuple(per_cm), "resolutionunit": tifffile.RESUNIT.CENTIMETER}
+
+
 def write_ome_tiff(path, data, info: AxesInfo, *, rgb: bool = False):
     """Write ``data`` (numpy or dask) as a zlib-compressed OME-TIFF with ``info``'s axes and
     physical sizes; RGB samples (an ``s`` axis) as photometric RGB, interleaved or planar as
-    in ``info``. A dask array is written page by page."""
+    in ``info``. A dask array is written page by page. A dtype OME-XML cannot describe
+    (float16, int64, uint64) is written as a TIFF with tifffile's axes and the x and y pixel
+    sizes in its resolution tags."""
     import tifffile
 
     names = info.names
@@ -301,14 +334,11 @@ def write_ome_tiff(path, data, info: AxesInfo, *, rgb: bool = False):
         n_page = 3
     elif "s" in names[:-2]:  # samples read as planes (--no-rgb): planes of unknown kind
         info = replace(info, names=tuple("q" if n == "s" else n for n in names))
-    elif names[-1] == "s":
+    elif names[-1] == "s":  # samples read as planes, still stored as samples of each pixel
+        options["planarconfig"] = "contig"
         n_page = 3
-    tifffile.imwrite(
-        path,
-        _pages(data, n_page),
-        shape=data.shape,
-        dtype=data.dtype,
-        ome=True,
-        metadata=_ome_metadata(info),
-        **options,
-    )
+    if np.dtype(data.dtype) in _OME_DTYPES:
+        options.update(ome=True, metadata=_ome_metadata(info))
+    else:
+        options.update(ome=False, metadata={"axes": info.described}, **_resolution_tags(info))
+    tifffile.imwrite(path, _pages(data, n_page), shape=data.shape, dtype=data.dtype, **options)

@@ -30,6 +30,7 @@ class NgffImage:
     paths: tuple[str, ...]  # the levels' array paths, full resolution first
     scales: tuple[tuple[float, ...], ...]  # each level's scale
     name: str | None = None
+    shapes: tuple[tuple[int, ...], ...] | None = None  # each level's shape, when all are found
 
 
 def _multiscales(attrs):
@@ -96,13 +97,15 @@ def read_image_metadata(group, ndim: int) -> tuple[dict | None, NgffImage | None
     if found is None or not datasets:
         return entry, None
     names, types, units = found
+    # world = outer scale * (scale * index + translation) + outer translation
     outer, outer_t = _transforms(entry.get("coordinateTransformations"), ndim)
-    scales, translation = [], None
+    scales = []
     for d in datasets:
-        s, t = _transforms(d.get("coordinateTransformations"), ndim)
+        s, _ = _transforms(d.get("coordinateTransformations"), ndim)
         scales.append(tuple(a * b for a, b in zip(s, outer, strict=True)))
-        if translation is None:
-            translation = t
+    _, translation = _transforms(datasets[0].get("coordinateTransformations"), ndim)
+    if translation is not None:  # the full resolution's own, in the world's units
+        translation = [a * b for a, b in zip(translation, outer, strict=True)]
     if outer_t is not None:
         translation = [a + b for a, b in zip(translation or [0.0] * ndim, outer_t, strict=True)]
     axes = AxesInfo(
@@ -113,13 +116,19 @@ def read_image_metadata(group, ndim: int) -> tuple[dict | None, NgffImage | None
         translation=None if translation is None else tuple(translation),
         source=f"NGFF {version}",
     )
+    paths = tuple(str(d.get("path")) for d in datasets)
+    try:
+        shapes = tuple(tuple(group[p].shape) for p in paths)
+    except Exception:  # a level missing or not an array: the writer makes its own shapes
+        shapes = None
     image = NgffImage(
         version="0.5" if version.startswith("0.5") else "0.4",
         zarr_format=group.metadata.zarr_format,
         axes=axes,
-        paths=tuple(str(d.get("path")) for d in datasets),
+        paths=paths,
         scales=tuple(scales),
         name=entry.get("name"),
+        shapes=shapes,
     )
     return entry, image
 
@@ -139,13 +148,16 @@ def _axes_json(axes: AxesInfo) -> list[dict]:
     return out
 
 
-def level_shapes(shape, axes: AxesInfo, ratios=None):
+def level_shapes(shape, axes: AxesInfo, ratios=None, shapes=None):
     """The shapes of the pyramid's levels and their scale factors per axis.
 
     ``ratios``: the input's levels' scales relative to its full resolution (mirrored so that
     the outputs overlay each level); None makes a new pyramid, halving the spatial y and x
-    axes until both are at most :data:`MIN_LEVEL_SIZE`.
+    axes until both are at most :data:`MIN_LEVEL_SIZE`. ``shapes``: the input's levels'
+    shapes, one per ratio (an odd size halves to either side); else the size over the ratio.
     """
+    if ratios is not None and shapes is not None and len(shapes) == len(ratios):
+        return [(tuple(int(n) for n in s), tuple(r)) for s, r in zip(shapes, ratios, strict=True)]
     spatial = [i for i, (n, t) in enumerate(zip(axes.names, axes.types, strict=True))
                if t == "space" and n in ("y", "x")]  # fmt: skip
     if ratios is None:
@@ -185,12 +197,13 @@ class Pending:
 
 
 def create_multiscale(
-    path, data, axes: AxesInfo, *, version="0.4", ratios=None, name=None, label_meta=None,
-    extra_attrs=None,
+    path, data, axes: AxesInfo, *, version="0.4", ratios=None, shapes=None, name=None,
+    label_meta=None, extra_attrs=None,
 ) -> Pending:  # fmt: skip
     """Create the NGFF multiscale group of ``data`` (a dask array) at ``path``: its arrays
     and metadata; :func:`write_levels` then writes the pixels.
 
+    ``ratios`` and ``shapes``: the levels to mirror (see :func:`level_shapes`).
     ``version`` "0.4" writes zarr format 2, "0.5" zarr format 3. ``label_meta`` (the
     ``image-label`` dict) makes it a labels image. ``extra_attrs`` are added to the group's
     attributes (napari-kmeans marks its outputs there).
@@ -203,7 +216,7 @@ def create_multiscale(
     data = data if hasattr(data, "dask") else da.asarray(data)
     chunks = tuple(int(c) for c in data.chunksize)
     arrays, datasets = [], []
-    for i, (shape, ratio) in enumerate(level_shapes(data.shape, axes, ratios)):
+    for i, (shape, ratio) in enumerate(level_shapes(data.shape, axes, ratios, shapes)):
         level_chunks = tuple(min(c, n) for c, n in zip(chunks, shape, strict=True))
         arrays.append(
             _create(group, str(i), shape, data.dtype, level_chunks, axes.names, zarr_format)
