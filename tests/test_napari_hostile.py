@@ -1,0 +1,65 @@
+"""Hostile-user probes of the dock widget: layers replaced, removed or misplaced while it works."""
+
+from __future__ import annotations
+
+import numpy as np
+
+LABELS, RECOLORED = "{} k-means labels", "{} k-means recolored"
+
+
+def _outputs(viewer, name):
+    return viewer.layers[LABELS.format(name)], viewer.layers[RECOLORED.format(name)]
+
+
+def _choose(widget, layer, k=3, seed=0):
+    widget.controls.image.value = layer
+    widget.controls.n_clusters.value = k
+    widget.controls.seed.value = seed
+
+
+def _errors(notes):
+    return [m for m, severity in notes if severity == "error"]
+
+
+def test_a_labels_mask_placed_elsewhere_than_the_image_is_refused(
+    viewer, widget, run_and_wait, notes, bands
+):
+    """A Labels mask of the image's shape but another scale and translate was applied pixel by
+    pixel: it masked other image pixels than those it is drawn over, silently."""
+    image, _ = bands((30, 30))
+    source = viewer.add_image(image, name="img", scale=(2, 2))
+    drawn = np.zeros((30, 30), np.uint8)
+    drawn[:, :15] = 1  # over world columns 30..45: image columns 15..22
+    mask = viewer.add_labels(drawn, name="mask", translate=(0, 30))
+    _choose(widget, source)
+    widget.controls.mask.value = mask
+    run_and_wait(widget)
+    assert [layer.name for layer in viewer.layers] == ["img", "mask"]
+    said = widget.controls.result.value
+    assert said.startswith("Not run: mask 'mask' is placed at scale (1, 1), translate (0, 30)")
+    assert "'img' at scale (2, 2), translate (0, 0)" in said
+    assert "Give it the scale and translate of 'img'" in said and "use a Shapes mask" in said
+    assert said.removeprefix("Not run: ") in _errors(notes)
+    np.testing.assert_array_equal(source.data, image)  # the input is untouched
+    mask.scale, mask.translate = (2, 2), (0, 0)  # placed as the image: its pixels are the image's
+    run_and_wait(widget)
+    labels, _ = _outputs(viewer, "img")
+    np.testing.assert_array_equal(labels.data == 0, drawn == 0)
+
+
+def test_a_seeds_layer_placed_elsewhere_than_the_image_is_refused(
+    viewer, widget, run_and_wait, notes, bands
+):
+    """Seeds, like a Labels mask, were read pixel by pixel whatever their placement."""
+    image, _ = bands((30, 30))
+    source = viewer.add_image(image, name="img", translate=(5, 0))
+    strokes = np.zeros((30, 30), np.uint8)
+    strokes[2:5, 2:5] = 1
+    seeds = viewer.add_labels(strokes, name="strokes", rotate=30)
+    _choose(widget, source)
+    widget.controls.seeds.value = seeds
+    run_and_wait(widget)
+    assert [layer.name for layer in viewer.layers] == ["img", "strokes"]
+    said = widget.controls.result.value
+    assert said.startswith("Not run: seeds 'strokes' is placed differently from 'img'")
+    assert "rotated, sheared or given an affine" in said and "with 'New' next to the seeds" in said
