@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from napari_kmeans import segment
+
 LABELS, RECOLORED = "{} k-means labels", "{} k-means recolored"
 
 
@@ -63,3 +65,30 @@ def test_a_seeds_layer_placed_elsewhere_than_the_image_is_refused(
     said = widget.controls.result.value
     assert said.startswith("Not run: seeds 'strokes' is placed differently from 'img'")
     assert "rotated, sheared or given an affine" in said and "with 'New' next to the seeds" in said
+
+
+def test_new_data_in_the_image_during_a_run_drops_the_run(
+    viewer, widget, held_fit, qtbot, notes, bands, run_and_wait
+):
+    """The source given new data (another shape) while a run computed: the old data's labels
+    were published over the new data, of another shape."""
+    image, _ = bands((30, 30))
+    source = viewer.add_image(image, name="img")
+    _choose(widget, source)
+    widget.controls.run.native.click()
+    qtbot.waitUntil(held_fit.started.is_set, timeout=10_000)
+    new = bands((20, 27), seed=3)[0]
+    source.data = new
+    held_fit.set()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=10_000)
+    assert [layer.name for layer in viewer.layers] == ["img"]
+    said = widget.controls.result.value
+    assert said == (
+        "Dropped: 'img' was given new data during the run; no layer was changed. "
+        "Run again for the new data."
+    )
+    assert any("'img' was given new data during the run" in m for m, _ in notes)
+    run_and_wait(widget)  # the next run segments the new data
+    labels, recolored = _outputs(viewer, "img")
+    np.testing.assert_array_equal(labels.data, segment(new, 3).labels)
+    assert recolored.data.shape == new.shape
