@@ -92,3 +92,46 @@ def test_new_data_in_the_image_during_a_run_drops_the_run(
     labels, recolored = _outputs(viewer, "img")
     np.testing.assert_array_equal(labels.data, segment(new, 3).labels)
     assert recolored.data.shape == new.shape
+
+
+def _settled(widget, qtbot):
+    """Let a preview the widget may start after what it did start and end."""
+    for _ in range(3):
+        qtbot.wait(300)
+        qtbot.waitUntil(lambda: widget.worker is None, timeout=10_000)
+
+
+def test_ticking_live_preview_after_a_run_keeps_the_run_s_result(
+    viewer, widget, run_and_wait, qtbot, bands
+):
+    """Live preview ticked after a Run, no setting changed: a preview of the same settings
+    replaced the Run's result (no longer editable: the Edit tab refuses previews)."""
+    source = viewer.add_image(bands((30, 30))[0], name="img")
+    _choose(widget, source)
+    run_and_wait(widget)
+    labels = viewer.layers[LABELS.format("img")]
+    said = widget.controls.result.value
+    widget.controls.live_preview.value = True
+    _settled(widget, qtbot)
+    assert "preview" not in labels.metadata["kmeans"]
+    assert widget.controls.result.value == said
+    widget.controls.n_clusters.value = 2  # a change is previewed
+    _settled(widget, qtbot)
+    assert labels.metadata["kmeans"]["preview"] is True and np.unique(labels.data).size == 2
+
+
+def test_ticking_live_preview_during_a_run_keeps_the_run_s_result(
+    viewer, widget, held_fit, qtbot, bands
+):
+    """Live preview ticked while a Run computed: once the Run ended, a preview of the same
+    settings replaced its result."""
+    source = viewer.add_image(bands((30, 30))[0], name="img")
+    _choose(widget, source)
+    widget.controls.run.native.click()
+    qtbot.waitUntil(held_fit.started.is_set, timeout=10_000)
+    widget.controls.live_preview.value = True
+    held_fit.set()
+    _settled(widget, qtbot)
+    labels = viewer.layers[LABELS.format("img")]
+    assert "preview" not in labels.metadata["kmeans"]
+    assert not widget.controls.result.value.startswith("Preview")
