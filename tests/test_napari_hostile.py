@@ -135,3 +135,26 @@ def test_ticking_live_preview_during_a_run_keeps_the_run_s_result(
     labels = viewer.layers[LABELS.format("img")]
     assert "preview" not in labels.metadata["kmeans"]
     assert not widget.controls.result.value.startswith("Preview")
+
+
+def test_new_data_while_a_run_waits_behind_a_preview_drops_the_run(
+    viewer, widget, held_fit, qtbot, bands, notes
+):
+    """Run pressed during a live preview waits for the preview to end, with the layers read
+    at the click; the image given new data meanwhile: the old data's Run was still published
+    (labels of the old shape over the new data) before a preview of the new data."""
+    source = viewer.add_image(bands((30, 30))[0], name="img")
+    _choose(widget, source)
+    widget.controls.live_preview.value = True
+    qtbot.waitUntil(held_fit.started.is_set, timeout=10_000)  # the preview of the old data
+    widget.controls.run.native.click()  # waits behind the preview
+    new = bands((20, 27), seed=3)[0]
+    source.data = new
+    shapes = []
+    viewer.layers.events.inserted.connect(lambda e: shapes.append(e.value.data.shape))
+    held_fit.set()
+    _settled(widget, qtbot)
+    assert set(shapes) == {(20, 27)}  # no layer of the old data's shape was shown
+    assert any("'img' was given new data during the run" in m for m, _ in notes)
+    labels, _ = _outputs(viewer, "img")
+    np.testing.assert_array_equal(labels.data, segment(new, 3).labels)
