@@ -114,20 +114,59 @@ def mask_array(viewer, layer, source, shape: tuple[int, ...], *, lazy=False):
         raise InputError(f"mask '{layer.name}' must be a Labels or Shapes layer.")
     data = _labels_of_shape(
         layer, source, shape, "mask", "use a Labels layer of that shape (in napari: select the "
-        "image, then Layers > New Labels Layer) or a Shapes layer.", lazy,
+        "image, then Layers > New Labels Layer) or a Shapes layer.",
+        "use a Shapes mask, which is placed through world coordinates", lazy,
     )  # fmt: skip
     return data > 0
 
 
-def _labels_of_shape(layer, source, shape, what: str, fix: str, lazy: bool):
+def _numbers(values) -> str:
+    return "(" + ", ".join(f"{float(v):g}" for v in values) + ")"
+
+
+def _only_scaled(layer) -> bool:
+    """``layer`` has no rotate, shear or affine: its scale and translate say where it is."""
+    n = layer.ndim
+    return (
+        np.allclose(layer.rotate, np.eye(n)) and np.allclose(layer.shear, 0)
+        and np.allclose(layer.affine.affine_matrix, np.eye(n + 1))
+    )  # fmt: skip
+
+
+def _check_placed_like(layer, source, what: str, other: str) -> None:
+    """Raise :class:`InputError` (naming ``what`` it is and the ``other`` way) unless each pixel
+    of ``layer`` lies on the pixel of ``source`` of the same index (it is read pixel by pixel)."""
+    corners = np.vstack([np.zeros(source.ndim), np.eye(source.ndim)])  # origin and unit steps
+    mine = np.array([layer.data_to_world(p) for p in corners], dtype=float)
+    theirs = np.array([source.data_to_world(p) for p in corners], dtype=float)
+    if np.allclose(mine, theirs, rtol=1e-6, atol=1e-6 * float(np.min(np.abs(source.scale)))):
+        return
+    if _only_scaled(layer) and _only_scaled(source):
+        found = (
+            f"is placed at scale {_numbers(layer.scale)}, translate {_numbers(layer.translate)}, "
+            f"but '{source.name}' at scale {_numbers(source.scale)}, translate "
+            f"{_numbers(source.translate)}"
+        )
+    else:
+        found = f"is placed differently from '{source.name}' (rotated, sheared or given an affine)"
+    raise InputError(
+        f"{what} '{layer.name}' {found}: each of its pixels would stand for the image pixel of "
+        f"the same index, not the one it is drawn over. Give it the scale and translate of "
+        f"'{source.name}' (and its rotate, shear and affine), or {other}."
+    )
+
+
+def _labels_of_shape(layer, source, shape, what: str, fix: str, other: str, lazy: bool):
     """The full-resolution data of Labels ``layer`` (dask with ``lazy``), checked to have the
-    source's spatial ``shape`` (else an InputError naming ``what`` it is and the ``fix``)."""
+    source's spatial ``shape`` (else an InputError naming ``what`` it is and the ``fix``) and
+    placement (else one naming the ``other`` way)."""
     data = levels(layer)[0]
     if tuple(data.shape) != shape:
         raise InputError(
             f"{what} '{layer.name}' has shape {tuple(data.shape)}, but the pixels of "
             f"'{source.name}' are laid out as {shape}; {fix}"
         )
+    _check_placed_like(layer, source, what, other)
     if lazy:
         import dask.array as da
 
@@ -142,7 +181,8 @@ def seeds_array(viewer, layer, source, shape: tuple[int, ...], *, lazy=False):
     if not isinstance(layer, Labels):
         raise InputError(f"seeds '{layer.name}' must be a Labels layer of scribbles.")
     fix = "make a seeds layer of that shape with 'New' next to the seeds choice."
-    data = _labels_of_shape(layer, source, shape, "seeds", fix, lazy)
+    other = "make a seeds layer placed as the image with 'New' next to the seeds choice"
+    data = _labels_of_shape(layer, source, shape, "seeds", fix, other, lazy)
     return data if lazy else data.copy()  # strokes painted while the run computes stay out
 
 

@@ -149,12 +149,28 @@ class LivePreview:
 
     def _toggled(self, value) -> None:
         if value:
+            if self.shown == self.generation and self._run_shows_it():
+                return  # no setting changed since that Run: a preview would only replace it
             self.changed()
         else:
             self.timer.stop()
             self.kept.clear()
             if self.host.previewing():
                 self.host.stop_flight()
+
+    def _run_shows_it(self) -> bool:
+        """A Run's result (done, or in flight) is of the scope a preview would show now."""
+        host = self.host
+        source = host.controls.image.value
+        try:
+            sliced = source is not None and bool(inputs.slice_index(host._viewer, source))
+        except InputError:
+            return False
+        if host.busy():
+            info = host._run.info
+            return info.source is source and bool(getattr(info, "slice_index", None)) == sliced
+        made = host.session.previous(source)
+        return made is not None and not made.preview and made.sliced == sliced
 
     def _step(self, *_) -> None:
         """The slider moved: preview again only if the slice of the chosen image changed."""

@@ -146,9 +146,27 @@ class KMeansWidget(QWidget):
         self._source_changed()
 
     def _data_changed(self, event) -> None:
-        """New data in an image layer (a script, another plugin): its shape, and so the extra
-        channels and the scope offered, may have changed, as for another image chosen."""
-        if not self.preview.closed and not self.publishing and _segmentable(event.source):
+        """New data in an image layer (a script, another plugin): a run reading it is dropped
+        (its result would be of the old data); its shape, and so the extra channels and the
+        scope offered, may have changed, as for another image chosen."""
+        if self.preview.closed or self.publishing:
+            return
+        layer = event.source
+        dropped = (
+            f"Dropped: '{layer.name}' was given new data during the run; no layer was changed. "
+            "Run again for the new data."
+        )
+        flight = self._run  # a preview follows new data by itself (a newer one replaces it)
+        if flight is not None and flight.preview is None and self._reads(flight.info, layer):
+            self._stop.set()
+            self._worker.quit()
+            self._stopped = dropped
+            show_warning(f"'{layer.name}' was given new data during the run; it was dropped.")
+        if self._queued is not None and self._reads(self._queued[2], layer):
+            self._queued = None  # a run (or edit) waiting behind a preview, read at its click
+            self._say(dropped)
+            show_warning(f"'{layer.name}' was given new data during the run; it was dropped.")
+        if _segmentable(layer):
             self._source_changed()
 
     def _source_changed(self, *_) -> None:
@@ -423,10 +441,15 @@ class KMeansWidget(QWidget):
             self._stop.set()
             self._worker.quit()
 
+    @staticmethod
+    def _reads(info, layer) -> bool:
+        """The run, edit or preview made from ``info`` reads (or writes) ``layer``."""
+        return any(layer is read for read in info.layers)
+
     def _layer_removed(self, event) -> None:
         gone = event.value
         self.session.forget(gone)
-        if self._run is not None and any(gone is layer for layer in self._run.info.layers):
+        if self._run is not None and self._reads(self._run.info, gone):
             self._stop.set()
             self._worker.quit()
             self._stopped = f"Dropped: '{gone.name}' was removed during the run."
