@@ -158,3 +158,22 @@ def test_new_data_while_a_run_waits_behind_a_preview_drops_the_run(
     assert any("'img' was given new data during the run" in m for m, _ in notes)
     labels, _ = _outputs(viewer, "img")
     np.testing.assert_array_equal(labels.data, segment(new, 3).labels)
+
+
+def test_keep_ids_after_the_image_changed_dtype_runs_without_matching(
+    viewer, widget, run_and_wait, notes, bands
+):
+    """With keep label numbers on, a Run after the image's data became 16-bit passed the
+    8-bit run's model as match_to, which the engine refuses (raw values of other units)."""
+    image, _ = bands((30, 30))
+    source = viewer.add_image(image.astype(np.uint8), name="img")
+    _choose(widget, source)
+    widget.controls.keep_ids.value = True
+    run_and_wait(widget)
+    wide = image.astype(np.uint16) * 257
+    source.data = wide
+    run_and_wait(widget)
+    assert _errors(notes) == []
+    labels, _ = _outputs(viewer, "img")
+    expected = segment(wide, 3, seed=0).labels
+    np.testing.assert_array_equal(labels.data, expected)

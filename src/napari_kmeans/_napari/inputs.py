@@ -414,7 +414,7 @@ def fit_on_slice_job(viewer, source, params: Params, *, extras=(), mask=None, **
 def model_of(labels, source, extras, params: Params) -> KMeansModel | None:
     """The model recorded in k-means ``labels`` (a layer), when a run on ``source`` (+
     ``extras``) with ``params`` can match its label IDs to it (the same channels and colour
-    space); None otherwise."""
+    space, values in the model's units: ``KMeansModel.compares_with``); None otherwise."""
     meta = labels.metadata.get(KEY) or {}
     try:
         model = KMeansModel.from_dict(meta["model"])
@@ -427,7 +427,8 @@ def model_of(labels, source, extras, params: Params) -> KMeansModel | None:
         int(channels),
         params.color_space,
     )
-    return model if same else None
+    dtype = levels(source)[0].dtype
+    return model if same and model.compares_with(dtype) else None
 
 
 def params_of(model: KMeansModel) -> Params:
