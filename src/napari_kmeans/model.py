@@ -714,9 +714,32 @@ class KMeansModel:
             ) from None
         return cls.from_json(text)
 
-    def save(self, path) -> None:
-        """Write the model to ``path`` as JSON (UTF-8); :meth:`load` reads it back."""
-        Path(path).write_text(self.to_json() + "\n", encoding="utf-8")
+    def save(self, path, *, overwrite: bool = False) -> None:
+        """Write the model to ``path`` as JSON (UTF-8); :meth:`load` reads it back.
+
+        An existing file is replaced only with ``overwrite=True``.
+
+        Raises
+        ------
+        FileExistsError
+            If ``path`` exists and ``overwrite`` is False.
+        OSError
+            If the file cannot be written.
+        """
+        if not isinstance(overwrite, bool):
+            raise TypeError(
+                f"overwrite must be True or False, got {overwrite!r} ({type(overwrite).__name__})."
+            )
+        path = Path(path)
+        text = self.to_json() + "\n"
+        try:
+            with open(path, "w" if overwrite else "x", encoding="utf-8") as fh:
+                fh.write(text)
+        except FileExistsError:
+            raise FileExistsError(
+                f"'{path}' already exists; pass overwrite=True to replace it, or choose another "
+                "path."
+            ) from None
 
     @classmethod
     def from_dict(cls, data) -> KMeansModel:

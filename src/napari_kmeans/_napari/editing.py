@@ -428,7 +428,7 @@ def save_model(layer, path) -> Path:
     model = layer_model(layer)
     path = Path(path)
     try:
-        model.save(path)
+        model.save(path, overwrite=True)  # the save dialog asked before replacing
     except OSError as err:
         raise InputError(f"could not write '{path}': {err.strerror or err}.") from None
     return path
