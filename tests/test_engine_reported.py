@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_kmeans import KMeansModel, segment
+from napari_kmeans import KMeansModel, Params, fit, fit_many, segment, segment_frames
 
 BANDS = np.repeat(np.array([[0, 10, 100, 110, 200, 210]], np.uint8), 4, axis=0)
 
@@ -28,3 +28,62 @@ def test_save_writes_a_new_file_without_being_asked(tmp_path):
     model = segment(BANDS, 3).model
     model.save(tmp_path / "new.json")
     assert KMeansModel.load(tmp_path / "new.json").colors.ravel().tolist() == [5.0, 105.0, 205.0]
+
+
+# -- 2. pin_seeds without seeds is refused, on every entry point ---------------------------------
+
+PIN = r"pin_seeds=True .* but {}.*pass seeds=.* or drop pin_seeds"
+
+
+def _lazy(image):
+    import dask.array as da
+
+    return da.from_array(image, chunks=(2, 3))
+
+
+@pytest.mark.parametrize(
+    "run",
+    [
+        lambda: segment(BANDS, 3, pin_seeds=True),
+        lambda: fit(BANDS, 3, pin_seeds=True),
+        lambda: segment(_lazy(BANDS), 3, pin_seeds=True),
+        lambda: fit(_lazy(BANDS), 3, pin_seeds=True),
+        lambda: segment(BANDS, 3, pin_seeds=True, smoothing=1.0),
+        lambda: segment(_lazy(BANDS), 3, pin_seeds=True, smoothing=1.0),
+        lambda: fit_many([BANDS, BANDS], params=Params(n_clusters=3, pin_seeds=True)),
+        lambda: segment_frames(np.stack([BANDS, BANDS]), 3, pin_seeds=True),
+    ],
+    ids=["segment", "fit", "segment-dask", "fit-dask", "recipe", "recipe-dask", "fit_many",
+         "segment_frames"],
+)  # fmt: skip
+def test_pin_seeds_without_seeds_is_refused(run):
+    with pytest.raises(ValueError, match=PIN.format(r"no seeds were given \(seeds=None\)")):
+        run()
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_pin_seeds_with_seeds_that_mark_no_pixel_is_refused(lazy):
+    image = _lazy(BANDS) if lazy else BANDS
+    with pytest.raises(ValueError, match=PIN.format(r"the seeds mark no pixel \(all 0\)")):
+        segment(image, 3, seeds=np.zeros(BANDS.shape, np.uint8), pin_seeds=True)
+    with pytest.raises(ValueError, match=PIN.format(r"the seeds mark no pixel \(all 0\)")):
+        segment_frames(
+            np.stack([BANDS, BANDS]), 3, seeds=np.zeros((2, *BANDS.shape), np.uint8),
+            pin_seeds=True,
+        )  # fmt: skip
+
+
+def test_segment_frames_pins_the_seeded_frame_and_fits_the_others_freely():
+    movie = np.stack([BANDS, BANDS])
+    seeds = np.zeros(movie.shape, np.uint8)
+    seeds[1, :, 0] = 1  # value 0 only: pinned centre 0, not 5
+    r = segment_frames(movie, 3, seeds=seeds, pin_seeds=True)
+    assert r.frames[1].model.pinned and r.frames[1].model.colors.ravel().tolist() == [
+        0.0, 105.0, 205.0,
+    ]  # fmt: skip
+    assert not r.frames[0].model.pinned  # no scribble on frame 0: fitted unseeded, then matched
+    assert r.frames[0].model.colors.ravel().tolist() == [5.0, 105.0, 205.0]
+    np.testing.assert_array_equal(r.labels[0], r.labels[1])
+    # pinning is the same as without segment_frames on the seeded frame
+    one = segment(BANDS, 3, seeds=seeds[1], pin_seeds=True)
+    np.testing.assert_array_equal(r.labels[1], one.labels)

@@ -113,6 +113,7 @@ def fit_lazy(
     if match_to is not None:
         matching.reference_model(match_to)  # refuse a wrong type before the passes
     means = None if seeds is None else seed_means_of_blocks(laid, seeds, params.n_clusters)
+    sd.check_pinned(params.pin_seeds, seeds, means is not None)
     ft.tick(progress, 0.0, "reading blocks")
     if not params.recipe.is_plain:
         if means is not None:

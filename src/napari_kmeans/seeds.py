@@ -147,6 +147,24 @@ def finish_means(sums, n_clusters) -> SeedMeans | None:
     return SeedMeans(fsums / w, csums / w, counts)
 
 
+def check_pinned(pin_seeds: bool, seeds, seeded: bool) -> None:
+    """Refuse ``pin_seeds`` without seed classes to pin (the one home of this rule).
+
+    ``seeds`` as given (None: not given), ``seeded`` whether they mark any pixel. Raises
+    ValueError naming what was found and the fix.
+    """
+    if not pin_seeds or seeded:
+        return
+    found = (
+        "no seeds were given (seeds=None)" if seeds is None else "the seeds mark no pixel (all 0)"
+    )
+    raise ValueError(
+        f"pin_seeds=True holds the seeded clusters' centres at their scribbles' means, but "
+        f"{found}; pass seeds= (an integer image: 1..m on scribbled pixels, 0 elsewhere) or "
+        "drop pin_seeds."
+    )
+
+
 def seed_means(prep: ft.Prepared, seeds, n_clusters, source: ft.Prepared | None = None):
     """The :class:`SeedMeans` of an in-memory laid-out image (None when nothing is seeded)."""
     seeds = check_seeds(np.asarray(seeds), prep.spatial_shape, n_clusters)

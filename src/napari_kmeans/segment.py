@@ -16,6 +16,7 @@ on dask arrays, block by block.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, replace
 
@@ -27,7 +28,7 @@ from . import seeds as sd
 from .compress import Support, codec_for, compress
 from .fitting import Fit, Segmentation, WeightedFit, fit_support, fit_weighted
 from .model import KMeansModel, Labelling
-from .params import make_params
+from .params import Params, make_params
 from .recipe import (
     Recipe,
     feature_moments,
@@ -200,6 +201,7 @@ def fit_prepared(
     means = None
     if seeds is not None:
         means = sd.seed_means(pixels, seeds, params.n_clusters, prepared.source)
+    sd.check_pinned(params.pin_seeds, seeds, means is not None)
     res = fit_support(
         prepared.support, prepared.spec, pixels.dtype, params, ft.checked_progress(progress),
         reduce=reduce_chunks(pixels.pixels, pixels.valid), seeds=means,
@@ -338,7 +340,8 @@ def segment(
         :mod:`napari_kmeans.seeds`.
     pin_seeds : bool, optional
         Keep the seeded centres at their seed means (their colours, in ``centers``, are the
-        seeds' mean input values); the free clusters still move.
+        seeds' mean input values); the free clusters still move. Refused (ValueError) without
+        ``seeds`` or with seeds that mark no pixel.
     match_to : KMeansModel or Segmentation, optional
         An earlier model (or result): labels are renumbered to its IDs by minimum total
         distance between the clusters' colours; unmatched new clusters get the next free IDs,
@@ -583,6 +586,7 @@ def fit_many(
         params, n_clusters=n_clusters, color_space=color_space, seed=seed, n_init=n_init,
         max_iter=max_iter, tol=tol,
     )  # fmt: skip
+    sd.check_pinned(params.pin_seeds, None, False)  # fit_many takes no seeds
     if not params.recipe.is_plain:
         return _fit_many_features(images, masks, params, channel_axis, rgb, progress)
     supports, layout = [], None
@@ -822,6 +826,10 @@ def segment_frames(
     # the first frame with scribbles goes first: its seed classes fix the IDs, which are then
     # matched forward to the last frame and backward to the first
     start = _first_seeded(seeds, n, t_sp, ndim, ch)
+    settings = {name: kwargs.pop(name) for name in list(kwargs) if name in _SETTINGS}
+    params = make_params(kwargs.pop("params", None), n_clusters=n_clusters, **settings)
+    sd.check_pinned(params.pin_seeds, seeds, seeds is not None and bool(np.any(seeds)))
+    free = params.replace(pin_seeds=False)  # frames without a scribble: nothing to pin
     order = [*range(start, n), *range(start - 1, -1, -1)]
     frames, previous, empty = [None] * n, match_to, []
     fitted_at = {}
@@ -834,10 +842,12 @@ def segment_frames(
             empty.append(t)  # masked out entirely: label 0, as a mask gives elsewhere
             frames[t] = frame
             continue
+        frame_seeds = _frame_of(seeds, t, t_sp, ndim, ch)
+        seeded = frame_seeds is not None and bool(np.any(frame_seeds))
         r = segment(
-            frame, n_clusters, channel_axis=frame_ch, mask=frame_mask,
-            seeds=_frame_of(seeds, t, t_sp, ndim, ch), match_to=previous,
-            progress=ft.part(progress, i / n, (i + 1) / n), **kwargs,
+            frame, channel_axis=frame_ch, mask=frame_mask, seeds=frame_seeds,
+            match_to=previous, progress=ft.part(progress, i / n, (i + 1) / n),
+            params=params if seeded else free, **kwargs,
         )  # fmt: skip
         frames[t] = r
         fitted_at[t] = r.model
@@ -860,6 +870,9 @@ def segment_frames(
     labels = np.stack([f.labels.astype(dtype) for f in frames], axis=t_sp)
     recolored = np.stack([f.recolored for f in frames], axis=t_ax)
     return FramesSegmentation(labels, recolored, tuple(frames))
+
+
+_SETTINGS = frozenset(field.name for field in dataclasses.fields(Params))
 
 
 def _check_timelapse(image, t_ax, ch, **per_pixel):
