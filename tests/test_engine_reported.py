@@ -87,3 +87,48 @@ def test_segment_frames_pins_the_seeded_frame_and_fits_the_others_freely():
     # pinning is the same as without segment_frames on the seeded frame
     one = segment(BANDS, 3, seeds=seeds[1], pin_seeds=True)
     np.testing.assert_array_equal(r.labels[1], one.labels)
+
+
+# -- 3. an image with no valid pixel: the dask path refuses it as memory does --------------------
+
+NO_PIXEL = r"no pixel is left to cluster: all 24 pixels are masked"
+
+
+@pytest.mark.parametrize("recipe", [{}, {"smoothing": 1.0}, {"min_size": 2}])
+def test_lazy_outputs_refuse_an_in_memory_mask_that_leaves_no_pixel(recipe):
+    from napari_kmeans.lazy import confidence_lazy, predict_lazy
+
+    model = segment(BANDS, 3, **recipe).model
+    nothing = np.zeros(BANDS.shape, bool)
+    for run in (model.predict, model.confidence):  # in memory: refused
+        with pytest.raises(ValueError, match=NO_PIXEL):
+            run(BANDS, mask=nothing)
+    for run in (predict_lazy, confidence_lazy):  # were all 0 / all NaN, silently
+        with pytest.raises(ValueError, match=NO_PIXEL):
+            run(model, _lazy(BANDS), mask=nothing)
+    with pytest.raises(ValueError, match=NO_PIXEL):
+        segment(_lazy(BANDS), 3, mask=nothing, **recipe)
+    # one pixel left: labelled there only, as in memory
+    one = nothing.copy()
+    one[0, 5] = True
+    labels = predict_lazy(model, _lazy(BANDS), mask=one).compute()
+    np.testing.assert_array_equal(labels, model.predict(BANDS, mask=one))
+    assert labels[0, 5] == 3 and np.count_nonzero(labels) == 1
+
+
+def test_lazy_blocks_without_a_valid_pixel_are_0_and_nan_when_known_only_at_compute():
+    """A dask mask, NaN or transparency are known block by block only: telling that the whole
+    image has no valid pixel would read all of it before any block (napari draws a few). Such
+    blocks are 0 (labels) and NaN (confidence), as documented in predict_lazy."""
+    import dask.array as da
+
+    from napari_kmeans.lazy import confidence_lazy, predict_lazy
+
+    model = segment(BANDS.astype(np.float32), 3).model
+    image = BANDS.astype(np.float32)
+    image[:, :3] = np.nan  # the left blocks have no valid pixel
+    labels = predict_lazy(model, _lazy(image)).compute()
+    assert labels[:, :3].tolist() == [[0, 0, 0]] * 4
+    np.testing.assert_array_equal(labels[:, 3:], model.predict(BANDS[:, 3:].astype(np.float32)))
+    conf = confidence_lazy(model, _lazy(image), mask=da.zeros(BANDS.shape, dtype=bool, chunks=2))
+    assert np.isnan(conf.compute()).all()

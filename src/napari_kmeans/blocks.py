@@ -106,7 +106,13 @@ def as_dask_image(image, name="image"):
 
 
 def lay_out_blocks(image, spec: ft.FeatureSpec, mask=None) -> LazyImage:
-    """Put the channel axis of a dask ``image`` in one chunk and align ``mask`` with it."""
+    """Put the channel axis of a dask ``image`` in one chunk and align ``mask`` with it.
+
+    An in-memory ``mask`` that leaves no pixel is refused here, as in memory (ValueError). A
+    dask mask, non-finite values and transparency are known only block by block: blocks
+    without a valid pixel give 0 (labels) or NaN (confidence), since telling that the whole
+    image has none would read all of it before any block could be shown.
+    """
     da = dask_array_module()
     if spec.channel_axis is not None:
         image = image.rechunk({spec.channel_axis % image.ndim: -1})
@@ -124,8 +130,12 @@ def lay_out_blocks(image, spec: ft.FeatureSpec, mask=None) -> LazyImage:
         )
     ft.check_mask_dtype(mask.dtype)
     chunks = lazy.spatial_chunks
-    mask = mask.rechunk(chunks) if is_dask(mask) else da.from_array(mask, chunks)
-    return LazyImage(spec, image, ft.mask_inside(mask), lazy.dtype)
+    if is_dask(mask):
+        return LazyImage(spec, image, ft.mask_inside(mask.rechunk(chunks)), lazy.dtype)
+    inside = ft.mask_inside(mask)
+    if not inside.any():
+        raise no_pixel_left(lazy)
+    return LazyImage(spec, image, da.from_array(inside, chunks), lazy.dtype)
 
 
 def no_pixel_left(lazy: LazyImage) -> ValueError:

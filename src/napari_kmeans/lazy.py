@@ -174,7 +174,9 @@ def _confidence_block(block, mask_block=None, *, model, spec, image_dtype, chunk
 def confidence_lazy(model, image, *, mask=None, rgb=None, chunk_size=None):
     """:meth:`KMeansModel.confidence` for dask arrays: a lazy float32 image in 0..1.
 
-    The image's spatial shape and chunks; NaN on masked and invalid pixels. For a model with
+    The image's spatial shape and chunks; NaN on masked and invalid pixels. An in-memory
+    ``mask`` that leaves no pixel is refused (ValueError), as in memory; a dask mask, NaN or
+    transparency that leave none give NaN everywhere (see :func:`predict_lazy`). For a model with
     a feature recipe, in its feature space (the features computed block by block with overlap,
     as for :func:`predict_lazy`); the clean-up is not part of it, as in memory.
     """
@@ -269,7 +271,14 @@ def predict_lazy(model, image, *, mask=None, chunk_size=None, rgb=None):
     -------
     labels : dask array
         The image's spatial shape and chunks, the model's label dtype; nothing is computed yet.
-        Blocks with no valid pixel are 0 (``predict`` raises instead, for a whole image).
+        Blocks with no valid pixel are 0. An in-memory ``mask`` that leaves no pixel is
+        refused, as by ``predict``; a dask mask, NaN or transparency that leave none give
+        zeros, since telling so would read the whole image before any block.
+
+    Raises
+    ------
+    ValueError
+        When an in-memory ``mask`` leaves no pixel, or the image does not fit the model.
 
     Examples
     --------
