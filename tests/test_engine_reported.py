@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from napari_kmeans import KMeansModel, Params, fit, fit_many, segment, segment_frames
+from napari_kmeans.edit import split
 
 BANDS = np.repeat(np.array([[0, 10, 100, 110, 200, 210]], np.uint8), 4, axis=0)
 
@@ -132,3 +133,32 @@ def test_lazy_blocks_without_a_valid_pixel_are_0_and_nan_when_known_only_at_comp
     np.testing.assert_array_equal(labels[:, 3:], model.predict(BANDS[:, 3:].astype(np.float32)))
     conf = confidence_lazy(model, _lazy(image), mask=da.zeros(BANDS.shape, dtype=bool, chunks=2))
     assert np.isnan(conf.compute()).all()
+
+
+# -- 4. split cleans the split cluster's pixels as predict does ------------------------------------
+
+
+def _two_parts_with_specks():
+    """A dark left half and a bright right half whose top (100) and bottom (140) are the parts a
+    split finds; single-pixel specks of each part inside the other, which a clean-up removes."""
+    image = np.zeros((12, 12), np.uint8)
+    image[:, 6:] = 100
+    image[6:, 6:] = 140
+    image[2, 8] = image[3, 10] = 140
+    image[8, 8] = 100
+    truth = np.ones((12, 12), np.uint8)
+    truth[:, 6:] = 2
+    truth[6:, 6:] = 3
+    return image, truth
+
+
+@pytest.mark.parametrize(
+    "cleanup", [{"min_size": 4}, {"majority": 1}, {"min_size": 4, "smoothing": 0.5}]
+)
+@pytest.mark.parametrize("keep_ids", [False, True])
+def test_split_cleans_the_split_pixels_like_predict(cleanup, keep_ids):
+    image, truth = _two_parts_with_specks()
+    r = segment(image, 2, **cleanup)
+    model, labels = split(r.model, image, r.labels, 2, keep_ids=keep_ids)
+    np.testing.assert_array_equal(labels, truth)  # the specks were left as sub-clusters
+    np.testing.assert_array_equal(model.predict(image), labels)

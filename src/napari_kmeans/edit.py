@@ -280,7 +280,11 @@ def split(model: KMeansModel, image, labels, target, n=2, *, seed=0, n_init=4, p
     labels; clusters brighter than the target are renumbered up to make room (with
     ``keep_ids``, no cluster is renumbered: the darkest part keeps ``target`` and the others
     take the labels after the largest, k + 1 onwards). The model gains
-    sub-centres under the target's centres, so it reproduces the new labels. The result may
+    sub-centres under the target's centres, so it reproduces the new labels. A model with a
+    clean-up (majority, minimum size) cleans the target's new labels as :meth:`predict` does,
+    with the other pixels as they are (they are never changed): the split's labels are then
+    those ``predict`` gives with the new model wherever the clean-up does not reach across the
+    target's border. The result may
     have at most 1000 labels, 4096 centres and 32 levels of splits (the limits of a model file).
 
     ``progress(fraction, step)``, if given, is called regularly during the k-means of the
@@ -361,6 +365,8 @@ def split(model: KMeansModel, image, labels, target, n=2, *, seed=0, n_init=4, p
     provisional = labels.astype(label_dtype(max(top, k) + m), copy=True)
     provisional[labels > k] += m  # labels painted beyond k make room for the sub-clusters
     provisional[inside] = sub.labels[inside].astype(np.int64) + k
+    if model.recipe is not None and model.recipe.cleans:  # the clean-up predict applies
+        provisional[inside] = model.recipe.clean(provisional)[inside]
     if keep_ids:  # the darkest part keeps the target's label, the others follow the largest
         # dark to bright in source colours (a recipe's sub-clusters are ordered in its features)
         order = np.lexsort((*sub_colors.T[::-1], ft.luminance(sub_colors, spec)))
