@@ -162,3 +162,43 @@ def test_split_cleans_the_split_pixels_like_predict(cleanup, keep_ids):
     model, labels = split(r.model, image, r.labels, 2, keep_ids=keep_ids)
     np.testing.assert_array_equal(labels, truth)  # the specks were left as sub-clusters
     np.testing.assert_array_equal(model.predict(image), labels)
+
+
+# -- 5. a recipe's colours are the same to the last bit in memory and on dask ---------------------
+
+
+@pytest.mark.parametrize("chunks", [16, (64, 5), (7, 64)])
+def test_recipe_colours_and_recolored_equal_in_memory_and_on_dask(chunks):
+    import dask.array as da
+
+    image = np.random.default_rng(0).random((64, 64)) * 200  # float64: sums depend on order
+    want = segment(image, 3, smoothing=1.0)
+    got = segment(da.from_array(image, chunks=chunks), 3, smoothing=1.0)
+    np.testing.assert_array_equal(got.labels.compute(), want.labels)
+    np.testing.assert_array_equal(got.model.colors, want.model.colors)  # 1 ulp apart before
+    np.testing.assert_array_equal(got.recolored.compute(), want.recolored)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.int64])
+def test_cluster_sums_are_the_exact_sums_rounded_once_whatever_the_order(dtype):
+    import math
+
+    from napari_kmeans.features import cluster_sums
+
+    rng = np.random.default_rng(1)
+    n, k = 200_000, 3  # several steps of cluster_sums
+    if dtype == np.int64:
+        values = rng.integers(-(2**62), 2**62, (n, 2))
+    else:
+        scale = 10.0 ** rng.integers(-30 if dtype == np.float64 else -12, 12, (n, 2))
+        values = (rng.normal(0, 1, (n, 2)) * scale).astype(dtype)
+    values[::7] = 0.0
+    labels = rng.integers(0, k + 1, n)
+    counts, sums = cluster_sums(labels, values, k)
+    for j in range(1, k + 1):
+        assert counts[j - 1] == np.count_nonzero(labels == j)
+        for c in range(2):
+            assert sums[j - 1, c] == math.fsum(values[labels == j, c].tolist())
+    order = rng.permutation(n)
+    again = cluster_sums(labels[order], values[order], k)
+    np.testing.assert_array_equal(again[1], sums)

@@ -8,6 +8,7 @@ RGB). Everything else in the engine works on the ``(n_pixels, n_channels)`` arra
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from numbers import Integral, Real
 
@@ -476,6 +477,93 @@ def cast_colors(colors: np.ndarray, dtype) -> np.ndarray:
 
 
 SUMS_STEP = 1 << 16  # pixels per step of cluster_sums (cache-sized temporaries)
+PIECE_BITS = 18  # a 53-bit significand in 3 pieces: a bucket's sums stay exact to 2**35 pixels
+
+
+def _exactly_summed(dtype) -> bool:
+    """Whether float64 sums of these values are exact (and so independent of their order):
+    bool and integers of up to 16 bits, for fewer than 2**37 pixels."""
+    return dtype.kind == "b" or (dtype.kind in "ui" and dtype.itemsize <= 2)
+
+
+def sums_step(labels: np.ndarray, values: np.ndarray, k: int):
+    """Per-chunk step of per-cluster sums that do not depend on the order of the pixels.
+
+    ``labels`` (n,) 0..k (0 is summed too, and dropped by :func:`finish_sums`), ``values``
+    (n, c). Returns ``(counts, emin, parts)``: for values whose float64 sums are exact
+    (``emin`` None) ``parts`` are the sums ``(k + 1, c)``; otherwise each value's significand
+    is an integer (float32: one piece of 24 bits; others: three of 18 bits), summed exactly
+    per (exponent, cluster, channel, piece) in ``parts`` ``(n_exponents, k + 1, c, pieces)``
+    from exponent ``emin`` (exact up to 2**29, resp. 2**35, pixels per exponent).
+    :func:`merge_sums` adds two steps; :func:`finish_sums` rounds the exact totals once.
+    Non-finite values (invalid pixels, label 0) only spoil label 0's sums.
+    """
+    lab = labels.astype(np.intp, copy=False)
+    counts = np.bincount(lab, minlength=k + 1).astype(np.int64)
+    c = values.shape[1]
+    if _exactly_summed(values.dtype):
+        sums = np.zeros((k + 1, c))
+        for ch in range(c):
+            sums[:, ch] = np.bincount(lab, weights=values[:, ch], minlength=k + 1)
+        return counts, None, sums
+    single = values.dtype.kind == "f" and values.dtype.itemsize <= 4
+    wide = single or values.dtype == np.float64
+    split = [np.frexp(values[:, ch] if wide else values[:, ch].astype(np.float64))
+             for ch in range(c)]  # fmt: skip
+    emin = min(int(e.min(initial=0)) for _, e in split)
+    n_e = max(int(e.max(initial=0)) for _, e in split) - emin + 1
+    size = n_e * (k + 1)
+    parts = np.zeros((n_e, k + 1, c, 1 if single else 3))
+    for ch, (mant, exp) in enumerate(split):
+        index = exp.astype(np.intp)
+        index -= emin
+        index *= k + 1
+        index += lab
+        if single:  # float32: the significand as one integer, |q| < 2**24
+            pieces = [np.multiply(mant, 2.0**24, dtype=np.float64)]
+        else:  # three integer pieces of a 53-bit significand (products by 2**j are exact)
+            rest = mant * 2.0**53
+            pieces = []
+            for piece in (2, 1):
+                top = np.trunc(rest * 2.0 ** (-PIECE_BITS * piece))
+                rest -= top * 2.0 ** (PIECE_BITS * piece)
+                pieces.insert(0, top)
+            pieces.insert(0, rest)
+        for j, q in enumerate(pieces):
+            found = np.bincount(index, weights=q, minlength=size)
+            parts[:, :, ch, j] = found.reshape(n_e, k + 1)
+    return counts, emin, parts
+
+
+def merge_sums(a, b):
+    """Merge step of :func:`sums_step`: the two chunks' exact sums added."""
+    counts = a[0] + b[0]
+    if a[1] is None:
+        return counts, None, a[2] + b[2]
+    emin = min(a[1], b[1])
+    n_e = max(a[1] + a[2].shape[0], b[1] + b[2].shape[0]) - emin
+    parts = np.zeros((n_e, *a[2].shape[1:]))
+    for _, e, p in (a, b):
+        parts[e - emin : e - emin + p.shape[0]] += p
+    return counts, emin, parts
+
+
+def finish_sums(state):
+    """Finish step of :func:`sums_step`: ``(counts (k,), sums (k, c))`` of labels 1..k, each
+    sum the exact total rounded once (so the same for any chunking)."""
+    counts, emin, parts = state
+    if emin is None:
+        return counts[1:], parts[1:]
+    n_e, k1, c, pieces = parts.shape
+    bits = 24 if pieces == 1 else 53  # the significand's integer: value = q * 2**(e - bits)
+    scale = emin - bits + np.arange(n_e)[:, None] + PIECE_BITS * np.arange(pieces)[None, :]
+    sums = np.zeros((k1 - 1, c))
+    for label in range(1, k1):
+        for ch in range(c):
+            terms = parts[:, label, ch, :]
+            nonzero = terms != 0
+            sums[label - 1, ch] = math.fsum(np.ldexp(terms[nonzero], scale[nonzero]))
+    return counts[1:], sums
 
 
 def cluster_sums(labels: np.ndarray, values: np.ndarray, k: int):
@@ -483,8 +571,9 @@ def cluster_sums(labels: np.ndarray, values: np.ndarray, k: int):
 
     ``labels`` are flat (0 for pixels left out, not counted), ``values`` the ``(n, c)`` pixel
     values. By slices of ``SUMS_STEP`` pixels; single-channel 8-bit or bool values by one joint
-    histogram of (label, value) (integer counts, exact), others by weighted ``np.bincount`` per
-    channel.
+    histogram of (label, value) (integer counts, exact), others by :func:`sums_step`,
+    :func:`merge_sums` and :func:`finish_sums`: the exact sums rounded once, so that the dask
+    path, which runs the same steps on its blocks, gives the same colours to the last bit.
     """
     n, c = values.shape
     dtype = values.dtype
@@ -493,6 +582,7 @@ def cluster_sums(labels: np.ndarray, values: np.ndarray, k: int):
     counts = np.zeros(k + 1, np.int64)
     sums = np.zeros((k + 1, c))
     hist = np.zeros((k + 1) * span, np.int64) if joint else None
+    state = None
     for s in range(0, n, SUMS_STEP):
         lab = labels[s : s + SUMS_STEP].astype(np.intp)
         if joint:
@@ -500,11 +590,13 @@ def cluster_sums(labels: np.ndarray, values: np.ndarray, k: int):
             lab += values[s : s + SUMS_STEP, 0]
             hist += np.bincount(lab, minlength=hist.size)
             continue
-        counts += np.bincount(lab, minlength=k + 1)
-        for ch in range(c):
-            sums[:, ch] += np.bincount(lab, weights=values[s : s + SUMS_STEP, ch], minlength=k + 1)
+        step = sums_step(lab, values[s : s + SUMS_STEP], k)
+        state = step if state is None else merge_sums(state, step)
     if joint:
         table = hist.reshape(k + 1, span)
         counts = table.sum(axis=1)
         sums[:, 0] = table @ np.arange(span, dtype=np.float64)
-    return counts[1:], sums[1:]
+        return counts[1:], sums[1:]
+    if state is None:  # no pixel
+        return counts[1:], sums[1:]
+    return finish_sums(state)

@@ -278,7 +278,9 @@ class FeatureBlocks:
         """``(counts, sums of the input values, inertia)`` per cluster of ``feature_model`` (a
         model of these features): the pass that orders and colours a fit on features."""
         tasks = self._tasks(_colour_step, True, delayed_arrays({"model": feature_model}))
-        return merged(tasks, _add3)
+        state, inertia = merged(tasks, _merge_colour)
+        counts, sums = ft.finish_sums(state)
+        return counts, sums, inertia
 
     def labels(self, feature_model, chunk_size=None):
         """Lazy labels by ``feature_model``, chunked like the blocks' own pixels."""
@@ -350,17 +352,15 @@ def _moments_step(values):
 
 
 def _colour_step(values, source, *, model):
-    """``(counts, sums of the input values, inertia)`` of one block's valid pixels."""
+    """``(exact sums of the input values (features.sums_step), inertia)`` of one block's
+    valid pixels, by cluster of ``model``."""
     labelled = model.label_pixels(values, None, np.dtype(np.float32))
-    k = model.n_clusters
-    idx = labelled.labels.astype(np.intp)  # 1..k
-    sums = np.stack([np.bincount(idx, weights=source[:, c], minlength=k + 1)[1:]
-                     for c in range(source.shape[1])], axis=1)  # fmt: skip
-    return labelled.counts.astype(np.int64), sums, float(labelled.inertia)
+    state = ft.sums_step(labelled.labels, source, model.n_clusters)  # labels 1..k
+    return state, float(labelled.inertia)
 
 
-def _add3(a, b):
-    return a[0] + b[0], a[1] + b[1], a[2] + b[2]
+def _merge_colour(a, b):
+    return ft.merge_sums(a[0], b[0]), a[1] + b[1]
 
 
 # -- labels and clean-up ----------------------------------------------------------------------

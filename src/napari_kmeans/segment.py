@@ -718,11 +718,7 @@ def _colour_sums(feature_model, laid, recipe):
         return lazy_features.features_of(laid, recipe).colour_sums(feature_model)[:2]
     feats = recipe_features(recipe, laid)[0]
     labels = feature_model.label_prepared(feats).labels
-    k = feature_model.n_clusters
-    counts = np.bincount(labels, minlength=k + 1)[1:]
-    sums = np.stack([np.bincount(labels, weights=laid.pixels[:, c], minlength=k + 1)[1:]
-                     for c in range(laid.pixels.shape[1])], axis=1)  # fmt: skip
-    return counts, sums
+    return ft.cluster_sums(labels, laid.pixels, feature_model.n_clusters)
 
 
 def _support_of(image, mask, params, channel_axis, rgb):
