@@ -202,3 +202,8 @@ def test_cluster_sums_are_the_exact_sums_rounded_once_whatever_the_order(dtype):
     order = rng.permutation(n)
     again = cluster_sums(labels[order], values[order], k)
     np.testing.assert_array_equal(again[1], sums)
+    if dtype != np.int64:  # invalid pixels (label 0) may be NaN or inf: they do not count
+        spoilt = values.copy()
+        spoilt[labels == 0] = np.nan
+        spoilt[np.flatnonzero(labels == 0)[::2]] = -np.inf
+        np.testing.assert_array_equal(cluster_sums(labels, spoilt, k)[1], sums)

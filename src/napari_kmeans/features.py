@@ -496,7 +496,7 @@ def sums_step(labels: np.ndarray, values: np.ndarray, k: int):
     per (exponent, cluster, channel, piece) in ``parts`` ``(n_exponents, k + 1, c, pieces)``
     from exponent ``emin`` (exact up to 2**29, resp. 2**35, pixels per exponent).
     :func:`merge_sums` adds two steps; :func:`finish_sums` rounds the exact totals once.
-    Non-finite values (invalid pixels, label 0) only spoil label 0's sums.
+    Non-finite values (invalid pixels, label 0) count as 0.
     """
     lab = labels.astype(np.intp, copy=False)
     counts = np.bincount(lab, minlength=k + 1).astype(np.int64)
@@ -510,6 +510,10 @@ def sums_step(labels: np.ndarray, values: np.ndarray, k: int):
     wide = single or values.dtype == np.float64
     split = [np.frexp(values[:, ch] if wide else values[:, ch].astype(np.float64))
              for ch in range(c)]  # fmt: skip
+    for mant, exp in split:
+        bad = ~np.isfinite(mant)
+        if bad.any():  # NaN or inf (invalid pixels): C's frexp leaves their exponent unspecified
+            mant[bad], exp[bad] = 0.0, 0
     emin = min(int(e.min(initial=0)) for _, e in split)
     n_e = max(int(e.max(initial=0)) for _, e in split) - emin + 1
     size = n_e * (k + 1)
